@@ -1,0 +1,297 @@
+//! `/v1/resources`: register, read, change and remove sources, and ask for a sync.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metasync_shared::db::jobs::Enqueued;
+use metasync_shared::db::resources::{self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch};
+use metasync_shared::domain::ResourceKind;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::Tenant;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::routes::jobs::JobDocument;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/resources", post(create).get(list))
+        .route("/v1/resources/{id}", get(read).patch(update).delete(remove))
+        .route("/v1/resources/{id}/sync", post(sync))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateResource {
+    name: String,
+    kind: ResourceKind,
+    host: String,
+    port: i64,
+    database: String,
+    username: String,
+    password: String,
+    #[serde(default)]
+    options: Option<serde_json::Value>,
+}
+
+// Not Debug: it carries a password.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchResource {
+    name: Option<String>,
+    host: Option<String>,
+    port: Option<i64>,
+    database: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    options: Option<serde_json::Value>,
+    kind: Option<ResourceKind>,
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.trim().is_empty() {
+        return Err(ApiError::Unprocessable(format!(
+            "`{field}` must not be empty"
+        )));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::Unprocessable(format!(
+            "`{field}` must be at most {max} characters"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::Unprocessable(format!(
+            "`{field}` must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_host(host: &str) -> ApiResult<()> {
+    check_text("host", host, 253)?;
+    if host.chars().any(char::is_whitespace) {
+        return Err(ApiError::Unprocessable(
+            "`host` must not contain spaces".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_port(port: i64) -> ApiResult<i32> {
+    if (1..=65_535).contains(&port) {
+        Ok(port as i32)
+    } else {
+        Err(ApiError::Unprocessable(
+            "`port` must be between 1 and 65535".into(),
+        ))
+    }
+}
+
+fn check_password(password: &str) -> ApiResult<()> {
+    if password.len() > 1024 {
+        return Err(ApiError::Unprocessable(
+            "`password` must be at most 1024 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_options(options: Option<serde_json::Value>) -> ApiResult<serde_json::Value> {
+    match options {
+        None | Some(serde_json::Value::Null) => Ok(json!({})),
+        Some(value @ serde_json::Value::Object(_)) => Ok(value),
+        Some(_) => Err(ApiError::Unprocessable(
+            "`options` must be a JSON object".into(),
+        )),
+    }
+}
+
+fn check_kind(kind: ResourceKind) -> ApiResult<()> {
+    match kind {
+        ResourceKind::Postgres => Ok(()),
+        ResourceKind::Mysql => Err(ApiError::Unprocessable(
+            "kind `mysql` is not yet supported".into(),
+        )),
+    }
+}
+
+fn name_taken(e: sqlx::Error) -> ApiError {
+    match &e {
+        sqlx::Error::Database(db) if db.constraint() == Some(NAME_TAKEN_CONSTRAINT) => {
+            ApiError::Conflict("a resource with this name already exists".into())
+        }
+        _ => e.into(),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppJson(body): AppJson<CreateResource>,
+) -> ApiResult<Response> {
+    check_text("name", &body.name, 200)?;
+    check_kind(body.kind)?;
+    check_host(&body.host)?;
+    let port = check_port(body.port)?;
+    check_text("database", &body.database, 255)?;
+    check_text("username", &body.username, 255)?;
+    check_password(&body.password)?;
+    let options = check_options(body.options)?;
+
+    let id = Uuid::now_v7();
+    let sealed = state.secrets.seal(&body.password, id.as_bytes());
+    let resource = resources::insert(
+        &state.db,
+        tenant.id(),
+        id,
+        NewResource {
+            name: body.name.trim(),
+            kind: body.kind,
+            host: &body.host,
+            port,
+            database: &body.database,
+            username: &body.username,
+            password_sealed: sealed,
+            options,
+        },
+    )
+    .await
+    .map_err(name_taken)?;
+    let location = format!("/v1/resources/{}", resource.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(resource),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    cursor: Option<Uuid>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> ApiResult<Response> {
+    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let items = resources::list(&state.db, tenant.id(), query.cursor, limit).await?;
+    let next_cursor = (items.len() as i64 == limit)
+        .then(|| items.last().map(|r| r.id))
+        .flatten();
+    Ok(axum::Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
+}
+
+async fn read(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
+    let resource = resources::get(&state.db, tenant.id(), id)
+        .await?
+        .ok_or(ApiError::NotFound("resource"))?;
+    Ok(axum::Json(resource).into_response())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<PatchResource>,
+) -> ApiResult<Response> {
+    if let Some(kind) = body.kind {
+        check_kind(kind)?;
+        let current = resources::get(&state.db, tenant.id(), id)
+            .await?
+            .ok_or(ApiError::NotFound("resource"))?;
+        if current.kind != kind {
+            return Err(ApiError::Unprocessable(
+                "`kind` cannot be changed; register a new resource".into(),
+            ));
+        }
+    }
+    if let Some(name) = &body.name {
+        check_text("name", name, 200)?;
+    }
+    if let Some(host) = &body.host {
+        check_host(host)?;
+    }
+    let port = body.port.map(check_port).transpose()?;
+    if let Some(database) = &body.database {
+        check_text("database", database, 255)?;
+    }
+    if let Some(username) = &body.username {
+        check_text("username", username, 255)?;
+    }
+    if let Some(password) = &body.password {
+        check_password(password)?;
+    }
+    let options = match body.options {
+        Some(options) => Some(check_options(Some(options))?),
+        None => None,
+    };
+    let patch = ResourcePatch {
+        name: body.name.as_deref().map(str::trim),
+        host: body.host.as_deref(),
+        port,
+        database: body.database.as_deref(),
+        username: body.username.as_deref(),
+        password_sealed: body
+            .password
+            .as_deref()
+            .map(|p| state.secrets.seal(p, id.as_bytes())),
+        options,
+    };
+    let resource = resources::update(&state.db, tenant.id(), id, patch)
+        .await
+        .map_err(name_taken)?
+        .ok_or(ApiError::NotFound("resource"))?;
+    Ok(axum::Json(resource).into_response())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    if resources::delete(&state.db, tenant.id(), id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("resource"))
+    }
+}
+
+/// Enqueues a sync: `202` with the new job, or `200` with the active job when one exists.
+async fn sync(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
+    let enqueued =
+        metasync_shared::db::jobs::enqueue(&state.db, tenant.id(), id, state.max_attempts)
+            .await?
+            .ok_or(ApiError::NotFound("resource"))?;
+    let (status, job, deduplicated) = match enqueued {
+        Enqueued::Created(job) => {
+            crate::routes::jobs::deliver(&state, &[job.id]).await;
+            metrics::counter!("metasync_jobs_enqueued_total").increment(1);
+            (StatusCode::ACCEPTED, job, false)
+        }
+        Enqueued::Deduplicated(job) => (StatusCode::OK, job, true),
+    };
+    let location = format!("/v1/jobs/{}", job.id);
+    let document = JobDocument {
+        job,
+        attempt_history: None,
+        deduplicated: Some(deduplicated),
+    };
+    Ok((status, [(header::LOCATION, location)], axum::Json(document)).into_response())
+}

@@ -1,0 +1,129 @@
+//! Twelve-factor settings shared by both binaries. Every setting is an environment variable
+//! with a matching `--flag` (clap `env`). Secrets are parsed by hand after clap so that a
+//! malformed value is never echoed back in an error message.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::Args;
+
+/// Connection settings for the catalog PostgreSQL.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// The catalog PostgreSQL, e.g. `postgres://localhost/metasync`.
+    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+
+    /// Largest number of pooled connections to the catalog database.
+    #[arg(long, env = "METASYNC_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+/// Connection settings for the Redis that carries deliveries.
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Redis, e.g. `redis://127.0.0.1:6379`.
+    #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: String,
+
+    /// The queue name. Every key of the queue is hash-tagged with it.
+    #[arg(
+        long = "queue",
+        env = "METASYNC_QUEUE",
+        default_value = "metasync-sync"
+    )]
+    pub queue: String,
+}
+
+/// The key that encrypts source credentials at rest.
+#[derive(Clone, Args)]
+pub struct SecretKeyArgs {
+    /// 32 random bytes, base64-encoded (`openssl rand -base64 32`).
+    #[arg(
+        long = "secret-key",
+        env = "METASYNC_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for SecretKeyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKeyArgs(<redacted>)")
+    }
+}
+
+impl SecretKeyArgs {
+    /// Decodes the key. The error names the setting and never the value.
+    pub fn key(&self) -> Result<[u8; 32], ConfigError> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.secret_key.trim())
+            .map_err(|_| ConfigError::invalid("METASYNC_SECRET_KEY", "is not valid base64"))?;
+        bytes.try_into().map_err(|_| {
+            ConfigError::invalid("METASYNC_SECRET_KEY", "must decode to exactly 32 bytes")
+        })
+    }
+}
+
+/// A setting that is present but unusable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {name}: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            name,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Parses a duration written as whole milliseconds (`250ms`), seconds (`30s`, `30`),
+/// minutes (`5m`) or hours (`12h`). Used for every timeout setting so that operators write them one way.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (digits, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000)
+    } else {
+        (s, 1_000)
+    };
+    let n: u64 = digits
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 250ms, 30s, 5m or 12h"))?;
+    Ok(Duration::from_millis(n.saturating_mul(scale)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_three_units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn a_bad_secret_key_is_named_but_not_echoed() {
+        let args = SecretKeyArgs {
+            secret_key: "c2hvcnQ=".into(),
+        };
+        let err = args.key().unwrap_err().to_string();
+        assert!(err.contains("METASYNC_SECRET_KEY"), "{err}");
+        assert!(!err.contains("c2hvcnQ="), "{err}");
+    }
+}

@@ -1,0 +1,441 @@
+//! The stored catalog: set-based writes of a [`Snapshot`] diffed against what is stored, and
+//! the reads behind the catalog endpoints.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::catalog::{SchemaInfo, Snapshot, TableInfo};
+
+/// What a snapshot write changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOutcome {
+    pub schemas: u64,
+    pub tables: u64,
+    pub columns: u64,
+    pub tables_added: u64,
+    pub tables_changed: u64,
+    pub tables_removed: u64,
+    pub tables_unchanged: u64,
+    /// Catalog rows inserted, updated or deleted: 0 for an unchanged resync.
+    pub rows_written: u64,
+}
+
+type TableKey = (String, String, String);
+
+/// Writes a snapshot of one resource: only tables whose fingerprint moved are rewritten, and
+/// what disappeared from the source is removed. A fixed number of statements, whatever the
+/// table count (arrays through `unnest`). Run inside the fenced job transaction.
+#[tracing::instrument(skip_all, fields(%resource_id))]
+pub async fn write_snapshot(
+    tx: &mut PgConnection,
+    tenant: &str,
+    resource_id: Uuid,
+    job_id: Uuid,
+    snapshot: &Snapshot,
+) -> Result<WriteOutcome, sqlx::Error> {
+    let mut outcome = WriteOutcome::default();
+    outcome.rows_written += write_schemas(tx, tenant, resource_id, snapshot).await?;
+
+    let stored: Vec<(Uuid, String, String, String, String)> = sqlx::query_as(
+        "select id, database, schema_name, name, fingerprint
+         from catalog_tables where resource_id = $1",
+    )
+    .bind(resource_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut stored: HashMap<TableKey, (Uuid, String)> = stored
+        .into_iter()
+        .map(|(id, db, schema, name, fp)| ((db, schema, name), (id, fp)))
+        .collect();
+
+    let mut rewrite: Vec<(Uuid, &str, &TableInfo, String)> = Vec::new();
+    let mut changed_ids: Vec<Uuid> = Vec::new();
+    for database in &snapshot.databases {
+        for table in &database.tables {
+            outcome.tables += 1;
+            outcome.columns += table.columns.len() as u64;
+            let key = (
+                database.name.clone(),
+                table.schema.clone(),
+                table.name.clone(),
+            );
+            let fingerprint = table.fingerprint();
+            match stored.remove(&key) {
+                Some((_, old)) if old == fingerprint => outcome.tables_unchanged += 1,
+                Some((id, _)) => {
+                    outcome.tables_changed += 1;
+                    changed_ids.push(id);
+                    rewrite.push((id, &database.name, table, fingerprint));
+                }
+                None => {
+                    outcome.tables_added += 1;
+                    rewrite.push((Uuid::now_v7(), &database.name, table, fingerprint));
+                }
+            }
+        }
+    }
+
+    let removed: Vec<Uuid> = stored.into_values().map(|(id, _)| id).collect();
+    outcome.tables_removed = removed.len() as u64;
+    if !removed.is_empty() {
+        let done = sqlx::query("delete from catalog_tables where id = any($1)")
+            .bind(&removed)
+            .execute(&mut *tx)
+            .await?;
+        outcome.rows_written += done.rows_affected();
+    }
+    if !changed_ids.is_empty() {
+        let done = sqlx::query("delete from catalog_columns where table_id = any($1)")
+            .bind(&changed_ids)
+            .execute(&mut *tx)
+            .await?;
+        outcome.rows_written += done.rows_affected();
+    }
+    if !rewrite.is_empty() {
+        outcome.rows_written += upsert_tables(tx, tenant, resource_id, job_id, &rewrite).await?;
+        outcome.rows_written += insert_columns(tx, tenant, &rewrite).await?;
+    }
+    Ok(outcome)
+}
+
+async fn write_schemas(
+    tx: &mut PgConnection,
+    tenant: &str,
+    resource_id: Uuid,
+    snapshot: &Snapshot,
+) -> Result<u64, sqlx::Error> {
+    let stored: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "select database, name, owner, comment from catalog_schemas where resource_id = $1",
+    )
+    .bind(resource_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let stored: HashMap<(String, String), SchemaInfo> = stored
+        .into_iter()
+        .map(|(db, name, owner, comment)| {
+            let info = SchemaInfo {
+                name: name.clone(),
+                owner,
+                comment,
+            };
+            ((db, name), info)
+        })
+        .collect();
+
+    let mut seen = HashSet::new();
+    let (mut dbs, mut names, mut owners, mut comments) = (vec![], vec![], vec![], vec![]);
+    for database in &snapshot.databases {
+        for schema in &database.schemas {
+            let key = (database.name.clone(), schema.name.clone());
+            if stored.get(&key) != Some(schema) {
+                dbs.push(database.name.as_str());
+                names.push(schema.name.as_str());
+                owners.push(schema.owner.as_deref());
+                comments.push(schema.comment.as_deref());
+            }
+            seen.insert(key);
+        }
+    }
+    let gone: Vec<(&str, &str)> = stored
+        .keys()
+        .filter(|key| !seen.contains(*key))
+        .map(|(db, name)| (db.as_str(), name.as_str()))
+        .collect();
+    let mut written = 0;
+    if !gone.is_empty() {
+        let (gone_dbs, gone_names): (Vec<&str>, Vec<&str>) = gone.into_iter().unzip();
+        written += sqlx::query(
+            "delete from catalog_schemas s using unnest($2::text[], $3::text[]) as g (db, name)
+             where s.resource_id = $1 and s.database = g.db and s.name = g.name",
+        )
+        .bind(resource_id)
+        .bind(&gone_dbs)
+        .bind(&gone_names)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !names.is_empty() {
+        let ids: Vec<Uuid> = names.iter().map(|_| Uuid::now_v7()).collect();
+        written += sqlx::query(
+            "insert into catalog_schemas (id, tenant_id, resource_id, database, name, owner, comment)
+             select id, $1, $2, db, name, owner, comment
+             from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
+                  as s (id, db, name, owner, comment)
+             on conflict (resource_id, database, name)
+             do update set owner = excluded.owner, comment = excluded.comment",
+        )
+        .bind(tenant)
+        .bind(resource_id)
+        .bind(&ids)
+        .bind(&dbs)
+        .bind(&names)
+        .bind(&owners)
+        .bind(&comments)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    Ok(written)
+}
+
+async fn upsert_tables(
+    tx: &mut PgConnection,
+    tenant: &str,
+    resource_id: Uuid,
+    job_id: Uuid,
+    rows: &[(Uuid, &str, &TableInfo, String)],
+) -> Result<u64, sqlx::Error> {
+    let n = rows.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut dbs = Vec::with_capacity(n);
+    let mut schemas = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut owners = Vec::with_capacity(n);
+    let mut comments = Vec::with_capacity(n);
+    let mut row_estimates = Vec::with_capacity(n);
+    let mut sizes = Vec::with_capacity(n);
+    let mut view_definitions = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
+    let mut constraints = Vec::with_capacity(n);
+    let mut indexes = Vec::with_capacity(n);
+    let mut fingerprints = Vec::with_capacity(n);
+    for (id, db, table, fingerprint) in rows {
+        ids.push(*id);
+        dbs.push(*db);
+        schemas.push(table.schema.as_str());
+        names.push(table.name.as_str());
+        kinds.push(table.kind.as_str());
+        owners.push(table.owner.as_deref());
+        comments.push(table.comment.as_deref());
+        row_estimates.push(table.row_estimate);
+        sizes.push(table.total_bytes);
+        view_definitions.push(table.view_definition.as_deref());
+        details.push(table.details.clone());
+        constraints.push(serde_json::to_value(&table.constraints).expect("serializable"));
+        indexes.push(serde_json::to_value(&table.indexes).expect("serializable"));
+        fingerprints.push(fingerprint.as_str());
+    }
+    let done = sqlx::query(
+        "insert into catalog_tables (id, tenant_id, resource_id, database, schema_name, name,
+             kind, owner, comment, row_estimate, total_bytes, view_definition, details,
+             constraints, indexes, fingerprint, last_job_id)
+         select t.id, $1, $2, t.db, t.schema_name, t.name, t.kind, t.owner, t.comment,
+                t.row_estimate, t.total_bytes, t.view_definition, t.details, t.constraints,
+                t.indexes, t.fingerprint, $3
+         from unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                     $10::text[], $11::int8[], $12::int8[], $13::text[], $14::jsonb[],
+                     $15::jsonb[], $16::jsonb[], $17::text[])
+              as t (id, db, schema_name, name, kind, owner, comment, row_estimate, total_bytes,
+                    view_definition, details, constraints, indexes, fingerprint)
+         on conflict (resource_id, database, schema_name, name) do update set
+             kind = excluded.kind, owner = excluded.owner, comment = excluded.comment,
+             row_estimate = excluded.row_estimate, total_bytes = excluded.total_bytes,
+             view_definition = excluded.view_definition, details = excluded.details,
+             constraints = excluded.constraints, indexes = excluded.indexes,
+             fingerprint = excluded.fingerprint, last_job_id = excluded.last_job_id,
+             last_changed_at = now()",
+    )
+    .bind(tenant)
+    .bind(resource_id)
+    .bind(job_id)
+    .bind(&ids)
+    .bind(&dbs)
+    .bind(&schemas)
+    .bind(&names)
+    .bind(&kinds)
+    .bind(&owners)
+    .bind(&comments)
+    .bind(&row_estimates)
+    .bind(&sizes)
+    .bind(&view_definitions)
+    .bind(&details)
+    .bind(&constraints)
+    .bind(&indexes)
+    .bind(&fingerprints)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn insert_columns(
+    tx: &mut PgConnection,
+    tenant: &str,
+    rows: &[(Uuid, &str, &TableInfo, String)],
+) -> Result<u64, sqlx::Error> {
+    let n: usize = rows.iter().map(|(_, _, t, _)| t.columns.len()).sum();
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut table_ids = Vec::with_capacity(n);
+    let mut positions = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut types = Vec::with_capacity(n);
+    let mut nullables = Vec::with_capacity(n);
+    let mut defaults = Vec::with_capacity(n);
+    let mut comments = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
+    for (id, _, table, _) in rows {
+        for column in &table.columns {
+            table_ids.push(*id);
+            positions.push(column.position);
+            names.push(column.name.as_str());
+            types.push(column.data_type.as_str());
+            nullables.push(column.nullable);
+            defaults.push(column.default_value.as_deref());
+            comments.push(column.comment.as_deref());
+            details.push(column.details.clone());
+        }
+    }
+    let done = sqlx::query(
+        "insert into catalog_columns (table_id, tenant_id, position, name, data_type, nullable,
+             default_value, comment, details)
+         select c.table_id, $1, c.position, c.name, c.data_type, c.nullable, c.default_value,
+                c.comment, c.details
+         from unnest($2::uuid[], $3::int4[], $4::text[], $5::text[], $6::bool[], $7::text[],
+                     $8::text[], $9::jsonb[])
+              as c (table_id, position, name, data_type, nullable, default_value, comment,
+                    details)",
+    )
+    .bind(tenant)
+    .bind(&table_ids)
+    .bind(&positions)
+    .bind(&names)
+    .bind(&types)
+    .bind(&nullables)
+    .bind(&defaults)
+    .bind(&comments)
+    .bind(&details)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A stored table in a listing.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TableSummary {
+    pub id: Uuid,
+    pub resource_id: Uuid,
+    pub database: String,
+    pub schema: String,
+    pub name: String,
+    pub kind: String,
+    pub comment: Option<String>,
+    pub row_estimate: Option<i64>,
+    pub total_bytes: Option<i64>,
+    pub last_changed_at: DateTime<Utc>,
+}
+
+const SUMMARY_COLUMNS: &str = "id, resource_id, database, schema_name as schema, name, kind, \
+                               comment, row_estimate, total_bytes, last_changed_at";
+
+/// Filters and keyset position for listing a resource's tables, ordered by
+/// `(database, schema, name)`.
+#[derive(Debug, Default)]
+pub struct TableFilter {
+    pub schema: Option<String>,
+    pub kind: Option<String>,
+    /// Substring of the table name, case-insensitive.
+    pub q: Option<String>,
+    /// The `(database, schema, name)` of the last table of the previous page.
+    pub after: Option<(String, String, String)>,
+    pub limit: i64,
+}
+
+pub async fn list_tables(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    resource_id: Uuid,
+    filter: &TableFilter,
+) -> Result<Vec<TableSummary>, sqlx::Error> {
+    let (after_db, after_schema, after_name) = match &filter.after {
+        Some((d, s, n)) => (Some(d.as_str()), Some(s.as_str()), Some(n.as_str())),
+        None => (None, None, None),
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SUMMARY_COLUMNS} from catalog_tables
+         where tenant_id = $1 and resource_id = $2
+           and ($3::text is null or schema_name = $3)
+           and ($4::text is null or kind = $4)
+           and ($5::text is null or name ilike '%' || $5 || '%')
+           and ($6::text is null or (database, schema_name, name) > ($6, $7, $8))
+         order by database, schema_name, name
+         limit $9"
+    )))
+    .bind(tenant)
+    .bind(resource_id)
+    .bind(filter.schema.as_deref())
+    .bind(filter.kind.as_deref())
+    .bind(filter.q.as_deref().map(escape_like))
+    .bind(after_db)
+    .bind(after_schema)
+    .bind(after_name)
+    .bind(filter.limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Escapes `%`, `_` and `\` so user text matches literally inside `ilike`.
+pub fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// A stored table with everything known about it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TableDetail {
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub summary: TableSummary,
+    pub owner: Option<String>,
+    pub view_definition: Option<String>,
+    pub details: serde_json::Value,
+    pub constraints: serde_json::Value,
+    pub indexes: serde_json::Value,
+    #[sqlx(skip)]
+    pub columns: Vec<StoredColumn>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StoredColumn {
+    pub position: i32,
+    pub name: String,
+    pub data_type: String,
+    pub nullable: bool,
+    pub default_value: Option<String>,
+    pub comment: Option<String>,
+    pub details: serde_json::Value,
+}
+
+pub async fn get_table(
+    pool: &sqlx::PgPool,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<TableDetail>, sqlx::Error> {
+    let table: Option<TableDetail> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SUMMARY_COLUMNS}, owner, view_definition, details, constraints, indexes
+         from catalog_tables where tenant_id = $1 and id = $2"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(mut table) = table else {
+        return Ok(None);
+    };
+    table.columns = sqlx::query_as(
+        "select position, name, data_type, nullable, default_value, comment, details
+         from catalog_columns where tenant_id = $1 and table_id = $2 order by position",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(table))
+}

@@ -1,0 +1,400 @@
+//! Sync jobs: the truth about every job's state. Each state change is one statement guarded
+//! by the state (and, for a running attempt, the lease token) it expects, so a stale worker
+//! can never overwrite a newer attempt.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::domain::{ErrorClass, JobState};
+
+/// A job as clients see it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Job {
+    pub id: Uuid,
+    pub resource_id: Uuid,
+    pub state: JobState,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+    pub error_class: Option<String>,
+    pub stats: Option<serde_json::Value>,
+    pub progress: Option<serde_json::Value>,
+}
+
+const COLUMNS: &str = "id, resource_id, state, attempts, max_attempts, created_at, started_at, \
+                       finished_at, next_attempt_at, error, error_class, stats, progress";
+
+/// One attempt of a job, for its history.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The outcome of asking for a sync of a resource.
+#[derive(Debug)]
+pub enum Enqueued {
+    /// A new job was created; its delivery must be pushed.
+    Created(Job),
+    /// The resource already had an active job; that one is returned.
+    Deduplicated(Job),
+}
+
+/// Creates a queued job for the resource, unless it has an active one (single flight, enforced
+/// by the partial unique index `jobs_one_active_per_resource`). Returns `None` when the
+/// resource does not exist in this tenant.
+pub async fn enqueue(
+    pool: &PgPool,
+    tenant: &str,
+    resource_id: Uuid,
+    max_attempts: i32,
+) -> Result<Option<Enqueued>, sqlx::Error> {
+    // The active job may finish between our failed insert and the read; then insert again.
+    for _ in 0..5 {
+        let created: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "insert into jobs (id, tenant_id, resource_id, state, max_attempts)
+             select $1, tenant_id, id, 'queued', $4 from resources
+             where tenant_id = $2 and id = $3
+             on conflict (resource_id) where state in ('queued', 'running', 'retrying')
+             do nothing
+             returning {COLUMNS}"
+        )))
+        .bind(Uuid::now_v7())
+        .bind(tenant)
+        .bind(resource_id)
+        .bind(max_attempts)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(job) = created {
+            return Ok(Some(Enqueued::Created(job)));
+        }
+        let active: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {COLUMNS} from jobs
+             where tenant_id = $1 and resource_id = $2
+               and state in ('queued', 'running', 'retrying')"
+        )))
+        .bind(tenant)
+        .bind(resource_id)
+        .fetch_optional(pool)
+        .await?;
+        if let Some(job) = active {
+            return Ok(Some(Enqueued::Deduplicated(job)));
+        }
+        let exists: Option<(Uuid,)> =
+            sqlx::query_as("select id from resources where tenant_id = $1 and id = $2")
+                .bind(tenant)
+                .bind(resource_id)
+                .fetch_optional(pool)
+                .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+    }
+    Err(sqlx::Error::Protocol(
+        "single-flight enqueue kept racing with job completion".into(),
+    ))
+}
+
+/// Creates queued jobs for many resources of one tenant at once (all of them when
+/// `resource_ids` is `None`); resources that already have an active job are skipped. Returns
+/// `(job_id, resource_id)` for the jobs created.
+pub async fn enqueue_many(
+    pool: &PgPool,
+    tenant: &str,
+    resource_ids: Option<&[Uuid]>,
+    max_attempts: i32,
+    batch_id: Option<Uuid>,
+) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    let resource_ids: Vec<Uuid> = match resource_ids {
+        Some(ids) => ids.to_vec(),
+        None => {
+            sqlx::query_scalar("select id from resources where tenant_id = $1 order by id")
+                .bind(tenant)
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    let job_ids: Vec<Uuid> = resource_ids.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query_as(
+        "insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
+         select j.id, r.tenant_id, r.id, 'queued', $4, $5
+         from unnest($2::uuid[], $3::uuid[]) as j (resource_id, id)
+         join resources r on r.id = j.resource_id and r.tenant_id = $1
+         on conflict (resource_id) where state in ('queued', 'running', 'retrying')
+         do nothing
+         returning id, resource_id",
+    )
+    .bind(tenant)
+    .bind(&resource_ids)
+    .bind(&job_ids)
+    .bind(max_attempts)
+    .bind(batch_id)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from jobs where tenant_id = $1 and id = $2"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn attempts(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<Vec<Attempt>, sqlx::Error> {
+    sqlx::query_as(
+        "select attempt, worker_id as worker, started_at, finished_at, error_class, error
+         from job_attempts where job_id = $1 order by attempt",
+    )
+    .bind(job_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Filters for listing jobs.
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub resource_id: Option<Uuid>,
+    pub state: Option<JobState>,
+    /// Keyset cursor: the last id of the previous page (newest first).
+    pub before: Option<Uuid>,
+    pub limit: i64,
+}
+
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    filter: &JobFilter,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from jobs
+         where tenant_id = $1
+           and ($2::uuid is null or resource_id = $2)
+           and ($3::text is null or state = $3)
+           and ($4::uuid is null or id < $4)
+         order by id desc limit $5"
+    )))
+    .bind(tenant)
+    .bind(filter.resource_id)
+    .bind(filter.state.map(JobState::as_str))
+    .bind(filter.before)
+    .bind(filter.limit)
+    .fetch_all(db)
+    .await
+}
+
+/// What a worker holds after claiming a job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claim {
+    pub job_id: Uuid,
+    pub tenant_id: String,
+    pub resource_id: Uuid,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// The fencing token: every later write of this attempt must present it.
+    pub lease_token: Uuid,
+}
+
+/// Why a delivery could not be claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimRefused {
+    /// The job is gone, finished or cancelled: drop the delivery.
+    NotRunnable,
+    /// Another attempt holds a live lease: look again once it may have lapsed.
+    LeasedUntil(DateTime<Utc>),
+    /// A `retrying` job whose next attempt is not due yet.
+    NotDueUntil(DateTime<Utc>),
+}
+
+/// Claims a job for one attempt: `queued`/`retrying` (or `running` under a lapsed lease) becomes
+/// `running` with a fresh lease token, and the attempt is recorded. One statement, so two
+/// workers holding the same delivery cannot both win.
+pub async fn claim(
+    pool: &PgPool,
+    job_id: Uuid,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<Result<Claim, ClaimRefused>, sqlx::Error> {
+    let claimed: Option<Claim> = sqlx::query_as(
+        "with claimed as (
+             update jobs set state = 'running', attempts = attempts + 1, worker_id = $2,
+                    lease_token = $3, lease_expires_at = now() + $4 * interval '1 millisecond',
+                    started_at = now(), next_attempt_at = null, progress = null
+             where id = $1
+               and not cancel_requested
+               and (state = 'queued'
+                    or (state = 'retrying' and coalesce(next_attempt_at, now()) <= now())
+                    or (state = 'running' and lease_expires_at < now()))
+             returning id, tenant_id, resource_id, attempts, max_attempts, lease_token
+         ), recorded as (
+             insert into job_attempts (job_id, attempt, tenant_id, worker_id)
+             select id, attempts, tenant_id, $2 from claimed
+         )
+         select id as job_id, tenant_id, resource_id, attempts as attempt, max_attempts,
+                lease_token
+         from claimed",
+    )
+    .bind(job_id)
+    .bind(worker_id)
+    .bind(Uuid::now_v7())
+    .bind(lease.as_millis() as i64)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(claim) = claimed {
+        return Ok(Ok(claim));
+    }
+    let current: Option<(JobState, bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
+        sqlx::query_as(
+            "select state, cancel_requested, lease_expires_at, next_attempt_at
+             from jobs where id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(Err(match current {
+        Some((JobState::Running, false, Some(until), _)) => ClaimRefused::LeasedUntil(until),
+        Some((JobState::Retrying, false, _, Some(due))) => ClaimRefused::NotDueUntil(due),
+        _ => ClaimRefused::NotRunnable,
+    }))
+}
+
+/// A write was refused because the attempt no longer holds the job.
+#[derive(Debug, thiserror::Error)]
+#[error("job {0} is no longer held by this attempt (lease lapsed, cancelled or taken over)")]
+pub struct Fenced(pub Uuid);
+
+/// Extends the leases of every job this worker is running. Returns how many it still holds.
+pub async fn renew_leases(
+    db: impl PgExecutor<'_>,
+    worker_id: &str,
+    lease: Duration,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update jobs set lease_expires_at = now() + $2 * interval '1 millisecond'
+         where worker_id = $1 and state = 'running'",
+    )
+    .bind(worker_id)
+    .bind(lease.as_millis() as i64)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// On shutdown: lets the jobs this worker could not finish be claimed at once by another
+/// worker, instead of after their lease lapses. Their tokens stay, so this worker can no
+/// longer write for them once another attempt claims them.
+pub async fn expire_leases(db: impl PgExecutor<'_>, worker_id: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update jobs set lease_expires_at = now() where worker_id = $1 and state = 'running'",
+    )
+    .bind(worker_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Locks the job row if, and only if, this attempt still holds it. Call first inside the
+/// transaction that writes the catalog, so the writes commit only under a valid lease.
+pub async fn fence(
+    tx: &mut sqlx::PgConnection,
+    claim: &Claim,
+) -> Result<Result<(), Fenced>, sqlx::Error> {
+    let held: Option<(Uuid,)> = sqlx::query_as(
+        "select id from jobs
+         where id = $1 and lease_token = $2 and state = 'running' and not cancel_requested
+         for update",
+    )
+    .bind(claim.job_id)
+    .bind(claim.lease_token)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(held.map(|_| ()).ok_or(Fenced(claim.job_id)))
+}
+
+/// Marks the attempt succeeded. Call inside the fenced catalog transaction.
+pub async fn succeed(
+    tx: &mut sqlx::PgConnection,
+    claim: &Claim,
+    stats: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "with done as (
+             update jobs set state = 'succeeded', finished_at = now(), stats = $3, error = null,
+                    error_class = null, lease_expires_at = null, progress = null
+             where id = $1 and lease_token = $2 and state = 'running'
+             returning id, attempts
+         )
+         update job_attempts a set finished_at = now()
+         from done where a.job_id = done.id and a.attempt = done.attempts",
+    )
+    .bind(claim.job_id)
+    .bind(claim.lease_token)
+    .bind(stats)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// How a failed attempt ends.
+#[derive(Debug, Clone, Copy)]
+pub enum FailureOutcome {
+    /// No attempts left, or a permanent error: the job ends `failed`.
+    Failed,
+    /// Try again after the delay.
+    RetryAfter(Duration),
+}
+
+/// Records a failed attempt under its lease token. Returns `Err(Fenced)` if the attempt no
+/// longer holds the job (then nothing was written).
+pub async fn fail_attempt(
+    pool: &PgPool,
+    claim: &Claim,
+    class: ErrorClass,
+    message: &str,
+    outcome: FailureOutcome,
+) -> Result<Result<(), Fenced>, sqlx::Error> {
+    let (state, delay_ms) = match outcome {
+        FailureOutcome::Failed => (JobState::Failed, None),
+        FailureOutcome::RetryAfter(delay) => (JobState::Retrying, Some(delay.as_millis() as i64)),
+    };
+    let done = sqlx::query(
+        "with done as (
+             update jobs set state = $3, error = $4, error_class = $5,
+                    finished_at = case when $3 = 'failed' then now() end,
+                    next_attempt_at = now() + $6 * interval '1 millisecond',
+                    lease_expires_at = null, progress = null
+             where id = $1 and lease_token = $2 and state = 'running'
+             returning id, attempts
+         )
+         update job_attempts a set finished_at = now(), error = $4, error_class = $5
+         from done where a.job_id = done.id and a.attempt = done.attempts
+         returning a.job_id",
+    )
+    .bind(claim.job_id)
+    .bind(claim.lease_token)
+    .bind(state.as_str())
+    .bind(message)
+    .bind(class.as_str())
+    .bind(delay_ms)
+    .fetch_optional(pool)
+    .await?;
+    Ok(done.map(|_| ()).ok_or(Fenced(claim.job_id)))
+}

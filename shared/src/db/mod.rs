@@ -1,0 +1,34 @@
+//! The catalog PostgreSQL: pool set-up, migrations and one module per table family. Queries
+//! are runtime-checked (`sqlx::query_as`) so the workspace builds without a live database.
+
+pub mod catalog;
+pub mod jobs;
+pub mod resources;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::config::DatabaseArgs;
+
+/// The migrations in `migrations/`, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Connects the catalog pool. Fails fast when the database does not answer.
+pub async fn connect(args: &DatabaseArgs) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(args.db_max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&args.database_url)
+        .await
+}
+
+/// Applies pending migrations under sqlx's advisory migration lock, so concurrent API
+/// replicas starting together apply each migration once.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// A page cursor: the last id of the previous page.
+pub type Cursor = uuid::Uuid;

@@ -1,0 +1,178 @@
+//! Registered sources. Passwords are stored sealed and never selected into [`Resource`].
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::ResourceKind;
+
+/// A registered source as clients see it: every field but the password.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Resource {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: ResourceKind,
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub username: String,
+    pub options: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the worker needs to connect: the resource plus its sealed password.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ResourceWithSecret {
+    #[sqlx(flatten)]
+    pub resource: Resource,
+    pub tenant_id: String,
+    pub password_sealed: Vec<u8>,
+}
+
+/// A new resource, validated by the caller.
+#[derive(Debug)]
+pub struct NewResource<'a> {
+    pub name: &'a str,
+    pub kind: ResourceKind,
+    pub host: &'a str,
+    pub port: i32,
+    pub database: &'a str,
+    pub username: &'a str,
+    pub password_sealed: Vec<u8>,
+    pub options: serde_json::Value,
+}
+
+const COLUMNS: &str =
+    "id, name, kind, host, port, database, username, options, created_at, updated_at";
+
+/// The unique constraint on `(tenant_id, name)`, for turning a violation into a 409.
+pub const NAME_TAKEN_CONSTRAINT: &str = "resources_tenant_id_name_key";
+
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    id: Uuid,
+    new: NewResource<'_>,
+) -> Result<Resource, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into resources (id, tenant_id, name, kind, host, port, database, username,
+                                password_sealed, options)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         returning {COLUMNS}"
+    )))
+    .bind(id)
+    .bind(tenant)
+    .bind(new.name)
+    .bind(new.kind)
+    .bind(new.host)
+    .bind(new.port)
+    .bind(new.database)
+    .bind(new.username)
+    .bind(new.password_sealed)
+    .bind(new.options)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<Resource>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from resources where tenant_id = $1 and id = $2"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Keyset page of a tenant's resources, oldest first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Resource>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from resources
+         where tenant_id = $1 and ($2::uuid is null or id > $2)
+         order by id limit $3"
+    )))
+    .bind(tenant)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Partial update: `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct ResourcePatch<'a> {
+    pub name: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub port: Option<i32>,
+    pub database: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub password_sealed: Option<Vec<u8>>,
+    pub options: Option<serde_json::Value>,
+}
+
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    id: Uuid,
+    patch: ResourcePatch<'_>,
+) -> Result<Option<Resource>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update resources set
+             name = coalesce($3, name),
+             host = coalesce($4, host),
+             port = coalesce($5, port),
+             database = coalesce($6, database),
+             username = coalesce($7, username),
+             password_sealed = coalesce($8, password_sealed),
+             options = coalesce($9, options),
+             updated_at = now()
+         where tenant_id = $1 and id = $2
+         returning {COLUMNS}"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .bind(patch.name)
+    .bind(patch.host)
+    .bind(patch.port)
+    .bind(patch.database)
+    .bind(patch.username)
+    .bind(patch.password_sealed)
+    .bind(patch.options)
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes a resource with its jobs and catalog. Returns whether it existed.
+pub async fn delete(db: impl PgExecutor<'_>, tenant: &str, id: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("delete from resources where tenant_id = $1 and id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// For the worker: the resource with its sealed password. Not tenant-filtered, because the
+/// worker acts on a job whose tenant it read from the job row itself.
+pub async fn get_with_secret(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<ResourceWithSecret>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS}, tenant_id, password_sealed from resources where id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}

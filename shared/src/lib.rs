@@ -1,0 +1,13 @@
+//! Everything the metasync API and workers both need: domain types, configuration, the
+//! catalog database layer, the Redis delivery queue and telemetry set-up.
+//!
+//! This crate depends on neither axum nor apalis's worker runtime, so that either side can
+//! change its framework without touching the other.
+
+pub mod catalog;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod queue;
+pub mod telemetry;

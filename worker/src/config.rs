@@ -1,0 +1,61 @@
+//! Worker settings. Each is an environment variable with a matching `--flag`.
+
+use std::time::Duration;
+
+use clap::Args;
+use metasync_shared::config::{DatabaseArgs, QueueArgs, SecretKeyArgs, parse_duration};
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Jobs one process runs at once.
+    #[arg(long, env = "METASYNC_WORKER_CONCURRENCY", default_value_t = 8,
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: u16,
+
+    /// A delivery's lease. The worker renews it every third of this; if the worker dies, its
+    /// jobs are redelivered once it lapses. This bounds crash-recovery time.
+    #[arg(long, env = "METASYNC_LEASE", default_value = "15s", value_parser = parse_duration)]
+    pub lease: Duration,
+
+    /// Limit for opening a connection to a source.
+    #[arg(long, env = "METASYNC_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Limit for each catalog statement on a source.
+    #[arg(long, env = "METASYNC_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
+
+    /// Limit for a whole attempt; past it the attempt fails as transient.
+    #[arg(long, env = "METASYNC_JOB_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub job_timeout: Duration,
+
+    /// On SIGTERM, how long running jobs may take to finish before their deliveries are
+    /// released for another worker.
+    #[arg(long, env = "METASYNC_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9091); off when unset.
+    #[arg(long, env = "METASYNC_METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Prefix of the worker id; the hostname when unset. A random suffix is always added.
+    #[arg(long, env = "METASYNC_WORKER_NAME")]
+    pub worker_name: Option<String>,
+
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    #[command(flatten)]
+    pub secret_key: SecretKeyArgs,
+}
+
+/// A unique id for this process: a name (hostname by default) plus a random suffix, so that two
+/// processes never share claimed deliveries, even after a restart under the same name.
+pub fn worker_id(name: Option<&str>) -> String {
+    let base = name
+        .map(str::to_owned)
+        .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
+    let suffix: u32 = rand::random();
+    format!("{base}-{suffix:08x}")
+}

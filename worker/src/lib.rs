@@ -1,0 +1,99 @@
+//! The metasync worker: pulls deliveries from Redis, runs the sync pipeline
+//! ([`pipeline`]) under apalis 1.0's runtime, and records every outcome in PostgreSQL.
+
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod maintenance;
+pub mod pipeline;
+pub mod retry;
+pub mod scan;
+
+use std::future::Future;
+use std::time::Duration;
+
+use apalis::layers::WorkerBuilderExt as _;
+use apalis::prelude::{AbortError, BoxDynError, Data, Monitor, RetryAfterError, WorkerBuilder};
+use metasync_shared::db::jobs;
+
+use crate::backend::{Delivery, RedisBackend};
+use crate::pipeline::{Outcome, WorkerContext};
+
+/// How a worker process runs.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    pub concurrency: usize,
+    /// On shutdown, how long running jobs may take before their deliveries are released.
+    pub shutdown_grace: Duration,
+}
+
+/// Runs a worker until `shutdown` resolves, then stops taking work, lets running jobs finish
+/// within the grace period, and hands everything unfinished back for prompt redelivery.
+pub async fn run(
+    ctx: WorkerContext,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    maintenance::register(&ctx).await?;
+    let maintenance = maintenance::spawn(ctx.clone());
+    tracing::info!(worker = %ctx.worker_id, concurrency = options.concurrency, "worker started");
+
+    let factory_ctx = ctx.clone();
+    let monitor = Monitor::new()
+        .register(move |_restarts| {
+            WorkerBuilder::new(factory_ctx.worker_id.as_str())
+                .backend(RedisBackend::new(
+                    factory_ctx.queue.clone(),
+                    factory_ctx.worker_id.clone(),
+                ))
+                .data(factory_ctx.clone())
+                .concurrency(options.concurrency)
+                .build(handle)
+        })
+        .with_terminator(tokio::time::sleep(options.shutdown_grace));
+    let result = monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            Ok(())
+        })
+        .await;
+    drop(maintenance);
+
+    // Whatever did not finish goes back now, not when the lease lapses.
+    let expired = jobs::expire_leases(&ctx.db, &ctx.worker_id).await;
+    let released = ctx.queue.release(&ctx.worker_id).await;
+    tracing::info!(
+        worker = %ctx.worker_id,
+        unfinished_jobs = ?expired.as_ref().ok(),
+        released_deliveries = ?released.as_ref().ok(),
+        "worker stopped"
+    );
+    result?;
+    expired?;
+    released?;
+    Ok(())
+}
+
+/// The apalis task function. Outcomes are recorded in PostgreSQL by the pipeline; the returned
+/// error only tells apalis's event stream what happened (AbortError = permanent).
+async fn handle(delivery: Delivery, ctx: Data<WorkerContext>) -> Result<(), BoxDynError> {
+    match pipeline::handle_delivery(&ctx, delivery.job_id).await {
+        Ok(Outcome::Failed(message)) => Err(AbortError::new(message).into()),
+        Ok(Outcome::Retrying(message, delay)) => Err(RetryAfterError::new(message, delay).into()),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            // The catalog database or Redis failed: hand the delivery back for a later try.
+            tracing::warn!(error = format!("{e:#}"), job_id = %delivery.job_id, "delivery not handled; requeueing");
+            let job_id = delivery.job_id;
+            if ctx
+                .queue
+                .push_delayed(job_id, Duration::from_secs(1))
+                .await
+                .is_ok()
+            {
+                let _ = ctx.queue.ack(&ctx.worker_id, job_id).await;
+            }
+            Err(e.into())
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! One delivery, start to finish: claim the job → decrypt credentials → scan the source →
+//! diff and write the catalog (fenced) → record the outcome → acknowledge the delivery.
+
+use std::time::{Duration, Instant};
+
+use metasync_shared::catalog::Snapshot;
+use metasync_shared::crypto::SecretBox;
+use metasync_shared::db::jobs::{self, Claim, ClaimRefused, FailureOutcome, Fenced};
+use metasync_shared::db::{catalog, resources};
+use metasync_shared::domain::{ErrorClass, SyncStats};
+use metasync_shared::queue::Queue;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::error::JobError;
+use crate::retry::RetryPolicy;
+use crate::scan::{self, ScanLimits, ScanTarget};
+
+/// Everything a worker process shares between its job slots.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub db: PgPool,
+    pub queue: Queue,
+    pub secrets: SecretBox,
+    pub worker_id: String,
+    pub lease: Duration,
+    pub job_timeout: Duration,
+    pub limits: ScanLimits,
+    pub retry: RetryPolicy,
+}
+
+/// How a delivery ended, for logs, metrics and the apalis event stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Failed for good (permanent error, or out of attempts).
+    Failed(String),
+    /// Failed; another attempt is scheduled.
+    Retrying(String, Duration),
+    /// Not claimable now (another attempt holds a live lease, or a retry is not yet due);
+    /// the delivery was pushed again for later.
+    Deferred,
+    /// The job is finished, cancelled or gone: nothing to do.
+    Skipped,
+    /// This attempt lost its lease to a newer one; nothing it did was written.
+    Fenced,
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Failed(_) => "failed",
+            Self::Retrying(..) => "retrying",
+            Self::Deferred => "deferred",
+            Self::Skipped => "skipped",
+            Self::Fenced => "fenced",
+        }
+    }
+}
+
+/// Handles one delivery and acknowledges it. Errors here are infrastructure failures (the
+/// catalog database or Redis); the delivery then stays claimed and is redelivered.
+#[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %ctx.worker_id))]
+pub async fn handle_delivery(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let outcome = process(ctx, job_id).await?;
+    ctx.queue.ack(&ctx.worker_id, job_id).await?;
+    let label = outcome.label();
+    metrics::counter!("metasync_jobs_total", "outcome" => label).increment(1);
+    metrics::histogram!("metasync_job_duration_seconds", "outcome" => label)
+        .record(started.elapsed().as_secs_f64());
+    match &outcome {
+        Outcome::Failed(e) => tracing::warn!(error = %e, "job failed"),
+        Outcome::Retrying(e, delay) => tracing::info!(error = %e, ?delay, "job will retry"),
+        Outcome::Fenced => tracing::warn!("stale attempt fenced off; its results were dropped"),
+        other => tracing::debug!(outcome = ?other, "delivery handled"),
+    }
+    Ok(outcome)
+}
+
+async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<Outcome> {
+    let claim = match jobs::claim(&ctx.db, job_id, &ctx.worker_id, ctx.lease).await? {
+        Ok(claim) => claim,
+        Err(ClaimRefused::NotRunnable) => return Ok(Outcome::Skipped),
+        Err(ClaimRefused::LeasedUntil(at) | ClaimRefused::NotDueUntil(at)) => {
+            let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            ctx.queue
+                .push_delayed(job_id, wait + Duration::from_millis(50))
+                .await?;
+            return Ok(Outcome::Deferred);
+        }
+    };
+
+    let attempt = tokio::time::timeout(ctx.job_timeout, run_attempt(ctx, &claim)).await;
+    let error = match attempt {
+        Ok(Ok(_stats)) => return Ok(Outcome::Succeeded),
+        Ok(Err(AttemptError::Fenced)) => return Ok(Outcome::Fenced),
+        Ok(Err(AttemptError::Job(e))) => e,
+        Err(_) => JobError::transient(format!("job timed out after {:?}", ctx.job_timeout)),
+    };
+
+    let out_of_attempts = claim.attempt >= claim.max_attempts;
+    let outcome = if error.class == ErrorClass::Permanent || out_of_attempts {
+        FailureOutcome::Failed
+    } else {
+        FailureOutcome::RetryAfter(ctx.retry.delay(claim.attempt))
+    };
+    match jobs::fail_attempt(&ctx.db, &claim, error.class, &error.message, outcome).await? {
+        Err(Fenced(_)) => Ok(Outcome::Fenced),
+        Ok(()) => match outcome {
+            FailureOutcome::Failed => Ok(Outcome::Failed(error.message)),
+            FailureOutcome::RetryAfter(delay) => {
+                ctx.queue.push_delayed(job_id, delay).await?;
+                Ok(Outcome::Retrying(error.message, delay))
+            }
+        },
+    }
+}
+
+enum AttemptError {
+    Job(JobError),
+    Fenced,
+}
+
+impl From<JobError> for AttemptError {
+    fn from(e: JobError) -> Self {
+        Self::Job(e)
+    }
+}
+
+/// The catalog database failing mid-attempt is worth a retry.
+fn catalog_error(e: sqlx::Error) -> AttemptError {
+    AttemptError::Job(JobError::transient(format!("writing the catalog: {e}")))
+}
+
+async fn run_attempt(ctx: &WorkerContext, claim: &Claim) -> Result<SyncStats, AttemptError> {
+    let resource = resources::get_with_secret(&ctx.db, claim.resource_id)
+        .await
+        .map_err(catalog_error)?
+        .ok_or_else(|| {
+            JobError::permanent("invalid resource configuration: resource was deleted")
+        })?;
+    let password = ctx
+        .secrets
+        .open(&resource.password_sealed, resource.resource.id.as_bytes())
+        .map_err(|e| JobError::permanent(format!("invalid resource configuration: {e}")))?;
+
+    let target = ScanTarget {
+        resource: &resource.resource,
+        password: &password,
+    };
+    let snapshot: Snapshot = scan::scan(&target, ctx.limits).await?;
+    drop(password);
+
+    let mut tx = ctx.db.begin().await.map_err(catalog_error)?;
+    jobs::fence(&mut tx, claim)
+        .await
+        .map_err(catalog_error)?
+        .map_err(|_| AttemptError::Fenced)?;
+    let written = catalog::write_snapshot(
+        &mut tx,
+        &claim.tenant_id,
+        claim.resource_id,
+        claim.job_id,
+        &snapshot,
+    )
+    .await
+    .map_err(catalog_error)?;
+    let stats = SyncStats {
+        databases: snapshot.databases.len() as u64,
+        schemas: snapshot
+            .databases
+            .iter()
+            .map(|d| d.schemas.len() as u64)
+            .sum(),
+        tables: written.tables,
+        columns: written.columns,
+        tables_added: written.tables_added,
+        tables_changed: written.tables_changed,
+        tables_removed: written.tables_removed,
+        tables_unchanged: written.tables_unchanged,
+        source_statements: snapshot.statements,
+    };
+    let stats_json = serde_json::to_value(&stats).expect("stats serialize");
+    jobs::succeed(&mut tx, claim, &stats_json)
+        .await
+        .map_err(catalog_error)?;
+    tx.commit().await.map_err(catalog_error)?;
+    Ok(stats)
+}

@@ -1,0 +1,37 @@
+//! Scanning a source's catalog. Each engine reads a whole database in a small, fixed number of
+//! set-based statements (never one per table), inside a READ ONLY transaction on a short-lived
+//! connection with connect and statement timeouts.
+
+pub mod postgres;
+
+use std::time::Duration;
+
+use metasync_shared::catalog::Snapshot;
+use metasync_shared::db::resources::Resource;
+use metasync_shared::domain::ResourceKind;
+
+use crate::error::JobError;
+
+/// Where and how to scan. Holds the decrypted password, so it is deliberately not `Debug`.
+pub struct ScanTarget<'a> {
+    pub resource: &'a Resource,
+    pub password: &'a str,
+}
+
+/// Time limits for talking to a source.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanLimits {
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+/// Reads the source's catalog.
+pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapshot, JobError> {
+    let result = match target.resource.kind {
+        ResourceKind::Postgres => postgres::scan(target, limits).await,
+        ResourceKind::Mysql => Err(JobError::permanent(
+            "invalid resource configuration: kind `mysql` is not yet supported",
+        )),
+    };
+    result.map_err(|e| e.scrubbed(target.password))
+}

@@ -1,0 +1,345 @@
+//! PostgreSQL scanner: `pg_catalog` (not the slow `information_schema` views), one statement
+//! per object family per database.
+
+use std::collections::HashMap;
+
+use metasync_shared::catalog::{
+    ColumnInfo, ConstraintInfo, DatabaseSnapshot, ForeignKeyTarget, IndexInfo, SchemaInfo,
+    Snapshot, TableInfo,
+};
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
+
+use super::{ScanLimits, ScanTarget};
+use crate::error::JobError;
+
+/// Schemas that are the server's own, never a user's.
+const SYSTEM_SCHEMAS: &str = "n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+     and n.nspname not like 'pg\\_temp\\_%' and n.nspname not like 'pg\\_toast\\_temp\\_%'";
+
+pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapshot, JobError> {
+    let resource = target.resource;
+    let options = PgConnectOptions::new()
+        .host(&resource.host)
+        .port(resource.port as u16)
+        .database(&resource.database)
+        .username(&resource.username)
+        .password(target.password)
+        .application_name("metasync")
+        .ssl_mode(PgSslMode::Disable)
+        .options([
+            (
+                "statement_timeout",
+                format!("{}ms", limits.statement_timeout.as_millis()),
+            ),
+            ("default_transaction_read_only", "on".to_owned()),
+        ])
+        .disable_statement_logging();
+    let mut conn = match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(JobError::from_source("connecting to the source", &e)),
+        Err(_) => {
+            return Err(JobError::transient(format!(
+                "connecting to the source: timed out after {:?}",
+                limits.connect_timeout
+            )));
+        }
+    };
+    let mut statements = 0;
+    let result = read_database(&mut conn, &resource.database, &mut statements).await;
+    // Closing politely is best effort: the snapshot is already in memory.
+    let _ = tokio::time::timeout(limits.connect_timeout, conn.close()).await;
+    let database = result?;
+    Ok(Snapshot {
+        databases: vec![database],
+        statements,
+    })
+}
+
+type SchemaRow = (String, Option<String>, Option<String>);
+type RelationRow = (
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+);
+type ColumnRow = (
+    i64,
+    i16,
+    String,
+    String,
+    bool,
+    Option<String>,
+    Option<String>,
+    String,
+    String,
+);
+type ConstraintRow = (
+    i64,
+    String,
+    String,
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+    Option<Vec<String>>,
+    Option<String>,
+);
+type IndexRow = (
+    i64,
+    String,
+    bool,
+    bool,
+    String,
+    Vec<Option<String>>,
+    Option<String>,
+);
+
+async fn read_database(
+    conn: &mut PgConnection,
+    name: &str,
+    statements: &mut u64,
+) -> Result<DatabaseSnapshot, JobError> {
+    let fail = |what: &str| {
+        let what = what.to_owned();
+        move |e: sqlx::Error| JobError::from_source(&what, &e)
+    };
+    let mut tx = conn
+        .begin_with("begin read only")
+        .await
+        .map_err(fail("starting a read-only transaction"))?;
+    *statements += 1;
+
+    let schemas: Vec<SchemaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select n.nspname, pg_get_userbyid(n.nspowner)::text, obj_description(n.oid, 'pg_namespace')
+         from pg_namespace n where {SYSTEM_SCHEMAS} order by 1"
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(fail("reading schemas"))?;
+    *statements += 1;
+
+    let relations: Vec<RelationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text,
+                pg_get_userbyid(c.relowner)::text, obj_description(c.oid, 'pg_class'),
+                case when c.reltuples >= 0 then c.reltuples::int8 end,
+                case when c.relkind in ('r', 'm', 't') then pg_total_relation_size(c.oid) end,
+                case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end,
+                (select quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)
+                 from pg_inherits i join pg_class pc on pc.oid = i.inhparent
+                      join pg_namespace pn on pn.oid = pc.relnamespace
+                 where i.inhrelid = c.oid and c.relispartition)
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where c.relkind in ('r', 'v', 'm', 'p', 'f') and {SYSTEM_SCHEMAS}
+         order by 2, 3"
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(fail("reading tables and views"))?;
+    *statements += 1;
+
+    let columns: Vec<ColumnRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select a.attrelid::int8, a.attnum, a.attname::text, format_type(a.atttypid, a.atttypmod),
+                not a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(a.attrelid, a.attnum),
+                a.attidentity::text, a.attgenerated::text
+         from pg_attribute a
+              join pg_class c on c.oid = a.attrelid
+              join pg_namespace n on n.oid = c.relnamespace
+              left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+         where a.attnum > 0 and not a.attisdropped
+           and c.relkind in ('r', 'v', 'm', 'p', 'f') and {SYSTEM_SCHEMAS}
+         order by 1, 2"
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(fail("reading columns"))?;
+    *statements += 1;
+
+    let constraints: Vec<ConstraintRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select con.conrelid::int8, con.conname::text, con.contype::text,
+                array(select a.attname::text
+                      from unnest(con.conkey) with ordinality k (num, ord)
+                           join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.num
+                      order by k.ord),
+                fn.nspname::text, fc.relname::text,
+                case when con.contype = 'f' then
+                    array(select a.attname::text
+                          from unnest(con.confkey) with ordinality k (num, ord)
+                               join pg_attribute a on a.attrelid = con.confrelid and a.attnum = k.num
+                          order by k.ord)
+                end,
+                case when con.contype = 'c' then pg_get_constraintdef(con.oid) end
+         from pg_constraint con
+              join pg_class c on c.oid = con.conrelid
+              join pg_namespace n on n.oid = c.relnamespace
+              left join pg_class fc on fc.oid = con.confrelid
+              left join pg_namespace fn on fn.oid = fc.relnamespace
+         where con.contype in ('p', 'f', 'u', 'c') and {SYSTEM_SCHEMAS}
+         order by 1, 2"
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(fail("reading constraints"))?;
+    *statements += 1;
+
+    let indexes: Vec<IndexRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select i.indrelid::int8, ic.relname::text, i.indisunique, i.indisprimary, am.amname::text,
+                array(select a.attname::text
+                      from unnest(i.indkey::int2[]) with ordinality k (num, ord)
+                           left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.num
+                      order by k.ord),
+                pg_get_expr(i.indexprs, i.indrelid)
+         from pg_index i
+              join pg_class ic on ic.oid = i.indexrelid
+              join pg_am am on am.oid = ic.relam
+              join pg_class c on c.oid = i.indrelid
+              join pg_namespace n on n.oid = c.relnamespace
+         where {SYSTEM_SCHEMAS}
+         order by 1, 2"
+    )))
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(fail("reading indexes"))?;
+    *statements += 1;
+
+    tx.commit()
+        .await
+        .map_err(fail("ending the read-only transaction"))?;
+    *statements += 1;
+
+    Ok(assemble(
+        name,
+        schemas,
+        relations,
+        columns,
+        constraints,
+        indexes,
+    ))
+}
+
+fn relation_kind(relkind: &str) -> &'static str {
+    match relkind {
+        "v" => "view",
+        "m" => "materialized_view",
+        "p" => "partitioned_table",
+        "f" => "foreign_table",
+        _ => "table",
+    }
+}
+
+fn constraint_kind(contype: &str) -> &'static str {
+    match contype {
+        "p" => "primary_key",
+        "f" => "foreign_key",
+        "u" => "unique",
+        _ => "check",
+    }
+}
+
+/// Joins the per-family rows into tables, by relation oid.
+fn assemble(
+    database: &str,
+    schemas: Vec<SchemaRow>,
+    relations: Vec<RelationRow>,
+    columns: Vec<ColumnRow>,
+    constraints: Vec<ConstraintRow>,
+    indexes: Vec<IndexRow>,
+) -> DatabaseSnapshot {
+    let mut tables: Vec<TableInfo> = Vec::with_capacity(relations.len());
+    let mut by_oid: HashMap<i64, usize> = HashMap::with_capacity(relations.len());
+    for (oid, schema, name, relkind, owner, comment, rows, bytes, view_def, parent) in relations {
+        let details = match parent {
+            Some(parent) => json!({ "partition_of": parent }),
+            None => json!({}),
+        };
+        by_oid.insert(oid, tables.len());
+        tables.push(TableInfo {
+            schema,
+            name,
+            kind: relation_kind(&relkind).to_owned(),
+            owner,
+            comment,
+            row_estimate: rows,
+            total_bytes: bytes,
+            view_definition: view_def,
+            details,
+            columns: Vec::new(),
+            constraints: Vec::new(),
+            indexes: Vec::new(),
+        });
+    }
+    for (oid, position, name, data_type, nullable, default, comment, identity, generated) in columns
+    {
+        let Some(&i) = by_oid.get(&oid) else { continue };
+        let mut details = serde_json::Map::new();
+        match identity.as_str() {
+            "a" => drop(details.insert("identity".into(), json!("always"))),
+            "d" => drop(details.insert("identity".into(), json!("by_default"))),
+            _ => {}
+        }
+        let (default_value, generated) = if generated == "s" {
+            (None, default)
+        } else {
+            (default, None)
+        };
+        if let Some(expr) = generated {
+            details.insert("generated".into(), json!(expr));
+        }
+        tables[i].columns.push(ColumnInfo {
+            position: i32::from(position),
+            name,
+            data_type,
+            nullable,
+            default_value,
+            comment,
+            details: serde_json::Value::Object(details),
+        });
+    }
+    for (oid, name, contype, cols, ref_schema, ref_table, ref_cols, definition) in constraints {
+        let Some(&i) = by_oid.get(&oid) else { continue };
+        let references = match (ref_schema, ref_table) {
+            (Some(schema), Some(table)) if contype == "f" => Some(ForeignKeyTarget {
+                schema,
+                table,
+                columns: ref_cols.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        tables[i].constraints.push(ConstraintInfo {
+            name,
+            kind: constraint_kind(&contype).to_owned(),
+            columns: cols,
+            references,
+            definition,
+        });
+    }
+    for (oid, name, unique, primary, method, cols, expression) in indexes {
+        let Some(&i) = by_oid.get(&oid) else { continue };
+        tables[i].indexes.push(IndexInfo {
+            name,
+            columns: cols.into_iter().flatten().collect(),
+            expression,
+            unique,
+            primary,
+            method,
+        });
+    }
+    DatabaseSnapshot {
+        name: database.to_owned(),
+        schemas: schemas
+            .into_iter()
+            .map(|(name, owner, comment)| SchemaInfo {
+                name,
+                owner,
+                comment,
+            })
+            .collect(),
+        tables,
+    }
+}
