@@ -46,12 +46,16 @@ impl JwtKeys {
             .unwrap_or_default()
             .saturating_add(ttl)
             .as_secs();
-        let claims = Claims {
+        self.sign(&Claims {
             sub: subject.to_owned(),
             tenant: tenant.to_owned(),
             exp,
-        };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        })
+    }
+
+    /// Signs arbitrary claims (tests use it for expired tokens).
+    pub fn sign(&self, claims: &Claims) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .expect("HS256 signing with an in-memory key cannot fail")
     }
 

@@ -56,10 +56,15 @@ impl JobError {
 
 fn describe(e: &sqlx::Error) -> String {
     match e {
-        sqlx::Error::Database(db) => match db.code() {
-            Some(code) => format!("{} (code {code})", db.message()),
-            None => db.message().to_owned(),
-        },
+        sqlx::Error::Database(db) => {
+            match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                Some(mysql) => format!("{} (error {})", db.message(), mysql.number()),
+                None => match db.code() {
+                    Some(code) => format!("{} (SQLSTATE {code})", db.message()),
+                    None => db.message().to_owned(),
+                },
+            }
+        }
         sqlx::Error::Io(io) => format!("network error: {io}"),
         sqlx::Error::PoolTimedOut => "timed out waiting for a connection".to_owned(),
         other => other.to_string(),
@@ -70,7 +75,12 @@ fn describe(e: &sqlx::Error) -> String {
 fn classify(e: &sqlx::Error) -> ErrorClass {
     match e {
         sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
+            // MySQL's SQLSTATEs are too coarse (42000 is both "unknown database" and a syntax
+            // error); its error numbers are precise.
+            let code = match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                Some(mysql) => mysql.number().to_string().into(),
+                None => db.code().unwrap_or_default(),
+            };
             let permanent = matches!(
                 code.as_ref(),
                 // PostgreSQL: auth failed, unknown database, privileges, unsupported feature.

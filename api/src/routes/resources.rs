@@ -111,15 +111,6 @@ fn check_options(options: Option<serde_json::Value>) -> ApiResult<serde_json::Va
     }
 }
 
-fn check_kind(kind: ResourceKind) -> ApiResult<()> {
-    match kind {
-        ResourceKind::Postgres => Ok(()),
-        ResourceKind::Mysql => Err(ApiError::Unprocessable(
-            "kind `mysql` is not yet supported".into(),
-        )),
-    }
-}
-
 fn name_taken(e: sqlx::Error) -> ApiError {
     match &e {
         sqlx::Error::Database(db) if db.constraint() == Some(NAME_TAKEN_CONSTRAINT) => {
@@ -135,7 +126,6 @@ async fn create(
     AppJson(body): AppJson<CreateResource>,
 ) -> ApiResult<Response> {
     check_text("name", &body.name, 200)?;
-    check_kind(body.kind)?;
     check_host(&body.host)?;
     let port = check_port(body.port)?;
     check_text("database", &body.database, 255)?;
@@ -208,7 +198,6 @@ async fn update(
     AppJson(body): AppJson<PatchResource>,
 ) -> ApiResult<Response> {
     if let Some(kind) = body.kind {
-        check_kind(kind)?;
         let current = resources::get(&state.db, tenant.id(), id)
             .await?
             .ok_or(ApiError::NotFound("resource"))?;

@@ -2,6 +2,7 @@
 //! set-based statements (never one per table), inside a READ ONLY transaction on a short-lived
 //! connection with connect and statement timeouts.
 
+pub mod mysql;
 pub mod postgres;
 
 use std::time::Duration;
@@ -29,9 +30,7 @@ pub struct ScanLimits {
 pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapshot, JobError> {
     let result = match target.resource.kind {
         ResourceKind::Postgres => postgres::scan(target, limits).await,
-        ResourceKind::Mysql => Err(JobError::permanent(
-            "invalid resource configuration: kind `mysql` is not yet supported",
-        )),
+        ResourceKind::Mysql => mysql::scan(target, limits).await,
     };
     result.map_err(|e| e.scrubbed(target.password))
 }
