@@ -443,7 +443,9 @@ async fn bad_input_gets_a_problem_document() {
         body.to_string()
     };
     let unknown = uuid::Uuid::now_v7();
-    let cases: Vec<(Method, String, Option<String>, Option<&str>, u16)> = vec![
+    // (method, path, body, token, expected status)
+    type Case<'a> = (Method, String, Option<String>, Option<&'a str>, u16);
+    let cases: Vec<Case> = vec![
         (
             Method::POST,
             "/v1/resources".into(),

@@ -261,14 +261,15 @@ pub async fn claim(
     if let Some(claim) = claimed {
         return Ok(Ok(claim));
     }
-    let current: Option<(JobState, bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> =
-        sqlx::query_as(
-            "select state, cancel_requested, lease_expires_at, next_attempt_at
+    // (state, cancel_requested, lease_expires_at, next_attempt_at)
+    type Current = (JobState, bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+    let current: Option<Current> = sqlx::query_as(
+        "select state, cancel_requested, lease_expires_at, next_attempt_at
              from jobs where id = $1",
-        )
-        .bind(job_id)
-        .fetch_optional(pool)
-        .await?;
+    )
+    .bind(job_id)
+    .fetch_optional(pool)
+    .await?;
     Ok(Err(match current {
         Some((JobState::Running, false, Some(until), _)) => ClaimRefused::LeasedUntil(until),
         Some((JobState::Retrying, false, _, Some(due))) => ClaimRefused::NotDueUntil(due),

@@ -245,7 +245,7 @@ fn assemble(
             kind: if is_view { "view" } else { "table" }.to_owned(),
             owner: None,
             // MySQL reports "VIEW" as the comment of every view.
-            comment: comment.filter(|c| !c.is_empty() && !(is_view && c == "VIEW")),
+            comment: comment.filter(|c| !(c.is_empty() || is_view && c == "VIEW")),
             row_estimate: if is_view { None } else { rows },
             total_bytes: if is_view { None } else { bytes },
             view_definition: view_def,
