@@ -87,9 +87,28 @@ pub struct IndexInfo {
     pub method: String,
 }
 
+/// Keys of [`TableInfo::details`] that move without any change to the definition: MySQL's
+/// `UPDATE_TIME` moves on every write to the table's rows, and `CREATE_TIME` on every rebuild
+/// (`OPTIMIZE TABLE` as much as `ALTER TABLE`).
+const VOLATILE_DETAILS: &[&str] = &["created_at", "updated_at"];
+
 impl TableInfo {
-    /// A stable hash of the table's definition. Row estimates and sizes drift on their own and
-    /// are left out, so that an unchanged schema resyncs without writing anything.
+    /// [`Self::details`] without the volatile keys: what the fingerprint and the diff see.
+    fn definition_details(&self) -> serde_json::Value {
+        match &self.details {
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter()
+                    .filter(|(k, _)| !VOLATILE_DETAILS.contains(&k.as_str()))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+
+    /// A stable hash of the table's definition. Row estimates, sizes and volatile details
+    /// drift on their own and are left out, so that an unchanged schema resyncs without
+    /// writing anything.
     pub fn fingerprint(&self) -> String {
         #[derive(Serialize)]
         struct Definition<'a> {
@@ -107,12 +126,296 @@ impl TableInfo {
             owner: &self.owner,
             comment: &self.comment,
             view_definition: &self.view_definition,
-            details: &self.details,
+            details: &self.definition_details(),
             columns: &self.columns,
             constraints: &self.constraints,
             indexes: &self.indexes,
         };
         let bytes = serde_json::to_vec(&definition).expect("catalog types always serialize");
         hex::encode(&Sha256::digest(&bytes)[..16])
+    }
+}
+
+/// What kind of difference a change-history entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    SchemaAdded,
+    SchemaRemoved,
+    TableAdded,
+    TableRemoved,
+    /// Kind, owner, view definition or engine details moved.
+    TableChanged,
+    ColumnAdded,
+    ColumnRemoved,
+    /// Type, nullability, default, comment or identity/generated moved.
+    ColumnChanged,
+    ConstraintAdded,
+    ConstraintRemoved,
+    /// Same name, different columns, target or definition.
+    ConstraintChanged,
+    IndexAdded,
+    IndexRemoved,
+    IndexChanged,
+    /// The comment of a table (or, with no table, of a schema).
+    CommentChanged,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SchemaAdded => "schema_added",
+            Self::SchemaRemoved => "schema_removed",
+            Self::TableAdded => "table_added",
+            Self::TableRemoved => "table_removed",
+            Self::TableChanged => "table_changed",
+            Self::ColumnAdded => "column_added",
+            Self::ColumnRemoved => "column_removed",
+            Self::ColumnChanged => "column_changed",
+            Self::ConstraintAdded => "constraint_added",
+            Self::ConstraintRemoved => "constraint_removed",
+            Self::ConstraintChanged => "constraint_changed",
+            Self::IndexAdded => "index_added",
+            Self::IndexRemoved => "index_removed",
+            Self::IndexChanged => "index_changed",
+            Self::CommentChanged => "comment_changed",
+        }
+    }
+}
+
+/// One difference inside a table, found by [`diff_table`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableChange {
+    pub kind: ChangeKind,
+    /// The column, constraint or index; `None` for the table itself.
+    pub object_name: Option<String>,
+    /// `{"before": …, "after": …}`, one side absent for additions and removals.
+    pub details: serde_json::Value,
+}
+
+impl TableChange {
+    pub fn new(
+        kind: ChangeKind,
+        object_name: Option<&str>,
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Self {
+        let mut details = serde_json::Map::new();
+        if let Some(before) = before {
+            details.insert("before".into(), before);
+        }
+        if let Some(after) = after {
+            details.insert("after".into(), after);
+        }
+        Self {
+            kind,
+            object_name: object_name.map(str::to_owned),
+            details: serde_json::Value::Object(details),
+        }
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("catalog types always serialize")
+}
+
+/// Added, removed and changed items of two lists keyed by name, in `after`'s order then
+/// `before`'s. `same` decides whether two items with one name are equal.
+fn diff_named<T: Serialize>(
+    before: &[T],
+    after: &[T],
+    name: impl Fn(&T) -> &str,
+    same: impl Fn(&T, &T) -> bool,
+    [added, removed, changed]: [ChangeKind; 3],
+    out: &mut Vec<TableChange>,
+) {
+    for new in after {
+        match before.iter().find(|old| name(old) == name(new)) {
+            None => out.push(TableChange::new(
+                added,
+                Some(name(new)),
+                None,
+                Some(to_json(new)),
+            )),
+            Some(old) if !same(old, new) => out.push(TableChange::new(
+                changed,
+                Some(name(new)),
+                Some(to_json(old)),
+                Some(to_json(new)),
+            )),
+            Some(_) => {}
+        }
+    }
+    for old in before {
+        if !after.iter().any(|new| name(new) == name(old)) {
+            out.push(TableChange::new(
+                removed,
+                Some(name(old)),
+                Some(to_json(old)),
+                None,
+            ));
+        }
+    }
+}
+
+/// Every difference between the stored definition of a table and the scanned one. Columns,
+/// constraints and indexes are matched by name; a column's position alone is not a change
+/// (MySQL renumbers the columns after a dropped one).
+pub fn diff_table(before: &TableInfo, after: &TableInfo) -> Vec<TableChange> {
+    let mut out = Vec::new();
+    if before.comment != after.comment {
+        out.push(TableChange::new(
+            ChangeKind::CommentChanged,
+            None,
+            Some(to_json(&before.comment)),
+            Some(to_json(&after.comment)),
+        ));
+    }
+    let (old_details, new_details) = (before.definition_details(), after.definition_details());
+    let mut old_attrs = serde_json::Map::new();
+    let mut new_attrs = serde_json::Map::new();
+    let attributes = [
+        ("kind", to_json(&before.kind), to_json(&after.kind)),
+        ("owner", to_json(&before.owner), to_json(&after.owner)),
+        (
+            "view_definition",
+            to_json(&before.view_definition),
+            to_json(&after.view_definition),
+        ),
+        ("details", old_details, new_details),
+    ];
+    for (key, old, new) in attributes {
+        if old != new {
+            old_attrs.insert(key.into(), old);
+            new_attrs.insert(key.into(), new);
+        }
+    }
+    if !old_attrs.is_empty() {
+        out.push(TableChange::new(
+            ChangeKind::TableChanged,
+            None,
+            Some(old_attrs.into()),
+            Some(new_attrs.into()),
+        ));
+    }
+    diff_named(
+        &before.columns,
+        &after.columns,
+        |c| &c.name,
+        |a, b| {
+            ColumnInfo {
+                position: b.position,
+                ..a.clone()
+            } == *b
+        },
+        [
+            ChangeKind::ColumnAdded,
+            ChangeKind::ColumnRemoved,
+            ChangeKind::ColumnChanged,
+        ],
+        &mut out,
+    );
+    diff_named(
+        &before.constraints,
+        &after.constraints,
+        |c| &c.name,
+        |a, b| a == b,
+        [
+            ChangeKind::ConstraintAdded,
+            ChangeKind::ConstraintRemoved,
+            ChangeKind::ConstraintChanged,
+        ],
+        &mut out,
+    );
+    diff_named(
+        &before.indexes,
+        &after.indexes,
+        |i| &i.name,
+        |a, b| a == b,
+        [
+            ChangeKind::IndexAdded,
+            ChangeKind::IndexRemoved,
+            ChangeKind::IndexChanged,
+        ],
+        &mut out,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn column(position: i32, name: &str, data_type: &str) -> ColumnInfo {
+        ColumnInfo {
+            position,
+            name: name.into(),
+            data_type: data_type.into(),
+            nullable: true,
+            default_value: None,
+            comment: None,
+            details: json!({}),
+        }
+    }
+
+    fn table(columns: Vec<ColumnInfo>) -> TableInfo {
+        TableInfo {
+            schema: "s".into(),
+            name: "t".into(),
+            kind: "table".into(),
+            owner: None,
+            comment: None,
+            row_estimate: Some(1),
+            total_bytes: Some(8192),
+            view_definition: None,
+            details: json!({"engine": "InnoDB", "updated_at": "2026-01-01"}),
+            columns,
+            constraints: vec![],
+            indexes: vec![],
+        }
+    }
+
+    #[test]
+    fn volatile_facts_do_not_move_the_fingerprint() {
+        let a = table(vec![column(1, "id", "int")]);
+        let mut b = a.clone();
+        b.row_estimate = Some(1000);
+        b.total_bytes = None;
+        b.details["updated_at"] = json!("2026-02-02");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert!(diff_table(&a, &b).is_empty());
+        b.details["engine"] = json!("Aria");
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_eq!(diff_table(&a, &b)[0].kind, ChangeKind::TableChanged);
+    }
+
+    #[test]
+    fn columns_are_matched_by_name() {
+        let a = table(vec![
+            column(1, "id", "int"),
+            column(2, "x", "int"),
+            column(3, "y", "int"),
+        ]);
+        let mut b = table(vec![
+            column(1, "id", "bigint"),
+            column(2, "y", "int"),
+            column(3, "z", "text"),
+        ]);
+        b.comment = Some("new".into());
+        let kinds: Vec<(ChangeKind, Option<String>)> = diff_table(&a, &b)
+            .into_iter()
+            .map(|c| (c.kind, c.object_name))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (ChangeKind::CommentChanged, None),
+                (ChangeKind::ColumnChanged, Some("id".into())),
+                (ChangeKind::ColumnAdded, Some("z".into())),
+                (ChangeKind::ColumnRemoved, Some("x".into())),
+            ]
+        );
     }
 }

@@ -10,4 +10,5 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod queue;
+pub mod scan_options;
 pub mod telemetry;

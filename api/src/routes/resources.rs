@@ -8,6 +8,7 @@ use axum::routing::{get, post};
 use metasync_shared::db::jobs::Enqueued;
 use metasync_shared::db::resources::{self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch};
 use metasync_shared::domain::ResourceKind;
+use metasync_shared::scan_options::ScanOptions;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -101,13 +102,15 @@ fn check_password(password: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// Scan options are parsed with the worker's own parser, so what is accepted here is exactly
+/// what the worker can run.
 fn check_options(options: Option<serde_json::Value>) -> ApiResult<serde_json::Value> {
     match options {
         None | Some(serde_json::Value::Null) => Ok(json!({})),
-        Some(value @ serde_json::Value::Object(_)) => Ok(value),
-        Some(_) => Err(ApiError::Unprocessable(
-            "`options` must be a JSON object".into(),
-        )),
+        Some(value) => match ScanOptions::parse(&value) {
+            Ok(_) => Ok(value),
+            Err(e) => Err(ApiError::Unprocessable(e)),
+        },
     }
 }
 

@@ -8,7 +8,9 @@ use serde::Serialize;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::catalog::{SchemaInfo, Snapshot, TableInfo};
+use crate::catalog::{
+    ChangeKind, ColumnInfo, SchemaInfo, Snapshot, TableChange, TableInfo, diff_table,
+};
 
 /// What a snapshot write changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -22,9 +24,19 @@ pub struct WriteOutcome {
     pub tables_unchanged: u64,
     /// Catalog rows inserted, updated or deleted: 0 for an unchanged resync.
     pub rows_written: u64,
+    /// Change-history entries recorded (not counted in `rows_written`).
+    pub changes: u64,
 }
 
 type TableKey = (String, String, String);
+
+/// One change-history entry, before it is written.
+struct ChangeRow {
+    database: String,
+    schema: String,
+    table: Option<String>,
+    change: TableChange,
+}
 
 /// Writes a snapshot of one resource: only tables whose fingerprint moved are rewritten, and
 /// what disappeared from the source is removed. A fixed number of statements, whatever the
@@ -38,18 +50,20 @@ pub async fn write_snapshot(
     snapshot: &Snapshot,
 ) -> Result<WriteOutcome, sqlx::Error> {
     let mut outcome = WriteOutcome::default();
-    outcome.rows_written += write_schemas(tx, tenant, resource_id, snapshot).await?;
+    let (schema_rows, schema_changes) = write_schemas(tx, tenant, resource_id, snapshot).await?;
+    outcome.rows_written += schema_rows;
+    let mut changes: Vec<ChangeRow> = schema_changes;
 
-    let stored: Vec<(Uuid, String, String, String, String)> = sqlx::query_as(
-        "select id, database, schema_name, name, fingerprint
+    let stored: Vec<(Uuid, String, String, String, String, String)> = sqlx::query_as(
+        "select id, database, schema_name, name, fingerprint, kind
          from catalog_tables where resource_id = $1",
     )
     .bind(resource_id)
     .fetch_all(&mut *tx)
     .await?;
-    let mut stored: HashMap<TableKey, (Uuid, String)> = stored
+    let mut stored: HashMap<TableKey, (Uuid, String, String)> = stored
         .into_iter()
-        .map(|(id, db, schema, name, fp)| ((db, schema, name), (id, fp)))
+        .map(|(id, db, schema, name, fp, kind)| ((db, schema, name), (id, fp, kind)))
         .collect();
 
     let mut rewrite: Vec<(Uuid, &str, &TableInfo, String)> = Vec::new();
@@ -65,22 +79,59 @@ pub async fn write_snapshot(
             );
             let fingerprint = table.fingerprint();
             match stored.remove(&key) {
-                Some((_, old)) if old == fingerprint => outcome.tables_unchanged += 1,
-                Some((id, _)) => {
+                Some((_, old, _)) if old == fingerprint => outcome.tables_unchanged += 1,
+                Some((id, _, _)) => {
                     outcome.tables_changed += 1;
                     changed_ids.push(id);
                     rewrite.push((id, &database.name, table, fingerprint));
                 }
                 None => {
                     outcome.tables_added += 1;
+                    changes.push(ChangeRow {
+                        database: database.name.clone(),
+                        schema: table.schema.clone(),
+                        table: Some(table.name.clone()),
+                        change: TableChange {
+                            kind: ChangeKind::TableAdded,
+                            object_name: None,
+                            details: serde_json::json!({ "after": { "kind": table.kind } }),
+                        },
+                    });
                     rewrite.push((Uuid::now_v7(), &database.name, table, fingerprint));
                 }
             }
         }
     }
 
-    let removed: Vec<Uuid> = stored.into_values().map(|(id, _)| id).collect();
+    // Only tables whose fingerprint moved are read back, to say what moved.
+    if !changed_ids.is_empty() {
+        let before = read_definitions(tx, &changed_ids).await?;
+        for (id, database, table, _) in &rewrite {
+            if let Some(old) = before.get(id) {
+                changes.extend(diff_table(old, table).into_iter().map(|change| ChangeRow {
+                    database: database.to_string(),
+                    schema: table.schema.clone(),
+                    table: Some(table.name.clone()),
+                    change,
+                }));
+            }
+        }
+    }
+
+    let removed: Vec<Uuid> = stored.values().map(|(id, _, _)| *id).collect();
     outcome.tables_removed = removed.len() as u64;
+    for ((database, schema, name), (_, _, kind)) in stored {
+        changes.push(ChangeRow {
+            database,
+            schema,
+            table: Some(name),
+            change: TableChange {
+                kind: ChangeKind::TableRemoved,
+                object_name: None,
+                details: serde_json::json!({ "before": { "kind": kind } }),
+            },
+        });
+    }
     if !removed.is_empty() {
         let done = sqlx::query("delete from catalog_tables where id = any($1)")
             .bind(&removed)
@@ -99,7 +150,132 @@ pub async fn write_snapshot(
         outcome.rows_written += upsert_tables(tx, tenant, resource_id, job_id, &rewrite).await?;
         outcome.rows_written += insert_columns(tx, tenant, &rewrite).await?;
     }
+    outcome.changes = insert_changes(tx, tenant, resource_id, job_id, &changes).await?;
     Ok(outcome)
+}
+
+/// The stored definitions of `ids`, as [`TableInfo`]s to diff against: two statements.
+async fn read_definitions(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, TableInfo>, sqlx::Error> {
+    type Row = (
+        Uuid,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        serde_json::Value,
+        sqlx::types::Json<Vec<crate::catalog::ConstraintInfo>>,
+        sqlx::types::Json<Vec<crate::catalog::IndexInfo>>,
+    );
+    let tables: Vec<Row> = sqlx::query_as(
+        "select id, schema_name, name, kind, owner, comment, view_definition, details,
+                constraints, indexes
+         from catalog_tables where id = any($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out: HashMap<Uuid, TableInfo> = tables
+        .into_iter()
+        .map(
+            |(id, schema, name, kind, owner, comment, view, details, cons, idx)| {
+                let table = TableInfo {
+                    schema,
+                    name,
+                    kind,
+                    owner,
+                    comment,
+                    row_estimate: None,
+                    total_bytes: None,
+                    view_definition: view,
+                    details,
+                    columns: Vec::new(),
+                    constraints: cons.0,
+                    indexes: idx.0,
+                };
+                (id, table)
+            },
+        )
+        .collect();
+    let columns: Vec<(Uuid, StoredColumn)> = sqlx::query_as(
+        "select table_id, position, name, data_type, nullable, default_value, comment, details
+         from catalog_columns where table_id = any($1) order by table_id, position",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|row: StoredColumnRow| (row.table_id, row.column))
+    .collect();
+    for (id, c) in columns {
+        if let Some(table) = out.get_mut(&id) {
+            table.columns.push(ColumnInfo {
+                position: c.position,
+                name: c.name,
+                data_type: c.data_type,
+                nullable: c.nullable,
+                default_value: c.default_value,
+                comment: c.comment,
+                details: c.details,
+            });
+        }
+    }
+    Ok(out)
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredColumnRow {
+    table_id: Uuid,
+    #[sqlx(flatten)]
+    column: StoredColumn,
+}
+
+async fn insert_changes(
+    tx: &mut PgConnection,
+    tenant: &str,
+    resource_id: Uuid,
+    job_id: Uuid,
+    changes: &[ChangeRow],
+) -> Result<u64, sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = changes.iter().map(|_| Uuid::now_v7()).collect();
+    let dbs: Vec<&str> = changes.iter().map(|c| c.database.as_str()).collect();
+    let schemas: Vec<&str> = changes.iter().map(|c| c.schema.as_str()).collect();
+    let tables: Vec<Option<&str>> = changes.iter().map(|c| c.table.as_deref()).collect();
+    let kinds: Vec<&str> = changes.iter().map(|c| c.change.kind.as_str()).collect();
+    let objects: Vec<Option<&str>> = changes
+        .iter()
+        .map(|c| c.change.object_name.as_deref())
+        .collect();
+    let details: Vec<&serde_json::Value> = changes.iter().map(|c| &c.change.details).collect();
+    let done = sqlx::query(
+        "insert into catalog_changes (id, tenant_id, resource_id, job_id, database, schema_name,
+             table_name, kind, object_name, details)
+         select c.id, $1, $2, $3, c.db, c.schema_name, c.table_name, c.kind, c.object_name,
+                c.details
+         from unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                     $10::jsonb[])
+              as c (id, db, schema_name, table_name, kind, object_name, details)",
+    )
+    .bind(tenant)
+    .bind(resource_id)
+    .bind(job_id)
+    .bind(&ids)
+    .bind(&dbs)
+    .bind(&schemas)
+    .bind(&tables)
+    .bind(&kinds)
+    .bind(&objects)
+    .bind(&details)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 async fn write_schemas(
@@ -107,7 +283,7 @@ async fn write_schemas(
     tenant: &str,
     resource_id: Uuid,
     snapshot: &Snapshot,
-) -> Result<u64, sqlx::Error> {
+) -> Result<(u64, Vec<ChangeRow>), sqlx::Error> {
     let stored: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
         "select database, name, owner, comment from catalog_schemas where resource_id = $1",
     )
@@ -127,11 +303,36 @@ async fn write_schemas(
         .collect();
 
     let mut seen = HashSet::new();
+    let mut changes = Vec::new();
+    let change = |database: &str, schema: &str, kind, before, after| ChangeRow {
+        database: database.to_owned(),
+        schema: schema.to_owned(),
+        table: None,
+        change: TableChange::new(kind, None, before, after),
+    };
     let (mut dbs, mut names, mut owners, mut comments) = (vec![], vec![], vec![], vec![]);
     for database in &snapshot.databases {
         for schema in &database.schemas {
             let key = (database.name.clone(), schema.name.clone());
-            if stored.get(&key) != Some(schema) {
+            let old = stored.get(&key);
+            match old {
+                None => changes.push(change(
+                    &database.name,
+                    &schema.name,
+                    ChangeKind::SchemaAdded,
+                    None,
+                    Some(serde_json::json!(schema)),
+                )),
+                Some(old) if old.comment != schema.comment => changes.push(change(
+                    &database.name,
+                    &schema.name,
+                    ChangeKind::CommentChanged,
+                    Some(serde_json::json!(old.comment)),
+                    Some(serde_json::json!(schema.comment)),
+                )),
+                Some(_) => {}
+            }
+            if old != Some(schema) {
                 dbs.push(database.name.as_str());
                 names.push(schema.name.as_str());
                 owners.push(schema.owner.as_deref());
@@ -147,6 +348,16 @@ async fn write_schemas(
         .collect();
     let mut written = 0;
     if !gone.is_empty() {
+        for (db, name) in &gone {
+            let before = serde_json::json!(stored[&(db.to_string(), name.to_string())]);
+            changes.push(change(
+                db,
+                name,
+                ChangeKind::SchemaRemoved,
+                Some(before),
+                None,
+            ));
+        }
         let (gone_dbs, gone_names): (Vec<&str>, Vec<&str>) = gone.into_iter().unzip();
         written += sqlx::query(
             "delete from catalog_schemas s using unnest($2::text[], $3::text[]) as g (db, name)
@@ -180,7 +391,7 @@ async fn write_schemas(
         .await?
         .rows_affected();
     }
-    Ok(written)
+    Ok((written, changes))
 }
 
 async fn upsert_tables(
@@ -438,4 +649,158 @@ pub async fn get_table(
     .fetch_all(pool)
     .await?;
     Ok(Some(table))
+}
+
+/// A stored schema in a listing.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SchemaSummary {
+    pub id: Uuid,
+    pub database: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub comment: Option<String>,
+    /// Stored tables and views in the schema.
+    pub tables: i64,
+}
+
+/// A resource's schemas ordered by `(database, name)`, after the keyset position `after`.
+pub async fn list_schemas(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    resource_id: Uuid,
+    after: Option<(String, String)>,
+    limit: i64,
+) -> Result<Vec<SchemaSummary>, sqlx::Error> {
+    let (after_db, after_name) = after.unzip();
+    sqlx::query_as(
+        "select s.id, s.database, s.name, s.owner, s.comment,
+                (select count(*) from catalog_tables t
+                 where t.resource_id = s.resource_id and t.database = s.database
+                   and t.schema_name = s.name) as tables
+         from catalog_schemas s
+         where s.tenant_id = $1 and s.resource_id = $2
+           and ($3::text is null or (s.database, s.name) > ($3, $4))
+         order by s.database, s.name
+         limit $5",
+    )
+    .bind(tenant)
+    .bind(resource_id)
+    .bind(after_db)
+    .bind(after_name)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One change-history entry.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StoredChange {
+    pub id: Uuid,
+    pub job_id: Option<Uuid>,
+    pub database: String,
+    pub schema: String,
+    pub table: Option<String>,
+    pub kind: String,
+    pub object_name: Option<String>,
+    pub details: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A resource's changes at or after `since`, oldest first, in `(created_at, id)` keyset order
+/// after `after`.
+pub async fn list_changes(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    resource_id: Uuid,
+    since: Option<DateTime<Utc>>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<StoredChange>, sqlx::Error> {
+    let (after_at, after_id) = after.unzip();
+    sqlx::query_as(
+        "select id, job_id, database, schema_name as schema, table_name as table, kind,
+                object_name, details, created_at
+         from catalog_changes
+         where tenant_id = $1 and resource_id = $2
+           and ($3::timestamptz is null or created_at >= $3)
+           and ($4::timestamptz is null or (created_at, id) > ($4, $5))
+         order by created_at, id
+         limit $6",
+    )
+    .bind(tenant)
+    .bind(resource_id)
+    .bind(since)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A table or column whose name matched a search.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SearchHit {
+    /// `table` or `column`.
+    pub kind: String,
+    /// The matched name: the table's or the column's.
+    pub name: String,
+    pub table_id: Uuid,
+    /// The column's position; 0 for a table (positions start at 1).
+    pub position: i32,
+    pub resource_id: Uuid,
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    /// The table's kind (`table`, `view`, …).
+    pub table_kind: String,
+    /// The column's type; absent for a table.
+    pub data_type: Option<String>,
+}
+
+/// Tables and columns of `tenant` whose name contains `q` (case-insensitive), ordered by
+/// `(name, table_id, position)` after the keyset position `after`.
+///
+/// `name ilike '%q%'` is what the `pg_trgm` GIN indexes `catalog_tables_name_trgm` and
+/// `catalog_columns_name_trgm` serve (for a `q` of three characters or more), so the
+/// candidates come from the index, not a scan of every column.
+pub async fn search(
+    db: impl PgExecutor<'_>,
+    tenant: &str,
+    q: &str,
+    after: Option<(String, Uuid, i32)>,
+    limit: i64,
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let pattern = format!("%{}%", escape_like(q));
+    let (after_name, after_table, after_position) = match after {
+        Some((name, table, position)) => (Some(name), Some(table), Some(position)),
+        None => (None, None, None),
+    };
+    sqlx::query_as(
+        "(select 'table' as kind, t.name, t.id as table_id, 0 as position, t.resource_id,
+                 t.database, t.schema_name as schema, t.name as table, t.kind as table_kind,
+                 null::text as data_type
+          from catalog_tables t
+          where t.tenant_id = $1 and t.name ilike $2
+            and ($3::text is null or (t.name, t.id, 0) > ($3, $4, $5))
+          order by t.name, t.id
+          limit $6)
+         union all
+         (select 'column', c.name, c.table_id, c.position, t.resource_id, t.database,
+                 t.schema_name, t.name, t.kind, c.data_type
+          from catalog_columns c join catalog_tables t on t.id = c.table_id
+          where c.tenant_id = $1 and c.name ilike $2
+            and ($3::text is null or (c.name, c.table_id, c.position) > ($3, $4, $5))
+          order by c.name, c.table_id, c.position
+          limit $6)
+         order by name, table_id, position
+         limit $6",
+    )
+    .bind(tenant)
+    .bind(pattern)
+    .bind(after_name)
+    .bind(after_table)
+    .bind(after_position)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }

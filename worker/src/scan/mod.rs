@@ -10,6 +10,7 @@ use std::time::Duration;
 use metasync_shared::catalog::Snapshot;
 use metasync_shared::db::resources::Resource;
 use metasync_shared::domain::ResourceKind;
+use metasync_shared::scan_options::ScanOptions;
 
 use crate::error::JobError;
 
@@ -26,11 +27,14 @@ pub struct ScanLimits {
     pub statement_timeout: Duration,
 }
 
-/// Reads the source's catalog.
+/// Reads the source's catalog, as the resource's `options` ask (databases, filters, depth).
+/// Options are read fresh from the resource on every attempt, like the rest of it.
 pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapshot, JobError> {
+    let options = ScanOptions::parse(&target.resource.options)
+        .map_err(|e| JobError::permanent(format!("invalid resource configuration: {e}")))?;
     let result = match target.resource.kind {
-        ResourceKind::Postgres => postgres::scan(target, limits).await,
-        ResourceKind::Mysql => mysql::scan(target, limits).await,
+        ResourceKind::Postgres => postgres::scan(target, &options, limits).await,
+        ResourceKind::Mysql => mysql::scan(target, &options, limits).await,
     };
     result.map_err(|e| e.scrubbed(target.password))
 }

@@ -11,14 +11,20 @@ use serde_json::json;
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::{ConnectOptions as _, Connection as _, MySqlConnection};
 
+use metasync_shared::scan_options::{Depth, ScanOptions};
+
 use super::{ScanLimits, ScanTarget};
 use crate::error::JobError;
 
 const SYSTEM_SCHEMAS: &str = "('mysql', 'information_schema', 'performance_schema', 'sys')";
 
-pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapshot, JobError> {
+pub async fn scan(
+    target: &ScanTarget<'_>,
+    options: &ScanOptions,
+    limits: ScanLimits,
+) -> Result<Snapshot, JobError> {
     let resource = target.resource;
-    let mut options = MySqlConnectOptions::new()
+    let mut connect = MySqlConnectOptions::new()
         .host(&resource.host)
         .port(resource.port as u16)
         .database(&resource.database)
@@ -27,9 +33,9 @@ pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapsho
         .disable_statement_logging();
     // An empty password means "none": sending an empty one fails where none is expected.
     if !target.password.is_empty() {
-        options = options.password(target.password);
+        connect = connect.password(target.password);
     }
-    let mut conn = match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
+    let mut conn = match tokio::time::timeout(limits.connect_timeout, connect.connect()).await {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => return Err(JobError::from_source("connecting to the source", &e)),
         Err(_) => {
@@ -40,7 +46,14 @@ pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapsho
         }
     };
     let mut statements = 0;
-    let result = read_server(&mut conn, &resource.database, limits, &mut statements).await;
+    let result = read_server(
+        &mut conn,
+        &resource.database,
+        options,
+        limits,
+        &mut statements,
+    )
+    .await;
     let _ = tokio::time::timeout(limits.connect_timeout, conn.close()).await;
     Ok(Snapshot {
         databases: vec![result?],
@@ -91,12 +104,45 @@ type IndexRow = (
     String,
 );
 
+/// Which MySQL databases (its schemas) a scan reads, as a condition on `column` with the
+/// names to bind: the resource's database by default, every non-system one for `"all"`.
+fn schema_condition(column: &str, names: Option<&[String]>) -> String {
+    match names {
+        Some(names) => {
+            let marks = vec!["?"; names.len()].join(", ");
+            format!("{column} in ({marks})")
+        }
+        None => format!("{column} not in {SYSTEM_SCHEMAS}"),
+    }
+}
+
+/// Runs one catalog query restricted to the selected databases.
+async fn fetch<T>(
+    conn: &mut MySqlConnection,
+    sql: String,
+    names: Option<&[String]>,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+{
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+    for name in names.unwrap_or_default() {
+        query = query.bind(name);
+    }
+    query.fetch_all(conn).await
+}
+
+/// At most 9 statements, whatever the table count: the timeout, begin, one per object
+/// family, commit. Shallower depths skip the families they do not need.
 async fn read_server(
     conn: &mut MySqlConnection,
     database: &str,
+    options: &ScanOptions,
     limits: ScanLimits,
     statements: &mut u64,
 ) -> Result<DatabaseSnapshot, JobError> {
+    let names = options.database_names(database);
+    let names = names.as_deref();
     let fail = |what: &'static str| move |e: sqlx::Error| JobError::from_source(what, &e);
     // MariaDB's max_statement_time is in seconds; MySQL's max_execution_time in milliseconds.
     let timeout_secs = limits.statement_timeout.as_secs_f64();
@@ -114,119 +160,158 @@ async fn read_server(
         .map_err(fail("starting a read-only transaction"))?;
     *statements += 1;
 
-    let schemas: Vec<(String, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select cast(schema_name as char), cast(null as char)
-         from information_schema.schemata
-         where schema_name not in {SYSTEM_SCHEMAS} order by 1"
-    )))
-    .fetch_all(&mut *tx)
+    let schemas: Vec<(String, Option<String>)> = fetch(
+        &mut tx,
+        format!(
+            "select cast(schema_name as char), cast(null as char)
+             from information_schema.schemata where {} order by 1",
+            schema_condition("schema_name", names)
+        ),
+        names,
+    )
     .await
     .map_err(fail("reading schemas"))?;
     *statements += 1;
 
-    let tables: Vec<TableRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select cast(t.table_schema as char), cast(t.table_name as char),
-                cast(t.table_type as char), cast(t.engine as char),
-                cast(t.table_rows as signed), cast(t.data_length + t.index_length as signed),
-                cast(t.table_comment as char), cast(v.view_definition as char),
-                cast(t.create_time as char), cast(t.update_time as char)
-         from information_schema.tables t
-              left join information_schema.views v
-                     on v.table_schema = t.table_schema and v.table_name = t.table_name
-         where t.table_schema not in {SYSTEM_SCHEMAS} order by 1, 2"
-    )))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(fail("reading tables and views"))?;
-    *statements += 1;
+    let mut rows = Rows {
+        schemas,
+        ..Rows::default()
+    };
+    if options.depth >= Depth::Tables {
+        rows.tables = fetch(
+            &mut tx,
+            format!(
+                "select cast(t.table_schema as char), cast(t.table_name as char),
+                        cast(t.table_type as char), cast(t.engine as char),
+                        cast(t.table_rows as signed),
+                        cast(t.data_length + t.index_length as signed),
+                        cast(t.table_comment as char), cast(v.view_definition as char),
+                        cast(t.create_time as char), cast(t.update_time as char)
+                 from information_schema.tables t
+                      left join information_schema.views v
+                             on v.table_schema = t.table_schema
+                            and v.table_name = t.table_name
+                 where {} order by 1, 2",
+                schema_condition("t.table_schema", names)
+            ),
+            names,
+        )
+        .await
+        .map_err(fail("reading tables and views"))?;
+        *statements += 1;
+    }
+    if options.depth == Depth::Everything {
+        rows.columns = fetch(
+            &mut tx,
+            format!(
+                "select cast(table_schema as char), cast(table_name as char),
+                        cast(ordinal_position as signed), cast(column_name as char),
+                        cast(column_type as char), cast(is_nullable as char),
+                        cast(column_default as char), cast(extra as char),
+                        cast(column_comment as char)
+                 from information_schema.columns
+                 where {} order by 1, 2, 3",
+                schema_condition("table_schema", names)
+            ),
+            names,
+        )
+        .await
+        .map_err(fail("reading columns"))?;
+        *statements += 1;
 
-    let columns: Vec<ColumnRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select cast(table_schema as char), cast(table_name as char),
-                cast(ordinal_position as signed), cast(column_name as char),
-                cast(column_type as char), cast(is_nullable as char),
-                cast(column_default as char), cast(extra as char), cast(column_comment as char)
-         from information_schema.columns
-         where table_schema not in {SYSTEM_SCHEMAS} order by 1, 2, 3"
-    )))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(fail("reading columns"))?;
-    *statements += 1;
+        // Key columns of primary, unique and foreign keys, in one pass.
+        rows.constraints = fetch(
+            &mut tx,
+            format!(
+                "select cast(tc.table_schema as char), cast(tc.table_name as char),
+                        cast(tc.constraint_name as char), cast(tc.constraint_type as char),
+                        cast(k.column_name as char), cast(k.referenced_table_schema as char),
+                        cast(k.referenced_table_name as char),
+                        cast(k.referenced_column_name as char)
+                 from information_schema.table_constraints tc
+                      left join information_schema.key_column_usage k
+                             on k.constraint_schema = tc.constraint_schema
+                            and k.table_schema = tc.table_schema
+                            and k.table_name = tc.table_name
+                            and k.constraint_name = tc.constraint_name
+                 where {}
+                 order by 1, 2, 3, k.ordinal_position",
+                schema_condition("tc.table_schema", names)
+            ),
+            names,
+        )
+        .await
+        .map_err(fail("reading constraints"))?;
+        *statements += 1;
 
-    // Key columns of primary, unique and foreign keys, plus check clauses, in one pass.
-    let constraints: Vec<ConstraintRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select cast(tc.table_schema as char), cast(tc.table_name as char),
-                cast(tc.constraint_name as char), cast(tc.constraint_type as char),
-                cast(k.column_name as char), cast(k.referenced_table_schema as char),
-                cast(k.referenced_table_name as char), cast(k.referenced_column_name as char)
-         from information_schema.table_constraints tc
-              left join information_schema.key_column_usage k
-                     on k.constraint_schema = tc.constraint_schema
-                    and k.table_name = tc.table_name
-                    and k.constraint_name = tc.constraint_name
-         where tc.table_schema not in {SYSTEM_SCHEMAS}
-         order by 1, 2, 3, k.ordinal_position"
-    )))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(fail("reading constraints"))?;
-    *statements += 1;
-
-    let checks: Vec<(String, String, String, String)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select cast(constraint_schema as char), cast(table_name as char),
-                    cast(constraint_name as char), cast(check_clause as char)
-             from information_schema.check_constraints
-             where constraint_schema not in {SYSTEM_SCHEMAS}"
-        )))
-        .fetch_all(&mut *tx)
+        rows.checks = fetch(
+            &mut tx,
+            format!(
+                "select cast(constraint_schema as char), cast(table_name as char),
+                        cast(constraint_name as char), cast(check_clause as char)
+                 from information_schema.check_constraints where {}",
+                schema_condition("constraint_schema", names)
+            ),
+            names,
+        )
         .await
         .map_err(fail("reading check constraints"))?;
-    *statements += 1;
+        *statements += 1;
 
-    let indexes: Vec<IndexRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select cast(table_schema as char), cast(table_name as char), cast(index_name as char),
-                cast(non_unique as signed), cast(column_name as char),
-                cast(null as char), cast(index_type as char)
-         from information_schema.statistics
-         where table_schema not in {SYSTEM_SCHEMAS}
-         order by 1, 2, 3, seq_in_index"
-    )))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(fail("reading indexes"))?;
-    *statements += 1;
+        rows.indexes = fetch(
+            &mut tx,
+            format!(
+                "select cast(table_schema as char), cast(table_name as char),
+                        cast(index_name as char), cast(non_unique as signed),
+                        cast(column_name as char), cast(null as char), cast(index_type as char)
+                 from information_schema.statistics
+                 where {}
+                 order by 1, 2, 3, seq_in_index",
+                schema_condition("table_schema", names)
+            ),
+            names,
+        )
+        .await
+        .map_err(fail("reading indexes"))?;
+        *statements += 1;
+    }
 
     tx.commit()
         .await
         .map_err(fail("ending the read-only transaction"))?;
     *statements += 1;
 
-    Ok(assemble(
-        database,
-        schemas,
-        tables,
-        columns,
-        constraints,
-        checks,
-        indexes,
-    ))
+    Ok(assemble(database, options, rows))
 }
 
-fn assemble(
-    database: &str,
+/// What the catalog statements returned, one vector per object family.
+#[derive(Default)]
+struct Rows {
     schemas: Vec<(String, Option<String>)>,
     tables: Vec<TableRow>,
     columns: Vec<ColumnRow>,
     constraints: Vec<ConstraintRow>,
     checks: Vec<(String, String, String, String)>,
     indexes: Vec<IndexRow>,
-) -> DatabaseSnapshot {
+}
+
+fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> DatabaseSnapshot {
+    let Rows {
+        schemas,
+        tables,
+        columns,
+        constraints,
+        checks,
+        indexes,
+    } = rows;
     let mut out: Vec<TableInfo> = Vec::with_capacity(tables.len());
     let mut by_name: HashMap<(String, String), usize> = HashMap::with_capacity(tables.len());
     for (schema, name, table_type, engine, rows, bytes, comment, view_def, created, updated) in
         tables
     {
+        if !options.table_included(&schema, &name) {
+            continue;
+        }
         let is_view = table_type.eq_ignore_ascii_case("VIEW");
         let mut details = serde_json::Map::new();
         if let Some(engine) = engine {
@@ -350,6 +435,7 @@ fn assemble(
         name: database.to_owned(),
         schemas: schemas
             .into_iter()
+            .filter(|(name, _)| options.schema_included(name))
             .map(|(name, comment)| SchemaInfo {
                 name,
                 owner: None,

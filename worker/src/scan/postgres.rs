@@ -7,6 +7,7 @@ use metasync_shared::catalog::{
     ColumnInfo, ConstraintInfo, DatabaseSnapshot, ForeignKeyTarget, IndexInfo, SchemaInfo,
     Snapshot, TableInfo,
 };
+use metasync_shared::scan_options::{Depth, ScanOptions};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
@@ -18,12 +19,55 @@ use crate::error::JobError;
 const SYSTEM_SCHEMAS: &str = "n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
      and n.nspname not like 'pg\\_temp\\_%' and n.nspname not like 'pg\\_toast\\_temp\\_%'";
 
-pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapshot, JobError> {
+pub async fn scan(
+    target: &ScanTarget<'_>,
+    options: &ScanOptions,
+    limits: ScanLimits,
+) -> Result<Snapshot, JobError> {
+    let resource = target.resource;
+    let mut statements = 0;
+    let names = match options.database_names(&resource.database) {
+        Some(names) => names,
+        None => {
+            let mut conn = connect(target, &resource.database, limits).await?;
+            let names: Result<Vec<String>, _> = sqlx::query_scalar(
+                "select datname::text from pg_database
+                 where datallowconn and not datistemplate order by 1",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .map_err(|e| JobError::from_source("listing databases", &e));
+            statements += 1;
+            let _ = tokio::time::timeout(limits.connect_timeout, conn.close()).await;
+            names?
+        }
+    };
+    // One database at a time, each on its own short-lived connection: a server with many
+    // databases never holds more than one connection or one snapshot transaction open.
+    let mut databases = Vec::with_capacity(names.len());
+    for name in &names {
+        let mut conn = connect(target, name, limits).await?;
+        let result = read_database(&mut conn, name, options, &mut statements).await;
+        // Closing politely is best effort: the snapshot is already in memory.
+        let _ = tokio::time::timeout(limits.connect_timeout, conn.close()).await;
+        databases.push(result?);
+    }
+    Ok(Snapshot {
+        databases,
+        statements,
+    })
+}
+
+async fn connect(
+    target: &ScanTarget<'_>,
+    database: &str,
+    limits: ScanLimits,
+) -> Result<PgConnection, JobError> {
     let resource = target.resource;
     let options = PgConnectOptions::new()
         .host(&resource.host)
         .port(resource.port as u16)
-        .database(&resource.database)
+        .database(database)
         .username(&resource.username)
         .password(target.password)
         .application_name("metasync")
@@ -36,25 +80,14 @@ pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapsho
             ("default_transaction_read_only", "on".to_owned()),
         ])
         .disable_statement_logging();
-    let mut conn = match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return Err(JobError::from_source("connecting to the source", &e)),
-        Err(_) => {
-            return Err(JobError::transient(format!(
-                "connecting to the source: timed out after {:?}",
-                limits.connect_timeout
-            )));
-        }
-    };
-    let mut statements = 0;
-    let result = read_database(&mut conn, &resource.database, &mut statements).await;
-    // Closing politely is best effort: the snapshot is already in memory.
-    let _ = tokio::time::timeout(limits.connect_timeout, conn.close()).await;
-    let database = result?;
-    Ok(Snapshot {
-        databases: vec![database],
-        statements,
-    })
+    match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(JobError::from_source("connecting to the source", &e)),
+        Err(_) => Err(JobError::transient(format!(
+            "connecting to the source: timed out after {:?}",
+            limits.connect_timeout
+        ))),
+    }
 }
 
 type SchemaRow = (String, Option<String>, Option<String>);
@@ -101,9 +134,12 @@ type IndexRow = (
     Option<String>,
 );
 
+/// At most 7 statements, whatever the table count: begin, one per object family, commit.
+/// Shallower depths skip the families they do not need.
 async fn read_database(
     conn: &mut PgConnection,
     name: &str,
+    options: &ScanOptions,
     statements: &mut u64,
 ) -> Result<DatabaseSnapshot, JobError> {
     let fail = |what: &str| {
@@ -125,8 +161,13 @@ async fn read_database(
     .map_err(fail("reading schemas"))?;
     *statements += 1;
 
-    let relations: Vec<RelationRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text,
+    let mut relations: Vec<RelationRow> = Vec::new();
+    let mut columns: Vec<ColumnRow> = Vec::new();
+    let mut constraints: Vec<ConstraintRow> = Vec::new();
+    let mut indexes: Vec<IndexRow> = Vec::new();
+    if options.depth >= Depth::Tables {
+        relations = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text,
                 pg_get_userbyid(c.relowner)::text, obj_description(c.oid, 'pg_class'),
                 case when c.reltuples >= 0 then c.reltuples::int8 end,
                 case when c.relkind in ('r', 'm', 't') then pg_total_relation_size(c.oid) end,
@@ -138,13 +179,14 @@ async fn read_database(
          from pg_class c join pg_namespace n on n.oid = c.relnamespace
          where c.relkind in ('r', 'v', 'm', 'p', 'f') and {SYSTEM_SCHEMAS}
          order by 2, 3"
-    )))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(fail("reading tables and views"))?;
-    *statements += 1;
-
-    let columns: Vec<ColumnRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        )))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail("reading tables and views"))?;
+        *statements += 1;
+    }
+    if options.depth == Depth::Everything {
+        columns = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select a.attrelid::int8, a.attnum, a.attname::text, format_type(a.atttypid, a.atttypmod),
                 not a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(a.attrelid, a.attnum),
                 a.attidentity::text, a.attgenerated::text
@@ -159,9 +201,9 @@ async fn read_database(
     .fetch_all(&mut *tx)
     .await
     .map_err(fail("reading columns"))?;
-    *statements += 1;
+        *statements += 1;
 
-    let constraints: Vec<ConstraintRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        constraints = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select con.conrelid::int8, con.conname::text, con.contype::text,
                 array(select a.attname::text
                       from unnest(con.conkey) with ordinality k (num, ord)
@@ -186,9 +228,9 @@ async fn read_database(
     .fetch_all(&mut *tx)
     .await
     .map_err(fail("reading constraints"))?;
-    *statements += 1;
+        *statements += 1;
 
-    let indexes: Vec<IndexRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        indexes = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select i.indrelid::int8, ic.relname::text, i.indisunique, i.indisprimary, am.amname::text,
                 array(select a.attname::text
                       from unnest(i.indkey::int2[]) with ordinality k (num, ord)
@@ -203,10 +245,11 @@ async fn read_database(
          where {SYSTEM_SCHEMAS}
          order by 1, 2"
     )))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(fail("reading indexes"))?;
-    *statements += 1;
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail("reading indexes"))?;
+        *statements += 1;
+    }
 
     tx.commit()
         .await
@@ -215,6 +258,7 @@ async fn read_database(
 
     Ok(assemble(
         name,
+        options,
         schemas,
         relations,
         columns,
@@ -245,6 +289,7 @@ fn constraint_kind(contype: &str) -> &'static str {
 /// Joins the per-family rows into tables, by relation oid.
 fn assemble(
     database: &str,
+    options: &ScanOptions,
     schemas: Vec<SchemaRow>,
     relations: Vec<RelationRow>,
     columns: Vec<ColumnRow>,
@@ -254,6 +299,9 @@ fn assemble(
     let mut tables: Vec<TableInfo> = Vec::with_capacity(relations.len());
     let mut by_oid: HashMap<i64, usize> = HashMap::with_capacity(relations.len());
     for (oid, schema, name, relkind, owner, comment, rows, bytes, view_def, parent) in relations {
+        if !options.table_included(&schema, &name) {
+            continue;
+        }
         let details = match parent {
             Some(parent) => json!({ "partition_of": parent }),
             None => json!({}),
@@ -334,6 +382,7 @@ fn assemble(
         name: database.to_owned(),
         schemas: schemas
             .into_iter()
+            .filter(|(name, _, _)| options.schema_included(name))
             .map(|(name, owner, comment)| SchemaInfo {
                 name,
                 owner,

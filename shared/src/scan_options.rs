@@ -1,0 +1,246 @@
+//! What a resource asks a scan to read: which databases, which schemas and tables, and how
+//! deep. Parsed from the resource's `options` JSON by the API (to reject bad values with a
+//! 422) and by the worker (to scan), with the same parser, so they never disagree.
+
+use regex::{Regex, RegexBuilder};
+use serde_json::Value;
+
+/// Which databases of the server a scan reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum DatabaseSelection {
+    /// Only the resource's own `database` (the default: it is what the credentials were
+    /// registered for, and scanning more is an explicit choice).
+    #[default]
+    Resource,
+    /// Every database that accepts connections (templates excluded). On MySQL/MariaDB, every
+    /// non-system database (MySQL's databases are its schemas).
+    All,
+    /// Exactly these.
+    List(Vec<String>),
+}
+
+/// How much of each database a scan reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Depth {
+    /// Databases and schemas only (`depth: 1`).
+    Schemas = 1,
+    /// Also tables and views, without their columns, constraints and indexes (`depth: 2`).
+    Tables = 2,
+    /// Everything (`depth: 3`, the default: the catalog is only useful with columns).
+    #[default]
+    Everything = 3,
+}
+
+/// A resource's scan options, from its `options` JSON object:
+///
+/// ```json
+/// { "databases": "all" | ["a", "b"], "depth": 1 | 2 | 3,
+///   "include_schemas": ["^sales"], "exclude_schemas": ["_archive$"],
+///   "include_tables": [], "exclude_tables": ["^tmp_"] }
+/// ```
+///
+/// Defaults (an empty object): the resource's own database, depth 3, every schema and
+/// table. System schemas (`pg_catalog`, `information_schema`, `pg_toast`, temp schemas;
+/// `mysql`, `sys`, `performance_schema`, `information_schema`) are always left out by the
+/// scanners' SQL, so no default pattern is needed for them.
+///
+/// Patterns are Rust `regex` syntax and must match the *whole* name (they are anchored),
+/// because names are identifiers, not text: `sales` means the schema `sales`, not
+/// `presales`; write `.*sales.*` for a substring. Schema patterns match the schema name,
+/// table patterns the table (or view) name alone. An include list, when non-empty, keeps
+/// only what matches one of its patterns; an exclude list then drops what matches any.
+/// Unknown keys are rejected, so a typo never silently scans everything.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    pub databases: DatabaseSelection,
+    pub depth: Depth,
+    pub include_schemas: Vec<Regex>,
+    pub exclude_schemas: Vec<Regex>,
+    pub include_tables: Vec<Regex>,
+    pub exclude_tables: Vec<Regex>,
+}
+
+/// At most this many patterns per list, and names per `databases` list: enough for any real
+/// filter, and bounds the work a resource can ask for on every sync.
+pub const MAX_LIST: usize = 100;
+/// Longest pattern, in bytes.
+pub const MAX_PATTERN: usize = 1000;
+/// Compiled size bound per pattern, so a hostile pattern cannot make the worker build a huge
+/// automaton.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+impl ScanOptions {
+    /// Parses a resource's `options`. The error says which key is wrong and why.
+    pub fn parse(options: &Value) -> Result<Self, String> {
+        let object = match options {
+            Value::Null => return Ok(Self::default()),
+            Value::Object(object) => object,
+            _ => return Err("`options` must be a JSON object".into()),
+        };
+        let mut parsed = Self::default();
+        for (key, value) in object {
+            match key.as_str() {
+                "databases" => parsed.databases = parse_databases(value)?,
+                "depth" => {
+                    parsed.depth = match value.as_u64() {
+                        Some(1) => Depth::Schemas,
+                        Some(2) => Depth::Tables,
+                        Some(3) => Depth::Everything,
+                        _ => return Err("`options.depth` must be 1, 2 or 3".into()),
+                    }
+                }
+                "include_schemas" => parsed.include_schemas = parse_patterns(key, value)?,
+                "exclude_schemas" => parsed.exclude_schemas = parse_patterns(key, value)?,
+                "include_tables" => parsed.include_tables = parse_patterns(key, value)?,
+                "exclude_tables" => parsed.exclude_tables = parse_patterns(key, value)?,
+                other => {
+                    return Err(format!(
+                        "`options.{other}` is not a scan option (expected databases, depth, \
+                         include_schemas, exclude_schemas, include_tables, exclude_tables)"
+                    ));
+                }
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The databases to scan, given the resource's own database and, for `All`, the
+    /// server's list.
+    pub fn database_names(&self, resource_database: &str) -> Option<Vec<String>> {
+        match &self.databases {
+            DatabaseSelection::Resource => Some(vec![resource_database.to_owned()]),
+            DatabaseSelection::List(names) => Some(names.clone()),
+            DatabaseSelection::All => None,
+        }
+    }
+
+    pub fn schema_included(&self, schema: &str) -> bool {
+        selected(&self.include_schemas, &self.exclude_schemas, schema)
+    }
+
+    pub fn table_included(&self, schema: &str, table: &str) -> bool {
+        self.schema_included(schema) && selected(&self.include_tables, &self.exclude_tables, table)
+    }
+}
+
+fn selected(include: &[Regex], exclude: &[Regex], name: &str) -> bool {
+    (include.is_empty() || include.iter().any(|r| r.is_match(name)))
+        && !exclude.iter().any(|r| r.is_match(name))
+}
+
+fn parse_databases(value: &Value) -> Result<DatabaseSelection, String> {
+    const SHAPE: &str = "`options.databases` must be \"all\" or a non-empty list of names";
+    match value {
+        Value::String(s) if s == "all" => Ok(DatabaseSelection::All),
+        Value::Array(items) if !items.is_empty() && items.len() <= MAX_LIST => {
+            let mut names = Vec::with_capacity(items.len());
+            for item in items {
+                match item.as_str() {
+                    Some(name)
+                        if !name.is_empty()
+                            && name.len() <= 255
+                            && !name.chars().any(char::is_control) =>
+                    {
+                        if !names.iter().any(|n| n == name) {
+                            names.push(name.to_owned());
+                        }
+                    }
+                    _ => {
+                        return Err(format!(
+                            "{SHAPE}; each name is 1 to 255 bytes without control characters"
+                        ));
+                    }
+                }
+            }
+            Ok(DatabaseSelection::List(names))
+        }
+        Value::Array(items) if items.len() > MAX_LIST => Err(format!(
+            "`options.databases` lists at most {MAX_LIST} names"
+        )),
+        _ => Err(SHAPE.into()),
+    }
+}
+
+fn parse_patterns(key: &str, value: &Value) -> Result<Vec<Regex>, String> {
+    let Value::Array(items) = value else {
+        return Err(format!(
+            "`options.{key}` must be a list of regular expressions"
+        ));
+    };
+    if items.len() > MAX_LIST {
+        return Err(format!("`options.{key}` lists at most {MAX_LIST} patterns"));
+    }
+    items
+        .iter()
+        .map(|item| {
+            let Some(pattern) = item.as_str() else {
+                return Err(format!(
+                    "`options.{key}` must be a list of regular expressions"
+                ));
+            };
+            if pattern.len() > MAX_PATTERN {
+                return Err(format!(
+                    "`options.{key}`: a pattern is at most {MAX_PATTERN} bytes"
+                ));
+            }
+            RegexBuilder::new(&format!("^(?:{pattern})$"))
+                .size_limit(PATTERN_SIZE_LIMIT)
+                .build()
+                .map_err(|e| {
+                    // The error quotes the pattern back; that is the caller's own input.
+                    let first = e.to_string().lines().last().unwrap_or_default().to_owned();
+                    format!(
+                        "`options.{key}`: {pattern:?} is not a valid regular expression ({first})"
+                    )
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn defaults_scan_the_resource_database_fully() {
+        let o = ScanOptions::parse(&json!({})).unwrap();
+        assert_eq!(o.databases, DatabaseSelection::Resource);
+        assert_eq!(o.depth, Depth::Everything);
+        assert!(o.table_included("any", "thing"));
+        assert_eq!(o.database_names("db"), Some(vec!["db".to_owned()]));
+    }
+
+    #[test]
+    fn patterns_are_anchored_and_exclude_wins() {
+        let o = ScanOptions::parse(&json!({
+            "include_schemas": ["sales", "hr_.*"], "exclude_tables": ["tmp_.*"]
+        }))
+        .unwrap();
+        assert!(o.schema_included("sales"));
+        assert!(!o.schema_included("presales"));
+        assert!(o.schema_included("hr_eu"));
+        assert!(o.table_included("sales", "orders"));
+        assert!(!o.table_included("sales", "tmp_x"));
+        assert!(!o.table_included("other", "orders"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        for (options, needle) in [
+            (json!({"depth": 4}), "depth"),
+            (json!({"depth": "3"}), "depth"),
+            (json!({"databases": "some"}), "databases"),
+            (json!({"databases": []}), "databases"),
+            (json!({"databases": [1]}), "databases"),
+            (json!({"include_schemas": "x"}), "include_schemas"),
+            (json!({"exclude_tables": ["("]}), "exclude_tables"),
+            (json!({"exclude_table": []}), "exclude_table"),
+            (json!([1]), "object"),
+        ] {
+            let e = ScanOptions::parse(&options).unwrap_err();
+            assert!(e.contains(needle), "{options}: {e}");
+        }
+    }
+}
