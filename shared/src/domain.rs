@@ -93,3 +93,37 @@ pub struct SyncStats {
     /// Statements issued against the source, summed over its databases.
     pub source_statements: u64,
 }
+
+/// A resource's overrides of the deployment's retry policy; every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryOverrides {
+    /// First backoff ceiling, in milliseconds.
+    pub base_ms: Option<u64>,
+    /// Growth of the ceiling per attempt.
+    pub factor: Option<f64>,
+    /// Largest backoff ceiling, in milliseconds.
+    pub cap_ms: Option<u64>,
+    /// Attempts before the job ends `failed`.
+    pub max_attempts: Option<i32>,
+}
+
+impl RetryOverrides {
+    /// Checks ranges. The error is meant for a 422 body.
+    pub fn validate(&self) -> Result<(), String> {
+        const DAY_MS: u64 = 86_400_000;
+        if self.base_ms.is_some_and(|b| !(1..=DAY_MS).contains(&b)) {
+            return Err("`retry_policy.base_ms` must be between 1 and 86400000".into());
+        }
+        if self.cap_ms.is_some_and(|c| !(1..=DAY_MS).contains(&c)) {
+            return Err("`retry_policy.cap_ms` must be between 1 and 86400000".into());
+        }
+        if self.factor.is_some_and(|f| !(1.0..=10.0).contains(&f)) {
+            return Err("`retry_policy.factor` must be between 1 and 10".into());
+        }
+        if self.max_attempts.is_some_and(|m| !(1..=100).contains(&m)) {
+            return Err("`retry_policy.max_attempts` must be between 1 and 100".into());
+        }
+        Ok(())
+    }
+}

@@ -11,4 +11,5 @@ pub mod db;
 pub mod domain;
 pub mod queue;
 pub mod scan_options;
+pub mod schedule;
 pub mod telemetry;

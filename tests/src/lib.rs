@@ -15,6 +15,7 @@ use metasync_api::auth::JwtKeys;
 use metasync_shared::config::DatabaseArgs;
 use metasync_shared::crypto::SecretBox;
 use metasync_shared::queue::Queue;
+use metasync_worker::maintenance::Duties;
 use metasync_worker::pipeline::WorkerContext;
 use metasync_worker::retry::RetryPolicy;
 use metasync_worker::scan::ScanLimits;
@@ -159,6 +160,10 @@ impl TestApp {
                 factor: 2.0,
                 cap: Duration::from_secs(1),
             },
+            duties: Duties {
+                reconcile_every: Duration::from_secs(1),
+                ..Duties::default()
+            },
         }
     }
 
@@ -198,6 +203,9 @@ impl TestApp {
             .env("METASYNC_SECRET_KEY", secret_key_base64())
             .env("METASYNC_WORKER_NAME", name)
             .env("METASYNC_DB_MAX_CONNECTIONS", "8")
+            .env("METASYNC_RETRY_BASE", "100ms")
+            .env("METASYNC_RETRY_CAP", "1s")
+            .env("METASYNC_RECONCILE_EVERY", "1s")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -344,11 +352,11 @@ pub fn secret_key_base64() -> String {
 /// A workspace binary, built by `cargo build --bins` before the tests run.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .context("locating the target directory")?;
+    // Tests live in target/<profile>/deps/, binaries in target/<profile>/.
+    let mut dir = exe.parent().context("locating the target directory")?;
+    if dir.ends_with("deps") {
+        dir = dir.parent().context("locating the target directory")?;
+    }
     let path = dir.join(name);
     anyhow::ensure!(
         path.exists(),
@@ -374,5 +382,186 @@ where
             "timed out after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What a [`FaultProxy`] does with a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forward to the upstream server.
+    Pass,
+    /// Accept, then close at once (the client sees a reset or early EOF).
+    Refuse,
+    /// Accept and say nothing until [`FaultProxy::release_stalled`] (a silent or frozen server).
+    Stall,
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a real server, for fault tests: it can refuse, stall
+/// and release connections on command.
+pub struct FaultProxy {
+    pub port: u16,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
+    release: tokio::sync::watch::Sender<u64>,
+    refuse_next: Arc<std::sync::atomic::AtomicUsize>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl FaultProxy {
+    pub async fn start(upstream_port: u16) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let (mode, mode_rx) = tokio::sync::watch::channel(ProxyMode::Pass);
+        let (release, release_rx) = tokio::sync::watch::channel(0u64);
+        let refuse_next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (refuse, count) = (refuse_next.clone(), accepted.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let refused = refuse
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok();
+                let mode = if refused {
+                    ProxyMode::Refuse
+                } else {
+                    *mode_rx.borrow()
+                };
+                let mut release_rx = release_rx.clone();
+                tokio::spawn(async move {
+                    match mode {
+                        ProxyMode::Refuse => return,
+                        ProxyMode::Stall => {
+                            let seen = *release_rx.borrow_and_update();
+                            while *release_rx.borrow() == seen {
+                                if release_rx.changed().await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        ProxyMode::Pass => {}
+                    }
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            mode,
+            release,
+            refuse_next,
+            accepted,
+            task,
+        })
+    }
+
+    /// Sets what happens to new connections.
+    pub fn set_mode(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Refuses the next `n` connections, whatever the mode.
+    pub fn refuse_next(&self, n: usize) {
+        self.refuse_next
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets every stalled connection through.
+    pub fn release_stalled(&self) {
+        self.release.send_modify(|generation| *generation += 1);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl TestApp {
+    /// Registers a PostgreSQL source reached through `port` (e.g. a [`FaultProxy`]).
+    pub async fn register_via(
+        &self,
+        tenant: &str,
+        name: &str,
+        database: &str,
+        port: u16,
+        extra: Value,
+    ) -> anyhow::Result<Value> {
+        let mut body = json!({
+            "name": name, "kind": "postgres", "host": PG_HOST, "port": port,
+            "database": database, "username": "root", "password": "unused-by-trust-auth"
+        });
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        let (status, _, resource) = self
+            .call(tenant, reqwest::Method::POST, "/v1/resources", Some(body))
+            .await?;
+        anyhow::ensure!(status == 201, "register answered {status}: {resource}");
+        Ok(resource)
+    }
+
+    /// Reads a job straight from the catalog database: `(state, attempts, worker_id)`.
+    pub async fn job_row(&self, job_id: &str) -> anyhow::Result<(String, i32, Option<String>)> {
+        Ok(
+            sqlx::query_as("select state, attempts, worker_id from jobs where id = $1")
+                .bind(Uuid::parse_str(job_id)?)
+                .fetch_one(&self.db)
+                .await?,
+        )
+    }
+}
+
+/// Sends a signal to a child process with the `kill` command.
+pub fn signal(child: &tokio::process::Child, signal: &str) -> anyhow::Result<()> {
+    let pid = child.id().context("the process has exited")?;
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {pid} failed");
+    Ok(())
+}
+
+impl TestApp {
+    /// Inserts `count` resources pointing at `database` on the local PostgreSQL, the way the
+    /// API would (sealed passwords), for tests that need thousands.
+    pub async fn insert_resources(
+        &self,
+        tenant: &str,
+        database: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<Uuid>> {
+        let secrets = SecretBox::new(&SECRET_KEY);
+        let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+        let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
+        let sealed: Vec<Vec<u8>> = ids
+            .iter()
+            .map(|id| secrets.seal("pw", id.as_bytes()))
+            .collect();
+        sqlx::query(
+            "insert into resources (id, tenant_id, name, kind, host, port, database, username,
+                                    password_sealed)
+             select id, $1, name, 'postgres', '127.0.0.1', 5432, $2, 'root', sealed
+             from unnest($3::uuid[], $4::text[], $5::bytea[]) as r (id, name, sealed)",
+        )
+        .bind(tenant)
+        .bind(database)
+        .bind(&ids)
+        .bind(&names)
+        .bind(&sealed)
+        .execute(&self.db)
+        .await?;
+        Ok(ids)
     }
 }

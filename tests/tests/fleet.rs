@@ -4,9 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use metasync_shared::crypto::SecretBox;
 use metasync_shared::db::jobs;
-use metasync_tests::{SECRET_KEY, TestApp, create_source, eventually, spawn_app};
+use metasync_tests::{TestApp, create_source, eventually, spawn_app};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -27,31 +26,6 @@ async fn terminate(mut child: Child) {
         .expect("worker exits within its shutdown grace")
         .expect("waiting for the worker");
     assert!(exit.success(), "worker exited with {exit}");
-}
-
-/// Inserts `count` resources pointing at `database`, the way the API would (sealed passwords).
-async fn insert_resources(app: &TestApp, database: &str, count: usize) -> Vec<Uuid> {
-    let secrets = SecretBox::new(&SECRET_KEY);
-    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-    let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
-    let sealed: Vec<Vec<u8>> = ids
-        .iter()
-        .map(|id| secrets.seal("pw", id.as_bytes()))
-        .collect();
-    sqlx::query(
-        "insert into resources (id, tenant_id, name, kind, host, port, database, username, password_sealed)
-         select id, $1, name, 'postgres', '127.0.0.1', 5432, $2, 'root', sealed
-         from unnest($3::uuid[], $4::text[], $5::bytea[]) as r (id, name, sealed)",
-    )
-    .bind(TENANT)
-    .bind(database)
-    .bind(&ids)
-    .bind(&names)
-    .bind(&sealed)
-    .execute(&app.db)
-    .await
-    .expect("inserting resources");
-    ids
 }
 
 async fn count_by_state(app: &TestApp) -> (i64, i64, i64) {
@@ -128,7 +102,7 @@ async fn a_burst_of_20000_jobs_drains_and_leaves_nothing_in_redis() {
     let source = create_source("create table t (id int primary key);")
         .await
         .unwrap();
-    insert_resources(&app, &source, JOBS).await;
+    app.insert_resources(TENANT, &source, JOBS).await.unwrap();
     let created = jobs::enqueue_many(&app.db, TENANT, None, 5, None)
         .await
         .unwrap();

@@ -34,6 +34,31 @@ pub struct WorkerArgs {
     #[arg(long, env = "METASYNC_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Attempts for jobs that schedules create (the API's setting covers the rest).
+    #[arg(long, env = "METASYNC_MAX_ATTEMPTS", default_value_t = 5,
+          value_parser = clap::value_parser!(i32).range(1..=100))]
+    pub max_attempts: i32,
+
+    /// First backoff ceiling after a transient failure.
+    #[arg(long, env = "METASYNC_RETRY_BASE", default_value = "2s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+
+    /// Growth of the backoff ceiling per attempt.
+    #[arg(long, env = "METASYNC_RETRY_FACTOR", default_value_t = 2.0)]
+    pub retry_factor: f64,
+
+    /// Largest backoff ceiling.
+    #[arg(long, env = "METASYNC_RETRY_CAP", default_value = "5m", value_parser = parse_duration)]
+    pub retry_cap: Duration,
+
+    /// How often to re-push jobs whose delivery is missing from Redis.
+    #[arg(long, env = "METASYNC_RECONCILE_EVERY", default_value = "10s", value_parser = parse_duration)]
+    pub reconcile_every: Duration,
+
+    /// Finished jobs older than this are deleted from PostgreSQL.
+    #[arg(long, env = "METASYNC_JOB_RETENTION", default_value = "720h", value_parser = parse_duration)]
+    pub job_retention: Duration,
+
     /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9091); off when unset.
     #[arg(long, env = "METASYNC_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,

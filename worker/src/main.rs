@@ -6,6 +6,7 @@ use metasync_shared::crypto::SecretBox;
 use metasync_shared::queue::Queue;
 use metasync_shared::{db, telemetry};
 use metasync_worker::config::{WorkerArgs, worker_id};
+use metasync_worker::maintenance::Duties;
 use metasync_worker::pipeline::WorkerContext;
 use metasync_worker::retry::RetryPolicy;
 use metasync_worker::scan::ScanLimits;
@@ -43,7 +44,16 @@ async fn main() -> anyhow::Result<()> {
             connect_timeout: args.connect_timeout,
             statement_timeout: args.statement_timeout,
         },
-        retry: RetryPolicy::default(),
+        retry: RetryPolicy {
+            base: args.retry_base,
+            factor: args.retry_factor.clamp(1.0, 10.0),
+            cap: args.retry_cap,
+        },
+        duties: Duties {
+            reconcile_every: args.reconcile_every,
+            retention: args.job_retention,
+            max_attempts: args.max_attempts,
+        },
     };
     let options = RunOptions {
         concurrency: usize::from(args.concurrency),

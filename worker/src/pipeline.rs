@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::JobError;
+use crate::maintenance::Duties;
 use crate::retry::RetryPolicy;
 use crate::scan::{self, ScanLimits, ScanTarget};
 
@@ -27,6 +28,7 @@ pub struct WorkerContext {
     pub job_timeout: Duration,
     pub limits: ScanLimits,
     pub retry: RetryPolicy,
+    pub duties: Duties,
 }
 
 /// How a delivery ended, for logs, metrics and the apalis event stream.
@@ -44,6 +46,8 @@ pub enum Outcome {
     Skipped,
     /// This attempt lost its lease to a newer one; nothing it did was written.
     Fenced,
+    /// Cancelled while running; nothing more was written.
+    Cancelled,
 }
 
 impl Outcome {
@@ -55,6 +59,7 @@ impl Outcome {
             Self::Deferred => "deferred",
             Self::Skipped => "skipped",
             Self::Fenced => "fenced",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -64,8 +69,13 @@ impl Outcome {
 #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %ctx.worker_id))]
 pub async fn handle_delivery(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let outcome = process(ctx, job_id).await?;
+    let (outcome, redeliver) = process(ctx, job_id).await?;
+    // Acknowledge before pushing again: the ack clears the job's `pending` mark, which the
+    // new delivery sets again. A crash in between leaves a job the reconciler re-pushes.
     ctx.queue.ack(&ctx.worker_id, job_id).await?;
+    if let Some(delay) = redeliver {
+        ctx.queue.push_delayed(job_id, delay).await?;
+    }
     let label = outcome.label();
     metrics::counter!("metasync_jobs_total", "outcome" => label).increment(1);
     metrics::histogram!("metasync_job_duration_seconds", "outcome" => label)
@@ -79,23 +89,28 @@ pub async fn handle_delivery(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Resul
     Ok(outcome)
 }
 
-async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<Outcome> {
+/// Runs the job if it can be claimed. Returns the outcome and, when the job must run again
+/// later, the delay before its next delivery.
+async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<(Outcome, Option<Duration>)> {
     let claim = match jobs::claim(&ctx.db, job_id, &ctx.worker_id, ctx.lease).await? {
         Ok(claim) => claim,
-        Err(ClaimRefused::NotRunnable) => return Ok(Outcome::Skipped),
+        Err(ClaimRefused::NotRunnable) => return Ok((Outcome::Skipped, None)),
         Err(ClaimRefused::LeasedUntil(at) | ClaimRefused::NotDueUntil(at)) => {
             let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
-            ctx.queue
-                .push_delayed(job_id, wait + Duration::from_millis(50))
-                .await?;
-            return Ok(Outcome::Deferred);
+            return Ok((Outcome::Deferred, Some(wait + Duration::from_millis(50))));
         }
     };
 
     let attempt = tokio::time::timeout(ctx.job_timeout, run_attempt(ctx, &claim)).await;
     let error = match attempt {
-        Ok(Ok(_stats)) => return Ok(Outcome::Succeeded),
-        Ok(Err(AttemptError::Fenced)) => return Ok(Outcome::Fenced),
+        Ok(Ok(_stats)) => return Ok((Outcome::Succeeded, None)),
+        Ok(Err(AttemptError::Stopped)) => {
+            return Ok(if jobs::mark_cancelled(&ctx.db, &claim).await? {
+                (Outcome::Cancelled, None)
+            } else {
+                (Outcome::Fenced, None)
+            });
+        }
         Ok(Err(AttemptError::Job(e))) => e,
         Err(_) => JobError::transient(format!("job timed out after {:?}", ctx.job_timeout)),
     };
@@ -104,28 +119,43 @@ async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<Outcome> {
     let outcome = if error.class == ErrorClass::Permanent || out_of_attempts {
         FailureOutcome::Failed
     } else {
-        FailureOutcome::RetryAfter(ctx.retry.delay(claim.attempt))
+        let policy = ctx.retry.with_overrides(claim.retry_policy.as_ref());
+        FailureOutcome::RetryAfter(policy.delay(claim.attempt))
     };
     match jobs::fail_attempt(&ctx.db, &claim, error.class, &error.message, outcome).await? {
-        Err(Fenced(_)) => Ok(Outcome::Fenced),
-        Ok(()) => match outcome {
-            FailureOutcome::Failed => Ok(Outcome::Failed(error.message)),
+        Err(Fenced(_)) => Ok((Outcome::Fenced, None)),
+        Ok(()) => Ok(match outcome {
+            FailureOutcome::Failed => (Outcome::Failed(error.message), None),
             FailureOutcome::RetryAfter(delay) => {
-                ctx.queue.push_delayed(job_id, delay).await?;
-                Ok(Outcome::Retrying(error.message, delay))
+                (Outcome::Retrying(error.message, delay), Some(delay))
             }
-        },
+        }),
     }
 }
 
 enum AttemptError {
     Job(JobError),
-    Fenced,
+    /// A cancel was requested, or the attempt was taken over: stop and write nothing more.
+    /// `process` tells which by trying to record the cancel under this attempt's token.
+    Stopped,
 }
 
 impl From<JobError> for AttemptError {
     fn from(e: JobError) -> Self {
         Self::Job(e)
+    }
+}
+
+/// How often a running scan checks whether its job was cancelled.
+const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Resolves once a cancel is requested for the attempt (or it lost the job).
+async fn cancel_requested(ctx: &WorkerContext, claim: &Claim) {
+    loop {
+        tokio::time::sleep(CANCEL_CHECK_EVERY).await;
+        if let Ok(true) = jobs::cancel_requested(&ctx.db, claim).await {
+            return;
+        }
     }
 }
 
@@ -150,14 +180,29 @@ async fn run_attempt(ctx: &WorkerContext, claim: &Claim) -> Result<SyncStats, At
         resource: &resource.resource,
         password: &password,
     };
-    let snapshot: Snapshot = scan::scan(&target, ctx.limits).await?;
+    // Checkpoint: the scan stops as soon as a cancel is seen.
+    let snapshot: Snapshot = tokio::select! {
+        scanned = scan::scan(&target, ctx.limits) => scanned?,
+        () = cancel_requested(ctx, claim) => return Err(AttemptError::Stopped),
+    };
     drop(password);
 
+    let tables: usize = snapshot.databases.iter().map(|d| d.tables.len()).sum();
+    jobs::set_progress(
+        &ctx.db,
+        claim,
+        &serde_json::json!({ "phase": "writing", "objects_done": 0, "objects_total": tables }),
+    )
+    .await
+    .map_err(catalog_error)?;
     let mut tx = ctx.db.begin().await.map_err(catalog_error)?;
-    jobs::fence(&mut tx, claim)
+    if jobs::fence(&mut tx, claim)
         .await
         .map_err(catalog_error)?
-        .map_err(|_| AttemptError::Fenced)?;
+        .is_err()
+    {
+        return Err(AttemptError::Stopped);
+    }
     let written = catalog::write_snapshot(
         &mut tx,
         &claim.tenant_id,

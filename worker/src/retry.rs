@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use metasync_shared::domain::RetryOverrides;
 use rand::Rng as _;
 
 /// Exponential backoff with full jitter: attempt `n` (1-based) waits a uniform random delay in
@@ -30,6 +31,20 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// This policy with a resource's overrides applied.
+    pub fn with_overrides(&self, overrides: Option<&serde_json::Value>) -> Self {
+        let Some(o) =
+            overrides.and_then(|v| serde_json::from_value::<RetryOverrides>(v.clone()).ok())
+        else {
+            return *self;
+        };
+        Self {
+            base: o.base_ms.map_or(self.base, Duration::from_millis),
+            factor: o.factor.unwrap_or(self.factor),
+            cap: o.cap_ms.map_or(self.cap, Duration::from_millis),
+        }
+    }
+
     /// The ceiling of the delay after attempt `attempt` failed.
     pub fn ceiling(&self, attempt: i32) -> Duration {
         let exponent = attempt.saturating_sub(1).clamp(0, 62);

@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use metasync_shared::db::jobs::{self, Attempt, Job, JobFilter};
+use axum::routing::{get, post};
+use metasync_shared::db::jobs::{self, Attempt, Cancelled, Enqueued, Job, JobFilter};
 use metasync_shared::domain::JobState;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -21,6 +22,159 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", get(list))
         .route("/v1/jobs/{id}", get(read))
+        .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/retry", post(retry))
+        .route("/v1/syncs", post(sync_many))
+        .route("/v1/batches/{id}", get(read_batch))
+}
+
+/// `202` + `Location` for a new job (its delivery pushed), `200` with `"deduplicated": true`
+/// for the resource's already active job.
+pub async fn enqueued_response(state: &AppState, enqueued: Enqueued) -> Response {
+    let (status, job, deduplicated) = match enqueued {
+        Enqueued::Created(job) => {
+            deliver(state, &[job.id]).await;
+            metrics::counter!("metasync_jobs_enqueued_total").increment(1);
+            (StatusCode::ACCEPTED, job, false)
+        }
+        Enqueued::Deduplicated(job) => (StatusCode::OK, job, true),
+    };
+    let location = format!("/v1/jobs/{}", job.id);
+    let document = JobDocument {
+        job,
+        attempt_history: None,
+        deduplicated: Some(deduplicated),
+    };
+    (status, [(header::LOCATION, location)], axum::Json(document)).into_response()
+}
+
+/// Cancels a job: `200` with the cancelled job if it had not started, `202` if it is running
+/// and will stop at its next checkpoint, `409` if it already finished.
+async fn cancel(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
+    let outcome = jobs::cancel(&state.db, tenant.id(), id)
+        .await?
+        .ok_or(ApiError::NotFound("job"))?;
+    let (status, job) = match outcome {
+        Cancelled::Now(job) => (StatusCode::OK, job),
+        Cancelled::Requested(job) => (StatusCode::ACCEPTED, job),
+        Cancelled::AlreadyFinished(job) => {
+            return Err(ApiError::Conflict(format!(
+                "job already finished as `{}`",
+                job.state.as_str()
+            )));
+        }
+    };
+    let document = JobDocument {
+        job,
+        attempt_history: None,
+        deduplicated: None,
+    };
+    Ok((status, axum::Json(document)).into_response())
+}
+
+/// Starts a new job, linked to a failed or cancelled one.
+async fn retry(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
+    let old = jobs::get(&state.db, tenant.id(), id)
+        .await?
+        .ok_or(ApiError::NotFound("job"))?;
+    if !matches!(old.state, JobState::Failed | JobState::Cancelled) {
+        return Err(ApiError::Conflict(format!(
+            "only failed or cancelled jobs can be retried; this one is `{}`",
+            old.state.as_str()
+        )));
+    }
+    let enqueued = jobs::enqueue(
+        &state.db,
+        tenant.id(),
+        old.resource_id,
+        state.max_attempts,
+        Some(old.id),
+    )
+    .await?
+    .ok_or(ApiError::NotFound("resource"))?;
+    Ok(enqueued_response(&state, enqueued).await)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncMany {
+    /// A subset of the tenant's resources; all of them when absent.
+    resource_ids: Option<Vec<Uuid>>,
+}
+
+/// Enqueues many resources as a batch. Resources with an active job keep it and are not part
+/// of the batch.
+async fn sync_many(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    // The body is optional: no body means every resource of the tenant.
+    let body: SyncMany = if body.iter().all(u8::is_ascii_whitespace) {
+        SyncMany::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
+            _ => ApiError::BadRequest(format!("invalid JSON: {e}")),
+        })?
+    };
+    if body
+        .resource_ids
+        .as_ref()
+        .is_some_and(|ids| ids.len() > 100_000)
+    {
+        return Err(ApiError::Unprocessable(
+            "at most 100000 `resource_ids` per batch".into(),
+        ));
+    }
+    let batch = jobs::create_batch(&state.db, tenant.id()).await?;
+    let created = jobs::enqueue_many(
+        &state.db,
+        tenant.id(),
+        body.resource_ids.as_deref(),
+        state.max_attempts,
+        Some(batch),
+    )
+    .await?;
+    let job_ids: Vec<Uuid> = created.iter().map(|(job, _)| *job).collect();
+    deliver(&state, &job_ids).await;
+    metrics::counter!("metasync_jobs_enqueued_total").increment(job_ids.len() as u64);
+    let location = format!("/v1/batches/{batch}");
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        axum::Json(json!({ "batch_id": batch, "jobs": job_ids.len() })),
+    )
+        .into_response())
+}
+
+async fn read_batch(
+    State(state): State<AppState>,
+    tenant: Tenant,
+    AppPath(id): AppPath<Uuid>,
+) -> ApiResult<Response> {
+    let counts = jobs::batch_counts(&state.db, tenant.id(), id)
+        .await?
+        .ok_or(ApiError::NotFound("batch"))?;
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let by_state: serde_json::Map<String, serde_json::Value> =
+        counts.into_iter().map(|(s, n)| (s, json!(n))).collect();
+    let finished = ["succeeded", "failed", "cancelled"]
+        .iter()
+        .filter_map(|s| by_state.get(*s).and_then(|v| v.as_i64()))
+        .sum::<i64>();
+    Ok(axum::Json(json!({
+        "id": id, "jobs": total, "by_state": by_state, "done": finished == total
+    }))
+    .into_response())
 }
 
 /// A job as the API returns it.

@@ -5,10 +5,14 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use metasync_shared::db::jobs::Enqueued;
-use metasync_shared::db::resources::{self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch};
-use metasync_shared::domain::ResourceKind;
+use chrono::Utc;
+use metasync_shared::db::jobs;
+use metasync_shared::db::resources::{
+    self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch, StoredSchedule,
+};
+use metasync_shared::domain::{ResourceKind, RetryOverrides};
 use metasync_shared::scan_options::ScanOptions;
+use metasync_shared::schedule::{Schedule, ScheduleSpec};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -16,7 +20,6 @@ use uuid::Uuid;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery};
-use crate::routes::jobs::JobDocument;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -26,7 +29,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/resources/{id}/sync", post(sync))
 }
 
-#[derive(Debug, Deserialize)]
+// Not Debug: it carries a password.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateResource {
     name: String,
@@ -38,6 +42,10 @@ struct CreateResource {
     password: String,
     #[serde(default)]
     options: Option<serde_json::Value>,
+    #[serde(default)]
+    schedule: Option<ScheduleSpec>,
+    #[serde(default)]
+    retry_policy: Option<RetryOverrides>,
 }
 
 // Not Debug: it carries a password.
@@ -52,6 +60,40 @@ struct PatchResource {
     password: Option<String>,
     options: Option<serde_json::Value>,
     kind: Option<ResourceKind>,
+    /// Absent: unchanged; `null`: removed.
+    #[serde(default, deserialize_with = "present")]
+    schedule: Option<Option<ScheduleSpec>>,
+    /// Absent: unchanged; `null`: removed.
+    #[serde(default, deserialize_with = "present")]
+    retry_policy: Option<Option<RetryOverrides>>,
+}
+
+/// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn check_schedule(spec: &ScheduleSpec) -> ApiResult<StoredSchedule> {
+    let schedule = Schedule::parse(spec).map_err(ApiError::Unprocessable)?;
+    let now = Utc::now();
+    // An interval fires at once and then every interval; a cron expression at its next tick.
+    let next_sync_at = match &schedule {
+        Schedule::Interval(_) => Some(now),
+        Schedule::Cron(_) => schedule.next_after(now),
+    }
+    .ok_or_else(|| ApiError::Unprocessable("`cron` never fires".into()))?;
+    Ok(StoredSchedule {
+        interval_seconds: spec.interval_seconds,
+        cron: spec.cron.clone(),
+        next_sync_at,
+    })
+}
+
+fn check_retry_policy(policy: &RetryOverrides) -> ApiResult<serde_json::Value> {
+    policy.validate().map_err(ApiError::Unprocessable)?;
+    Ok(serde_json::to_value(policy).expect("retry overrides serialize"))
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
@@ -135,6 +177,12 @@ async fn create(
     check_text("username", &body.username, 255)?;
     check_password(&body.password)?;
     let options = check_options(body.options)?;
+    let schedule = body.schedule.as_ref().map(check_schedule).transpose()?;
+    let retry_policy = body
+        .retry_policy
+        .as_ref()
+        .map(check_retry_policy)
+        .transpose()?;
 
     let id = Uuid::now_v7();
     let sealed = state.secrets.seal(&body.password, id.as_bytes());
@@ -151,6 +199,8 @@ async fn create(
             username: &body.username,
             password_sealed: sealed,
             options,
+            schedule,
+            retry_policy,
         },
     )
     .await
@@ -241,6 +291,16 @@ async fn update(
             .as_deref()
             .map(|p| state.secrets.seal(p, id.as_bytes())),
         options,
+        schedule: match &body.schedule {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(spec)) => Some(Some(check_schedule(spec)?)),
+        },
+        retry_policy: match &body.retry_policy {
+            None => None,
+            Some(None) => Some(None),
+            Some(Some(policy)) => Some(Some(check_retry_policy(policy)?)),
+        },
     };
     let resource = resources::update(&state.db, tenant.id(), id, patch)
         .await
@@ -267,23 +327,8 @@ async fn sync(
     tenant: Tenant,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Response> {
-    let enqueued =
-        metasync_shared::db::jobs::enqueue(&state.db, tenant.id(), id, state.max_attempts)
-            .await?
-            .ok_or(ApiError::NotFound("resource"))?;
-    let (status, job, deduplicated) = match enqueued {
-        Enqueued::Created(job) => {
-            crate::routes::jobs::deliver(&state, &[job.id]).await;
-            metrics::counter!("metasync_jobs_enqueued_total").increment(1);
-            (StatusCode::ACCEPTED, job, false)
-        }
-        Enqueued::Deduplicated(job) => (StatusCode::OK, job, true),
-    };
-    let location = format!("/v1/jobs/{}", job.id);
-    let document = JobDocument {
-        job,
-        attempt_history: None,
-        deduplicated: Some(deduplicated),
-    };
-    Ok((status, [(header::LOCATION, location)], axum::Json(document)).into_response())
+    let enqueued = jobs::enqueue(&state.db, tenant.id(), id, state.max_attempts, None)
+        .await?
+        .ok_or(ApiError::NotFound("resource"))?;
+    Ok(crate::routes::jobs::enqueued_response(&state, enqueued).await)
 }

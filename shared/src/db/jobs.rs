@@ -27,10 +27,18 @@ pub struct Job {
     pub error_class: Option<String>,
     pub stats: Option<serde_json::Value>,
     pub progress: Option<serde_json::Value>,
+    pub cancel_requested: bool,
+    /// The failed or cancelled job this one retries.
+    pub retry_of: Option<Uuid>,
+    pub batch_id: Option<Uuid>,
 }
 
 const COLUMNS: &str = "id, resource_id, state, attempts, max_attempts, created_at, started_at, \
-                       finished_at, next_attempt_at, error, error_class, stats, progress";
+                       finished_at, next_attempt_at, error, error_class, stats, progress, \
+                       cancel_requested, retry_of, batch_id";
+
+/// A new job's attempts: the resource's override, else the deployment's (`$4`).
+const MAX_ATTEMPTS: &str = "greatest(1, coalesce((retry_policy ->> 'max_attempts')::int, $4))";
 
 /// One attempt of a job, for its history.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -60,12 +68,13 @@ pub async fn enqueue(
     tenant: &str,
     resource_id: Uuid,
     max_attempts: i32,
+    retry_of: Option<Uuid>,
 ) -> Result<Option<Enqueued>, sqlx::Error> {
     // The active job may finish between our failed insert and the read; then insert again.
     for _ in 0..5 {
         let created: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "insert into jobs (id, tenant_id, resource_id, state, max_attempts)
-             select $1, tenant_id, id, 'queued', $4 from resources
+            "insert into jobs (id, tenant_id, resource_id, state, max_attempts, retry_of)
+             select $1, tenant_id, id, 'queued', {MAX_ATTEMPTS}, $5 from resources
              where tenant_id = $2 and id = $3
              on conflict (resource_id) where state in ('queued', 'running', 'retrying')
              do nothing
@@ -75,6 +84,7 @@ pub async fn enqueue(
         .bind(tenant)
         .bind(resource_id)
         .bind(max_attempts)
+        .bind(retry_of)
         .fetch_optional(pool)
         .await?;
         if let Some(job) = created {
@@ -129,7 +139,8 @@ pub async fn enqueue_many(
     let job_ids: Vec<Uuid> = resource_ids.iter().map(|_| Uuid::now_v7()).collect();
     sqlx::query_as(
         "insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
-         select j.id, r.tenant_id, r.id, 'queued', $4, $5
+         select j.id, r.tenant_id, r.id, 'queued',
+                greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), $5
          from unnest($2::uuid[], $3::uuid[]) as j (resource_id, id)
          join resources r on r.id = j.resource_id and r.tenant_id = $1
          on conflict (resource_id) where state in ('queued', 'running', 'retrying')
@@ -211,6 +222,8 @@ pub struct Claim {
     pub max_attempts: i32,
     /// The fencing token: every later write of this attempt must present it.
     pub lease_token: Uuid,
+    /// The resource's retry-policy override, if any.
+    pub retry_policy: Option<serde_json::Value>,
 }
 
 /// Why a delivery could not be claimed.
@@ -233,24 +246,35 @@ pub async fn claim(
     worker_id: &str,
     lease: Duration,
 ) -> Result<Result<Claim, ClaimRefused>, sqlx::Error> {
+    // A `running` job whose lease lapsed lost its worker (crash, kill, freeze): its attempt is
+    // closed as lost, and it is taken over, unless that was its last attempt (a poison job
+    // that kills every worker must stop cycling), in which case it ends `failed`.
     let claimed: Option<Claim> = sqlx::query_as(
         "with claimed as (
-             update jobs set state = 'running', attempts = attempts + 1, worker_id = $2,
+             update jobs j set state = 'running', attempts = j.attempts + 1, worker_id = $2,
                     lease_token = $3, lease_expires_at = now() + $4 * interval '1 millisecond',
-                    started_at = now(), next_attempt_at = null, progress = null
-             where id = $1
-               and not cancel_requested
-               and (state = 'queued'
-                    or (state = 'retrying' and coalesce(next_attempt_at, now()) <= now())
-                    or (state = 'running' and lease_expires_at < now()))
-             returning id, tenant_id, resource_id, attempts, max_attempts, lease_token
+                    started_at = now(), next_attempt_at = null,
+                    progress = jsonb_build_object('phase', 'scanning')
+             where j.id = $1
+               and not j.cancel_requested
+               and (j.state = 'queued'
+                    or (j.state = 'retrying' and coalesce(j.next_attempt_at, now()) <= now())
+                    or (j.state = 'running' and j.lease_expires_at < now()
+                        and j.attempts < j.max_attempts))
+             returning j.id, j.tenant_id, j.resource_id, j.attempts, j.max_attempts, j.lease_token
+         ), lost as (
+             -- Only a taken-over attempt is still open: failed ones were closed when they failed.
+             update job_attempts a set finished_at = now(), error_class = 'transient',
+                    error = 'the worker running this attempt was lost (lease lapsed)'
+             from claimed c
+             where a.job_id = c.id and a.attempt = c.attempts - 1 and a.finished_at is null
          ), recorded as (
              insert into job_attempts (job_id, attempt, tenant_id, worker_id)
              select id, attempts, tenant_id, $2 from claimed
          )
-         select id as job_id, tenant_id, resource_id, attempts as attempt, max_attempts,
-                lease_token
-         from claimed",
+         select c.id as job_id, c.tenant_id, c.resource_id, c.attempts as attempt,
+                c.max_attempts, c.lease_token, r.retry_policy
+         from claimed c join resources r on r.id = c.resource_id",
     )
     .bind(job_id)
     .bind(worker_id)
@@ -261,11 +285,14 @@ pub async fn claim(
     if let Some(claim) = claimed {
         return Ok(Ok(claim));
     }
+    if fail_lost_last_attempt(pool, job_id).await? {
+        return Ok(Err(ClaimRefused::NotRunnable));
+    }
     // (state, cancel_requested, lease_expires_at, next_attempt_at)
     type Current = (JobState, bool, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
     let current: Option<Current> = sqlx::query_as(
         "select state, cancel_requested, lease_expires_at, next_attempt_at
-             from jobs where id = $1",
+         from jobs where id = $1",
     )
     .bind(job_id)
     .fetch_optional(pool)
@@ -275,6 +302,29 @@ pub async fn claim(
         Some((JobState::Retrying, false, _, Some(due))) => ClaimRefused::NotDueUntil(due),
         _ => ClaimRefused::NotRunnable,
     }))
+}
+
+/// Ends a job whose worker was lost during its last attempt. Returns whether it did.
+async fn fail_lost_last_attempt(pool: &PgPool, job_id: Uuid) -> Result<bool, sqlx::Error> {
+    const LOST: &str = "the worker running the last attempt was lost (lease lapsed); \
+                        no attempts left";
+    let done = sqlx::query(
+        "with failed as (
+             update jobs set state = 'failed', finished_at = now(), error = $2,
+                    error_class = 'transient', lease_expires_at = null, progress = null
+             where id = $1 and state = 'running' and lease_expires_at < now()
+               and attempts >= max_attempts
+             returning id, attempts
+         )
+         update job_attempts a set finished_at = now(), error_class = 'transient', error = $2
+         from failed f where a.job_id = f.id and a.attempt = f.attempts
+         returning a.job_id",
+    )
+    .bind(job_id)
+    .bind(LOST)
+    .fetch_optional(pool)
+    .await?;
+    Ok(done.is_some())
 }
 
 /// A write was refused because the attempt no longer holds the job.
@@ -398,4 +448,184 @@ pub async fn fail_attempt(
     .fetch_optional(pool)
     .await?;
     Ok(done.map(|_| ()).ok_or(Fenced(claim.job_id)))
+}
+
+/// What a cancel request did.
+#[derive(Debug)]
+pub enum Cancelled {
+    /// A queued or retrying job: cancelled at once; it will never run.
+    Now(Job),
+    /// A running job: asked to stop at its next checkpoint; it writes nothing more.
+    Requested(Job),
+    /// Already finished; nothing to cancel.
+    AlreadyFinished(Job),
+}
+
+pub async fn cancel(
+    pool: &PgPool,
+    tenant: &str,
+    id: Uuid,
+) -> Result<Option<Cancelled>, sqlx::Error> {
+    let now: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update jobs set state = 'cancelled', finished_at = now(), next_attempt_at = null,
+                cancel_requested = true
+         where tenant_id = $1 and id = $2 and state in ('queued', 'retrying')
+         returning {COLUMNS}"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(job) = now {
+        return Ok(Some(Cancelled::Now(job)));
+    }
+    let requested: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update jobs set cancel_requested = true
+         where tenant_id = $1 and id = $2 and state = 'running'
+         returning {COLUMNS}"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(job) = requested {
+        return Ok(Some(Cancelled::Requested(job)));
+    }
+    Ok(get(pool, tenant, id).await?.map(|job| {
+        if job.state.is_terminal() {
+            Cancelled::AlreadyFinished(job)
+        } else {
+            // It changed state under us (e.g. claimed): the caller may simply ask again.
+            Cancelled::Requested(job)
+        }
+    }))
+}
+
+/// Whether a cancel was requested for the attempt's job (a scan checkpoint).
+pub async fn cancel_requested(db: impl PgExecutor<'_>, claim: &Claim) -> Result<bool, sqlx::Error> {
+    let requested: Option<(bool,)> =
+        sqlx::query_as("select cancel_requested from jobs where id = $1 and lease_token = $2")
+            .bind(claim.job_id)
+            .bind(claim.lease_token)
+            .fetch_optional(db)
+            .await?;
+    // A job we no longer hold is as good as cancelled for this attempt.
+    Ok(requested.is_none_or(|(r,)| r))
+}
+
+/// Ends a running attempt whose cancel was requested.
+pub async fn mark_cancelled(pool: &PgPool, claim: &Claim) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "with done as (
+             update jobs set state = 'cancelled', finished_at = now(), lease_expires_at = null,
+                    progress = null
+             where id = $1 and lease_token = $2 and state = 'running'
+             returning id, attempts
+         )
+         update job_attempts a set finished_at = now(), error = 'cancelled'
+         from done where a.job_id = done.id and a.attempt = done.attempts
+         returning a.job_id",
+    )
+    .bind(claim.job_id)
+    .bind(claim.lease_token)
+    .fetch_optional(pool)
+    .await?;
+    Ok(done.is_some())
+}
+
+/// Records where a running attempt is, for clients polling the job.
+pub async fn set_progress(
+    db: impl PgExecutor<'_>,
+    claim: &Claim,
+    progress: &serde_json::Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update jobs set progress = $3 where id = $1 and lease_token = $2 and state = 'running'",
+    )
+    .bind(claim.job_id)
+    .bind(claim.lease_token)
+    .bind(progress)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Unfinished jobs that should have a delivery in Redis, keyset-paged by id: `queued` and
+/// `retrying` jobs older than `settle` (so a push in flight is not mistaken for a lost one),
+/// and `running` jobs whose lease lapsed.
+pub async fn needing_delivery(
+    db: impl PgExecutor<'_>,
+    after: Option<Uuid>,
+    settle: Duration,
+    limit: i64,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from jobs
+         where state in ('queued', 'running', 'retrying')
+           and ($1::uuid is null or id > $1)
+           and (state <> 'running' or lease_expires_at < now())
+           and created_at < now() - $2 * interval '1 millisecond'
+         order by id limit $3",
+    )
+    .bind(after)
+    .bind(settle.as_millis() as i64)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes finished jobs older than `retention`, at most `limit` at a time. Returns how many.
+pub async fn prune_finished(
+    db: impl PgExecutor<'_>,
+    retention: Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "delete from jobs where id in (
+             select id from jobs
+             where state in ('succeeded', 'failed', 'cancelled')
+               and finished_at < now() - $1 * interval '1 millisecond'
+             limit $2)",
+    )
+    .bind(retention.as_millis() as i64)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Creates a batch record for `POST /v1/syncs`.
+pub async fn create_batch(db: impl PgExecutor<'_>, tenant: &str) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query("insert into batches (id, tenant_id) values ($1, $2)")
+        .bind(id)
+        .bind(tenant)
+        .execute(db)
+        .await?;
+    Ok(id)
+}
+
+/// A batch's jobs counted by state; `None` if the batch is not the tenant's.
+pub async fn batch_counts(
+    db: &PgPool,
+    tenant: &str,
+    batch: Uuid,
+) -> Result<Option<Vec<(String, i64)>>, sqlx::Error> {
+    let exists: Option<(Uuid,)> =
+        sqlx::query_as("select id from batches where tenant_id = $1 and id = $2")
+            .bind(tenant)
+            .bind(batch)
+            .fetch_optional(db)
+            .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let counts = sqlx::query_as(
+        "select state, count(*) from jobs where tenant_id = $1 and batch_id = $2 group by state",
+    )
+    .bind(tenant)
+    .bind(batch)
+    .fetch_all(db)
+    .await?;
+    Ok(Some(counts))
 }

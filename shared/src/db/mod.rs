@@ -4,6 +4,7 @@
 pub mod catalog;
 pub mod jobs;
 pub mod resources;
+pub mod schedules;
 
 use std::time::Duration;
 

@@ -18,6 +18,10 @@ pub struct Resource {
     pub database: String,
     pub username: String,
     pub options: serde_json::Value,
+    /// `{"interval_seconds": n}` or `{"cron": "…"}`; `null` when syncs are only on request.
+    pub schedule: Option<serde_json::Value>,
+    pub next_sync_at: Option<DateTime<Utc>>,
+    pub retry_policy: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -42,10 +46,23 @@ pub struct NewResource<'a> {
     pub username: &'a str,
     pub password_sealed: Vec<u8>,
     pub options: serde_json::Value,
+    pub schedule: Option<StoredSchedule>,
+    pub retry_policy: Option<serde_json::Value>,
 }
 
-const COLUMNS: &str =
-    "id, name, kind, host, port, database, username, options, created_at, updated_at";
+/// A schedule as stored: one of the two columns, plus the first due time.
+#[derive(Debug, Clone)]
+pub struct StoredSchedule {
+    pub interval_seconds: Option<i32>,
+    pub cron: Option<String>,
+    pub next_sync_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, name, kind, host, port, database, username, options, \
+     case when sync_interval_seconds is not null
+               then jsonb_build_object('interval_seconds', sync_interval_seconds)
+          when sync_cron is not null then jsonb_build_object('cron', sync_cron) end as schedule,
+     next_sync_at, retry_policy, created_at, updated_at";
 
 /// The unique constraint on `(tenant_id, name)`, for turning a violation into a 409.
 pub const NAME_TAKEN_CONSTRAINT: &str = "resources_tenant_id_name_key";
@@ -58,8 +75,9 @@ pub async fn insert(
 ) -> Result<Resource, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                password_sealed, options)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                password_sealed, options, sync_interval_seconds, sync_cron,
+                                next_sync_at, retry_policy)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          returning {COLUMNS}"
     )))
     .bind(id)
@@ -72,6 +90,10 @@ pub async fn insert(
     .bind(new.username)
     .bind(new.password_sealed)
     .bind(new.options)
+    .bind(new.schedule.as_ref().and_then(|s| s.interval_seconds))
+    .bind(new.schedule.as_ref().and_then(|s| s.cron.clone()))
+    .bind(new.schedule.as_ref().map(|s| s.next_sync_at))
+    .bind(new.retry_policy)
     .fetch_one(db)
     .await
 }
@@ -119,6 +141,10 @@ pub struct ResourcePatch<'a> {
     pub username: Option<&'a str>,
     pub password_sealed: Option<Vec<u8>>,
     pub options: Option<serde_json::Value>,
+    /// `Some(None)` removes the schedule.
+    pub schedule: Option<Option<StoredSchedule>>,
+    /// `Some(None)` removes the overrides.
+    pub retry_policy: Option<Option<serde_json::Value>>,
 }
 
 pub async fn update(
@@ -136,6 +162,10 @@ pub async fn update(
              username = coalesce($7, username),
              password_sealed = coalesce($8, password_sealed),
              options = coalesce($9, options),
+             sync_interval_seconds = case when $10 then $11 else sync_interval_seconds end,
+             sync_cron = case when $10 then $12 else sync_cron end,
+             next_sync_at = case when $10 then $13 else next_sync_at end,
+             retry_policy = case when $14 then $15 else retry_policy end,
              updated_at = now()
          where tenant_id = $1 and id = $2
          returning {COLUMNS}"
@@ -149,6 +179,27 @@ pub async fn update(
     .bind(patch.username)
     .bind(patch.password_sealed)
     .bind(patch.options)
+    .bind(patch.schedule.is_some())
+    .bind(
+        patch
+            .schedule
+            .as_ref()
+            .and_then(|s| s.as_ref()?.interval_seconds),
+    )
+    .bind(
+        patch
+            .schedule
+            .as_ref()
+            .and_then(|s| s.as_ref()?.cron.clone()),
+    )
+    .bind(
+        patch
+            .schedule
+            .as_ref()
+            .and_then(|s| Some(s.as_ref()?.next_sync_at)),
+    )
+    .bind(patch.retry_policy.is_some())
+    .bind(patch.retry_policy.flatten())
     .fetch_optional(db)
     .await
 }

@@ -5,7 +5,10 @@
 //! - `metasync:{q}:ready`: list of deliveries, pushed left, taken right (FIFO);
 //! - `metasync:{q}:delayed`: sorted set of deliveries by due time (ms), promoted in batches;
 //! - `metasync:{q}:workers`: sorted set of live workers by lease expiry (ms);
-//! - `metasync:{q}:claimed:<worker>`: list of deliveries a worker has taken.
+//! - `metasync:{q}:claimed:<worker>`: list of deliveries a worker has taken;
+//! - `metasync:{q}:pending`: set of job ids with a delivery outstanding anywhere above, so the
+//!   reconciler can find jobs whose delivery was lost (Redis flushed or restarted empty, or a
+//!   crash between the PostgreSQL insert and the push).
 //!
 //! Pickup is `BLMOVE ready -> claimed:<worker>`: blocking (an idle worker wakes the moment a
 //! delivery arrives) and atomic (a delivery is always in exactly one list, even if the worker
@@ -30,6 +33,7 @@ pub struct Keys {
     pub ready: String,
     pub delayed: String,
     pub workers: String,
+    pub pending: String,
     claimed_prefix: String,
 }
 
@@ -40,6 +44,7 @@ impl Keys {
             ready: format!("{base}:ready"),
             delayed: format!("{base}:delayed"),
             workers: format!("{base}:workers"),
+            pending: format!("{base}:pending"),
             claimed_prefix: format!("{base}:claimed:"),
         }
     }
@@ -107,7 +112,14 @@ impl Queue {
         let mut conn = self.conn.clone();
         for chunk in job_ids.chunks(BATCH) {
             let payloads: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
-            let _: () = conn.lpush(&self.keys.ready, payloads).await?;
+            let _: () = redis::pipe()
+                .atomic()
+                .sadd(&self.keys.pending, &payloads)
+                .ignore()
+                .lpush(&self.keys.ready, &payloads)
+                .ignore()
+                .query_async(&mut conn)
+                .await?;
         }
         Ok(())
     }
@@ -115,10 +127,14 @@ impl Queue {
     /// Schedules a delivery for later; [`Queue::promote_due`] moves it to `ready` once due.
     pub async fn push_delayed(&self, job_id: Uuid, delay: Duration) -> Result<(), QueueError> {
         let due = now_ms() + delay.as_millis() as i64;
-        let _: () = self
-            .conn
-            .clone()
-            .zadd(&self.keys.delayed, job_id.to_string(), due)
+        let payload = job_id.to_string();
+        let _: () = redis::pipe()
+            .atomic()
+            .sadd(&self.keys.pending, &payload)
+            .ignore()
+            .zadd(&self.keys.delayed, &payload, due)
+            .ignore()
+            .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }
@@ -154,14 +170,37 @@ impl Queue {
         Ok(())
     }
 
-    /// Removes a finished delivery from the worker's claimed list.
+    /// Removes a handled delivery: from the worker's claimed list and from `pending`.
     pub async fn ack(&self, worker: &str, job_id: Uuid) -> Result<(), QueueError> {
-        let _: () = self
-            .conn
-            .clone()
-            .lrem(self.keys.claimed(worker), 1, job_id.to_string())
+        let payload = job_id.to_string();
+        let _: () = redis::pipe()
+            .atomic()
+            .lrem(self.keys.claimed(worker), 1, &payload)
+            .ignore()
+            .srem(&self.keys.pending, &payload)
+            .ignore()
+            .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
+    }
+
+    /// Of these jobs, the ones with no delivery outstanding in Redis.
+    pub async fn missing(&self, job_ids: &[Uuid]) -> Result<Vec<Uuid>, QueueError> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let payloads: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
+        let present: Vec<bool> = redis::cmd("SMISMEMBER")
+            .arg(&self.keys.pending)
+            .arg(&payloads)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(job_ids
+            .iter()
+            .zip(present)
+            .filter(|(_, present)| !present)
+            .map(|(id, _)| *id)
+            .collect())
     }
 
     /// Gives the deliveries of workers whose lease lapsed back to `ready`. Any process may run

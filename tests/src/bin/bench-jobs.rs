@@ -1,0 +1,200 @@
+//! Control-plane benchmark: many tiny jobs end to end, with 1, 2 and 4 worker processes.
+//!
+//! `cargo run --release -p metasync-tests --bin bench-jobs -- [JOBS] [RUNS]`
+//! (defaults 10000 jobs, 3 runs per fleet size; `deploy/local/bench-jobs.sh` builds and runs it).
+//!
+//! For each fleet size it registers JOBS resources on one tiny PostgreSQL source (one job each,
+//! so single flight merges none), enqueues them with one `POST /v1/syncs`, and reports:
+//! - jobs/s from the enqueue request to the last job `succeeded` in PostgreSQL;
+//! - pickup latency (claim − creation) p50/p99 on an idle fleet, over 200 sequential jobs;
+//! - Redis commands per job (`INFO commandstats`, all commands, heartbeats included);
+//! - catalog PostgreSQL statements per job (a separate run that counts the workers' sqlx
+//!   statement log lines; source statements are reported by the jobs themselves).
+//!
+//! Medians over RUNS runs.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use metasync_tests::{REDIS_URL, TestApp, create_source, eventually, spawn_app};
+use reqwest::Method;
+use tokio::io::AsyncBufReadExt as _;
+
+const TENANT: &str = "bench";
+
+async fn redis_calls() -> anyhow::Result<u64> {
+    let client = redis::Client::open(REDIS_URL)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+async fn succeeded(app: &TestApp) -> anyhow::Result<i64> {
+    let (n,): (i64,) = sqlx::query_as("select count(*) from jobs where state = 'succeeded'")
+        .fetch_one(&app.db)
+        .await?;
+    Ok(n)
+}
+
+async fn wait_registered(app: &TestApp, workers: usize) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(30), "workers to register", || async {
+        let client = redis::Client::open(REDIS_URL)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let n: usize = redis::cmd("ZCARD")
+            .arg(&app.queue.keys().workers)
+            .query_async(&mut conn)
+            .await?;
+        Ok((n >= workers).then_some(()))
+    })
+    .await
+}
+
+struct Run {
+    jobs_per_sec: f64,
+    redis_per_job: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn run_once(jobs: usize, workers: usize) -> anyhow::Result<Run> {
+    let app = spawn_app().await?;
+    let source = create_source("create table t (id int primary key, v text);").await?;
+    app.insert_resources(TENANT, &source, jobs).await?;
+    let fleet: Vec<_> = (0..workers)
+        .map(|i| {
+            app.spawn_worker_process(
+                &format!("bench-{i}"),
+                &[("METASYNC_WORKER_CONCURRENCY", "16")],
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    wait_registered(&app, workers).await?;
+
+    let redis_before = redis_calls().await?;
+    let started = Instant::now();
+    let (status, _, batch) = app.call(TENANT, Method::POST, "/v1/syncs", None).await?;
+    anyhow::ensure!(status == 202, "batch answered {status}: {batch}");
+    eventually(Duration::from_secs(900), "the jobs to finish", || async {
+        Ok((succeeded(&app).await? == jobs as i64).then_some(()))
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    let redis_per_job = (redis_calls().await? - redis_before) as f64 / jobs as f64;
+
+    // Idle pickup: one job at a time on the now idle fleet.
+    let resource: (uuid::Uuid,) = sqlx::query_as("select id from resources limit 1")
+        .fetch_one(&app.db)
+        .await?;
+    let mut latencies = Vec::new();
+    for _ in 0..200 {
+        let job = app.sync(TENANT, &resource.0.to_string()).await?;
+        let id = job["id"].as_str().context("job id")?.to_owned();
+        app.wait_for_job(TENANT, &id, Duration::from_secs(30))
+            .await?;
+        let (ms,): (f64,) = sqlx::query_as(
+            "select (extract(epoch from (started_at - created_at)) * 1000)::float8 from jobs where id = $1",
+        )
+        .bind(uuid::Uuid::parse_str(&id)?)
+        .fetch_one(&app.db)
+        .await?;
+        latencies.push(ms);
+    }
+    latencies.sort_by(f64::total_cmp);
+    for mut w in fleet {
+        metasync_tests::signal(&w, "TERM")?;
+        w.wait().await?;
+    }
+    Ok(Run {
+        jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
+        redis_per_job,
+        p50_ms: latencies[latencies.len() / 2],
+        p99_ms: latencies[latencies.len() * 99 / 100 - 1],
+    })
+}
+
+/// Counts the catalog statements one worker issues per job, from sqlx's statement log.
+async fn catalog_statements_per_job(jobs: usize) -> anyhow::Result<f64> {
+    let app = spawn_app().await?;
+    let source = create_source("create table t (id int primary key, v text);").await?;
+    app.insert_resources(TENANT, &source, jobs).await?;
+    let mut cmd = tokio::process::Command::new(metasync_tests::binary("metasync-worker")?);
+    cmd.env("DATABASE_URL", &app.database_url)
+        .env("REDIS_URL", REDIS_URL)
+        .env("METASYNC_QUEUE", &app.queue_name)
+        .env("METASYNC_SECRET_KEY", metasync_tests::secret_key_base64())
+        .env("METASYNC_RECONCILE_EVERY", "1h")
+        .env("RUST_LOG", "warn,sqlx::query=debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    let mut worker = cmd.spawn()?;
+    let stderr = worker.stderr.take().context("stderr")?;
+    let counter = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let mut n = 0u64;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("sqlx::query") {
+                n += 1;
+            }
+        }
+        n
+    });
+    wait_registered(&app, 1).await?;
+    // Let start-up and idle ticks settle, then count only the jobs' window.
+    let (status, _, _) = app.call(TENANT, Method::POST, "/v1/syncs", None).await?;
+    anyhow::ensure!(status == 202);
+    eventually(Duration::from_secs(300), "the jobs to finish", || async {
+        Ok((succeeded(&app).await? == jobs as i64).then_some(()))
+    })
+    .await?;
+    metasync_tests::signal(&worker, "TERM")?;
+    worker.wait().await?;
+    let total = counter.await?;
+    Ok(total as f64 / jobs as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let jobs: usize = args
+        .get(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(10_000);
+    let runs: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(3);
+    println!("bench-jobs: {jobs} tiny jobs per run, {runs} runs per fleet size (medians)");
+    let mut baseline = None;
+    for workers in [1usize, 2, 4] {
+        let mut results = Vec::new();
+        for _ in 0..runs {
+            results.push(run_once(jobs, workers).await?);
+        }
+        let rate = median(results.iter().map(|r| r.jobs_per_sec).collect());
+        let baseline_rate = *baseline.get_or_insert(rate);
+        println!(
+            "workers={workers}: {rate:.0} jobs/s end to end ({:.2}x vs 1 worker); idle pickup p50 {:.2} ms, p99 {:.2} ms; redis {:.1} commands/job",
+            rate / baseline_rate,
+            median(results.iter().map(|r| r.p50_ms).collect()),
+            median(results.iter().map(|r| r.p99_ms).collect()),
+            median(results.iter().map(|r| r.redis_per_job).collect()),
+        );
+    }
+    let statements = catalog_statements_per_job(jobs.min(1_000)).await?;
+    println!(
+        "catalog PostgreSQL statements per job (1 worker, includes BEGIN/COMMIT and background ticks): {statements:.1}"
+    );
+    Ok(())
+}

@@ -1,0 +1,574 @@
+//! A job lifecycle users can trust, proven on real processes, signals and services: retries
+//! with backoff, permanent failures, single flight, cancel, crash recovery, poison jobs,
+//! fencing of frozen workers, Redis loss, graceful shutdown, schedules and silent sources.
+//! Every test starts processes or flushes Redis, so they run one at a time.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use metasync_tests::{
+    FaultProxy, ProxyMode, REDIS_URL, TestApp, create_source, eventually, signal, spawn_app,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+const T: &str = "lifecycle";
+
+fn ts(v: &Value) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(v.as_str().expect("a timestamp"))
+        .expect("RFC 3339")
+        .to_utc()
+}
+
+async fn wait_until_running(app: &TestApp, job_id: &str, attempts: i32) -> String {
+    eventually(Duration::from_secs(30), "the job to be running", || async {
+        let (state, n, worker) = app.job_row(job_id).await?;
+        Ok((state == "running" && n == attempts)
+            .then_some(worker)
+            .flatten())
+    })
+    .await
+    .unwrap()
+}
+
+async fn sync_id(app: &TestApp, resource: &Value) -> String {
+    let job = app.sync(T, resource["id"].as_str().unwrap()).await.unwrap();
+    job["id"].as_str().unwrap().to_owned()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_retry_with_backoff_then_succeed() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.refuse_next(2);
+    let policy = json!({ "retry_policy": { "base_ms": 200, "factor": 2.0, "cap_ms": 1000 } });
+    let resource = app
+        .register_via(T, "flaky", &source, proxy.port, policy)
+        .await
+        .unwrap();
+    let _worker = app.spawn_worker();
+    let job = sync_id(&app, &resource).await;
+    let job = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 3, "{job}");
+    let history = job["attempt_history"].as_array().unwrap();
+    assert_eq!(history.len(), 3);
+    for (i, attempt) in history.iter().enumerate() {
+        assert_eq!(attempt["attempt"], i + 1);
+        if i < 2 {
+            assert_eq!(attempt["error_class"], "transient", "{attempt}");
+            // Full jitter: the wait is within [0, base * factor^(n-1)], plus pickup slack.
+            let ceiling_ms = 200 * 2_i64.pow(i as u32);
+            let gap = ts(&history[i + 1]["started_at"]) - ts(&attempt["finished_at"]);
+            assert!(gap.num_milliseconds() >= 0, "{gap}");
+            assert!(
+                gap.num_milliseconds() <= ceiling_ms + 500,
+                "attempt {}: waited {gap}",
+                i + 1
+            );
+        } else {
+            assert!(attempt["error"].is_null());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_failure_ends_after_one_attempt() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let resource = app
+        .register(T, "missing-db", "mstest_no_such_database")
+        .await
+        .unwrap();
+    let _worker = app.spawn_worker();
+    let job = sync_id(&app, &resource).await;
+    let job = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["error_class"], "permanent");
+    assert!(
+        job["error"].as_str().unwrap().contains("does not exist"),
+        "{job}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_attempts_ends_failed_with_the_last_error() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::Refuse);
+    let policy = json!({ "retry_policy": { "base_ms": 50, "max_attempts": 3 } });
+    let resource = app
+        .register_via(T, "down", "postgres", proxy.port, policy)
+        .await
+        .unwrap();
+    let _worker = app.spawn_worker();
+    let job = sync_id(&app, &resource).await;
+    let job = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempts"], 3);
+    assert_eq!(job["max_attempts"], 3);
+    assert_eq!(job["error_class"], "transient");
+    assert_eq!(job["attempt_history"].as_array().unwrap().len(), 3);
+    assert_eq!(proxy.accepted(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_sync_requests_make_exactly_one_job() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let resource = app.register(T, "hot", "postgres").await.unwrap();
+    let rid = resource["id"].as_str().unwrap();
+    let path = format!("/v1/resources/{rid}/sync");
+    let requests = (0..50).map(|_| app.call(T, Method::POST, &path, None));
+    let answers = futures::future::join_all(requests).await;
+    let mut created = 0;
+    let mut ids = std::collections::HashSet::new();
+    for answer in answers {
+        let (status, _, job) = answer.unwrap();
+        match status {
+            202 => {
+                created += 1;
+                assert_eq!(job["deduplicated"], false);
+            }
+            200 => assert_eq!(job["deduplicated"], true),
+            other => panic!("sync answered {other}: {job}"),
+        }
+        ids.insert(job["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(created, 1);
+    assert_eq!(ids.len(), 1, "every request saw the same job");
+    let (count,): (i64,) = sqlx::query_as("select count(*) from jobs")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_queued_job_never_runs() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let resource = app.register(T, "later", "postgres").await.unwrap();
+    let job = sync_id(&app, &resource).await;
+    let (status, _, cancelled) = app
+        .call(T, Method::POST, &format!("/v1/jobs/{job}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled");
+    let worker = app.spawn_worker();
+    // The worker takes the delivery and drops it: Redis ends empty, the job never ran.
+    eventually(
+        Duration::from_secs(10),
+        "the delivery to be dropped",
+        || async {
+            let drained = app.queue.depth().await? == (0, 0)
+                && app.queue.missing(&[Uuid::parse_str(&job)?]).await?.len() == 1;
+            Ok(drained.then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let (state, attempts, _) = app.job_row(&job).await.unwrap();
+    assert_eq!((state.as_str(), attempts), ("cancelled", 0));
+    let (status, content_type, _) = app
+        .call(T, Method::POST, &format!("/v1/jobs/{job}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, content_type.as_str()),
+        (409, "application/problem+json")
+    );
+    // A cancelled job can be retried as a new, linked job.
+    let (status, _, retried) = app
+        .call(T, Method::POST, &format!("/v1/jobs/{job}/retry"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{retried}");
+    assert_eq!(retried["retry_of"], job.as_str());
+    let retried = app
+        .wait_for_job(T, retried["id"].as_str().unwrap(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(retried["state"], "succeeded");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_running_job_stops_and_writes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::Stall);
+    let resource = app
+        .register_via(T, "slow", &source, proxy.port, json!({}))
+        .await
+        .unwrap();
+    let _worker = app.spawn_worker();
+    let job = sync_id(&app, &resource).await;
+    wait_until_running(&app, &job, 1).await;
+    let (_, _, running) = app
+        .call(T, Method::GET, &format!("/v1/jobs/{job}"), None)
+        .await
+        .unwrap();
+    assert_eq!(running["progress"]["phase"], "scanning", "{running}");
+    let (status, _, answer) = app
+        .call(T, Method::POST, &format!("/v1/jobs/{job}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "cancelled", "{done}");
+    proxy.release_stalled();
+    let (tables,): (i64,) = sqlx::query_as("select count(*) from catalog_tables")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(tables, 0, "a cancelled scan writes nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_scan_loses_no_job() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::Stall);
+    let resource = app
+        .register_via(T, "victim", &source, proxy.port, json!({}))
+        .await
+        .unwrap();
+    let lease = [("METASYNC_LEASE", "2s")];
+    let mut a = app.spawn_worker_process("doomed", &lease).unwrap();
+    let job = sync_id(&app, &resource).await;
+    let first = wait_until_running(&app, &job, 1).await;
+    assert!(first.starts_with("doomed-"));
+    signal(&a, "KILL").unwrap();
+    a.wait().await.unwrap();
+    let killed_at = Instant::now();
+    proxy.set_mode(ProxyMode::Pass);
+    let _b = app.spawn_worker_process("rescuer", &lease).unwrap();
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let recovery = killed_at.elapsed();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2);
+    let history = done["attempt_history"].as_array().unwrap();
+    assert!(
+        history[0]["error"].as_str().unwrap().contains("lost"),
+        "{done}"
+    );
+    assert!(
+        history[1]["worker"]
+            .as_str()
+            .unwrap()
+            .starts_with("rescuer-")
+    );
+    println!(
+        "kill -9 recovery: job succeeded {:.2} s after the kill (lease 2 s)",
+        recovery.as_secs_f64()
+    );
+    assert!(
+        recovery < Duration::from_secs(10),
+        "recovery took {recovery:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_job_fails_after_max_attempts_and_stops_cycling() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::Stall);
+    let policy = json!({ "retry_policy": { "max_attempts": 2 } });
+    let resource = app
+        .register_via(T, "poison", &source, proxy.port, policy)
+        .await
+        .unwrap();
+    let lease = [("METASYNC_LEASE", "2s")];
+    let job = sync_id(&app, &resource).await;
+    // Every worker that takes the job dies with it.
+    for attempt in 1..=2 {
+        let mut worker = app
+            .spawn_worker_process(&format!("victim{attempt}"), &lease)
+            .unwrap();
+        wait_until_running(&app, &job, attempt).await;
+        signal(&worker, "KILL").unwrap();
+        worker.wait().await.unwrap();
+    }
+    let survivor = app.spawn_worker_process("survivor", &lease).unwrap();
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    assert!(done["error"].as_str().unwrap().contains("lost"), "{done}");
+    assert_eq!(done["attempt_history"].as_array().unwrap().len(), 2);
+    signal(&survivor, "TERM").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_worker_cannot_overwrite_the_newer_attempt() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table early (id int);").await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::Stall);
+    let resource = app
+        .register_via(T, "frozen", &source, proxy.port, json!({}))
+        .await
+        .unwrap();
+    let metrics_port = free_port().to_string();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let a = app
+        .spawn_worker_process(
+            "frozen",
+            &[
+                ("METASYNC_LEASE", "2s"),
+                ("METASYNC_METRICS_ADDR", &metrics_addr),
+            ],
+        )
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    wait_until_running(&app, &job, 1).await;
+    proxy.set_mode(ProxyMode::Pass); // later connections go through; A's stays stalled
+    signal(&a, "STOP").unwrap();
+    let b = app
+        .spawn_worker_process("fresh", &[("METASYNC_LEASE", "2s")])
+        .unwrap();
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2);
+    // The source changes; the frozen attempt will read the new state when it resumes.
+    let pool = sqlx::PgPool::connect(&metasync_tests::pg_url(&source))
+        .await
+        .unwrap();
+    sqlx::query("create table late (id int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    signal(&a, "CONT").unwrap();
+    proxy.release_stalled();
+    let fenced = format!("http://{metrics_addr}/metrics");
+    eventually(
+        Duration::from_secs(30),
+        "the frozen attempt to be fenced off",
+        || async {
+            let body = reqwest::get(&fenced).await?.text().await?;
+            Ok(body
+                .lines()
+                .any(|l| l.starts_with("metasync_jobs_total{outcome=\"fenced\"} 1"))
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let tables: Vec<(String,)> = sqlx::query_as("select name from catalog_tables order by name")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        tables,
+        vec![("early".to_owned(),)],
+        "the stale attempt's snapshot was not written"
+    );
+    let (state, attempts, worker) = app.job_row(&job).await.unwrap();
+    assert_eq!((state.as_str(), attempts), ("succeeded", 2));
+    assert!(worker.unwrap().starts_with("fresh-"));
+    signal(&a, "TERM").unwrap();
+    signal(&b, "TERM").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_flushed_with_100_queued_jobs_loses_none() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    app.insert_resources(T, &source, 100).await.unwrap();
+    let (status, _, batch) = app.call(T, Method::POST, "/v1/syncs", None).await.unwrap();
+    assert_eq!(status, 202, "{batch}");
+    assert_eq!(batch["jobs"], 100);
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    assert_eq!(app.queue.depth().await.unwrap(), (0, 0));
+    let _worker = app.spawn_worker();
+    let batch_path = format!("/v1/batches/{}", batch["batch_id"].as_str().unwrap());
+    let done = eventually(Duration::from_secs(120), "the batch to finish", || async {
+        let (_, _, counts) = app.call(T, Method::GET, &batch_path, None).await?;
+        Ok((counts["done"] == true).then_some(counts))
+    })
+    .await
+    .unwrap();
+    assert_eq!(done["by_state"], json!({ "succeeded": 100 }), "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_busy_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::Stall);
+    let mut job_ids = Vec::new();
+    for i in 0..12 {
+        let resource = app
+            .register_via(T, &format!("busy-{i}"), &source, proxy.port, json!({}))
+            .await
+            .unwrap();
+        job_ids.push(sync_id(&app, &resource).await);
+    }
+    let env = [
+        ("METASYNC_WORKER_CONCURRENCY", "4"),
+        ("METASYNC_SHUTDOWN_GRACE", "1s"),
+    ];
+    let mut a = app.spawn_worker_process("leaving", &env).unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the leaving worker to be busy",
+        || async {
+            let (busy,): (i64,) =
+                sqlx::query_as("select count(*) from jobs where state = 'running'")
+                    .fetch_one(&app.db)
+                    .await?;
+            Ok((busy == 4).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    signal(&a, "TERM").unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(15), a.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    proxy.set_mode(ProxyMode::Pass);
+    proxy.release_stalled();
+    let _b = app.spawn_worker_process("staying", &[]).unwrap();
+    for id in &job_ids {
+        let job = app
+            .wait_for_job(T, id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(job["state"], "succeeded", "{job}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_schedulers_fire_each_tick_once() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let mut resources = Vec::new();
+    for i in 0..5 {
+        let schedule = json!({ "schedule": { "interval_seconds": 1 } });
+        let r = app
+            .register_via(T, &format!("cron-{i}"), &source, 5432, schedule)
+            .await
+            .unwrap();
+        assert_eq!(r["schedule"], json!({ "interval_seconds": 1 }));
+        resources.push(r["id"].as_str().unwrap().to_owned());
+    }
+    let started = Instant::now();
+    let workers: Vec<_> = (0..3)
+        .map(|i| {
+            app.spawn_worker_process(&format!("sched-{i}"), &[])
+                .unwrap()
+        })
+        .collect();
+    eventually(
+        Duration::from_secs(30),
+        "three ticks per resource",
+        || async {
+            let (min,): (Option<i64>,) = sqlx::query_as(
+                "select min(n) from (select count(*) as n from jobs group by resource_id) c",
+            )
+            .fetch_one(&app.db)
+            .await?;
+            Ok((min.unwrap_or(0) >= 3 && resources.len() == 5).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    for w in &workers {
+        signal(w, "TERM").unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "select resource_id, count(*), count(distinct scheduled_for) from jobs group by resource_id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 5);
+    for (resource, jobs, ticks) in rows {
+        assert_eq!(jobs, ticks, "resource {resource}: a tick fired twice");
+        // One tick a second at most (plus the first at once), however many schedulers.
+        assert!(
+            jobs as f64 <= elapsed + 2.0,
+            "resource {resource}: {jobs} jobs in {elapsed:.1} s"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_source_fails_within_the_connect_timeout() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::Stall); // accepts TCP, then never says a word
+    let policy = json!({ "retry_policy": { "max_attempts": 1 } });
+    let resource = app
+        .register_via(T, "silent", "postgres", proxy.port, policy)
+        .await
+        .unwrap();
+    let _worker = app.spawn_worker(); // connect timeout 3 s
+    let job = sync_id(&app, &resource).await;
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("timed out"),
+        "{done}"
+    );
+    let took = ts(&done["finished_at"]) - ts(&done["started_at"]);
+    assert!(took.num_milliseconds() < 5_000, "took {took}");
+    assert!(took.num_milliseconds() >= 2_900, "took {took}");
+}
