@@ -146,6 +146,9 @@ impl From<JobError> for AttemptError {
     }
 }
 
+/// Snapshots at least this large report a `writing` phase before the catalog write.
+const PROGRESS_FROM_TABLES: usize = 200;
+
 /// How often a running scan checks whether its job was cancelled.
 const CANCEL_CHECK_EVERY: Duration = Duration::from_millis(250);
 
@@ -187,14 +190,14 @@ async fn run_attempt(ctx: &WorkerContext, claim: &Claim) -> Result<SyncStats, At
     };
     drop(password);
 
+    // Worth a statement only when the write takes long enough for anyone to see it.
     let tables: usize = snapshot.databases.iter().map(|d| d.tables.len()).sum();
-    jobs::set_progress(
-        &ctx.db,
-        claim,
-        &serde_json::json!({ "phase": "writing", "objects_done": 0, "objects_total": tables }),
-    )
-    .await
-    .map_err(catalog_error)?;
+    if tables >= PROGRESS_FROM_TABLES {
+        let progress = serde_json::json!({ "phase": "writing", "objects_total": tables });
+        jobs::set_progress(&ctx.db, claim, &progress)
+            .await
+            .map_err(catalog_error)?;
+    }
     let mut tx = ctx.db.begin().await.map_err(catalog_error)?;
     if jobs::fence(&mut tx, claim)
         .await
