@@ -542,20 +542,37 @@ impl TestApp {
         database: &str,
         count: usize,
     ) -> anyhow::Result<Vec<Uuid>> {
+        self.insert_resources_on(tenant, "postgres", 5432, database, "pw", count)
+            .await
+    }
+
+    /// Like [`TestApp::insert_resources`], for any local server (`kind` `postgres` or `mysql`;
+    /// the user is `root`).
+    pub async fn insert_resources_on(
+        &self,
+        tenant: &str,
+        kind: &str,
+        port: i32,
+        database: &str,
+        password: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<Uuid>> {
         let secrets = SecretBox::new(&SECRET_KEY);
         let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
         let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
         let sealed: Vec<Vec<u8>> = ids
             .iter()
-            .map(|id| secrets.seal("pw", id.as_bytes()))
+            .map(|id| secrets.seal(password, id.as_bytes()))
             .collect();
         sqlx::query(
             "insert into resources (id, tenant_id, name, kind, host, port, database, username,
                                     password_sealed)
-             select id, $1, name, 'postgres', '127.0.0.1', 5432, $2, 'root', sealed
-             from unnest($3::uuid[], $4::text[], $5::bytea[]) as r (id, name, sealed)",
+             select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed
+             from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
         )
         .bind(tenant)
+        .bind(kind)
+        .bind(port)
         .bind(database)
         .bind(&ids)
         .bind(&names)

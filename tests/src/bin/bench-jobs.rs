@@ -1,9 +1,9 @@
 //! Control-plane benchmark: many tiny jobs end to end, with 1, 2 and 4 worker processes.
 //!
-//! `cargo run --release -p metasync-tests --bin bench-jobs -- [JOBS] [RUNS]`
-//! (defaults 10000 jobs, 3 runs per fleet size; `deploy/local/bench-jobs.sh` builds and runs it).
+//! `cargo run --release -p metasync-tests --bin bench-jobs -- [JOBS] [RUNS] [postgres|mysql]`
+//! (defaults 10000 jobs, 3 runs per fleet size, PostgreSQL sources).
 //!
-//! For each fleet size it registers JOBS resources on one tiny PostgreSQL source (one job each,
+//! For each fleet size it registers JOBS resources on one tiny source database (one job each,
 //! so single flight merges none), enqueues them with one `POST /v1/syncs`, and reports:
 //! - jobs/s from the enqueue request to the last job `succeeded` in PostgreSQL;
 //! - pickup latency (claim − creation) p50/p99 on an idle fleet, over 200 sequential jobs;
@@ -11,7 +11,8 @@
 //! - catalog PostgreSQL statements per job (a separate run that counts the workers' sqlx
 //!   statement log lines; source statements are reported by the jobs themselves).
 //!
-//! Medians over RUNS runs.
+//! Medians over RUNS runs. As a baseline it first measures how many fresh connections per
+//! second the source server accepts (each job opens one), since that bounds the whole run.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -64,10 +65,72 @@ struct Run {
     p99_ms: f64,
 }
 
-async fn run_once(jobs: usize, workers: usize) -> anyhow::Result<Run> {
+/// A tiny source database on the chosen engine, and the resources pointing at it.
+async fn tiny_sources(app: &TestApp, engine: &str, jobs: usize) -> anyhow::Result<()> {
+    match engine {
+        "mysql" => {
+            let db = format!("mstest_bench_{}", uuid::Uuid::now_v7().simple());
+            let admin = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/test").await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "create database `{db}`; create table `{db}`.t (id int primary key, v text)"
+            )))
+            .execute(&admin)
+            .await?;
+            app.insert_resources_on(TENANT, "mysql", 3306, &db, "", jobs)
+                .await?;
+        }
+        _ => {
+            let source = create_source("create table t (id int primary key, v text);").await?;
+            app.insert_resources(TENANT, &source, jobs).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Fresh connections per second the source server accepts, each running one query: the
+/// ceiling for jobs that each open a connection.
+async fn connection_rate(engine: &str) -> anyhow::Result<f64> {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    const N: usize = 300;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let engine = engine.to_owned();
+            tokio::spawn(async move {
+                for _ in 0..N / 4 {
+                    if engine == "mysql" {
+                        let opts = sqlx::mysql::MySqlConnectOptions::new()
+                            .host("127.0.0.1")
+                            .username("root")
+                            .database("test")
+                            .ssl_mode(sqlx::mysql::MySqlSslMode::Disabled);
+                        let mut c = opts.connect().await?;
+                        sqlx::query("select 1").execute(&mut c).await?;
+                        c.close().await?;
+                    } else {
+                        let opts = sqlx::postgres::PgConnectOptions::new()
+                            .host("127.0.0.1")
+                            .username("root")
+                            .database("postgres")
+                            .ssl_mode(sqlx::postgres::PgSslMode::Disable);
+                        let mut c = opts.connect().await?;
+                        sqlx::query("select 1").execute(&mut c).await?;
+                        c.close().await?;
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    Ok(N as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn run_once(jobs: usize, workers: usize, engine: &str) -> anyhow::Result<Run> {
     let app = spawn_app().await?;
-    let source = create_source("create table t (id int primary key, v text);").await?;
-    app.insert_resources(TENANT, &source, jobs).await?;
+    tiny_sources(&app, engine, jobs).await?;
     let fleet: Vec<_> = (0..workers)
         .map(|i| {
             app.spawn_worker_process(
@@ -121,10 +184,9 @@ async fn run_once(jobs: usize, workers: usize) -> anyhow::Result<Run> {
 }
 
 /// Counts the catalog statements one worker issues per job, from sqlx's statement log.
-async fn catalog_statements_per_job(jobs: usize) -> anyhow::Result<f64> {
+async fn catalog_statements_per_job(jobs: usize, engine: &str) -> anyhow::Result<f64> {
     let app = spawn_app().await?;
-    let source = create_source("create table t (id int primary key, v text);").await?;
-    app.insert_resources(TENANT, &source, jobs).await?;
+    tiny_sources(&app, engine, jobs).await?;
     let mut cmd = tokio::process::Command::new(metasync_tests::binary("metasync-worker")?);
     cmd.env("DATABASE_URL", &app.database_url)
         .env("REDIS_URL", REDIS_URL)
@@ -175,24 +237,34 @@ async fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(10_000);
     let runs: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(3);
-    println!("bench-jobs: {jobs} tiny jobs per run, {runs} runs per fleet size (medians)");
+    let engine = args.get(3).map(String::as_str).unwrap_or("postgres");
+    anyhow::ensure!(
+        matches!(engine, "postgres" | "mysql"),
+        "engine must be postgres or mysql"
+    );
+    println!("bench-jobs: {jobs} tiny {engine} jobs per run, {runs} runs per fleet size (medians)");
+    let ceiling = connection_rate(engine).await?;
+    println!(
+        "baseline: the source server accepts {ceiling:.0} fresh connections/s (4 clients, one query each)"
+    );
     let mut baseline = None;
     for workers in [1usize, 2, 4] {
         let mut results = Vec::new();
         for _ in 0..runs {
-            results.push(run_once(jobs, workers).await?);
+            results.push(run_once(jobs, workers, engine).await?);
         }
         let rate = median(results.iter().map(|r| r.jobs_per_sec).collect());
         let baseline_rate = *baseline.get_or_insert(rate);
         println!(
-            "workers={workers}: {rate:.0} jobs/s end to end ({:.2}x vs 1 worker); idle pickup p50 {:.2} ms, p99 {:.2} ms; redis {:.1} commands/job",
+            "workers={workers}: {rate:.0} jobs/s end to end ({:.2}x vs 1 worker, {:.2}x the connection ceiling); idle pickup p50 {:.2} ms, p99 {:.2} ms; redis {:.1} commands/job",
             rate / baseline_rate,
+            rate / ceiling,
             median(results.iter().map(|r| r.p50_ms).collect()),
             median(results.iter().map(|r| r.p99_ms).collect()),
             median(results.iter().map(|r| r.redis_per_job).collect()),
         );
     }
-    let statements = catalog_statements_per_job(jobs.min(1_000)).await?;
+    let statements = catalog_statements_per_job(jobs.min(1_000), engine).await?;
     println!(
         "catalog PostgreSQL statements per job (1 worker, includes BEGIN/COMMIT and background ticks): {statements:.1}"
     );
