@@ -1152,9 +1152,20 @@ async fn hostile_identifiers_round_trip_exactly() {
             quote("from")
         ));
     }
+    // Comments with what COPY's text format must escape: tab, newline, CR, backslash, `\N`.
+    let tricky = "tab\there\nnew line\r\\back\\slash \\N '\"";
+    sql.push_str(&format!(
+        "comment on column {}.{}.{} is '{}';\n",
+        quote(schema),
+        quote(tables[0]),
+        quote("from"),
+        tricky.replace('\'', "''")
+    ));
     let source = create_source(&sql).await.unwrap();
     let rid = s.register("postgres", &source, 5432, Value::Null).await;
     s.sync(&rid).await;
+    let first = s.table(&rid, schema, tables[0]).await;
+    assert_eq!(column(&first, "from")["comment"], tricky);
     let stored: BTreeSet<String> = s
         .tables(&rid)
         .await
