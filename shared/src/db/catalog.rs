@@ -146,10 +146,17 @@ pub async fn write_snapshot(
             .await?;
         outcome.rows_written += done.rows_affected();
     }
-    for batch in batches(&rewrite, |(_, _, table, _)| table.columns.len().max(1)) {
+    // New tables go in with COPY; changed ones need the upsert to keep their ids.
+    let changed: HashSet<Uuid> = changed_ids.iter().copied().collect();
+    let (updated, added): (Vec<_>, Vec<_>) = rewrite
+        .into_iter()
+        .partition(|(id, _, _, _)| changed.contains(id));
+    for batch in batches(&updated, |(_, _, table, _)| table.columns.len().max(1)) {
         outcome.rows_written += upsert_tables(tx, tenant, resource_id, job_id, batch).await?;
-        outcome.rows_written += insert_columns(tx, tenant, batch).await?;
     }
+    outcome.rows_written += copy_tables(tx, tenant, resource_id, job_id, &added).await?;
+    outcome.rows_written += insert_columns(tx, tenant, &updated).await?;
+    outcome.rows_written += insert_columns(tx, tenant, &added).await?;
     outcome.changes = insert_changes(tx, tenant, resource_id, job_id, &changes).await?;
     Ok(outcome)
 }
@@ -268,38 +275,117 @@ async fn insert_changes(
     if changes.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<Uuid> = changes.iter().map(|_| Uuid::now_v7()).collect();
-    let dbs: Vec<&str> = changes.iter().map(|c| c.database.as_str()).collect();
-    let schemas: Vec<&str> = changes.iter().map(|c| c.schema.as_str()).collect();
-    let tables: Vec<Option<&str>> = changes.iter().map(|c| c.table.as_deref()).collect();
-    let kinds: Vec<&str> = changes.iter().map(|c| c.change.kind.as_str()).collect();
-    let objects: Vec<Option<&str>> = changes
-        .iter()
-        .map(|c| c.change.object_name.as_deref())
-        .collect();
-    let details: Vec<&serde_json::Value> = changes.iter().map(|c| &c.change.details).collect();
-    let done = sqlx::query(
-        "insert into catalog_changes (id, tenant_id, resource_id, job_id, database, schema_name,
-             table_name, kind, object_name, details)
-         select c.id, $1, $2, $3, c.db, c.schema_name, c.table_name, c.kind, c.object_name,
-                c.details
-         from unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
-                     $10::jsonb[])
-              as c (id, db, schema_name, table_name, kind, object_name, details)",
+    let (resource_id, job_id) = (resource_id.to_string(), job_id.to_string());
+    let mut copy = CopyIn::start(
+        tx,
+        "copy catalog_changes (id, tenant_id, resource_id, job_id, database, schema_name,
+             table_name, kind, object_name, details) from stdin",
     )
-    .bind(tenant)
-    .bind(resource_id)
-    .bind(job_id)
-    .bind(&ids)
-    .bind(&dbs)
-    .bind(&schemas)
-    .bind(&tables)
-    .bind(&kinds)
-    .bind(&objects)
-    .bind(&details)
-    .execute(&mut *tx)
     .await?;
-    Ok(done.rows_affected())
+    for c in changes {
+        let id = Uuid::now_v7().to_string();
+        let details = c.change.details.to_string();
+        copy.row(&[
+            Some(&id),
+            Some(tenant),
+            Some(&resource_id),
+            Some(&job_id),
+            Some(&c.database),
+            Some(&c.schema),
+            c.table.as_deref(),
+            Some(c.change.kind.as_str()),
+            c.change.object_name.as_deref(),
+            Some(&details),
+        ])
+        .await?;
+    }
+    copy.finish().await
+}
+
+/// New tables, with COPY: nothing to conflict with, since the fenced job is the resource's
+/// only writer and they were not stored.
+async fn copy_tables(
+    tx: &mut PgConnection,
+    tenant: &str,
+    resource_id: Uuid,
+    job_id: Uuid,
+    rows: &[(Uuid, &str, &TableInfo, String)],
+) -> Result<u64, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let (resource_id, job_id) = (resource_id.to_string(), job_id.to_string());
+    let mut copy = CopyIn::start(
+        tx,
+        "copy catalog_tables (id, tenant_id, resource_id, database, schema_name, name, kind,
+             owner, comment, row_estimate, total_bytes, view_definition, details, constraints,
+             indexes, fingerprint, last_job_id) from stdin",
+    )
+    .await?;
+    for (id, database, table, fingerprint) in rows {
+        let id = id.to_string();
+        let rows_estimate = table.row_estimate.map(|n| n.to_string());
+        let bytes = table.total_bytes.map(|n| n.to_string());
+        let details = table.details.to_string();
+        let constraints = serde_json::to_string(&table.constraints).expect("json serializes");
+        let indexes = serde_json::to_string(&table.indexes).expect("json serializes");
+        copy.row(&[
+            Some(&id),
+            Some(tenant),
+            Some(&resource_id),
+            Some(database),
+            Some(&table.schema),
+            Some(&table.name),
+            Some(&table.kind),
+            table.owner.as_deref(),
+            table.comment.as_deref(),
+            rows_estimate.as_deref(),
+            bytes.as_deref(),
+            table.view_definition.as_deref(),
+            Some(&details),
+            Some(&constraints),
+            Some(&indexes),
+            Some(fingerprint),
+            Some(&job_id),
+        ])
+        .await?;
+    }
+    copy.finish().await
+}
+
+/// `COPY … FROM STDIN` in text format, sent in ~1 MiB chunks: no parameter arrays, and about
+/// half the server time of `insert … select from unnest(…)` for wide writes.
+struct CopyIn<'c> {
+    copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
+    buf: String,
+}
+
+impl<'c> CopyIn<'c> {
+    const CHUNK: usize = 1 << 20;
+
+    async fn start(tx: &'c mut PgConnection, statement: &str) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            copy: tx.copy_in_raw(statement).await?,
+            buf: String::with_capacity(Self::CHUNK + 4096),
+        })
+    }
+
+    async fn row(&mut self, fields: &[Option<&str>]) -> Result<(), sqlx::Error> {
+        push_copy_row(&mut self.buf, fields);
+        if self.buf.len() >= Self::CHUNK {
+            self.copy.send(self.buf.as_bytes()).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends what is buffered and ends the COPY; a `CopyIn` dropped before this aborts it.
+    async fn finish(mut self) -> Result<u64, sqlx::Error> {
+        if !self.buf.is_empty() {
+            self.copy.send(self.buf.as_bytes()).await?;
+        }
+        self.copy.finish().await
+    }
 }
 
 async fn write_schemas(
@@ -498,52 +584,38 @@ async fn upsert_tables(
     Ok(done.rows_affected())
 }
 
-/// Columns go in with `COPY … FROM STDIN` (text format), streamed in ~1 MiB chunks: the
-/// widest write of a sync (15 rows per table in the benchmark) costs no parameter arrays and
-/// about half the server time of `insert … select from unnest(…)`.
 async fn insert_columns(
     tx: &mut PgConnection,
     tenant: &str,
     rows: &[(Uuid, &str, &TableInfo, String)],
 ) -> Result<u64, sqlx::Error> {
-    const CHUNK: usize = 1 << 20;
     if rows.iter().all(|(_, _, t, _)| t.columns.is_empty()) {
         return Ok(0);
     }
-    let mut copy = tx
-        .copy_in_raw(
-            "copy catalog_columns (table_id, tenant_id, position, name, data_type, nullable,
-                 default_value, comment, details) from stdin",
-        )
-        .await?;
-    let mut buf = String::with_capacity(CHUNK + 4096);
+    let mut copy = CopyIn::start(
+        tx,
+        "copy catalog_columns (table_id, tenant_id, position, name, data_type, nullable,
+             default_value, comment, details) from stdin",
+    )
+    .await?;
     for (id, _, table, _) in rows {
         let id = id.to_string();
         for column in &table.columns {
-            let details = serde_json::to_string(&column.details).expect("json serializes");
+            let details = column.details.to_string();
             let position = column.position.to_string();
-            push_copy_row(
-                &mut buf,
-                &[
-                    Some(&id),
-                    Some(tenant),
-                    Some(&position),
-                    Some(&column.name),
-                    Some(&column.data_type),
-                    Some(if column.nullable { "t" } else { "f" }),
-                    column.default_value.as_deref(),
-                    column.comment.as_deref(),
-                    Some(&details),
-                ],
-            );
-            if buf.len() >= CHUNK {
-                copy.send(buf.as_bytes()).await?;
-                buf.clear();
-            }
+            copy.row(&[
+                Some(&id),
+                Some(tenant),
+                Some(&position),
+                Some(&column.name),
+                Some(&column.data_type),
+                Some(if column.nullable { "t" } else { "f" }),
+                column.default_value.as_deref(),
+                column.comment.as_deref(),
+                Some(&details),
+            ])
+            .await?;
         }
-    }
-    if !buf.is_empty() {
-        copy.send(buf.as_bytes()).await?;
     }
     copy.finish().await
 }

@@ -351,7 +351,10 @@ fn peak_rss_mb(pid: u32) -> anyhow::Result<f64> {
 }
 
 async fn bench(app: &TestApp, source: &Source, runs: usize) -> anyhow::Result<()> {
-    let mut worker = app.spawn_worker_process(&format!("bench-{}", source.label), &[])?;
+    // BENCH_WORKER_LOG=sqlx::query=debug shows each catalog statement with its time.
+    let log = std::env::var("BENCH_WORKER_LOG").unwrap_or_else(|_| "warn".into());
+    let mut worker =
+        app.spawn_worker_process(&format!("bench-{}", source.label), &[("RUST_LOG", &log)])?;
     let pid = worker.id().context("worker pid")?;
     let mut samples = Samples::default();
     // One warm-up sync, so the first measured run does not pay for cold caches.
