@@ -612,12 +612,16 @@ async fn count_mysql(
     }
 }
 
+/// `n` tables of 24 columns: at 500 tables the 12,000 columns are written with COPY (the
+/// writer's path for large writes) and read back by the test.
 fn many_pg_tables(n: usize) -> String {
+    let wide: String = (0..21).map(|i| format!(", w{i} int")).collect();
     let mut sql = String::from("create schema bulk;\n");
     for i in 0..n {
         sql.push_str(&format!(
             "create table bulk.t{i} (id int primary key, a text, b int references bulk.t0 (id) \
-             {fk}); create index t{i}_a on bulk.t{i} (a); comment on table bulk.t{i} is 'n{i}';\n",
+             {fk}{wide}); create index t{i}_a on bulk.t{i} (a); \
+             comment on table bulk.t{i} is 'n{i}';\n",
             fk = if i == 0 { "deferrable" } else { "" }
         ));
     }
@@ -637,6 +641,10 @@ async fn statements_per_database_do_not_grow_with_the_table_count() {
         pg_proxy.take();
         let job = s.sync(&rid).await;
         assert_eq!(job["stats"]["tables"], n, "{job}");
+        assert_eq!(job["stats"]["columns"], n * 24, "{job}");
+        let last = s.table(&rid, "bulk", &format!("t{}", n - 1)).await;
+        assert_eq!(column_names(&last).len(), 24);
+        assert_eq!(last["comment"], format!("n{}", n - 1));
         let seen = pg_proxy.take();
         pg_counts.push((job["stats"]["source_statements"].as_u64().unwrap(), seen));
     }

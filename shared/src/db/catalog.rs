@@ -276,12 +276,7 @@ async fn insert_changes(
         return Ok(0);
     }
     let (resource_id, job_id) = (resource_id.to_string(), job_id.to_string());
-    let mut copy = CopyIn::start(
-        tx,
-        "copy catalog_changes (id, tenant_id, resource_id, job_id, database, schema_name,
-             table_name, kind, object_name, details) from stdin",
-    )
-    .await?;
+    let mut copy = BulkInsert::start(tx, CHANGE_COLUMNS, changes.len()).await?;
     for c in changes {
         let id = Uuid::now_v7().to_string();
         let details = c.change.details.to_string();
@@ -315,13 +310,7 @@ async fn copy_tables(
         return Ok(0);
     }
     let (resource_id, job_id) = (resource_id.to_string(), job_id.to_string());
-    let mut copy = CopyIn::start(
-        tx,
-        "copy catalog_tables (id, tenant_id, resource_id, database, schema_name, name, kind,
-             owner, comment, row_estimate, total_bytes, view_definition, details, constraints,
-             indexes, fingerprint, last_job_id) from stdin",
-    )
-    .await?;
+    let mut copy = BulkInsert::start(tx, TABLE_COLUMNS, rows.len()).await?;
     for (id, database, table, fingerprint) in rows {
         let id = id.to_string();
         let rows_estimate = table.row_estimate.map(|n| n.to_string());
@@ -353,38 +342,165 @@ async fn copy_tables(
     copy.finish().await
 }
 
-/// `COPY … FROM STDIN` in text format, sent in ~1 MiB chunks: no parameter arrays, and about
-/// half the server time of `insert … select from unnest(…)` for wide writes.
-struct CopyIn<'c> {
-    copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
-    buf: String,
+/// A table and its columns with their types, for [`BulkInsert`].
+type Target = (&'static str, &'static [(&'static str, &'static str)]);
+
+const CHANGE_COLUMNS: Target = (
+    "catalog_changes",
+    &[
+        ("id", "uuid"),
+        ("tenant_id", "text"),
+        ("resource_id", "uuid"),
+        ("job_id", "uuid"),
+        ("database", "text"),
+        ("schema_name", "text"),
+        ("table_name", "text"),
+        ("kind", "text"),
+        ("object_name", "text"),
+        ("details", "jsonb"),
+    ],
+);
+
+const TABLE_COLUMNS: Target = (
+    "catalog_tables",
+    &[
+        ("id", "uuid"),
+        ("tenant_id", "text"),
+        ("resource_id", "uuid"),
+        ("database", "text"),
+        ("schema_name", "text"),
+        ("name", "text"),
+        ("kind", "text"),
+        ("owner", "text"),
+        ("comment", "text"),
+        ("row_estimate", "int8"),
+        ("total_bytes", "int8"),
+        ("view_definition", "text"),
+        ("details", "jsonb"),
+        ("constraints", "jsonb"),
+        ("indexes", "jsonb"),
+        ("fingerprint", "text"),
+        ("last_job_id", "uuid"),
+    ],
+);
+
+const COLUMN_COLUMNS: Target = (
+    "catalog_columns",
+    &[
+        ("table_id", "uuid"),
+        ("tenant_id", "text"),
+        ("position", "int4"),
+        ("name", "text"),
+        ("data_type", "text"),
+        ("nullable", "bool"),
+        ("default_value", "text"),
+        ("comment", "text"),
+        ("details", "jsonb"),
+    ],
+);
+
+/// Below this many rows a bulk insert is one `insert … select from unnest(…)`: a single
+/// round trip. `COPY` ends with a small `CopyDone` write right after the data, which Nagle's
+/// algorithm holds until the server's delayed ACK (~40 ms on Linux; sqlx sets no
+/// `TCP_NODELAY`), so it only pays off for large writes.
+const COPY_FROM_ROWS: usize = 10_000;
+
+/// Rows in as text: `COPY … FROM STDIN` (text format, sent in ~1 MiB chunks) for large
+/// writes, which costs no parameter arrays and about half the server time of
+/// `insert … select from unnest(…)`; that insert, with text arrays cast per column, for
+/// small ones.
+enum BulkInsert<'c> {
+    Copy {
+        copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
+        buf: String,
+    },
+    Unnest {
+        tx: &'c mut PgConnection,
+        target: Target,
+        columns: Vec<Vec<Option<String>>>,
+    },
 }
 
-impl<'c> CopyIn<'c> {
+impl<'c> BulkInsert<'c> {
     const CHUNK: usize = 1 << 20;
 
-    async fn start(tx: &'c mut PgConnection, statement: &str) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            copy: tx.copy_in_raw(statement).await?,
+    async fn start(
+        tx: &'c mut PgConnection,
+        target: Target,
+        rows: usize,
+    ) -> Result<Self, sqlx::Error> {
+        let (table, columns) = target;
+        if rows < COPY_FROM_ROWS {
+            return Ok(Self::Unnest {
+                tx,
+                target,
+                columns: vec![Vec::with_capacity(rows); columns.len()],
+            });
+        }
+        let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+        let statement = format!("copy {table} ({}) from stdin", names.join(", "));
+        Ok(Self::Copy {
+            copy: tx.copy_in_raw(&statement).await?,
             buf: String::with_capacity(Self::CHUNK + 4096),
         })
     }
 
     async fn row(&mut self, fields: &[Option<&str>]) -> Result<(), sqlx::Error> {
-        push_copy_row(&mut self.buf, fields);
-        if self.buf.len() >= Self::CHUNK {
-            self.copy.send(self.buf.as_bytes()).await?;
-            self.buf.clear();
+        match self {
+            Self::Copy { copy, buf } => {
+                push_copy_row(buf, fields);
+                if buf.len() >= Self::CHUNK {
+                    copy.send(buf.as_bytes()).await?;
+                    buf.clear();
+                }
+            }
+            Self::Unnest { columns, .. } => {
+                for (column, field) in columns.iter_mut().zip(fields) {
+                    column.push(field.map(str::to_owned));
+                }
+            }
         }
         Ok(())
     }
 
-    /// Sends what is buffered and ends the COPY; a `CopyIn` dropped before this aborts it.
-    async fn finish(mut self) -> Result<u64, sqlx::Error> {
-        if !self.buf.is_empty() {
-            self.copy.send(self.buf.as_bytes()).await?;
+    /// Writes what is pending and returns the rows inserted. A COPY dropped before this is
+    /// aborted by sqlx.
+    async fn finish(self) -> Result<u64, sqlx::Error> {
+        match self {
+            Self::Copy { mut copy, buf } => {
+                if !buf.is_empty() {
+                    copy.send(buf.as_bytes()).await?;
+                }
+                copy.finish().await
+            }
+            Self::Unnest {
+                tx,
+                target: (table, types),
+                columns,
+            } => {
+                if columns.first().is_none_or(Vec::is_empty) {
+                    return Ok(0);
+                }
+                let names: Vec<&str> = types.iter().map(|(name, _)| *name).collect();
+                let casts: Vec<String> = types
+                    .iter()
+                    .map(|(name, ty)| format!("u.{name}::{ty}"))
+                    .collect();
+                let arrays: Vec<String> =
+                    (1..=types.len()).map(|i| format!("${i}::text[]")).collect();
+                let sql = format!(
+                    "insert into {table} ({names}) select {casts} from unnest({arrays}) as u ({names})",
+                    names = names.join(", "),
+                    casts = casts.join(", "),
+                    arrays = arrays.join(", "),
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for column in columns {
+                    query = query.bind(column);
+                }
+                Ok(query.execute(&mut *tx).await?.rows_affected())
+            }
         }
-        self.copy.finish().await
     }
 }
 
@@ -592,12 +708,8 @@ async fn insert_columns(
     if rows.iter().all(|(_, _, t, _)| t.columns.is_empty()) {
         return Ok(0);
     }
-    let mut copy = CopyIn::start(
-        tx,
-        "copy catalog_columns (table_id, tenant_id, position, name, data_type, nullable,
-             default_value, comment, details) from stdin",
-    )
-    .await?;
+    let n = rows.iter().map(|(_, _, t, _)| t.columns.len()).sum();
+    let mut copy = BulkInsert::start(tx, COLUMN_COLUMNS, n).await?;
     for (id, _, table, _) in rows {
         let id = id.to_string();
         for column in &table.columns {
