@@ -387,13 +387,14 @@ pub async fn succeed(
     stats: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
+        // clock_timestamp(), not now(): now() is the transaction's start, before the write.
         "with done as (
-             update jobs set state = 'succeeded', finished_at = now(), stats = $3, error = null,
-                    error_class = null, lease_expires_at = null, progress = null
+             update jobs set state = 'succeeded', finished_at = clock_timestamp(), stats = $3,
+                    error = null, error_class = null, lease_expires_at = null, progress = null
              where id = $1 and lease_token = $2 and state = 'running'
-             returning id, attempts
+             returning id, attempts, finished_at
          )
-         update job_attempts a set finished_at = now()
+         update job_attempts a set finished_at = done.finished_at
          from done where a.job_id = done.id and a.attempt = done.attempts",
     )
     .bind(claim.job_id)
