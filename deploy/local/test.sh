@@ -60,7 +60,14 @@ main() {
     echo "test.sh: cargo build --bins && cargo test --workspace $* (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     # The fault tests start the real worker binary, so the binaries must exist first.
     cargo build --bins
-    cargo test --workspace "$@"
+    local log status=0
+    log="$(mktemp)"
+    cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+    # cargo ends on the (empty) doc-test and binary suites; close with the totals instead.
+    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+         END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+    rm -f "$log"
+    return "$status"
 }
 
 main "$@"
