@@ -1466,4 +1466,25 @@ async fn a_renamed_or_repointed_resource_is_reflected_on_the_next_sync() {
         s.get(&format!("/v1/resources/{rid}")).await["name"],
         "renamed"
     );
+
+    // Retyped: the same resource now points at a MariaDB database.
+    let maria = MariaDb::create().await;
+    maria.run(&["create table `{db}`.three (id int)"]).await;
+    let (status, _, body) = s
+        .app
+        .call(
+            TENANT,
+            Method::PATCH,
+            &format!("/v1/resources/{rid}"),
+            Some(json!({"kind": "mysql", "port": 3306, "database": maria.name, "password": ""})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["kind"], "mysql");
+    let job = s.sync(&rid).await;
+    assert_eq!(job["stats"]["tables_added"], 1, "{job}");
+    assert_eq!(job["stats"]["tables_removed"], 1, "{job}");
+    assert_eq!(names(&s.tables(&rid).await, "name"), ["three"]);
+    maria.drop().await;
 }

@@ -250,16 +250,6 @@ async fn update(
     AppPath(id): AppPath<Uuid>,
     AppJson(body): AppJson<PatchResource>,
 ) -> ApiResult<Response> {
-    if let Some(kind) = body.kind {
-        let current = resources::get(&state.db, tenant.id(), id)
-            .await?
-            .ok_or(ApiError::NotFound("resource"))?;
-        if current.kind != kind {
-            return Err(ApiError::Unprocessable(
-                "`kind` cannot be changed; register a new resource".into(),
-            ));
-        }
-    }
     if let Some(name) = &body.name {
         check_text("name", name, 200)?;
     }
@@ -280,7 +270,10 @@ async fn update(
         Some(options) => Some(check_options(Some(options))?),
         None => None,
     };
+    // A retyped resource (e.g. a database moved from PostgreSQL to MariaDB) is scanned with
+    // its new engine on the next sync; the catalog diff then replaces what was stored.
     let patch = ResourcePatch {
+        kind: body.kind,
         name: body.name.as_deref().map(str::trim),
         host: body.host.as_deref(),
         port,

@@ -134,6 +134,7 @@ pub async fn list(
 /// Partial update: `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub struct ResourcePatch<'a> {
+    pub kind: Option<ResourceKind>,
     pub name: Option<&'a str>,
     pub host: Option<&'a str>,
     pub port: Option<i32>,
@@ -166,6 +167,7 @@ pub async fn update(
              sync_cron = case when $10 then $12 else sync_cron end,
              next_sync_at = case when $10 then $13 else next_sync_at end,
              retry_policy = case when $14 then $15 else retry_policy end,
+             kind = coalesce($16, kind),
              updated_at = now()
          where tenant_id = $1 and id = $2
          returning {COLUMNS}"
@@ -200,6 +202,7 @@ pub async fn update(
     )
     .bind(patch.retry_policy.is_some())
     .bind(patch.retry_policy.flatten())
+    .bind(patch.kind)
     .fetch_optional(db)
     .await
 }
