@@ -39,6 +39,19 @@ async fn sync_id(app: &TestApp, resource: &Value) -> String {
     job["id"].as_str().unwrap().to_owned()
 }
 
+/// A source reached through a proxy that stalls every new connection (a frozen or silent
+/// server), registered as `name`.
+async fn stalled_source(app: &TestApp, name: &str, extra: Value) -> (FaultProxy, Value) {
+    let source = create_source("create table t (id int);").await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::Stall);
+    let resource = app
+        .register_via(T, name, &source, proxy.port, extra)
+        .await
+        .unwrap();
+    (proxy, resource)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -222,13 +235,7 @@ async fn a_cancelled_queued_job_never_runs() {
 async fn a_cancelled_running_job_stops_and_writes_nothing() {
     let _serial = SERIAL.lock().await;
     let app = spawn_app().await.unwrap();
-    let source = create_source("create table t (id int);").await.unwrap();
-    let proxy = FaultProxy::start(5432).await.unwrap();
-    proxy.set_mode(ProxyMode::Stall);
-    let resource = app
-        .register_via(T, "slow", &source, proxy.port, json!({}))
-        .await
-        .unwrap();
+    let (proxy, resource) = stalled_source(&app, "slow", json!({})).await;
     let _worker = app.spawn_worker();
     let job = sync_id(&app, &resource).await;
     wait_until_running(&app, &job, 1).await;
@@ -259,13 +266,7 @@ async fn a_cancelled_running_job_stops_and_writes_nothing() {
 async fn a_worker_killed_mid_scan_loses_no_job() {
     let _serial = SERIAL.lock().await;
     let app = spawn_app().await.unwrap();
-    let source = create_source("create table t (id int);").await.unwrap();
-    let proxy = FaultProxy::start(5432).await.unwrap();
-    proxy.set_mode(ProxyMode::Stall);
-    let resource = app
-        .register_via(T, "victim", &source, proxy.port, json!({}))
-        .await
-        .unwrap();
+    let (proxy, resource) = stalled_source(&app, "victim", json!({})).await;
     let lease = [("METASYNC_LEASE", "2s")];
     let mut a = app.spawn_worker_process("doomed", &lease).unwrap();
     let job = sync_id(&app, &resource).await;
@@ -308,14 +309,8 @@ async fn a_worker_killed_mid_scan_loses_no_job() {
 async fn a_poison_job_fails_after_max_attempts_and_stops_cycling() {
     let _serial = SERIAL.lock().await;
     let app = spawn_app().await.unwrap();
-    let source = create_source("create table t (id int);").await.unwrap();
-    let proxy = FaultProxy::start(5432).await.unwrap();
-    proxy.set_mode(ProxyMode::Stall);
     let policy = json!({ "retry_policy": { "max_attempts": 2 } });
-    let resource = app
-        .register_via(T, "poison", &source, proxy.port, policy)
-        .await
-        .unwrap();
+    let (_proxy, resource) = stalled_source(&app, "poison", policy).await;
     let lease = [("METASYNC_LEASE", "2s")];
     let job = sync_id(&app, &resource).await;
     // Every worker that takes the job dies with it.
