@@ -38,3 +38,20 @@ pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapsho
     };
     result.map_err(|e| e.scrubbed(target.password))
 }
+
+/// Opens a source connection within the connect timeout. A timeout is transient; a refusal is
+/// classified by the driver's error (e.g. bad credentials are permanent).
+async fn connect<C>(options: &C, limits: ScanLimits) -> Result<C::Connection, JobError>
+where
+    C: sqlx::ConnectOptions,
+    C::Connection: Sized,
+{
+    match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(JobError::from_source("connecting to the source", &e)),
+        Err(_) => Err(JobError::transient(format!(
+            "connecting to the source: timed out after {:?}",
+            limits.connect_timeout
+        ))),
+    }
+}

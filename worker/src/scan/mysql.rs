@@ -35,16 +35,7 @@ pub async fn scan(
     if !target.password.is_empty() {
         connect = connect.password(target.password);
     }
-    let mut conn = match tokio::time::timeout(limits.connect_timeout, connect.connect()).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => return Err(JobError::from_source("connecting to the source", &e)),
-        Err(_) => {
-            return Err(JobError::transient(format!(
-                "connecting to the source: timed out after {:?}",
-                limits.connect_timeout
-            )));
-        }
-    };
+    let mut conn = super::connect(&connect, limits).await?;
     let mut statements = 0;
     let result = read_server(
         &mut conn,

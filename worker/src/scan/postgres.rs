@@ -87,14 +87,7 @@ async fn connect(
             ("default_transaction_read_only", "on".to_owned()),
         ])
         .disable_statement_logging();
-    match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(JobError::from_source("connecting to the source", &e)),
-        Err(_) => Err(JobError::transient(format!(
-            "connecting to the source: timed out after {:?}",
-            limits.connect_timeout
-        ))),
-    }
+    super::connect(&options, limits).await
 }
 
 type SchemaRow = (String, Option<String>, Option<String>);
