@@ -19,6 +19,7 @@ use metasync_worker::maintenance::Duties;
 use metasync_worker::pipeline::WorkerContext;
 use metasync_worker::retry::RetryPolicy;
 use metasync_worker::scan::ScanLimits;
+use metasync_worker::scan::reuse::SourceConnections;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
@@ -155,6 +156,7 @@ impl TestApp {
                 connect_timeout: Duration::from_secs(3),
                 statement_timeout: Duration::from_secs(10),
             },
+            sources: SourceConnections::new(Duration::from_secs(5), 16),
             retry: RetryPolicy {
                 base: Duration::from_millis(100),
                 factor: 2.0,

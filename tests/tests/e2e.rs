@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use metasync_tests::{TestApp, create_source, spawn_app};
+use metasync_tests::{FaultProxy, TestApp, create_source, spawn_app};
+use metasync_worker::scan::reuse::SourceConnections;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -603,4 +604,81 @@ async fn bad_input_gets_a_problem_document() {
         (status, content_type.as_str()),
         (409, "application/problem+json")
     );
+}
+
+/// How many connections the worker has open to `database` right now.
+async fn source_backends(app: &TestApp, database: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(
+        "select count(*) from pg_stat_activity
+         where datname = $1 and application_name = 'metasync'",
+    )
+    .bind(database)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    n
+}
+
+/// Back-to-back syncs of one source share a parked connection. Other credentials are another
+/// key and never get it; a parked connection is closed once idle past the limit.
+#[tokio::test]
+async fn back_to_back_syncs_share_a_parked_source_connection() {
+    let app = spawn_app().await.unwrap();
+    let mut ctx = app.worker_context(&format!("reuse-{}", uuid::Uuid::now_v7().simple()));
+    ctx.sources = SourceConnections::new(Duration::from_secs(2), 4);
+    let _worker = app.spawn_worker_with(ctx);
+    let source = create_source("create table t (id int primary key);")
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    let resource = app
+        .register_via("acme", "reused", &source, proxy.port, json!({}))
+        .await
+        .unwrap();
+    let rid = resource["id"].as_str().unwrap();
+    let sync = |expected_connections: usize| {
+        let app = &app;
+        let proxy = &proxy;
+        async move {
+            let job = app.sync("acme", rid).await.unwrap();
+            let job = app
+                .wait_for_job("acme", job["id"].as_str().unwrap(), Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert_eq!(job["state"], "succeeded", "{job}");
+            assert_eq!(proxy.accepted(), expected_connections, "after {job}");
+        }
+    };
+
+    for _ in 0..3 {
+        sync(1).await;
+    }
+    assert_eq!(
+        source_backends(&app, &source).await,
+        1,
+        "one parked connection"
+    );
+
+    // Trust auth ignores the password, but the worker cannot know that: new key, new connection.
+    let (status, _, body) = app
+        .call(
+            "acme",
+            Method::PATCH,
+            &format!("/v1/resources/{rid}"),
+            Some(json!({ "password": "rotated" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    sync(2).await;
+    sync(2).await;
+
+    metasync_tests::eventually(
+        Duration::from_secs(15),
+        "parked connections to close",
+        || async { Ok((source_backends(&app, &source).await == 0).then_some(())) },
+    )
+    .await
+    .unwrap();
+    sync(3).await;
 }

@@ -21,6 +21,15 @@ pub struct WorkerArgs {
     #[arg(long, env = "METASYNC_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// How long a source connection stays open after a successful scan, for the next job on
+    /// the same server, database and credentials. `0s` opens and closes one per job.
+    #[arg(long, env = "METASYNC_SOURCE_IDLE", default_value = "5s", value_parser = parse_duration)]
+    pub source_idle: Duration,
+
+    /// Most source connections one process keeps parked (per engine).
+    #[arg(long, env = "METASYNC_SOURCE_MAX_PARKED", default_value_t = 16)]
+    pub source_max_parked: usize,
+
     /// Limit for each catalog statement on a source.
     #[arg(long, env = "METASYNC_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub statement_timeout: Duration,

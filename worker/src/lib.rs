@@ -62,6 +62,7 @@ pub async fn run(
     // Whatever did not finish goes back now, not when the lease lapses.
     let expired = jobs::expire_leases(&ctx.db, &ctx.worker_id).await;
     let released = ctx.queue.release(&ctx.worker_id).await;
+    ctx.sources.close_all().await;
     tracing::info!(
         worker = %ctx.worker_id,
         unfinished_jobs = ?expired.as_ref().ok(),

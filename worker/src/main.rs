@@ -10,6 +10,7 @@ use metasync_worker::maintenance::Duties;
 use metasync_worker::pipeline::WorkerContext;
 use metasync_worker::retry::RetryPolicy;
 use metasync_worker::scan::ScanLimits;
+use metasync_worker::scan::reuse::SourceConnections;
 use metasync_worker::{RunOptions, run};
 
 #[derive(Parser)]
@@ -44,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
             connect_timeout: args.connect_timeout,
             statement_timeout: args.statement_timeout,
         },
+        sources: SourceConnections::new(args.source_idle, args.source_max_parked),
         retry: RetryPolicy {
             base: args.retry_base,
             factor: args.retry_factor.clamp(1.0, 10.0),

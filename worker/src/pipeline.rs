@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use metasync_shared::catalog::Snapshot;
 use metasync_shared::crypto::SecretBox;
-use metasync_shared::db::jobs::{self, Claim, ClaimRefused, FailureOutcome, Fenced};
-use metasync_shared::db::{catalog, resources};
+use metasync_shared::db::catalog;
+use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOutcome, Fenced};
+use metasync_shared::db::resources::ResourceWithSecret;
 use metasync_shared::domain::{ErrorClass, SyncStats};
 use metasync_shared::queue::Queue;
 use sqlx::PgPool;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use crate::error::JobError;
 use crate::maintenance::Duties;
 use crate::retry::RetryPolicy;
+use crate::scan::reuse::SourceConnections;
 use crate::scan::{self, ScanLimits, ScanTarget};
 
 /// Everything a worker process shares between its job slots.
@@ -27,6 +29,8 @@ pub struct WorkerContext {
     pub lease: Duration,
     pub job_timeout: Duration,
     pub limits: ScanLimits,
+    /// Source connections parked between jobs.
+    pub sources: SourceConnections,
     pub retry: RetryPolicy,
     pub duties: Duties,
 }
@@ -92,16 +96,17 @@ pub async fn handle_delivery(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Resul
 /// Runs the job if it can be claimed. Returns the outcome and, when the job must run again
 /// later, the delay before its next delivery.
 async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<(Outcome, Option<Duration>)> {
-    let claim = match jobs::claim(&ctx.db, job_id, &ctx.worker_id, ctx.lease).await? {
-        Ok(claim) => claim,
-        Err(ClaimRefused::NotRunnable) => return Ok((Outcome::Skipped, None)),
-        Err(ClaimRefused::LeasedUntil(at) | ClaimRefused::NotDueUntil(at)) => {
-            let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
-            return Ok((Outcome::Deferred, Some(wait + Duration::from_millis(50))));
-        }
-    };
+    let ClaimedJob { claim, resource } =
+        match jobs::claim(&ctx.db, job_id, &ctx.worker_id, ctx.lease).await? {
+            Ok(claimed) => claimed,
+            Err(ClaimRefused::NotRunnable) => return Ok((Outcome::Skipped, None)),
+            Err(ClaimRefused::LeasedUntil(at) | ClaimRefused::NotDueUntil(at)) => {
+                let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                return Ok((Outcome::Deferred, Some(wait + Duration::from_millis(50))));
+            }
+        };
 
-    let attempt = tokio::time::timeout(ctx.job_timeout, run_attempt(ctx, &claim)).await;
+    let attempt = tokio::time::timeout(ctx.job_timeout, run_attempt(ctx, &claim, &resource)).await;
     let error = match attempt {
         Ok(Ok(_stats)) => return Ok((Outcome::Succeeded, None)),
         Ok(Err(AttemptError::Stopped)) => {
@@ -167,13 +172,11 @@ fn catalog_error(e: sqlx::Error) -> AttemptError {
     AttemptError::Job(JobError::transient(format!("writing the catalog: {e}")))
 }
 
-async fn run_attempt(ctx: &WorkerContext, claim: &Claim) -> Result<SyncStats, AttemptError> {
-    let resource = resources::get_with_secret(&ctx.db, claim.resource_id)
-        .await
-        .map_err(catalog_error)?
-        .ok_or_else(|| {
-            JobError::permanent("invalid resource configuration: resource was deleted")
-        })?;
+async fn run_attempt(
+    ctx: &WorkerContext,
+    claim: &Claim,
+    resource: &ResourceWithSecret,
+) -> Result<SyncStats, AttemptError> {
     let password = ctx
         .secrets
         .open(&resource.password_sealed, resource.resource.id.as_bytes())
@@ -185,24 +188,28 @@ async fn run_attempt(ctx: &WorkerContext, claim: &Claim) -> Result<SyncStats, At
     };
     // Checkpoint: the scan stops as soon as a cancel is seen.
     let snapshot: Snapshot = tokio::select! {
-        scanned = scan::scan(&target, ctx.limits) => scanned?,
+        scanned = scan::scan(&target, ctx.limits, &ctx.sources) => scanned?,
         () = cancel_requested(ctx, claim) => return Err(AttemptError::Stopped),
     };
     drop(password);
 
     // Worth a statement only when the write takes long enough for anyone to see it.
     let tables: usize = snapshot.databases.iter().map(|d| d.tables.len()).sum();
-    if tables >= PROGRESS_FROM_TABLES {
+    let large = tables >= PROGRESS_FROM_TABLES;
+    if large {
         let progress = serde_json::json!({ "phase": "writing", "objects_total": tables });
         jobs::set_progress(&ctx.db, claim, &progress)
             .await
             .map_err(catalog_error)?;
     }
     let mut tx = ctx.db.begin().await.map_err(catalog_error)?;
-    if jobs::fence(&mut tx, claim)
-        .await
-        .map_err(catalog_error)?
-        .is_err()
+    // A stale attempt learns before a large write that it would be thrown away. Small writes
+    // skip the extra statement: `succeed` below is the fence that decides either way.
+    if large
+        && jobs::fence(&mut tx, claim)
+            .await
+            .map_err(catalog_error)?
+            .is_err()
     {
         return Err(AttemptError::Stopped);
     }
@@ -231,9 +238,14 @@ async fn run_attempt(ctx: &WorkerContext, claim: &Claim) -> Result<SyncStats, At
         source_statements: snapshot.statements,
     };
     let stats_json = serde_json::to_value(&stats).expect("stats serialize");
-    jobs::succeed(&mut tx, claim, &stats_json)
+    if jobs::succeed(&mut tx, claim, &stats_json)
         .await
-        .map_err(catalog_error)?;
+        .map_err(catalog_error)?
+        .is_err()
+    {
+        // Dropping the transaction rolls back everything this attempt wrote.
+        return Err(AttemptError::Stopped);
+    }
     tx.commit().await.map_err(catalog_error)?;
     Ok(stats)
 }

@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::db::resources::{self, ResourceWithSecret};
 use crate::domain::{ErrorClass, JobState};
 
 /// A job as clients see it.
@@ -226,6 +227,15 @@ pub struct Claim {
     pub retry_policy: Option<serde_json::Value>,
 }
 
+/// A claim, with the resource to scan as it is now (read in the claiming statement).
+#[derive(Debug, sqlx::FromRow)]
+pub struct ClaimedJob {
+    #[sqlx(flatten)]
+    pub claim: Claim,
+    #[sqlx(flatten)]
+    pub resource: ResourceWithSecret,
+}
+
 /// Why a delivery could not be claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimRefused {
@@ -245,11 +255,11 @@ pub async fn claim(
     job_id: Uuid,
     worker_id: &str,
     lease: Duration,
-) -> Result<Result<Claim, ClaimRefused>, sqlx::Error> {
+) -> Result<Result<ClaimedJob, ClaimRefused>, sqlx::Error> {
     // A `running` job whose lease lapsed lost its worker (crash, kill, freeze): its attempt is
     // closed as lost, and it is taken over, unless that was its last attempt (a poison job
     // that kills every worker must stop cycling), in which case it ends `failed`.
-    let claimed: Option<Claim> = sqlx::query_as(
+    let claimed: Option<ClaimedJob> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "with claimed as (
              update jobs j set state = 'running', attempts = j.attempts + 1, worker_id = $2,
                     lease_token = $3, lease_expires_at = now() + $4 * interval '1 millisecond',
@@ -273,9 +283,13 @@ pub async fn claim(
              select id, attempts, tenant_id, $2 from claimed
          )
          select c.id as job_id, c.tenant_id, c.resource_id, c.attempts as attempt,
-                c.max_attempts, c.lease_token, r.retry_policy
-         from claimed c join resources r on r.id = c.resource_id",
-    )
+                c.max_attempts, c.lease_token, r.*
+         from claimed c
+              cross join lateral (
+                  select {}, password_sealed from resources where id = c.resource_id
+              ) r",
+        resources::COLUMNS
+    )))
     .bind(job_id)
     .bind(worker_id)
     .bind(Uuid::now_v7())
@@ -362,8 +376,9 @@ pub async fn expire_leases(db: impl PgExecutor<'_>, worker_id: &str) -> Result<u
     Ok(done.rows_affected())
 }
 
-/// Locks the job row if, and only if, this attempt still holds it. Call first inside the
-/// transaction that writes the catalog, so the writes commit only under a valid lease.
+/// Locks the job row if, and only if, this attempt still holds it. Called before a large
+/// catalog write so that a stale attempt learns early that its work would be thrown away; the
+/// check that decides is [`succeed`]'s, in the same transaction as the write.
 pub async fn fence(
     tx: &mut sqlx::PgConnection,
     claim: &Claim,
@@ -380,29 +395,38 @@ pub async fn fence(
     Ok(held.map(|_| ()).ok_or(Fenced(claim.job_id)))
 }
 
-/// Marks the attempt succeeded. Call inside the fenced catalog transaction.
+/// Marks the attempt succeeded, inside the catalog transaction. This is also the fence: it
+/// matches only while the attempt still holds the job (its token, `running`, no cancel
+/// requested), and takes the job row's lock until commit. On `Err(Fenced)` the caller must
+/// roll back.
 pub async fn succeed(
     tx: &mut sqlx::PgConnection,
     claim: &Claim,
     stats: &serde_json::Value,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Result<(), Fenced>, sqlx::Error> {
+    let (done,): (i64,) = sqlx::query_as(
         // clock_timestamp(), not now(): now() is the transaction's start, before the write.
         "with done as (
              update jobs set state = 'succeeded', finished_at = clock_timestamp(), stats = $3,
                     error = null, error_class = null, lease_expires_at = null, progress = null
-             where id = $1 and lease_token = $2 and state = 'running'
+             where id = $1 and lease_token = $2 and state = 'running' and not cancel_requested
              returning id, attempts, finished_at
+         ), closed as (
+             update job_attempts a set finished_at = done.finished_at
+             from done where a.job_id = done.id and a.attempt = done.attempts
          )
-         update job_attempts a set finished_at = done.finished_at
-         from done where a.job_id = done.id and a.attempt = done.attempts",
+         select count(*) from done",
     )
     .bind(claim.job_id)
     .bind(claim.lease_token)
     .bind(stats)
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(())
+    Ok(if done == 1 {
+        Ok(())
+    } else {
+        Err(Fenced(claim.job_id))
+    })
 }
 
 /// How a failed attempt ends.

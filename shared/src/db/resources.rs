@@ -58,7 +58,7 @@ pub struct StoredSchedule {
     pub next_sync_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, name, kind, host, port, database, username, options, \
+pub(crate) const COLUMNS: &str = "id, name, kind, host, port, database, username, options, \
      case when sync_interval_seconds is not null
                then jsonb_build_object('interval_seconds', sync_interval_seconds)
           when sync_cron is not null then jsonb_build_object('cron', sync_cron) end as schedule,

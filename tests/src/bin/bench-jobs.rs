@@ -1,7 +1,9 @@
 //! Control-plane benchmark: many tiny jobs end to end, with 1, 2 and 4 worker processes.
 //!
-//! `cargo run --release -p metasync-tests --bin bench-jobs -- [JOBS] [RUNS] [postgres|mysql]`
-//! (defaults 10000 jobs, 3 runs per fleet size, PostgreSQL sources).
+//! `cargo run --release -p metasync-tests --bin bench-jobs -- [JOBS] [RUNS] [postgres|mysql] [FLEETS]`
+//! (defaults 10000 jobs, 3 runs per fleet, PostgreSQL sources, fleets `2fresh,1,2,4`: a fleet is
+//! a worker count, and `fresh` makes every job open its own source connection, the baseline that
+//! parked-connection reuse is measured against).
 //!
 //! For each fleet size it registers JOBS resources on one tiny source database (one job each,
 //! so single flight merges none), enqueues them with one `POST /v1/syncs`, and reports:
@@ -58,8 +60,31 @@ async fn wait_registered(app: &TestApp, workers: usize) -> anyhow::Result<()> {
     .await
 }
 
+/// Busy CPU seconds of the whole machine so far (all cores; `/proc/stat`, 100 ticks/s).
+fn machine_busy_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .context("empty /proc/stat")?
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal: everything but idle and iowait.
+    let busy: u64 = ticks
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(busy as f64 / 100.0)
+}
+
 struct Run {
     jobs_per_sec: f64,
+    cpu_ms_per_job: f64,
     redis_per_job: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -128,28 +153,70 @@ async fn connection_rate(engine: &str) -> anyhow::Result<f64> {
     Ok(N as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn run_once(jobs: usize, workers: usize, engine: &str) -> anyhow::Result<Run> {
+/// A fleet to measure: its size, and whether each job opens a fresh source connection
+/// (`METASYNC_SOURCE_IDLE=0s`, the baseline) instead of reusing parked ones.
+#[derive(Clone, Copy)]
+struct Fleet {
+    workers: usize,
+    fresh: bool,
+}
+
+impl std::str::FromStr for Fleet {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Self> {
+        let (n, fresh) = match s.strip_suffix("fresh") {
+            Some(n) => (n, true),
+            None => (s, false),
+        };
+        Ok(Self {
+            workers: n.parse().context("fleet size")?,
+            fresh,
+        })
+    }
+}
+
+async fn run_once(jobs: usize, fleet: Fleet, engine: &str) -> anyhow::Result<Run> {
     let app = spawn_app().await?;
     tiny_sources(&app, engine, jobs).await?;
+    let idle = if fleet.fresh { "0s" } else { "5s" };
+    let concurrency = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "16".to_owned());
+    let workers = fleet.workers;
     let fleet: Vec<_> = (0..workers)
         .map(|i| {
             app.spawn_worker_process(
                 &format!("bench-{i}"),
-                &[("METASYNC_WORKER_CONCURRENCY", "16")],
+                &[
+                    ("METASYNC_WORKER_CONCURRENCY", concurrency.as_str()),
+                    ("METASYNC_SOURCE_IDLE", idle),
+                ],
             )
         })
         .collect::<Result<_, _>>()?;
     wait_registered(&app, workers).await?;
 
     let redis_before = redis_calls().await?;
-    let started = Instant::now();
+    let cpu_before = machine_busy_seconds()?;
+    let started = chrono::Utc::now();
     let (status, _, batch) = app.call(TENANT, Method::POST, "/v1/syncs", None).await?;
     anyhow::ensure!(status == 202, "batch answered {status}: {batch}");
-    eventually(Duration::from_secs(900), "the jobs to finish", || async {
-        Ok((succeeded(&app).await? == jobs as i64).then_some(()))
-    })
-    .await?;
-    let elapsed = started.elapsed();
+    // The end is read from the jobs themselves, so the observer can poll gently and take
+    // almost no CPU from the fleet it measures.
+    loop {
+        if succeeded(&app).await? == jobs as i64 {
+            break;
+        }
+        anyhow::ensure!(
+            chrono::Utc::now() - started < chrono::TimeDelta::seconds(900),
+            "timed out waiting for the jobs to finish"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let cpu_ms_per_job = (machine_busy_seconds()? - cpu_before) * 1000.0 / jobs as f64;
+    let (last_finished,): (chrono::DateTime<chrono::Utc>,) =
+        sqlx::query_as("select max(finished_at) from jobs")
+            .fetch_one(&app.db)
+            .await?;
+    let elapsed = (last_finished - started).to_std()?;
     let redis_per_job = (redis_calls().await? - redis_before) as f64 / jobs as f64;
 
     // Idle pickup: one job at a time on the now idle fleet.
@@ -177,6 +244,7 @@ async fn run_once(jobs: usize, workers: usize, engine: &str) -> anyhow::Result<R
     }
     Ok(Run {
         jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
+        cpu_ms_per_job,
         redis_per_job,
         p50_ms: latencies[latencies.len() / 2],
         p99_ms: latencies[latencies.len() * 99 / 100 - 1],
@@ -238,6 +306,14 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(10_000);
     let runs: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(3);
     let engine = args.get(3).map(String::as_str).unwrap_or("postgres");
+    let fleets: Vec<Fleet> = args
+        .get(4)
+        .map(String::as_str)
+        .unwrap_or("2fresh,1,2,4")
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("fleets: a comma-separated list such as 2fresh,1,2,4")?;
     anyhow::ensure!(
         matches!(engine, "postgres" | "mysql"),
         "engine must be postgres or mysql"
@@ -248,17 +324,19 @@ async fn main() -> anyhow::Result<()> {
         "baseline: the source server accepts {ceiling:.0} fresh connections/s (4 clients, one query each)"
     );
     let mut baseline = None;
-    for workers in [1usize, 2, 4] {
+    for fleet in fleets {
         let mut results = Vec::new();
         for _ in 0..runs {
-            results.push(run_once(jobs, workers, engine).await?);
+            results.push(run_once(jobs, fleet, engine).await?);
         }
         let rate = median(results.iter().map(|r| r.jobs_per_sec).collect());
         let baseline_rate = *baseline.get_or_insert(rate);
+        let (workers, connections) = (fleet.workers, if fleet.fresh { "fresh" } else { "reused" });
         println!(
-            "workers={workers}: {rate:.0} jobs/s end to end ({:.2}x vs 1 worker, {:.2}x the connection ceiling); idle pickup p50 {:.2} ms, p99 {:.2} ms; redis {:.1} commands/job",
+            "workers={workers} ({connections} source connections): {rate:.0} jobs/s end to end ({:.2}x the first fleet, {:.2}x the connection ceiling); machine CPU {:.2} ms/job; idle pickup p50 {:.2} ms, p99 {:.2} ms; redis {:.1} commands/job",
             rate / baseline_rate,
             rate / ceiling,
+            median(results.iter().map(|r| r.cpu_ms_per_job).collect()),
             median(results.iter().map(|r| r.p50_ms).collect()),
             median(results.iter().map(|r| r.p99_ms).collect()),
             median(results.iter().map(|r| r.redis_per_job).collect()),

@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use metasync_shared::db::resources;
 use metasync_shared::domain::ResourceKind;
 use metasync_tests::{TestApp, create_database, pg_url, spawn_app};
+use metasync_worker::scan::reuse::SourceConnections;
 use metasync_worker::scan::{self, ScanLimits, ScanTarget};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -325,7 +326,8 @@ async fn floor(app: &TestApp, source: &Source, rid: &str) -> anyhow::Result<f64>
         statement_timeout: Duration::from_secs(300),
     };
     let started = Instant::now();
-    let snapshot = scan::scan(&target, limits)
+    // A fresh connection each time, as a first sync of a source would see.
+    let snapshot = scan::scan(&target, limits, &SourceConnections::disabled())
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let seconds = started.elapsed().as_secs_f64();

@@ -1,9 +1,10 @@
 //! Scanning a source's catalog. Each engine reads a whole database in a small, fixed number of
-//! set-based statements (never one per table), inside a READ ONLY transaction on a short-lived
-//! connection with connect and statement timeouts.
+//! set-based statements (never one per table), inside a READ ONLY transaction, on a connection
+//! with connect and statement timeouts that lives at most seconds past its job ([`reuse`]).
 
 pub mod mysql;
 pub mod postgres;
+pub mod reuse;
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use metasync_shared::domain::ResourceKind;
 use metasync_shared::scan_options::ScanOptions;
 
 use crate::error::JobError;
+use reuse::{Parking, SourceConnections, SourceKey, Taken};
 
 /// Where and how to scan. Holds the decrypted password, so it is deliberately not `Debug`.
 pub struct ScanTarget<'a> {
@@ -29,12 +31,16 @@ pub struct ScanLimits {
 
 /// Reads the source's catalog, as the resource's `options` ask (databases, filters, depth).
 /// Options are read fresh from the resource on every attempt, like the rest of it.
-pub async fn scan(target: &ScanTarget<'_>, limits: ScanLimits) -> Result<Snapshot, JobError> {
+pub async fn scan(
+    target: &ScanTarget<'_>,
+    limits: ScanLimits,
+    sources: &SourceConnections,
+) -> Result<Snapshot, JobError> {
     let options = ScanOptions::parse(&target.resource.options)
         .map_err(|e| JobError::permanent(format!("invalid resource configuration: {e}")))?;
     let result = match target.resource.kind {
-        ResourceKind::Postgres => postgres::scan(target, &options, limits).await,
-        ResourceKind::Mysql => mysql::scan(target, &options, limits).await,
+        ResourceKind::Postgres => postgres::scan(target, &options, limits, sources).await,
+        ResourceKind::Mysql => mysql::scan(target, &options, limits, sources).await,
     };
     result.map_err(|e| e.scrubbed(target.password))
 }
@@ -54,4 +60,24 @@ where
             limits.connect_timeout
         ))),
     }
+}
+
+/// A parked connection for `key` if one is alive, else a new one.
+async fn open<C>(
+    parking: &Parking<C::Connection>,
+    key: &SourceKey,
+    options: impl FnOnce() -> C,
+    limits: ScanLimits,
+) -> Result<Taken<C::Connection>, JobError>
+where
+    C: sqlx::ConnectOptions,
+    C::Connection: Sized + 'static,
+{
+    let taken = match parking.take(key, limits.connect_timeout).await {
+        Some(taken) => taken,
+        None => Taken::fresh(connect(&options(), limits).await?),
+    };
+    metrics::counter!("metasync_source_connections_total", "reused" => if taken.reused { "true" } else { "false" })
+        .increment(1);
+    Ok(taken)
 }

@@ -13,6 +13,7 @@ use sqlx::{ConnectOptions as _, Connection as _, MySqlConnection};
 
 use metasync_shared::scan_options::{Depth, ScanOptions};
 
+use super::reuse::SourceConnections;
 use super::{ScanLimits, ScanTarget};
 use crate::error::JobError;
 
@@ -22,9 +23,39 @@ pub async fn scan(
     target: &ScanTarget<'_>,
     options: &ScanOptions,
     limits: ScanLimits,
+    sources: &SourceConnections,
 ) -> Result<Snapshot, JobError> {
     let resource = target.resource;
-    let mut connect = MySqlConnectOptions::new()
+    let key = sources.key(
+        &resource.host,
+        resource.port as u16,
+        &resource.database,
+        &resource.username,
+        target.password,
+    );
+    let mut taken = super::open(&sources.mysql, &key, || connect_options(target), limits).await?;
+    let mut statements = 0;
+    let result = read_server(
+        &mut taken.conn,
+        &resource.database,
+        options,
+        limits,
+        &mut statements,
+    )
+    .await;
+    sources
+        .mysql
+        .give_back(key, taken, result.is_ok(), limits.connect_timeout)
+        .await;
+    Ok(Snapshot {
+        databases: vec![result?],
+        statements,
+    })
+}
+
+fn connect_options(target: &ScanTarget<'_>) -> MySqlConnectOptions {
+    let resource = target.resource;
+    let options = MySqlConnectOptions::new()
         .host(&resource.host)
         .port(resource.port as u16)
         .database(&resource.database)
@@ -32,24 +63,11 @@ pub async fn scan(
         .ssl_mode(MySqlSslMode::Disabled)
         .disable_statement_logging();
     // An empty password means "none": sending an empty one fails where none is expected.
-    if !target.password.is_empty() {
-        connect = connect.password(target.password);
+    if target.password.is_empty() {
+        options
+    } else {
+        options.password(target.password)
     }
-    let mut conn = super::connect(&connect, limits).await?;
-    let mut statements = 0;
-    let result = read_server(
-        &mut conn,
-        &resource.database,
-        options,
-        limits,
-        &mut statements,
-    )
-    .await;
-    let _ = tokio::time::timeout(limits.connect_timeout, conn.close()).await;
-    Ok(Snapshot {
-        databases: vec![result?],
-        statements,
-    })
 }
 
 type TableRow = (

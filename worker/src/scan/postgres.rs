@@ -19,8 +19,16 @@ use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
 
+use super::reuse::{SourceConnections, SourceKey, Taken};
 use super::{ScanLimits, ScanTarget};
 use crate::error::JobError;
+
+/// PostgreSQL's `FirstNormalObjectId`: objects made by initdb (the system catalogs, their
+/// columns, indexes and constraints) have smaller oids, everything created later has larger
+/// ones (the oid counter wraps back to this value, never below). Filtering on it lets each
+/// query range-scan the catalogs' oid indexes instead of reading every system row, which on
+/// a small database is most of the work (about 4x fewer catalog rows for a one-table source).
+const FIRST_USER_OID: u32 = 16384;
 
 /// Schemas that are the server's own, never a user's.
 const SYSTEM_SCHEMAS: &str = "n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
@@ -30,33 +38,39 @@ pub async fn scan(
     target: &ScanTarget<'_>,
     options: &ScanOptions,
     limits: ScanLimits,
+    sources: &SourceConnections,
 ) -> Result<Snapshot, JobError> {
     let resource = target.resource;
     let mut statements = 0;
     let names = match options.database_names(&resource.database) {
         Some(names) => names,
         None => {
-            let mut conn = connect(target, &resource.database, limits).await?;
-            let names: Result<Vec<String>, _> = sqlx::query_scalar(
+            let (key, mut taken) = open(target, &resource.database, limits, sources).await?;
+            let names = sqlx::query_scalar(
                 "select datname::text from pg_database
                  where datallowconn and not datistemplate order by 1",
             )
-            .fetch_all(&mut conn)
+            .fetch_all(&mut taken.conn)
             .await
             .map_err(|e| JobError::from_source("listing databases", &e));
             statements += 1;
-            let _ = tokio::time::timeout(limits.connect_timeout, conn.close()).await;
+            sources
+                .postgres
+                .give_back(key, taken, names.is_ok(), limits.connect_timeout)
+                .await;
             names?
         }
     };
-    // One database at a time, each on its own short-lived connection: a server with many
-    // databases never holds more than one connection or one snapshot transaction open.
+    // One database at a time: a server with many databases never holds more than one
+    // connection or one snapshot transaction open for this job.
     let mut databases = Vec::with_capacity(names.len());
     for name in &names {
-        let mut conn = connect(target, name, limits).await?;
-        let result = read_database(&mut conn, name, options, &mut statements).await;
-        // Closing politely is best effort: the snapshot is already in memory.
-        let _ = tokio::time::timeout(limits.connect_timeout, conn.close()).await;
+        let (key, mut taken) = open(target, name, limits, sources).await?;
+        let result = read_database(&mut taken.conn, name, options, &mut statements).await;
+        sources
+            .postgres
+            .give_back(key, taken, result.is_ok(), limits.connect_timeout)
+            .await;
         databases.push(result?);
     }
     Ok(Snapshot {
@@ -65,13 +79,38 @@ pub async fn scan(
     })
 }
 
-async fn connect(
+/// A connection to `database`: a parked one for the same credentials if alive, else a new one.
+async fn open(
     target: &ScanTarget<'_>,
     database: &str,
     limits: ScanLimits,
-) -> Result<PgConnection, JobError> {
+    sources: &SourceConnections,
+) -> Result<(SourceKey, Taken<PgConnection>), JobError> {
     let resource = target.resource;
-    let options = PgConnectOptions::new()
+    let key = sources.key(
+        &resource.host,
+        resource.port as u16,
+        database,
+        &resource.username,
+        target.password,
+    );
+    let taken = super::open(
+        &sources.postgres,
+        &key,
+        || connect_options(target, database, limits),
+        limits,
+    )
+    .await?;
+    Ok((key, taken))
+}
+
+fn connect_options(
+    target: &ScanTarget<'_>,
+    database: &str,
+    limits: ScanLimits,
+) -> PgConnectOptions {
+    let resource = target.resource;
+    PgConnectOptions::new()
         .host(&resource.host)
         .port(resource.port as u16)
         .database(database)
@@ -86,8 +125,7 @@ async fn connect(
             ),
             ("default_transaction_read_only", "on".to_owned()),
         ])
-        .disable_statement_logging();
-    super::connect(&options, limits).await
+        .disable_statement_logging()
 }
 
 type SchemaRow = (String, Option<String>, Option<String>);
@@ -147,7 +185,7 @@ async fn read_database(
         move |e: sqlx::Error| JobError::from_source(&what, &e)
     };
     let mut tx = conn
-        .begin_with("begin read only")
+        .begin_with("begin isolation level repeatable read read only")
         .await
         .map_err(fail("starting a read-only transaction"))?;
     *statements += 1;
@@ -184,11 +222,13 @@ async fn read_database(
               left join pg_class toast on toast.oid = c.reltoastrelid
               left join (select i.indrelid, sum(ic.relpages) as pages
                          from pg_index i join pg_class ic on ic.oid = i.indexrelid
+                         where i.indrelid >= {FIRST_USER_OID}
                          group by i.indrelid) ix on ix.indrelid = c.oid
               left join pg_inherits inh on inh.inhrelid = c.oid and c.relispartition
               left join pg_class pc on pc.oid = inh.inhparent
               left join pg_namespace pn on pn.oid = pc.relnamespace
-         where c.relkind in ('r', 'v', 'm', 'p', 'f') and {SYSTEM_SCHEMAS}
+         where c.oid >= {FIRST_USER_OID} and c.relkind in ('r', 'v', 'm', 'p', 'f')
+           and {SYSTEM_SCHEMAS}
          order by 2, 3"
         )))
         .fetch_all(&mut *tx)
@@ -209,7 +249,8 @@ async fn read_database(
               left join pg_description ds
                      on ds.objoid = a.attrelid and ds.classoid = 'pg_class'::regclass
                     and ds.objsubid = a.attnum
-         where a.attnum > 0 and not a.attisdropped
+         where a.attrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID}
+           and a.attnum > 0 and not a.attisdropped
            and c.relkind in ('r', 'v', 'm', 'p', 'f') and {SYSTEM_SCHEMAS}
          order by 1, 2"
     )))
@@ -239,7 +280,8 @@ async fn read_database(
               join pg_namespace n on n.oid = c.relnamespace
               left join pg_class fc on fc.oid = con.confrelid
               left join pg_namespace fn on fn.oid = fc.relnamespace
-         where con.contype in ('p', 'f', 'u', 'c') and {SYSTEM_SCHEMAS}
+         where con.conrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID}
+           and con.contype in ('p', 'f', 'u', 'c') and {SYSTEM_SCHEMAS}
          order by 1, 2"
     )))
     .fetch(&mut *tx);
@@ -261,7 +303,7 @@ async fn read_database(
               join pg_am am on am.oid = ic.relam
               join pg_class c on c.oid = i.indrelid
               join pg_namespace n on n.oid = c.relnamespace
-         where {SYSTEM_SCHEMAS}
+         where i.indrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID} and {SYSTEM_SCHEMAS}
          order by 1, 2"
     )))
         .fetch(&mut *tx);

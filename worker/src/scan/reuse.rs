@@ -1,0 +1,278 @@
+//! Source connections parked for a few seconds after a scan, so that the next job for the same
+//! server, database and credentials skips the connection set-up.
+//!
+//! Why: a fresh PostgreSQL connection forks a backend whose catalog caches start cold; on the
+//! 2-core reference machine that made up about 90% of a tiny job's cost (`bench-jobs`). Why not
+//! sqlx's `Pool` per source: while connecting it retries `ConnectionRefused` until the acquire
+//! timeout and then reports only `PoolTimedOut`, which loses the cause that error
+//! classification and the job's error message depend on.
+//!
+//! A connection is parked only after a scan that succeeded (its read-only transaction
+//! committed), is pinged before reuse unless it was parked moments ago, and is closed once idle for `idle_for` or older than
+//! [`MAX_AGE`]. `idle_for = 0` parks nothing: every job opens and closes its own connection.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest as _, Sha256};
+use sqlx::{Connection, MySqlConnection, PgConnection};
+
+/// A connection parked for less than this is used without a ping first: a round trip per job
+/// saved while jobs are flowing. If the server dropped it in that second, the scan fails as
+/// transient and is retried.
+const PING_AFTER: Duration = Duration::from_secs(1);
+
+/// Reconnect at least this often, so that source-side changes (a revoked login, a failover)
+/// reach long-running workers.
+const MAX_AGE: Duration = Duration::from_secs(60);
+
+/// What a parked connection can be reused for. Holds a salted digest of the password, never
+/// the password itself.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    host: String,
+    port: u16,
+    database: String,
+    username: String,
+    password_digest: [u8; 32],
+}
+
+/// Both engines' parked connections, shared by a worker process's job slots.
+#[derive(Clone)]
+pub struct SourceConnections {
+    pub postgres: Parking<PgConnection>,
+    pub mysql: Parking<MySqlConnection>,
+    salt: [u8; 16],
+}
+
+impl SourceConnections {
+    /// Parks at most `max_parked` connections per engine, each for at most `idle_for`.
+    pub fn new(idle_for: Duration, max_parked: usize) -> Self {
+        Self {
+            postgres: Parking::new(idle_for, max_parked),
+            mysql: Parking::new(idle_for, max_parked),
+            salt: rand::random(),
+        }
+    }
+
+    /// Never parks: one connection per job, opened and closed by it.
+    pub fn disabled() -> Self {
+        Self::new(Duration::ZERO, 0)
+    }
+
+    pub fn key(
+        &self,
+        host: &str,
+        port: u16,
+        database: &str,
+        username: &str,
+        password: &str,
+    ) -> SourceKey {
+        let mut digest = Sha256::new();
+        digest.update(self.salt);
+        digest.update(password.as_bytes());
+        SourceKey {
+            host: host.to_owned(),
+            port,
+            database: database.to_owned(),
+            username: username.to_owned(),
+            password_digest: digest.finalize().into(),
+        }
+    }
+
+    /// Closes every parked connection (on shutdown).
+    pub async fn close_all(&self) {
+        self.postgres.close_all().await;
+        self.mysql.close_all().await;
+    }
+}
+
+/// A connection taken for one scan, with its birth time so that parking respects [`MAX_AGE`].
+pub struct Taken<C> {
+    pub conn: C,
+    opened: Instant,
+    /// Whether it came from the parking (for metrics).
+    pub reused: bool,
+}
+
+impl<C> Taken<C> {
+    pub fn fresh(conn: C) -> Self {
+        Self {
+            conn,
+            opened: Instant::now(),
+            reused: false,
+        }
+    }
+}
+
+struct Parked<C> {
+    conn: C,
+    opened: Instant,
+    parked: Instant,
+}
+
+impl<C> Parked<C> {
+    fn usable(&self, idle_for: Duration) -> bool {
+        self.parked.elapsed() < idle_for && self.opened.elapsed() < MAX_AGE
+    }
+}
+
+type Slots<C> = HashMap<SourceKey, Vec<Parked<C>>>;
+
+/// Parked connections of one engine.
+pub struct Parking<C> {
+    slots: Arc<Mutex<Slots<C>>>,
+    idle_for: Duration,
+    max_parked: usize,
+}
+
+impl<C> Clone for Parking<C> {
+    fn clone(&self) -> Self {
+        Self {
+            slots: self.slots.clone(),
+            idle_for: self.idle_for,
+            max_parked: self.max_parked,
+        }
+    }
+}
+
+impl<C: Connection + 'static> Parking<C> {
+    fn new(idle_for: Duration, max_parked: usize) -> Self {
+        let parking = Self {
+            slots: Arc::default(),
+            idle_for,
+            max_parked,
+        };
+        if !idle_for.is_zero() && max_parked > 0 {
+            // The sweeper holds a weak reference: it ends when the last handle is dropped.
+            tokio::spawn(sweep_forever(Arc::downgrade(&parking.slots), idle_for));
+        }
+        parking
+    }
+
+    /// A live parked connection for `key`, if any. A candidate parked a while ago is pinged
+    /// first and dropped if the ping fails (the server may have closed it).
+    pub async fn take(&self, key: &SourceKey, ping_timeout: Duration) -> Option<Taken<C>> {
+        loop {
+            let parked = {
+                let mut slots = self.slots.lock().expect("parking lock");
+                let stack = slots.get_mut(key)?;
+                let parked = stack.pop();
+                if stack.is_empty() {
+                    slots.remove(key);
+                }
+                parked?
+            };
+            if !parked.usable(self.idle_for) {
+                close_in_background(parked.conn);
+                continue;
+            }
+            let recent = parked.parked.elapsed() < PING_AFTER;
+            let mut conn = parked.conn;
+            if recent
+                || matches!(
+                    tokio::time::timeout(ping_timeout, conn.ping()).await,
+                    Ok(Ok(()))
+                )
+            {
+                return Some(Taken {
+                    conn,
+                    opened: parked.opened,
+                    reused: true,
+                });
+            }
+        }
+    }
+
+    /// Parks a connection whose work succeeded. Closes it instead when the work failed (its
+    /// state is unknown), or parking is off or full, or the connection is too old.
+    pub async fn give_back(
+        &self,
+        key: SourceKey,
+        taken: Taken<C>,
+        succeeded: bool,
+        close_timeout: Duration,
+    ) {
+        if !succeeded {
+            // Closing politely is best effort: the outcome is already decided.
+            let _ = tokio::time::timeout(close_timeout, taken.conn.close()).await;
+            return;
+        }
+        let refused = {
+            let mut slots = self.slots.lock().expect("parking lock");
+            let parked: usize = slots.values().map(Vec::len).sum();
+            if self.idle_for.is_zero()
+                || parked >= self.max_parked
+                || taken.opened.elapsed() >= MAX_AGE
+            {
+                Some(taken.conn)
+            } else {
+                slots.entry(key).or_default().push(Parked {
+                    conn: taken.conn,
+                    opened: taken.opened,
+                    parked: Instant::now(),
+                });
+                None
+            }
+        };
+        if let Some(conn) = refused {
+            let _ = tokio::time::timeout(close_timeout, conn.close()).await;
+        }
+    }
+
+    async fn close_all(&self) {
+        let all: Vec<C> = {
+            let mut slots = self.slots.lock().expect("parking lock");
+            slots
+                .drain()
+                .flat_map(|(_, stack)| stack)
+                .map(|p| p.conn)
+                .collect()
+        };
+        for conn in all {
+            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+        }
+    }
+
+    /// How many connections are parked now.
+    pub fn parked(&self) -> usize {
+        self.slots
+            .lock()
+            .expect("parking lock")
+            .values()
+            .map(Vec::len)
+            .sum()
+    }
+}
+
+async fn sweep_forever<C: Connection + 'static>(slots: Weak<Mutex<Slots<C>>>, idle_for: Duration) {
+    let every = (idle_for / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(slots) = slots.upgrade() else { return };
+        let stale: Vec<C> = {
+            let mut slots = slots.lock().expect("parking lock");
+            let mut stale = Vec::new();
+            slots.retain(|_, stack| {
+                let (keep, old): (Vec<_>, Vec<_>) =
+                    stack.drain(..).partition(|p| p.usable(idle_for));
+                stale.extend(old.into_iter().map(|p| p.conn));
+                *stack = keep;
+                !stack.is_empty()
+            });
+            stale
+        };
+        for conn in stale {
+            close_in_background(conn);
+        }
+    }
+}
+
+/// Says goodbye to the server without holding up the caller.
+fn close_in_background<C: Connection + 'static>(conn: C) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+    });
+}
