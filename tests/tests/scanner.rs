@@ -326,7 +326,7 @@ async fn a_postgres_scan_reads_every_metadata_item() {
     let expected_tables = if fdw { 7 } else { 6 };
     assert_eq!(stats["tables"], expected_tables, "{stats}");
     assert_eq!(stats["tables_added"], expected_tables, "{stats}");
-    assert_eq!(stats["source_statements"], 7, "{stats}");
+    assert_eq!(stats["source_statements"], 6, "{stats}");
 
     let schemas = s.get(&format!("/v1/resources/{rid}/schemas")).await;
     let shop = schemas["items"]
@@ -650,7 +650,7 @@ async fn statements_per_database_do_not_grow_with_the_table_count() {
     }
     assert_eq!(
         pg_counts,
-        [(7, 7), (7, 7)],
+        [(6, 6), (6, 6)],
         "(reported, counted on the wire)"
     );
 
@@ -780,8 +780,8 @@ async fn a_list_of_databases_is_scanned_one_by_one() {
     let job = s.sync(&rid).await;
     assert_eq!(job["stats"]["databases"], 2, "{job}");
     assert_eq!(
-        job["stats"]["source_statements"], 14,
-        "7 per database: {job}"
+        job["stats"]["source_statements"], 12,
+        "6 per database: {job}"
     );
     let tables = s.table_pairs(&rid, "database", "name").await;
     assert_eq!(

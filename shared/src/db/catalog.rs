@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::types::Json;
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
@@ -50,18 +51,28 @@ pub async fn write_snapshot(
     snapshot: &Snapshot,
 ) -> Result<WriteOutcome, sqlx::Error> {
     let mut outcome = WriteOutcome::default();
-    let (schema_rows, schema_changes) = write_schemas(tx, tenant, resource_id, snapshot).await?;
+    // What is stored now, schemas and tables, in one round trip.
+    type StoredSchema = (String, String, Option<String>, Option<String>);
+    type StoredTable = (Uuid, String, String, String, String, String);
+    let (stored_schemas, stored): (Json<Vec<StoredSchema>>, Json<Vec<StoredTable>>) =
+        sqlx::query_as(
+            "select (select coalesce(json_agg(json_build_array(database, name, owner, comment)),
+                                     '[]')
+                     from catalog_schemas where resource_id = $1),
+                    (select coalesce(json_agg(json_build_array(id, database, schema_name, name,
+                                                               fingerprint, kind)), '[]')
+                     from catalog_tables where resource_id = $1)",
+        )
+        .bind(resource_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let (schema_rows, schema_changes) =
+        write_schemas(tx, tenant, resource_id, snapshot, stored_schemas.0).await?;
     outcome.rows_written += schema_rows;
     let mut changes: Vec<ChangeRow> = schema_changes;
 
-    let stored: Vec<(Uuid, String, String, String, String, String)> = sqlx::query_as(
-        "select id, database, schema_name, name, fingerprint, kind
-         from catalog_tables where resource_id = $1",
-    )
-    .bind(resource_id)
-    .fetch_all(&mut *tx)
-    .await?;
     let mut stored: HashMap<TableKey, (Uuid, String, String)> = stored
+        .0
         .into_iter()
         .map(|(id, db, schema, name, fp, kind)| ((db, schema, name), (id, fp, kind)))
         .collect();
@@ -154,10 +165,15 @@ pub async fn write_snapshot(
     for batch in batches(&updated, |(_, _, table, _)| table.columns.len().max(1)) {
         outcome.rows_written += upsert_tables(tx, tenant, resource_id, job_id, batch).await?;
     }
-    outcome.rows_written += copy_tables(tx, tenant, resource_id, job_id, &added).await?;
-    outcome.rows_written += insert_columns(tx, tenant, &updated).await?;
-    outcome.rows_written += insert_columns(tx, tenant, &added).await?;
-    outcome.changes = insert_changes(tx, tenant, resource_id, job_id, &changes).await?;
+    // Small inserts wait in `pending` and go out together, in one statement at the end.
+    let mut pending = PendingInserts::default();
+    outcome.rows_written +=
+        copy_tables(tx, &mut pending, tenant, resource_id, job_id, &added).await?;
+    outcome.rows_written += insert_columns(tx, &mut pending, tenant, &updated).await?;
+    outcome.rows_written += insert_columns(tx, &mut pending, tenant, &added).await?;
+    outcome.changes =
+        insert_changes(tx, &mut pending, tenant, resource_id, job_id, &changes).await?;
+    pending.execute(tx).await?;
     Ok(outcome)
 }
 
@@ -267,6 +283,7 @@ struct StoredColumnRow {
 
 async fn insert_changes(
     tx: &mut PgConnection,
+    pending: &mut PendingInserts,
     tenant: &str,
     resource_id: Uuid,
     job_id: Uuid,
@@ -276,7 +293,7 @@ async fn insert_changes(
         return Ok(0);
     }
     let (resource_id, job_id) = (resource_id.to_string(), job_id.to_string());
-    let mut copy = BulkInsert::start(tx, CHANGE_COLUMNS, changes.len()).await?;
+    let mut copy = BulkInsert::start(tx, pending, CHANGE_COLUMNS, changes.len()).await?;
     for c in changes {
         let id = Uuid::now_v7().to_string();
         let details = c.change.details.to_string();
@@ -294,13 +311,14 @@ async fn insert_changes(
         ])
         .await?;
     }
-    copy.finish().await
+    copy.finish(pending).await
 }
 
 /// New tables, with COPY: nothing to conflict with, since the fenced job is the resource's
 /// only writer and they were not stored.
 async fn copy_tables(
     tx: &mut PgConnection,
+    pending: &mut PendingInserts,
     tenant: &str,
     resource_id: Uuid,
     job_id: Uuid,
@@ -310,7 +328,7 @@ async fn copy_tables(
         return Ok(0);
     }
     let (resource_id, job_id) = (resource_id.to_string(), job_id.to_string());
-    let mut copy = BulkInsert::start(tx, TABLE_COLUMNS, rows.len()).await?;
+    let mut copy = BulkInsert::start(tx, pending, TABLE_COLUMNS, rows.len()).await?;
     for (id, database, table, fingerprint) in rows {
         let id = id.to_string();
         let rows_estimate = table.row_estimate.map(|n| n.to_string());
@@ -339,7 +357,7 @@ async fn copy_tables(
         ])
         .await?;
     }
-    copy.finish().await
+    copy.finish(pending).await
 }
 
 /// A table and its columns with their types, for [`BulkInsert`].
@@ -415,28 +433,84 @@ enum BulkInsert<'c> {
         buf: String,
     },
     Unnest {
-        tx: &'c mut PgConnection,
         target: Target,
         columns: Vec<Vec<Option<String>>>,
     },
 }
 
+/// Small inserts held back to go out as one statement, each a data-modifying CTE: a sync of
+/// a small source writes its tables, columns and change rows in one round trip. Foreign keys
+/// between them (a column's table) hold, since they are checked at the statement's end.
+#[derive(Default)]
+struct PendingInserts {
+    parts: Vec<(Target, Vec<Vec<Option<String>>>)>,
+}
+
+impl PendingInserts {
+    /// Sends what is held, if anything.
+    async fn execute(&mut self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let parts = std::mem::take(&mut self.parts);
+        let mut next_param = 1;
+        let mut statements = Vec::with_capacity(self.parts.len());
+        for ((table, types), _) in &parts {
+            let names: Vec<&str> = types.iter().map(|(name, _)| *name).collect();
+            let casts: Vec<String> = types
+                .iter()
+                .map(|(name, ty)| format!("u.{name}::{ty}"))
+                .collect();
+            let arrays: Vec<String> = (next_param..next_param + types.len())
+                .map(|i| format!("${i}::text[]"))
+                .collect();
+            next_param += types.len();
+            statements.push(format!(
+                "insert into {table} ({names}) select {casts} from unnest({arrays}) as u ({names})",
+                names = names.join(", "),
+                casts = casts.join(", "),
+                arrays = arrays.join(", "),
+            ));
+        }
+        let sql = match statements.len() {
+            0 => return Ok(()),
+            1 => statements.remove(0),
+            _ => {
+                let ctes: Vec<String> = statements
+                    .iter()
+                    .enumerate()
+                    .map(|(i, insert)| format!("w{i} as ({insert})"))
+                    .collect();
+                format!("with {} select 1", ctes.join(", "))
+            }
+        };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (_, columns) in parts {
+            for column in columns {
+                query = query.bind(column);
+            }
+        }
+        query.execute(&mut *tx).await?;
+        Ok(())
+    }
+}
+
 impl<'c> BulkInsert<'c> {
     const CHUNK: usize = 1 << 20;
 
+    /// A large write flushes `pending` first: what it holds may be referenced by these rows
+    /// (a column's table).
     async fn start(
         tx: &'c mut PgConnection,
+        pending: &mut PendingInserts,
         target: Target,
         rows: usize,
     ) -> Result<Self, sqlx::Error> {
         let (table, columns) = target;
         if rows < COPY_FROM_ROWS {
             return Ok(Self::Unnest {
-                tx,
                 target,
                 columns: vec![Vec::with_capacity(rows); columns.len()],
             });
         }
+        pending.execute(tx).await?;
         let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
         let statement = format!("copy {table} ({}) from stdin", names.join(", "));
         Ok(Self::Copy {
@@ -463,9 +537,9 @@ impl<'c> BulkInsert<'c> {
         Ok(())
     }
 
-    /// Writes what is pending and returns the rows inserted. A COPY dropped before this is
-    /// aborted by sqlx.
-    async fn finish(self) -> Result<u64, sqlx::Error> {
+    /// Finishes a COPY, or hands the rows to `pending`, and returns the rows inserted (a plain
+    /// insert writes every row or fails). A COPY dropped before this is aborted by sqlx.
+    async fn finish(self, pending: &mut PendingInserts) -> Result<u64, sqlx::Error> {
         match self {
             Self::Copy { mut copy, buf } => {
                 if !buf.is_empty() {
@@ -473,32 +547,12 @@ impl<'c> BulkInsert<'c> {
                 }
                 copy.finish().await
             }
-            Self::Unnest {
-                tx,
-                target: (table, types),
-                columns,
-            } => {
-                if columns.first().is_none_or(Vec::is_empty) {
-                    return Ok(0);
+            Self::Unnest { target, columns } => {
+                let rows = columns.first().map_or(0, Vec::len);
+                if rows > 0 {
+                    pending.parts.push((target, columns));
                 }
-                let names: Vec<&str> = types.iter().map(|(name, _)| *name).collect();
-                let casts: Vec<String> = types
-                    .iter()
-                    .map(|(name, ty)| format!("u.{name}::{ty}"))
-                    .collect();
-                let arrays: Vec<String> =
-                    (1..=types.len()).map(|i| format!("${i}::text[]")).collect();
-                let sql = format!(
-                    "insert into {table} ({names}) select {casts} from unnest({arrays}) as u ({names})",
-                    names = names.join(", "),
-                    casts = casts.join(", "),
-                    arrays = arrays.join(", "),
-                );
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for column in columns {
-                    query = query.bind(column);
-                }
-                Ok(query.execute(&mut *tx).await?.rows_affected())
+                Ok(rows as u64)
             }
         }
     }
@@ -509,13 +563,8 @@ async fn write_schemas(
     tenant: &str,
     resource_id: Uuid,
     snapshot: &Snapshot,
+    stored: Vec<(String, String, Option<String>, Option<String>)>,
 ) -> Result<(u64, Vec<ChangeRow>), sqlx::Error> {
-    let stored: Vec<(String, String, Option<String>, Option<String>)> = sqlx::query_as(
-        "select database, name, owner, comment from catalog_schemas where resource_id = $1",
-    )
-    .bind(resource_id)
-    .fetch_all(&mut *tx)
-    .await?;
     let stored: HashMap<(String, String), SchemaInfo> = stored
         .into_iter()
         .map(|(db, name, owner, comment)| {
@@ -702,6 +751,7 @@ async fn upsert_tables(
 
 async fn insert_columns(
     tx: &mut PgConnection,
+    pending: &mut PendingInserts,
     tenant: &str,
     rows: &[(Uuid, &str, &TableInfo, String)],
 ) -> Result<u64, sqlx::Error> {
@@ -709,7 +759,7 @@ async fn insert_columns(
         return Ok(0);
     }
     let n = rows.iter().map(|(_, _, t, _)| t.columns.len()).sum();
-    let mut copy = BulkInsert::start(tx, COLUMN_COLUMNS, n).await?;
+    let mut copy = BulkInsert::start(tx, pending, COLUMN_COLUMNS, n).await?;
     for (id, _, table, _) in rows {
         let id = id.to_string();
         for column in &table.columns {
@@ -729,7 +779,7 @@ async fn insert_columns(
             .await?;
         }
     }
-    copy.finish().await
+    copy.finish(pending).await
 }
 
 /// Appends one row in `COPY` text format: tab-separated, `\N` for null, and backslash,

@@ -152,27 +152,26 @@ type ColumnRow = (
     String,
     String,
 );
-type ConstraintRow = (
+/// A constraint (`'c'`) or an index (`'i'`): table oid, family, name, constraint type,
+/// columns (null for an index's expression columns), referenced schema, table and columns,
+/// check definition or index expression, unique, primary, index method.
+type KeyRow = (
     i64,
     String,
     String,
-    Vec<String>,
+    Option<String>,
+    Vec<Option<String>>,
     Option<String>,
     Option<String>,
     Option<Vec<String>>,
     Option<String>,
-);
-type IndexRow = (
-    i64,
-    String,
-    bool,
-    bool,
-    String,
-    Vec<Option<String>>,
+    Option<bool>,
+    Option<bool>,
     Option<String>,
 );
 
-/// At most 7 statements, whatever the table count: begin, one per object family, commit.
+/// At most 6 statements, whatever the table count: begin, schemas, relations, columns,
+/// constraints with indexes, commit.
 /// Shallower depths skip the families they do not need.
 async fn read_database(
     conn: &mut PgConnection,
@@ -261,8 +260,10 @@ async fn read_database(
         drop(rows);
         *statements += 1;
 
+        // Constraints and indexes in one statement: constraints first, then indexes, each
+        // by table and name. The columns a row does not use are null.
         let mut rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select con.conrelid::int8, con.conname::text, con.contype::text,
+        "select con.conrelid::int8, 'c'::text, con.conname::text, con.contype::text,
                 array(select a.attname::text
                       from unnest(con.conkey) with ordinality k (num, ord)
                            join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.num
@@ -274,7 +275,8 @@ async fn read_database(
                                join pg_attribute a on a.attrelid = con.confrelid and a.attnum = k.num
                           order by k.ord)
                 end,
-                case when con.contype = 'c' then pg_get_constraintdef(con.oid) end
+                case when con.contype = 'c' then pg_get_constraintdef(con.oid) end,
+                null::bool, null::bool, null::text
          from pg_constraint con
               join pg_class c on c.oid = con.conrelid
               join pg_namespace n on n.oid = c.relnamespace
@@ -282,33 +284,30 @@ async fn read_database(
               left join pg_namespace fn on fn.oid = fc.relnamespace
          where con.conrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID}
            and con.contype in ('p', 'f', 'u', 'c') and {SYSTEM_SCHEMAS}
-         order by 1, 2"
-    )))
-    .fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await.map_err(fail("reading constraints"))? {
-            assembly.add_constraint(row);
-        }
-        drop(rows);
-        *statements += 1;
-
-        let mut rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select i.indrelid::int8, ic.relname::text, i.indisunique, i.indisprimary, am.amname::text,
+         union all
+         select i.indrelid::int8, 'i'::text, ic.relname::text, null::text,
                 array(select a.attname::text
                       from unnest(i.indkey::int2[]) with ordinality k (num, ord)
                            left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.num
                       order by k.ord),
-                pg_get_expr(i.indexprs, i.indrelid)
+                null::text, null::text, null::text[],
+                pg_get_expr(i.indexprs, i.indrelid),
+                i.indisunique, i.indisprimary, am.amname::text
          from pg_index i
               join pg_class ic on ic.oid = i.indexrelid
               join pg_am am on am.oid = ic.relam
               join pg_class c on c.oid = i.indrelid
               join pg_namespace n on n.oid = c.relnamespace
          where i.indrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID} and {SYSTEM_SCHEMAS}
-         order by 1, 2"
+         order by 2, 1, 3"
     )))
         .fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await.map_err(fail("reading indexes"))? {
-            assembly.add_index(row);
+        while let Some(row) = rows
+            .try_next()
+            .await
+            .map_err(fail("reading constraints and indexes"))?
+        {
+            assembly.add_key(row);
         }
         drop(rows);
         *statements += 1;
@@ -414,9 +413,35 @@ impl Assembly {
         });
     }
 
-    fn add_constraint(&mut self, row: ConstraintRow) {
-        let (oid, name, contype, cols, ref_schema, ref_table, ref_cols, definition) = row;
+    fn add_key(&mut self, row: KeyRow) {
+        let (
+            oid,
+            family,
+            name,
+            contype,
+            cols,
+            ref_schema,
+            ref_table,
+            ref_cols,
+            definition,
+            unique,
+            primary,
+            method,
+        ) = row;
         let Some(table) = self.table(oid) else { return };
+        let columns = cols.into_iter().flatten().collect();
+        if family == "i" {
+            table.indexes.push(IndexInfo {
+                name,
+                columns,
+                expression: definition,
+                unique: unique.unwrap_or(false),
+                primary: primary.unwrap_or(false),
+                method: method.unwrap_or_default(),
+            });
+            return;
+        }
+        let contype = contype.unwrap_or_default();
         let references = match (ref_schema, ref_table) {
             (Some(schema), Some(table)) if contype == "f" => Some(ForeignKeyTarget {
                 schema,
@@ -428,22 +453,9 @@ impl Assembly {
         table.constraints.push(ConstraintInfo {
             name,
             kind: constraint_kind(&contype).to_owned(),
-            columns: cols,
+            columns,
             references,
             definition,
-        });
-    }
-
-    fn add_index(&mut self, row: IndexRow) {
-        let (oid, name, unique, primary, method, cols, expression) = row;
-        let Some(table) = self.table(oid) else { return };
-        table.indexes.push(IndexInfo {
-            name,
-            columns: cols.into_iter().flatten().collect(),
-            expression,
-            unique,
-            primary,
-            method,
         });
     }
 
