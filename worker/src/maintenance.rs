@@ -97,11 +97,16 @@ pub async fn reconcile_deliveries(ctx: &WorkerContext) -> anyhow::Result<usize> 
     let mut after: Option<Uuid> = None;
     let mut pushed = 0;
     loop {
-        let ids = jobs::needing_delivery(&ctx.db, after, SETTLE, 1_000).await?;
+        let ids = jobs::needing_delivery(&ctx.db, after, SETTLE, 1_000, None).await?;
         let Some(last) = ids.last().copied() else {
             break;
         };
-        let missing = ctx.queue.missing(&ids).await?;
+        let mut missing = ctx.queue.missing(&ids).await?;
+        if !missing.is_empty() {
+            // Asked again: a job may have finished, and its delivery been acknowledged,
+            // between the two reads above. Pushing it would leave a stray delivery.
+            missing = jobs::needing_delivery(&ctx.db, None, SETTLE, 1_000, Some(&missing)).await?;
+        }
         if !missing.is_empty() {
             ctx.queue.push(&missing).await?;
             pushed += missing.len();

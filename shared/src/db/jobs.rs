@@ -577,17 +577,19 @@ pub async fn set_progress(
 
 /// Unfinished jobs that should have a delivery in Redis, keyset-paged by id: `queued` and
 /// `retrying` jobs older than `settle` (so a push in flight is not mistaken for a lost one),
-/// and `running` jobs whose lease lapsed.
+/// and `running` jobs whose lease lapsed. `among` narrows the search to those ids.
 pub async fn needing_delivery(
     db: impl PgExecutor<'_>,
     after: Option<Uuid>,
     settle: Duration,
     limit: i64,
+    among: Option<&[Uuid]>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "select id from jobs
          where state in ('queued', 'running', 'retrying')
            and ($1::uuid is null or id > $1)
+           and ($4::uuid[] is null or id = any($4))
            and (state <> 'running' or lease_expires_at < now())
            and created_at < now() - $2 * interval '1 millisecond'
          order by id limit $3",
@@ -595,6 +597,7 @@ pub async fn needing_delivery(
     .bind(after)
     .bind(settle.as_millis() as i64)
     .bind(limit)
+    .bind(among)
     .fetch_all(db)
     .await
 }
