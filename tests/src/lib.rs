@@ -45,6 +45,19 @@ pub async fn create_database(prefix: &str) -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// Drops a PostgreSQL database made by [`create_database`], ending its sessions. Benchmarks
+/// call it after each run, so that autovacuum on old runs' tables does not load the next one.
+pub async fn drop_database(name: &str) -> anyhow::Result<()> {
+    let admin = PgPool::connect(&pg_url("postgres")).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "drop database if exists \"{name}\" with (force)"
+    )))
+    .execute(&admin)
+    .await?;
+    admin.close().await;
+    Ok(())
+}
+
 /// Creates a source database and runs `sql` (several statements) in it.
 pub async fn create_source(sql: &str) -> anyhow::Result<String> {
     let name = create_database("mstest_src").await?;

@@ -90,8 +90,9 @@ struct Run {
     p99_ms: f64,
 }
 
-/// A tiny source database on the chosen engine, and the resources pointing at it.
-async fn tiny_sources(app: &TestApp, engine: &str, jobs: usize) -> anyhow::Result<()> {
+/// A tiny source database on the chosen engine, and the resources pointing at it. Returns a
+/// clean-up for the end of the run.
+async fn tiny_sources(app: &TestApp, engine: &str, jobs: usize) -> anyhow::Result<Cleanup> {
     match engine {
         "mysql" => {
             let db = format!("mstest_bench_{}", uuid::Uuid::now_v7().simple());
@@ -103,13 +104,44 @@ async fn tiny_sources(app: &TestApp, engine: &str, jobs: usize) -> anyhow::Resul
             .await?;
             app.insert_resources_on(TENANT, "mysql", 3306, &db, "", jobs)
                 .await?;
+            Ok(Cleanup::Mysql(db))
         }
         _ => {
             let source = create_source("create table t (id int primary key, v text);").await?;
             app.insert_resources(TENANT, &source, jobs).await?;
+            Ok(Cleanup::Postgres(source))
         }
     }
-    Ok(())
+}
+
+/// A run's source database, dropped with its catalog database when the run ends.
+enum Cleanup {
+    Postgres(String),
+    Mysql(String),
+}
+
+impl Cleanup {
+    async fn run(self, app: TestApp) -> anyhow::Result<()> {
+        let catalog = app
+            .database_url
+            .rsplit('/')
+            .next()
+            .context("catalog database name")?
+            .to_owned();
+        app.db.close().await;
+        drop(app);
+        metasync_tests::drop_database(&catalog).await?;
+        match self {
+            Self::Postgres(source) => metasync_tests::drop_database(&source).await,
+            Self::Mysql(db) => {
+                let admin = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/test").await?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("drop database `{db}`")))
+                    .execute(&admin)
+                    .await?;
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Fresh connections per second the source server accepts, each running one query: the
@@ -177,7 +209,7 @@ impl std::str::FromStr for Fleet {
 
 async fn run_once(jobs: usize, fleet: Fleet, engine: &str) -> anyhow::Result<Run> {
     let app = spawn_app().await?;
-    tiny_sources(&app, engine, jobs).await?;
+    let cleanup = tiny_sources(&app, engine, jobs).await?;
     let idle = if fleet.fresh { "0s" } else { "5s" };
     let concurrency = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "16".to_owned());
     let workers = fleet.workers;
@@ -242,6 +274,7 @@ async fn run_once(jobs: usize, fleet: Fleet, engine: &str) -> anyhow::Result<Run
         metasync_tests::signal(&w, "TERM")?;
         w.wait().await?;
     }
+    cleanup.run(app).await?;
     Ok(Run {
         jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
         cpu_ms_per_job,
@@ -254,7 +287,7 @@ async fn run_once(jobs: usize, fleet: Fleet, engine: &str) -> anyhow::Result<Run
 /// Counts the catalog statements one worker issues per job, from sqlx's statement log.
 async fn catalog_statements_per_job(jobs: usize, engine: &str) -> anyhow::Result<f64> {
     let app = spawn_app().await?;
-    tiny_sources(&app, engine, jobs).await?;
+    let cleanup = tiny_sources(&app, engine, jobs).await?;
     let mut cmd = tokio::process::Command::new(metasync_tests::binary("metasync-worker")?);
     cmd.env("DATABASE_URL", &app.database_url)
         .env("REDIS_URL", REDIS_URL)
@@ -288,6 +321,7 @@ async fn catalog_statements_per_job(jobs: usize, engine: &str) -> anyhow::Result
     metasync_tests::signal(&worker, "TERM")?;
     worker.wait().await?;
     let total = counter.await?;
+    cleanup.run(app).await?;
     Ok(total as f64 / jobs as f64)
 }
 
