@@ -30,7 +30,8 @@ pub struct WorkerArgs {
     #[arg(long, env = "METASYNC_SOURCE_MAX_PARKED", default_value_t = 16)]
     pub source_max_parked: usize,
 
-    /// Limit for each catalog statement on a source.
+    /// Limit for each catalog statement on a source (on PostgreSQL, one statement reads a
+    /// whole database).
     #[arg(long, env = "METASYNC_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub statement_timeout: Duration,
 

@@ -211,7 +211,9 @@ async fn run_once(jobs: usize, fleet: Fleet, engine: &str) -> anyhow::Result<Run
     let app = spawn_app().await?;
     let cleanup = tiny_sources(&app, engine, jobs).await?;
     let idle = if fleet.fresh { "0s" } else { "5s" };
-    let concurrency = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "16".to_owned());
+    // The worker's default concurrency unless BENCH_CONCURRENCY says otherwise. On 2 cores,
+    // 16 jobs in flight in all is about the best; more only adds context switches.
+    let concurrency = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "8".to_owned());
     let workers = fleet.workers;
     let fleet: Vec<_> = (0..workers)
         .map(|i| {

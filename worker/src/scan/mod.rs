@@ -1,5 +1,6 @@
 //! Scanning a source's catalog. Each engine reads a whole database in a small, fixed number of
-//! set-based statements (never one per table), inside a READ ONLY transaction, on a connection
+//! set-based statements (never one per table) on a READ ONLY session (PostgreSQL: one statement,
+//! hence one snapshot; MySQL/MariaDB: one READ ONLY transaction), on a connection
 //! with connect and statement timeouts that lives at most seconds past its job ([`reuse`]).
 
 pub mod mysql;

@@ -17,7 +17,7 @@ use metasync_shared::catalog::{
 use metasync_shared::scan_options::{Depth, ScanOptions};
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
-use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
+use sqlx::{ConnectOptions as _, PgConnection};
 
 use super::reuse::{SourceConnections, SourceKey, Taken};
 use super::{ScanLimits, ScanTarget};
@@ -170,154 +170,343 @@ type KeyRow = (
     Option<String>,
 );
 
-/// At most 6 statements, whatever the table count: begin, schemas, relations, columns,
-/// constraints with indexes, commit.
-/// Shallower depths skip the families they do not need.
+/// The columns every family's rows share, with their types. Each family fills the ones it
+/// uses (see the `*_branch` functions) and leaves the rest null. The first five are also the
+/// sort key: `f` (the family), then schema and relation names, then table oid and column
+/// position; `t3` breaks ties by object name.
+const UNIFIED: [(&str, &str); 17] = [
+    ("f", "int4"),
+    ("t1", "text"),
+    ("t2", "text"),
+    ("oid", "int8"),
+    ("pos", "int2"),
+    ("t3", "text"),
+    ("t4", "text"),
+    ("t5", "text"),
+    ("t6", "text"),
+    ("t7", "text"),
+    ("t8", "text"),
+    ("b1", "bool"),
+    ("b2", "bool"),
+    ("i1", "int8"),
+    ("i2", "int8"),
+    ("a1", "text[]"),
+    ("a2", "text[]"),
+];
+
+/// One row of the unified catalog query.
+#[derive(sqlx::FromRow)]
+struct UnifiedRow {
+    f: i32,
+    t1: Option<String>,
+    t2: Option<String>,
+    oid: Option<i64>,
+    pos: Option<i16>,
+    t3: Option<String>,
+    t4: Option<String>,
+    t5: Option<String>,
+    t6: Option<String>,
+    t7: Option<String>,
+    t8: Option<String>,
+    b1: Option<bool>,
+    b2: Option<bool>,
+    i1: Option<i64>,
+    i2: Option<i64>,
+    a1: Option<Vec<Option<String>>>,
+    a2: Option<Vec<String>>,
+}
+
+const SCHEMAS: i32 = 1;
+const RELATIONS: i32 = 2;
+const COLUMNS: i32 = 3;
+const CONSTRAINTS: i32 = 4;
+const INDEXES: i32 = 5;
+
+/// One family's `select`, in the unified shape: `fields` maps column names to expressions.
+fn branch(family: i32, fields: &[(&str, &str)], from: &str) -> String {
+    let select: Vec<String> = UNIFIED
+        .iter()
+        .map(|(name, ty)| {
+            let expr = match *name {
+                "f" => family.to_string(),
+                _ => fields
+                    .iter()
+                    .find(|(field, _)| field == name)
+                    .map_or("null", |(_, expr)| expr)
+                    .to_owned(),
+            };
+            format!("({expr})::{ty} as {name}")
+        })
+        .collect();
+    format!("select {} {from}", select.join(", "))
+}
+
+fn schemas_branch() -> String {
+    branch(
+        SCHEMAS,
+        &[
+            ("t1", "n.nspname"),
+            ("t3", "pg_get_userbyid(n.nspowner)"),
+            ("t4", "ds.description"),
+        ],
+        &format!(
+            "from pg_namespace n
+                  left join pg_description ds
+                         on ds.objoid = n.oid and ds.classoid = 'pg_namespace'::regclass
+                        and ds.objsubid = 0
+             where {SYSTEM_SCHEMAS}"
+        ),
+    )
+}
+
+fn relations_branch() -> String {
+    branch(
+        RELATIONS,
+        &[
+            ("t1", "n.nspname"),
+            ("t2", "c.relname"),
+            ("oid", "c.oid"),
+            ("t3", "c.relkind"),
+            ("t4", "pg_get_userbyid(c.relowner)"),
+            ("t5", "ds.description"),
+            (
+                "t6",
+                "case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end",
+            ),
+            (
+                "t7",
+                "quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)",
+            ),
+            (
+                "i1",
+                "case when c.reltuples >= 0 then c.reltuples::int8 end",
+            ),
+            (
+                "i2",
+                "case when c.relkind in ('r', 'm') then
+                     (c.relpages::int8 + coalesce(toast.relpages, 0) + coalesce(ix.pages, 0))
+                     * current_setting('block_size')::int8
+                 end",
+            ),
+        ],
+        &format!(
+            "from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  left join pg_description ds
+                         on ds.objoid = c.oid and ds.classoid = 'pg_class'::regclass
+                        and ds.objsubid = 0
+                  left join pg_class toast on toast.oid = c.reltoastrelid
+                  left join (select i.indrelid, sum(ic.relpages) as pages
+                             from pg_index i join pg_class ic on ic.oid = i.indexrelid
+                             where i.indrelid >= {FIRST_USER_OID}
+                             group by i.indrelid) ix on ix.indrelid = c.oid
+                  left join pg_inherits inh on inh.inhrelid = c.oid and c.relispartition
+                  left join pg_class pc on pc.oid = inh.inhparent
+                  left join pg_namespace pn on pn.oid = pc.relnamespace
+             where c.oid >= {FIRST_USER_OID} and c.relkind in ('r', 'v', 'm', 'p', 'f')
+               and {SYSTEM_SCHEMAS}"
+        ),
+    )
+}
+
+fn columns_branch() -> String {
+    branch(
+        COLUMNS,
+        &[
+            ("oid", "a.attrelid"),
+            ("pos", "a.attnum"),
+            ("t3", "a.attname"),
+            ("t4", "format_type(a.atttypid, a.atttypmod)"),
+            ("t5", "pg_get_expr(d.adbin, d.adrelid)"),
+            ("t6", "ds.description"),
+            ("t7", "a.attidentity"),
+            ("t8", "a.attgenerated"),
+            ("b1", "not a.attnotnull"),
+        ],
+        &format!(
+            "from pg_attribute a
+                  join pg_class c on c.oid = a.attrelid
+                  join pg_namespace n on n.oid = c.relnamespace
+                  left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+                  left join pg_description ds
+                         on ds.objoid = a.attrelid and ds.classoid = 'pg_class'::regclass
+                        and ds.objsubid = a.attnum
+             where a.attrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID}
+               and a.attnum > 0 and not a.attisdropped
+               and c.relkind in ('r', 'v', 'm', 'p', 'f') and {SYSTEM_SCHEMAS}"
+        ),
+    )
+}
+
+fn constraints_branch() -> String {
+    branch(
+        CONSTRAINTS,
+        &[
+            ("oid", "con.conrelid"),
+            ("t3", "con.conname"),
+            ("t4", "con.contype"),
+            ("t5", "fn.nspname"),
+            ("t6", "fc.relname"),
+            (
+                "t7",
+                "case when con.contype = 'c' then pg_get_constraintdef(con.oid) end",
+            ),
+            (
+                "a1",
+                "array(select a.attname::text
+                       from unnest(con.conkey) with ordinality k (num, ord)
+                            join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.num
+                       order by k.ord)",
+            ),
+            (
+                "a2",
+                "case when con.contype = 'f' then
+                     array(select a.attname::text
+                           from unnest(con.confkey) with ordinality k (num, ord)
+                                join pg_attribute a
+                                  on a.attrelid = con.confrelid and a.attnum = k.num
+                           order by k.ord)
+                 end",
+            ),
+        ],
+        &format!(
+            "from pg_constraint con
+                  join pg_class c on c.oid = con.conrelid
+                  join pg_namespace n on n.oid = c.relnamespace
+                  left join pg_class fc on fc.oid = con.confrelid
+                  left join pg_namespace fn on fn.oid = fc.relnamespace
+             where con.conrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID}
+               and con.contype in ('p', 'f', 'u', 'c') and {SYSTEM_SCHEMAS}"
+        ),
+    )
+}
+
+fn indexes_branch() -> String {
+    branch(
+        INDEXES,
+        &[
+            ("oid", "i.indrelid"),
+            ("t3", "ic.relname"),
+            ("t7", "pg_get_expr(i.indexprs, i.indrelid)"),
+            ("t8", "am.amname"),
+            ("b1", "i.indisunique"),
+            ("b2", "i.indisprimary"),
+            (
+                "a1",
+                "array(select a.attname::text
+                       from unnest(i.indkey::int2[]) with ordinality k (num, ord)
+                            left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.num
+                       order by k.ord)",
+            ),
+        ],
+        &format!(
+            "from pg_index i
+                  join pg_class ic on ic.oid = i.indexrelid
+                  join pg_am am on am.oid = ic.relam
+                  join pg_class c on c.oid = i.indrelid
+                  join pg_namespace n on n.oid = c.relnamespace
+             where i.indrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID} and {SYSTEM_SCHEMAS}"
+        ),
+    )
+}
+
+/// The whole database in one statement, whatever the table count: one round trip, and one
+/// snapshot (a single statement sees one; the session is READ ONLY). Every object family is a
+/// branch of a `union all` in one row shape, sorted by family and then as each family needs:
+/// schemas and relations by name, columns by position, constraints and indexes by name.
+/// Shallower depths leave out the families they do not need.
 async fn read_database(
     conn: &mut PgConnection,
     name: &str,
     options: &ScanOptions,
     statements: &mut u64,
 ) -> Result<DatabaseSnapshot, JobError> {
-    let fail = |what: &str| {
-        let what = what.to_owned();
-        move |e: sqlx::Error| JobError::from_source(&what, &e)
-    };
-    let mut tx = conn
-        .begin_with("begin isolation level repeatable read read only")
-        .await
-        .map_err(fail("starting a read-only transaction"))?;
-    *statements += 1;
-
-    let schemas: Vec<SchemaRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select n.nspname, pg_get_userbyid(n.nspowner)::text, ds.description
-         from pg_namespace n
-              left join pg_description ds
-                     on ds.objoid = n.oid and ds.classoid = 'pg_namespace'::regclass
-                    and ds.objsubid = 0
-         where {SYSTEM_SCHEMAS} order by 1"
-    )))
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(fail("reading schemas"))?;
-    *statements += 1;
-
-    let mut relations: Vec<RelationRow> = Vec::new();
+    let mut branches = vec![schemas_branch()];
     if options.depth >= Depth::Tables {
-        relations = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text,
-                pg_get_userbyid(c.relowner)::text, ds.description,
-                case when c.reltuples >= 0 then c.reltuples::int8 end,
-                case when c.relkind in ('r', 'm') then
-                    (c.relpages::int8 + coalesce(toast.relpages, 0) + coalesce(ix.pages, 0))
-                    * current_setting('block_size')::int8
-                end,
-                case when c.relkind in ('v', 'm') then pg_get_viewdef(c.oid) end,
-                quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)
-         from pg_class c join pg_namespace n on n.oid = c.relnamespace
-              left join pg_description ds
-                     on ds.objoid = c.oid and ds.classoid = 'pg_class'::regclass
-                    and ds.objsubid = 0
-              left join pg_class toast on toast.oid = c.reltoastrelid
-              left join (select i.indrelid, sum(ic.relpages) as pages
-                         from pg_index i join pg_class ic on ic.oid = i.indexrelid
-                         where i.indrelid >= {FIRST_USER_OID}
-                         group by i.indrelid) ix on ix.indrelid = c.oid
-              left join pg_inherits inh on inh.inhrelid = c.oid and c.relispartition
-              left join pg_class pc on pc.oid = inh.inhparent
-              left join pg_namespace pn on pn.oid = pc.relnamespace
-         where c.oid >= {FIRST_USER_OID} and c.relkind in ('r', 'v', 'm', 'p', 'f')
-           and {SYSTEM_SCHEMAS}
-         order by 2, 3"
-        )))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(fail("reading tables and views"))?;
-        *statements += 1;
+        branches.push(relations_branch());
     }
-    let mut assembly = Assembly::new(options, relations);
     if options.depth == Depth::Everything {
-        let mut rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select a.attrelid::int8, a.attnum, a.attname::text, format_type(a.atttypid, a.atttypmod),
-                not a.attnotnull, pg_get_expr(d.adbin, d.adrelid), ds.description,
-                a.attidentity::text, a.attgenerated::text
-         from pg_attribute a
-              join pg_class c on c.oid = a.attrelid
-              join pg_namespace n on n.oid = c.relnamespace
-              left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
-              left join pg_description ds
-                     on ds.objoid = a.attrelid and ds.classoid = 'pg_class'::regclass
-                    and ds.objsubid = a.attnum
-         where a.attrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID}
-           and a.attnum > 0 and not a.attisdropped
-           and c.relkind in ('r', 'v', 'm', 'p', 'f') and {SYSTEM_SCHEMAS}
-         order by 1, 2"
-    )))
-        .fetch(&mut *tx);
-        while let Some(row) = rows.try_next().await.map_err(fail("reading columns"))? {
-            assembly.add_column(row);
-        }
-        drop(rows);
-        *statements += 1;
-
-        // Constraints and indexes in one statement: constraints first, then indexes, each
-        // by table and name. The columns a row does not use are null.
-        let mut rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select con.conrelid::int8, 'c'::text, con.conname::text, con.contype::text,
-                array(select a.attname::text
-                      from unnest(con.conkey) with ordinality k (num, ord)
-                           join pg_attribute a on a.attrelid = con.conrelid and a.attnum = k.num
-                      order by k.ord),
-                fn.nspname::text, fc.relname::text,
-                case when con.contype = 'f' then
-                    array(select a.attname::text
-                          from unnest(con.confkey) with ordinality k (num, ord)
-                               join pg_attribute a on a.attrelid = con.confrelid and a.attnum = k.num
-                          order by k.ord)
-                end,
-                case when con.contype = 'c' then pg_get_constraintdef(con.oid) end,
-                null::bool, null::bool, null::text
-         from pg_constraint con
-              join pg_class c on c.oid = con.conrelid
-              join pg_namespace n on n.oid = c.relnamespace
-              left join pg_class fc on fc.oid = con.confrelid
-              left join pg_namespace fn on fn.oid = fc.relnamespace
-         where con.conrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID}
-           and con.contype in ('p', 'f', 'u', 'c') and {SYSTEM_SCHEMAS}
-         union all
-         select i.indrelid::int8, 'i'::text, ic.relname::text, null::text,
-                array(select a.attname::text
-                      from unnest(i.indkey::int2[]) with ordinality k (num, ord)
-                           left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.num
-                      order by k.ord),
-                null::text, null::text, null::text[],
-                pg_get_expr(i.indexprs, i.indrelid),
-                i.indisunique, i.indisprimary, am.amname::text
-         from pg_index i
-              join pg_class ic on ic.oid = i.indexrelid
-              join pg_am am on am.oid = ic.relam
-              join pg_class c on c.oid = i.indrelid
-              join pg_namespace n on n.oid = c.relnamespace
-         where i.indrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID} and {SYSTEM_SCHEMAS}
-         order by 2, 1, 3"
-    )))
-        .fetch(&mut *tx);
-        while let Some(row) = rows
-            .try_next()
-            .await
-            .map_err(fail("reading constraints and indexes"))?
-        {
-            assembly.add_key(row);
-        }
-        drop(rows);
-        *statements += 1;
+        branches.extend([columns_branch(), constraints_branch(), indexes_branch()]);
     }
+    let sql = format!(
+        "{} order by f, t1, t2, oid, pos, t3",
+        branches.join("\nunion all\n")
+    );
 
-    tx.commit()
+    let mut schemas: Vec<SchemaRow> = Vec::new();
+    let mut relations: Vec<RelationRow> = Vec::new();
+    // Built once the relations are in: columns and keys attach to them as they stream by.
+    let mut assembly: Option<Assembly> = None;
+    let mut rows = sqlx::query_as::<_, UnifiedRow>(sqlx::AssertSqlSafe(sql)).fetch(&mut *conn);
+    while let Some(row) = rows
+        .try_next()
         .await
-        .map_err(fail("ending the read-only transaction"))?;
+        .map_err(|e| JobError::from_source("reading the catalog", &e))?
+    {
+        match row.f {
+            SCHEMAS => schemas.push((row.t1.unwrap_or_default(), row.t3, row.t4)),
+            RELATIONS => relations.push((
+                row.oid.unwrap_or_default(),
+                row.t1.unwrap_or_default(),
+                row.t2.unwrap_or_default(),
+                row.t3.unwrap_or_default(),
+                row.t4,
+                row.t5,
+                row.i1,
+                row.i2,
+                row.t6,
+                row.t7,
+            )),
+            family => {
+                let assembly = assembly
+                    .get_or_insert_with(|| Assembly::new(options, std::mem::take(&mut relations)));
+                let oid = row.oid.unwrap_or_default();
+                match family {
+                    COLUMNS => assembly.add_column((
+                        oid,
+                        row.pos.unwrap_or_default(),
+                        row.t3.unwrap_or_default(),
+                        row.t4.unwrap_or_default(),
+                        row.b1.unwrap_or(true),
+                        row.t5,
+                        row.t6,
+                        row.t7.unwrap_or_default(),
+                        row.t8.unwrap_or_default(),
+                    )),
+                    CONSTRAINTS => assembly.add_key((
+                        oid,
+                        "c".to_owned(),
+                        row.t3.unwrap_or_default(),
+                        row.t4,
+                        row.a1.unwrap_or_default(),
+                        row.t5,
+                        row.t6,
+                        row.a2,
+                        row.t7,
+                        None,
+                        None,
+                        None,
+                    )),
+                    _ => assembly.add_key((
+                        oid,
+                        "i".to_owned(),
+                        row.t3.unwrap_or_default(),
+                        None,
+                        row.a1.unwrap_or_default(),
+                        None,
+                        None,
+                        None,
+                        row.t7,
+                        row.b1,
+                        row.b2,
+                        row.t8,
+                    )),
+                }
+            }
+        }
+    }
+    drop(rows);
     *statements += 1;
-
+    let assembly = assembly.unwrap_or_else(|| Assembly::new(options, relations));
     Ok(assembly.finish(name, options, schemas))
 }
 
