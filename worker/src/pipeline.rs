@@ -203,13 +203,12 @@ async fn run_attempt(
             .map_err(catalog_error)?;
     }
     let mut tx = ctx.db.begin().await.map_err(catalog_error)?;
-    // A stale attempt learns before a large write that it would be thrown away. Small writes
-    // skip the extra statement: `succeed` below is the fence that decides either way.
-    if large
-        && jobs::fence(&mut tx, claim)
-            .await
-            .map_err(catalog_error)?
-            .is_err()
+    // Lock the job row first: a stale attempt stops here instead of writing beside the
+    // current one (contending for its rows, or deadlocking with it). `succeed` checks again.
+    if jobs::fence(&mut tx, claim)
+        .await
+        .map_err(catalog_error)?
+        .is_err()
     {
         return Err(AttemptError::Stopped);
     }

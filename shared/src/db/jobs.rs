@@ -376,9 +376,9 @@ pub async fn expire_leases(db: impl PgExecutor<'_>, worker_id: &str) -> Result<u
     Ok(done.rows_affected())
 }
 
-/// Locks the job row if, and only if, this attempt still holds it. Called before a large
-/// catalog write so that a stale attempt learns early that its work would be thrown away; the
-/// check that decides is [`succeed`]'s, in the same transaction as the write.
+/// Locks the job row if, and only if, this attempt still holds it. Called first in the
+/// catalog transaction, so a stale attempt never writes beside the current one; [`succeed`]
+/// checks again at the end (a cancel may arrive during the write).
 pub async fn fence(
     tx: &mut sqlx::PgConnection,
     claim: &Claim,
@@ -395,10 +395,9 @@ pub async fn fence(
     Ok(held.map(|_| ()).ok_or(Fenced(claim.job_id)))
 }
 
-/// Marks the attempt succeeded, inside the catalog transaction. This is also the fence: it
-/// matches only while the attempt still holds the job (its token, `running`, no cancel
-/// requested), and takes the job row's lock until commit. On `Err(Fenced)` the caller must
-/// roll back.
+/// Marks the attempt succeeded, inside the catalog transaction. It matches only while the
+/// attempt still holds the job (its token, `running`, no cancel requested); on `Err(Fenced)`
+/// the caller must roll back.
 pub async fn succeed(
     tx: &mut sqlx::PgConnection,
     claim: &Claim,
