@@ -474,7 +474,7 @@ async fn main() -> anyhow::Result<()> {
             tables: (SCHEMAS * (100 * scale + VIEWS_PER_SCHEMA)) as u64,
         };
         let result = bench(&app, &source, args.runs).await;
-        drop_pg(&database).await?;
+        metasync_tests::drop_database(&database).await?;
         result?;
     }
     for &scale in &args.mariadb_scales {
@@ -505,16 +505,5 @@ async fn main() -> anyhow::Result<()> {
         }
         result?;
     }
-    Ok(())
-}
-
-async fn drop_pg(database: &str) -> anyhow::Result<()> {
-    let admin = PgPool::connect(&pg_url("postgres")).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "drop database \"{database}\" with (force)"
-    )))
-    .execute(&admin)
-    .await?;
-    admin.close().await;
     Ok(())
 }
