@@ -216,17 +216,3 @@ pub async fn delete(db: impl PgExecutor<'_>, tenant: &str, id: Uuid) -> Result<b
         .await?;
     Ok(done.rows_affected() == 1)
 }
-
-/// For the worker: the resource with its sealed password. Not tenant-filtered, because the
-/// worker acts on a job whose tenant it read from the job row itself.
-pub async fn get_with_secret(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<ResourceWithSecret>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS}, tenant_id, password_sealed from resources where id = $1"
-    )))
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}

@@ -235,16 +235,6 @@ impl<C: Connection + 'static> Parking<C> {
             let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
         }
     }
-
-    /// How many connections are parked now.
-    pub fn parked(&self) -> usize {
-        self.slots
-            .lock()
-            .expect("parking lock")
-            .values()
-            .map(Vec::len)
-            .sum()
-    }
 }
 
 async fn sweep_forever<C: Connection + 'static>(slots: Weak<Mutex<Slots<C>>>, idle_for: Duration) {
