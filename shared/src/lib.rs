@@ -9,6 +9,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod domain;
+pub mod ids;
 pub mod queue;
 pub mod scan_options;
 pub mod schedule;
