@@ -7,6 +7,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use metasync_shared::ids::TenantId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
@@ -76,10 +77,10 @@ impl JwtKeys {
 
 /// The caller's tenant, from a verified bearer token.
 #[derive(Debug, Clone)]
-pub struct Tenant(pub String);
+pub struct Tenant(pub TenantId);
 
 impl Tenant {
-    pub fn id(&self) -> &str {
+    pub fn id(&self) -> &TenantId {
         &self.0
     }
 }
@@ -103,6 +104,6 @@ impl FromRequestParts<AppState> for Tenant {
                 "the Authorization header must be `Bearer <token>`",
             ))?;
         let claims = state.jwt.verify(token.trim())?;
-        Ok(Self(claims.tenant))
+        Ok(Self(TenantId::new(claims.tenant)))
     }
 }

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SecretKeyArgs};
+use metasync_shared::retry::RetryArgs;
 
 /// Signing secret for bearer tokens.
 #[derive(Clone, Args)]
@@ -43,11 +44,6 @@ pub struct ServeArgs {
     )]
     pub addr: std::net::SocketAddr,
 
-    /// Attempts a job gets before it ends `failed`.
-    #[arg(long, env = "METASYNC_MAX_ATTEMPTS", default_value_t = 5,
-          value_parser = clap::value_parser!(i32).range(1..=100))]
-    pub max_attempts: i32,
-
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -56,4 +52,6 @@ pub struct ServeArgs {
     pub secret_key: SecretKeyArgs,
     #[command(flatten)]
     pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }

@@ -11,6 +11,7 @@ use metasync_api::config::{JwtArgs, ServeArgs};
 use metasync_shared::config::DatabaseArgs;
 use metasync_shared::crypto::SecretBox;
 use metasync_shared::queue::Queue;
+use metasync_shared::submit::Submitter;
 use metasync_shared::{db, telemetry};
 
 #[derive(Parser)]
@@ -71,6 +72,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init_tracing();
     let secrets = SecretBox::new(&args.secret_key.key()?);
     let jwt = JwtKeys::new(args.jwt.secret()?);
+    let retry = args.retry.policy()?;
     let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
     let pool = db::connect(&args.database)
         .await
@@ -80,11 +82,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to REDIS_URL")?;
     let state = AppState {
+        submitter: Submitter::new(pool.clone(), queue.clone(), retry.max_attempts),
         db: pool,
         queue,
         secrets,
         jwt: Arc::new(jwt),
-        max_attempts: args.max_attempts,
         metrics: Some(metrics),
     };
     let listener = tokio::net::TcpListener::bind(args.addr)

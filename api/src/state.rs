@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use metasync_shared::crypto::SecretBox;
 use metasync_shared::queue::Queue;
+use metasync_shared::submit::Submitter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
@@ -15,7 +16,7 @@ pub struct AppState {
     pub queue: Queue,
     pub secrets: SecretBox,
     pub jwt: Arc<JwtKeys>,
-    /// Attempts a new job gets before it ends `failed`.
-    pub max_attempts: i32,
+    /// Creates jobs and pushes their deliveries.
+    pub submitter: Submitter,
     pub metrics: Option<PrometheusHandle>,
 }

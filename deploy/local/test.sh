@@ -57,6 +57,7 @@ main() {
     if (($# == 0)); then
         set -- -- --test-threads=4
     fi
+    deploy/local/unused-deps.sh
     echo "test.sh: cargo build --bins && cargo test --workspace $* (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
     # The fault tests start the real worker binary, so the binaries must exist first.
     cargo build --bins

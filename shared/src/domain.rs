@@ -21,7 +21,9 @@ impl ResourceKind {
 }
 
 /// A job's place in its lifecycle. PostgreSQL holds it; Redis only carries deliveries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum JobState {
@@ -49,22 +51,21 @@ impl JobState {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "queued" => Self::Queued,
-            "running" => Self::Running,
-            "retrying" => Self::Retrying,
-            "succeeded" => Self::Succeeded,
-            "failed" => Self::Failed,
-            "cancelled" => Self::Cancelled,
-            _ => return None,
-        })
-    }
+    /// Every state, in lifecycle order (for error messages that list the valid ones).
+    pub const ALL: [Self; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
 }
 
 /// Whether retrying can help. Decided where the error arises, never guessed from text later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ErrorClass {
     Transient,
     Permanent,
@@ -94,36 +95,21 @@ pub struct SyncStats {
     pub source_statements: u64,
 }
 
-/// A resource's overrides of the deployment's retry policy; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryOverrides {
-    /// First backoff ceiling, in milliseconds.
-    pub base_ms: Option<u64>,
-    /// Growth of the ceiling per attempt.
-    pub factor: Option<f64>,
-    /// Largest backoff ceiling, in milliseconds.
-    pub cap_ms: Option<u64>,
-    /// Attempts before the job ends `failed`.
-    pub max_attempts: Option<i32>,
+/// Where a running attempt is, for clients polling its job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub phase: Phase,
+    /// Tables and views being written, once the scan has counted them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objects_total: Option<u64>,
 }
 
-impl RetryOverrides {
-    /// Checks ranges. The error is meant for a 422 body.
-    pub fn validate(&self) -> Result<(), String> {
-        const DAY_MS: u64 = 86_400_000;
-        if self.base_ms.is_some_and(|b| !(1..=DAY_MS).contains(&b)) {
-            return Err("`retry_policy.base_ms` must be between 1 and 86400000".into());
-        }
-        if self.cap_ms.is_some_and(|c| !(1..=DAY_MS).contains(&c)) {
-            return Err("`retry_policy.cap_ms` must be between 1 and 86400000".into());
-        }
-        if self.factor.is_some_and(|f| !(1.0..=10.0).contains(&f)) {
-            return Err("`retry_policy.factor` must be between 1 and 10".into());
-        }
-        if self.max_attempts.is_some_and(|m| !(1..=100).contains(&m)) {
-            return Err("`retry_policy.max_attempts` must be between 1 and 100".into());
-        }
-        Ok(())
-    }
+/// The steps of an attempt that a client can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Reading the source's catalog (set by the claim).
+    Scanning,
+    /// Writing what changed to the catalog database.
+    Writing,
 }

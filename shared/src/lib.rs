@@ -11,6 +11,8 @@ pub mod db;
 pub mod domain;
 pub mod ids;
 pub mod queue;
+pub mod retry;
 pub mod scan_options;
 pub mod schedule;
+pub mod submit;
 pub mod telemetry;

@@ -3,7 +3,8 @@
 //! 422) and by the worker (to scan), with the same parser, so they never disagree.
 
 use regex::{Regex, RegexBuilder};
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// Which databases of the server a scan reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,14 +51,76 @@ pub enum Depth {
 /// table patterns the table (or view) name alone. An include list, when non-empty, keeps
 /// only what matches one of its patterns; an exclude list then drops what matches any.
 /// Unknown keys are rejected, so a typo never silently scans everything.
-#[derive(Debug, Clone, Default)]
+///
+/// It is stored as JSON (`sqlx::types::Json<ScanOptions>`) in the form above, with only the
+/// keys that differ from the defaults; reading it back parses it again, so stored options are
+/// always ones this parser accepts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(try_from = "Value", into = "Value")]
 pub struct ScanOptions {
     pub databases: DatabaseSelection,
     pub depth: Depth,
-    pub include_schemas: Vec<Regex>,
-    pub exclude_schemas: Vec<Regex>,
-    pub include_tables: Vec<Regex>,
-    pub exclude_tables: Vec<Regex>,
+    pub include_schemas: Vec<Pattern>,
+    pub exclude_schemas: Vec<Pattern>,
+    pub include_tables: Vec<Pattern>,
+    pub exclude_tables: Vec<Pattern>,
+}
+
+/// A name pattern as the client wrote it, with its anchored, compiled form.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    source: String,
+    regex: Regex,
+}
+
+impl Pattern {
+    /// Whether the whole name matches.
+    pub fn is_match(&self, name: &str) -> bool {
+        self.regex.is_match(name)
+    }
+
+    /// The pattern as the client wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+}
+
+impl TryFrom<Value> for ScanOptions {
+    type Error = String;
+
+    fn try_from(value: Value) -> Result<Self, String> {
+        Self::parse(&value)
+    }
+}
+
+impl From<ScanOptions> for Value {
+    fn from(options: ScanOptions) -> Self {
+        let mut object = serde_json::Map::new();
+        match &options.databases {
+            DatabaseSelection::Resource => {}
+            DatabaseSelection::All => {
+                object.insert("databases".into(), json!("all"));
+            }
+            DatabaseSelection::List(names) => {
+                object.insert("databases".into(), json!(names));
+            }
+        }
+        if options.depth != Depth::default() {
+            object.insert("depth".into(), json!(options.depth as u8));
+        }
+        for (key, patterns) in [
+            ("include_schemas", &options.include_schemas),
+            ("exclude_schemas", &options.exclude_schemas),
+            ("include_tables", &options.include_tables),
+            ("exclude_tables", &options.exclude_tables),
+        ] {
+            if !patterns.is_empty() {
+                let sources: Vec<&str> = patterns.iter().map(Pattern::as_str).collect();
+                object.insert(key.into(), json!(sources));
+            }
+        }
+        Value::Object(object)
+    }
 }
 
 /// At most this many patterns per list, and names per `databases` list: enough for any real
@@ -123,7 +186,7 @@ impl ScanOptions {
     }
 }
 
-fn selected(include: &[Regex], exclude: &[Regex], name: &str) -> bool {
+fn selected(include: &[Pattern], exclude: &[Pattern], name: &str) -> bool {
     (include.is_empty() || include.iter().any(|r| r.is_match(name)))
         && !exclude.iter().any(|r| r.is_match(name))
 }
@@ -161,7 +224,7 @@ fn parse_databases(value: &Value) -> Result<DatabaseSelection, String> {
     }
 }
 
-fn parse_patterns(key: &str, value: &Value) -> Result<Vec<Regex>, String> {
+fn parse_patterns(key: &str, value: &Value) -> Result<Vec<Pattern>, String> {
     let Value::Array(items) = value else {
         return Err(format!(
             "`options.{key}` must be a list of regular expressions"
@@ -186,6 +249,10 @@ fn parse_patterns(key: &str, value: &Value) -> Result<Vec<Regex>, String> {
             RegexBuilder::new(&format!("^(?:{pattern})$"))
                 .size_limit(PATTERN_SIZE_LIMIT)
                 .build()
+                .map(|regex| Pattern {
+                    source: pattern.to_owned(),
+                    regex,
+                })
                 .map_err(|e| {
                     // The error quotes the pattern back; that is the caller's own input.
                     let first = e.to_string().lines().last().unwrap_or_default().to_owned();
@@ -224,6 +291,19 @@ mod tests {
         assert!(o.table_included("sales", "orders"));
         assert!(!o.table_included("sales", "tmp_x"));
         assert!(!o.table_included("other", "orders"));
+    }
+
+    #[test]
+    fn options_round_trip_through_their_stored_form() {
+        let given = json!({
+            "databases": ["a", "b"], "depth": 2, "include_schemas": ["sales|hr"],
+            "exclude_tables": ["tmp_.*"]
+        });
+        let options = ScanOptions::parse(&given).unwrap();
+        assert_eq!(Value::from(options.clone()), given);
+        let back: ScanOptions = serde_json::from_value(given).unwrap();
+        assert!(back.schema_included("hr") && !back.table_included("hr", "tmp_1"));
+        assert_eq!(Value::from(ScanOptions::default()), json!({}));
     }
 
     #[test]

@@ -15,9 +15,10 @@ use metasync_api::auth::JwtKeys;
 use metasync_shared::config::DatabaseArgs;
 use metasync_shared::crypto::SecretBox;
 use metasync_shared::queue::Queue;
+use metasync_shared::retry::RetryPolicy;
+use metasync_shared::submit::Submitter;
 use metasync_worker::maintenance::Duties;
 use metasync_worker::pipeline::WorkerContext;
-use metasync_worker::retry::RetryPolicy;
 use metasync_worker::scan::ScanLimits;
 use metasync_worker::scan::reuse::SourceConnections;
 use serde_json::{Value, json};
@@ -107,7 +108,7 @@ pub async fn spawn_app() -> anyhow::Result<TestApp> {
         queue: queue.clone(),
         secrets: SecretBox::new(&SECRET_KEY),
         jwt: Arc::new(jwt.clone()),
-        max_attempts: 5,
+        submitter: Submitter::new(db.clone(), queue.clone(), 5),
         metrics: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -174,11 +175,13 @@ impl TestApp {
                 base: Duration::from_millis(100),
                 factor: 2.0,
                 cap: Duration::from_secs(1),
+                max_attempts: 5,
             },
             duties: Duties {
                 reconcile_every: Duration::from_secs(1),
                 ..Duties::default()
             },
+            submitter: Submitter::new(self.db.clone(), self.queue.clone(), 5),
         }
     }
 

@@ -200,7 +200,7 @@ async fn a_cancelled_queued_job_never_runs() {
         "the delivery to be dropped",
         || async {
             let drained = app.queue.depth().await? == (0, 0)
-                && app.queue.missing(&[Uuid::parse_str(&job)?]).await?.len() == 1;
+                && app.queue.missing(&[job.parse()?]).await?.len() == 1;
             Ok(drained.then_some(()))
         },
     )

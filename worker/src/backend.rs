@@ -17,6 +17,7 @@ use apalis_core::backend::finalize::Ephemeral;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
+use metasync_shared::ids::JobId;
 use metasync_shared::queue::{Fetcher, Pickup, Queue, QueueError};
 use tower::layer::util::Identity;
 use uuid::Uuid;
@@ -24,7 +25,7 @@ use uuid::Uuid;
 /// What a worker receives: the id of the job to run. Never a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Delivery {
-    pub job_id: Uuid,
+    pub job_id: JobId,
 }
 
 /// How long one `BLMOVE` blocks before the pickup loop checks in again.

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 use metasync_shared::config::{DatabaseArgs, QueueArgs, SecretKeyArgs, parse_duration};
+use metasync_shared::retry::RetryArgs;
 
 #[derive(Debug, Clone, Args)]
 pub struct WorkerArgs {
@@ -44,23 +45,6 @@ pub struct WorkerArgs {
     #[arg(long, env = "METASYNC_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Attempts for jobs that schedules create (the API's setting covers the rest).
-    #[arg(long, env = "METASYNC_MAX_ATTEMPTS", default_value_t = 5,
-          value_parser = clap::value_parser!(i32).range(1..=100))]
-    pub max_attempts: i32,
-
-    /// First backoff ceiling after a transient failure.
-    #[arg(long, env = "METASYNC_RETRY_BASE", default_value = "2s", value_parser = parse_duration)]
-    pub retry_base: Duration,
-
-    /// Growth of the backoff ceiling per attempt.
-    #[arg(long, env = "METASYNC_RETRY_FACTOR", default_value_t = 2.0)]
-    pub retry_factor: f64,
-
-    /// Largest backoff ceiling.
-    #[arg(long, env = "METASYNC_RETRY_CAP", default_value = "5m", value_parser = parse_duration)]
-    pub retry_cap: Duration,
-
     /// How often to re-push jobs whose delivery is missing from Redis.
     #[arg(long, env = "METASYNC_RECONCILE_EVERY", default_value = "10s", value_parser = parse_duration)]
     pub reconcile_every: Duration,
@@ -83,6 +67,8 @@ pub struct WorkerArgs {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub secret_key: SecretKeyArgs,
+    #[command(flatten)]
+    pub retry: RetryArgs,
 }
 
 /// A unique id for this process: a name (hostname by default) plus a random suffix, so that two

@@ -6,7 +6,6 @@ pub mod config;
 pub mod error;
 pub mod maintenance;
 pub mod pipeline;
-pub mod retry;
 pub mod scan;
 
 use std::future::Future;

@@ -4,11 +4,11 @@ use anyhow::Context as _;
 use clap::Parser;
 use metasync_shared::crypto::SecretBox;
 use metasync_shared::queue::Queue;
+use metasync_shared::submit::Submitter;
 use metasync_shared::{db, telemetry};
 use metasync_worker::config::{WorkerArgs, worker_id};
 use metasync_worker::maintenance::Duties;
 use metasync_worker::pipeline::WorkerContext;
-use metasync_worker::retry::RetryPolicy;
 use metasync_worker::scan::ScanLimits;
 use metasync_worker::scan::reuse::SourceConnections;
 use metasync_worker::{RunOptions, run};
@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Cli::parse().args;
     telemetry::init_tracing();
     let secrets = SecretBox::new(&args.secret_key.key()?);
+    let retry = args.retry.policy()?;
     if let Some(addr) = args.metrics_addr {
         telemetry::serve_metrics(addr).context("serving METASYNC_METRICS_ADDR")?;
     }
@@ -35,6 +36,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("connecting to REDIS_URL")?;
     let ctx = WorkerContext {
+        submitter: Submitter::new(pool.clone(), queue.clone(), retry.max_attempts),
         db: pool,
         queue,
         secrets,
@@ -46,15 +48,10 @@ async fn main() -> anyhow::Result<()> {
             statement_timeout: args.statement_timeout,
         },
         sources: SourceConnections::new(args.source_idle, args.source_max_parked),
-        retry: RetryPolicy {
-            base: args.retry_base,
-            factor: args.retry_factor.clamp(1.0, 10.0),
-            cap: args.retry_cap,
-        },
+        retry,
         duties: Duties {
             reconcile_every: args.reconcile_every,
             retention: args.job_retention,
-            max_attempts: args.max_attempts,
         },
     };
     let options = RunOptions {

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::pipeline::WorkerContext;
-use metasync_shared::db::{jobs, schedules};
-use uuid::Uuid;
+use metasync_shared::db::jobs;
+use metasync_shared::ids::JobId;
 
 /// How often due delayed deliveries (retries, deferrals) are promoted to `ready`.
 const PROMOTE_EVERY: Duration = Duration::from_millis(100);
@@ -25,8 +25,6 @@ pub struct Duties {
     pub reconcile_every: Duration,
     /// Finished jobs older than this are deleted (default 30 days).
     pub retention: Duration,
-    /// Attempts for jobs created by schedules (default 5).
-    pub max_attempts: i32,
 }
 
 impl Default for Duties {
@@ -34,7 +32,6 @@ impl Default for Duties {
         Self {
             reconcile_every: Duration::from_secs(10),
             retention: Duration::from_secs(30 * 86_400),
-            max_attempts: 5,
         }
     }
 }
@@ -94,7 +91,7 @@ pub fn spawn(ctx: WorkerContext) -> AbortOnDrop {
 /// Re-pushes every unfinished job that has no delivery in Redis. PostgreSQL is the truth, so
 /// losing Redis loses no job: at worst it delays jobs by one reconcile period.
 pub async fn reconcile_deliveries(ctx: &WorkerContext) -> anyhow::Result<usize> {
-    let mut after: Option<Uuid> = None;
+    let mut after: Option<JobId> = None;
     let mut pushed = 0;
     loop {
         let ids = jobs::needing_delivery(&ctx.db, after, SETTLE, 1_000, None).await?;
@@ -121,14 +118,8 @@ pub async fn reconcile_deliveries(ctx: &WorkerContext) -> anyhow::Result<usize> 
 }
 
 async fn fire_schedules(ctx: &WorkerContext) -> anyhow::Result<()> {
-    loop {
-        let created = schedules::fire_due(&ctx.db, ctx.duties.max_attempts, 100).await?;
-        if created.is_empty() {
-            return Ok(());
-        }
-        ctx.queue.push(&created).await?;
-        metrics::counter!("metasync_jobs_scheduled_total").increment(created.len() as u64);
-    }
+    ctx.submitter.fire_schedules(100).await?;
+    Ok(())
 }
 
 async fn beat(ctx: &WorkerContext) {

@@ -8,14 +8,15 @@ use metasync_shared::crypto::SecretBox;
 use metasync_shared::db::catalog;
 use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOutcome, Fenced};
 use metasync_shared::db::resources::ResourceWithSecret;
-use metasync_shared::domain::{ErrorClass, SyncStats};
+use metasync_shared::domain::{ErrorClass, Phase, Progress, SyncStats};
+use metasync_shared::ids::JobId;
 use metasync_shared::queue::Queue;
+use metasync_shared::retry::RetryPolicy;
+use metasync_shared::submit::Submitter;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::error::JobError;
 use crate::maintenance::Duties;
-use crate::retry::RetryPolicy;
 use crate::scan::reuse::SourceConnections;
 use crate::scan::{self, ScanLimits, ScanTarget};
 
@@ -31,8 +32,11 @@ pub struct WorkerContext {
     pub limits: ScanLimits,
     /// Source connections parked between jobs.
     pub sources: SourceConnections,
+    /// The deployment's retry policy; each job applies its resource's overrides.
     pub retry: RetryPolicy,
     pub duties: Duties,
+    /// Creates the jobs that schedules fire.
+    pub submitter: Submitter,
 }
 
 /// How a delivery ended, for logs, metrics and the apalis event stream.
@@ -71,7 +75,7 @@ impl Outcome {
 /// Handles one delivery and acknowledges it. Errors here are infrastructure failures (the
 /// catalog database or Redis); the delivery then stays claimed and is redelivered.
 #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %ctx.worker_id))]
-pub async fn handle_delivery(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<Outcome> {
+pub async fn handle_delivery(ctx: &WorkerContext, job_id: JobId) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let (outcome, redeliver) = process(ctx, job_id).await?;
     // Acknowledge before pushing again: the ack clears the job's `pending` mark, which the
@@ -95,7 +99,10 @@ pub async fn handle_delivery(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Resul
 
 /// Runs the job if it can be claimed. Returns the outcome and, when the job must run again
 /// later, the delay before its next delivery.
-async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<(Outcome, Option<Duration>)> {
+async fn process(
+    ctx: &WorkerContext,
+    job_id: JobId,
+) -> anyhow::Result<(Outcome, Option<Duration>)> {
     let ClaimedJob { claim, resource } =
         match jobs::claim(&ctx.db, job_id, &ctx.worker_id, ctx.lease).await? {
             Ok(claimed) => claimed,
@@ -124,7 +131,7 @@ async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<(Outcome, 
     let outcome = if error.class == ErrorClass::Permanent || out_of_attempts {
         FailureOutcome::Failed
     } else {
-        let policy = ctx.retry.with_overrides(claim.retry_policy.as_ref());
+        let policy = ctx.retry.with_overrides(claim.retry_policy.as_deref());
         FailureOutcome::RetryAfter(policy.delay(claim.attempt))
     };
     match jobs::fail_attempt(&ctx.db, &claim, error.class, &error.message, outcome).await? {
@@ -179,7 +186,7 @@ async fn run_attempt(
 ) -> Result<SyncStats, AttemptError> {
     let password = ctx
         .secrets
-        .open(&resource.password_sealed, resource.resource.id.as_bytes())
+        .open(&resource.password_sealed, resource.resource.id.0.as_bytes())
         .map_err(|e| JobError::permanent(format!("invalid resource configuration: {e}")))?;
 
     let target = ScanTarget {
@@ -197,7 +204,10 @@ async fn run_attempt(
     let tables: usize = snapshot.databases.iter().map(|d| d.tables.len()).sum();
     let large = tables >= PROGRESS_FROM_TABLES;
     if large {
-        let progress = serde_json::json!({ "phase": "writing", "objects_total": tables });
+        let progress = Progress {
+            phase: Phase::Writing,
+            objects_total: Some(tables as u64),
+        };
         jobs::set_progress(&ctx.db, claim, &progress)
             .await
             .map_err(catalog_error)?;
@@ -214,9 +224,9 @@ async fn run_attempt(
     }
     let written = catalog::write_snapshot(
         &mut tx,
-        &claim.tenant_id,
-        claim.resource_id,
-        claim.job_id,
+        claim.tenant_id.as_str(),
+        claim.resource_id.uuid(),
+        claim.job_id.uuid(),
         &snapshot,
     )
     .await
@@ -236,8 +246,7 @@ async fn run_attempt(
         tables_unchanged: written.tables_unchanged,
         source_statements: snapshot.statements,
     };
-    let stats_json = serde_json::to_value(&stats).expect("stats serialize");
-    if jobs::succeed(&mut tx, claim, &stats_json)
+    if jobs::succeed(&mut tx, claim, &stats)
         .await
         .map_err(catalog_error)?
         .is_err()

@@ -100,7 +100,7 @@ fn page_limit(limit: Option<i64>) -> i64 {
 
 /// 404 unless the resource exists in the caller's tenant.
 async fn check_resource(state: &AppState, tenant: &Tenant, id: Uuid) -> ApiResult<()> {
-    resources::get(&state.db, tenant.id(), id)
+    resources::get(&state.db, tenant.id(), id.into())
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
     Ok(())
@@ -131,7 +131,7 @@ async fn list_tables(
         after: query.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
     };
-    let items = catalog::list_tables(&state.db, tenant.id(), id, &filter).await?;
+    let items = catalog::list_tables(&state.db, tenant.id().as_str(), id, &filter).await?;
     Ok(page(&headers, items, limit, |t| {
         (t.database.clone(), t.schema.clone(), t.name.clone())
     }))
@@ -153,7 +153,7 @@ async fn list_schemas(
     check_resource(&state, &tenant, id).await?;
     let limit = page_limit(query.limit);
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let items = catalog::list_schemas(&state.db, tenant.id(), id, after, limit).await?;
+    let items = catalog::list_schemas(&state.db, tenant.id().as_str(), id, after, limit).await?;
     Ok(page(&headers, items, limit, |s| {
         (s.database.clone(), s.name.clone())
     }))
@@ -189,7 +189,8 @@ async fn list_changes(
         .transpose()?;
     let limit = page_limit(query.limit);
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let items = catalog::list_changes(&state.db, tenant.id(), id, since, after, limit).await?;
+    let items =
+        catalog::list_changes(&state.db, tenant.id().as_str(), id, since, after, limit).await?;
     Ok(page(&headers, items, limit, |c| (c.created_at, c.id)))
 }
 
@@ -199,7 +200,7 @@ async fn read_table(
     headers: HeaderMap,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Response> {
-    let table = catalog::get_table(&state.db, tenant.id(), id)
+    let table = catalog::get_table(&state.db, tenant.id().as_str(), id)
         .await?
         .ok_or(ApiError::NotFound("table"))?;
     Ok(conditional(&headers, &table))
@@ -230,7 +231,7 @@ async fn search(
     }
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let items = catalog::search(&state.db, tenant.id(), &q, after, limit).await?;
+    let items = catalog::search(&state.db, tenant.id().as_str(), &q, after, limit).await?;
     Ok(page(&headers, items, limit, |h| {
         (h.name.clone(), h.table_id, h.position)
     }))

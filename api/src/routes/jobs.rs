@@ -7,15 +7,18 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use metasync_shared::db::jobs::{self, Attempt, Cancelled, Enqueued, Job, JobFilter};
+use metasync_shared::db::batches;
+use metasync_shared::db::job_reads::{self, Attempt, JobFilter};
+use metasync_shared::db::jobs::{self, Cancelled, Enqueued, Job};
 use metasync_shared::domain::JobState;
+use metasync_shared::ids::{BatchId, JobId, ResourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use uuid::Uuid;
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
+use crate::pagination::{self, Cursor, Limit, Page};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -28,15 +31,11 @@ pub fn router() -> Router<AppState> {
         .route("/v1/batches/{id}", get(read_batch))
 }
 
-/// `202` + `Location` for a new job (its delivery pushed), `200` with `"deduplicated": true`
-/// for the resource's already active job.
-pub async fn enqueued_response(state: &AppState, enqueued: Enqueued) -> Response {
+/// `202` + `Location` for a new job (its delivery already pushed by the submitter), `200` with
+/// `"deduplicated": true` for the resource's already active job.
+pub fn enqueued_response(enqueued: Enqueued) -> Response {
     let (status, job, deduplicated) = match enqueued {
-        Enqueued::Created(job) => {
-            deliver(state, &[job.id]).await;
-            metrics::counter!("metasync_jobs_enqueued_total").increment(1);
-            (StatusCode::ACCEPTED, job, false)
-        }
+        Enqueued::Created(job) => (StatusCode::ACCEPTED, job, false),
         Enqueued::Deduplicated(job) => (StatusCode::OK, job, true),
     };
     let location = format!("/v1/jobs/{}", job.id);
@@ -53,7 +52,7 @@ pub async fn enqueued_response(state: &AppState, enqueued: Enqueued) -> Response
 async fn cancel(
     State(state): State<AppState>,
     tenant: Tenant,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Response> {
     let outcome = jobs::cancel(&state.db, tenant.id(), id)
         .await?
@@ -80,9 +79,9 @@ async fn cancel(
 async fn retry(
     State(state): State<AppState>,
     tenant: Tenant,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Response> {
-    let old = jobs::get(&state.db, tenant.id(), id)
+    let old = job_reads::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
     if !matches!(old.state, JobState::Failed | JobState::Cancelled) {
@@ -91,23 +90,19 @@ async fn retry(
             old.state.as_str()
         )));
     }
-    let enqueued = jobs::enqueue(
-        &state.db,
-        tenant.id(),
-        old.resource_id,
-        state.max_attempts,
-        Some(old.id),
-    )
-    .await?
-    .ok_or(ApiError::NotFound("resource"))?;
-    Ok(enqueued_response(&state, enqueued).await)
+    let enqueued = state
+        .submitter
+        .sync(tenant.id(), old.resource_id, Some(old.id))
+        .await?
+        .ok_or(ApiError::NotFound("resource"))?;
+    Ok(enqueued_response(enqueued))
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SyncMany {
     /// A subset of the tenant's resources; all of them when absent.
-    resource_ids: Option<Vec<Uuid>>,
+    resource_ids: Option<Vec<ResourceId>>,
 }
 
 /// Enqueues many resources as a batch. Resources with an active job keep it and are not part
@@ -135,23 +130,15 @@ async fn sync_many(
             "at most 100000 `resource_ids` per batch".into(),
         ));
     }
-    let batch = jobs::create_batch(&state.db, tenant.id()).await?;
-    let created = jobs::enqueue_many(
-        &state.db,
-        tenant.id(),
-        body.resource_ids.as_deref(),
-        state.max_attempts,
-        Some(batch),
-    )
-    .await?;
-    let job_ids: Vec<Uuid> = created.iter().map(|(job, _)| *job).collect();
-    deliver(&state, &job_ids).await;
-    metrics::counter!("metasync_jobs_enqueued_total").increment(job_ids.len() as u64);
-    let location = format!("/v1/batches/{batch}");
+    let batch = state
+        .submitter
+        .batch(tenant.id(), body.resource_ids.as_deref())
+        .await?;
+    let location = format!("/v1/batches/{}", batch.id);
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        axum::Json(json!({ "batch_id": batch, "jobs": job_ids.len() })),
+        axum::Json(json!({ "batch_id": batch.id, "jobs": batch.jobs.len() })),
     )
         .into_response())
 }
@@ -159,18 +146,17 @@ async fn sync_many(
 async fn read_batch(
     State(state): State<AppState>,
     tenant: Tenant,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<BatchId>,
 ) -> ApiResult<Response> {
-    let counts = jobs::batch_counts(&state.db, tenant.id(), id)
+    let by_state = batches::counts(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("batch"))?;
-    let total: i64 = counts.iter().map(|(_, n)| n).sum();
-    let by_state: serde_json::Map<String, serde_json::Value> =
-        counts.into_iter().map(|(s, n)| (s, json!(n))).collect();
-    let finished = ["succeeded", "failed", "cancelled"]
+    let total: i64 = by_state.values().sum();
+    let finished: i64 = by_state
         .iter()
-        .filter_map(|s| by_state.get(*s).and_then(|v| v.as_i64()))
-        .sum::<i64>();
+        .filter(|(s, _)| s.is_terminal())
+        .map(|(_, n)| n)
+        .sum();
     Ok(axum::Json(json!({
         "id": id, "jobs": total, "by_state": by_state, "done": finished == total
     }))
@@ -188,15 +174,6 @@ pub struct JobDocument {
     pub deduplicated: Option<bool>,
 }
 
-/// Pushes deliveries for new jobs. A Redis failure is logged, not returned: the job is safe in
-/// PostgreSQL and the workers' reconciler pushes any queued job whose delivery is missing.
-pub async fn deliver(state: &AppState, job_ids: &[Uuid]) {
-    if let Err(e) = state.queue.push(job_ids).await {
-        tracing::warn!(error = %e, jobs = job_ids.len(), "delivery push failed; reconciler will retry");
-        metrics::counter!("metasync_delivery_push_failures_total").increment(1);
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct ReadQuery {
     /// Long-poll: wait up to this many seconds (max 60) for the job's state to change.
@@ -210,10 +187,10 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 async fn read(
     State(state): State<AppState>,
     tenant: Tenant,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<JobId>,
     AppQuery(query): AppQuery<ReadQuery>,
 ) -> ApiResult<Response> {
-    let mut job = jobs::get(&state.db, tenant.id(), id)
+    let mut job = job_reads::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
     if let Some(wait) = query.wait {
@@ -221,7 +198,7 @@ async fn read(
         let seen = (job.state, job.attempts);
         while !job.state.is_terminal() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(WAIT_POLL).await;
-            job = jobs::get(&state.db, tenant.id(), id)
+            job = job_reads::get(&state.db, tenant.id(), id)
                 .await?
                 .ok_or(ApiError::NotFound("job"))?;
             if (job.state, job.attempts) != seen {
@@ -229,7 +206,7 @@ async fn read(
             }
         }
     }
-    let attempt_history = Some(jobs::attempts(&state.db, id).await?);
+    let attempt_history = Some(job_reads::attempts(&state.db, id).await?);
     Ok(axum::Json(JobDocument {
         job,
         attempt_history,
@@ -240,10 +217,11 @@ async fn read(
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
-    resource_id: Option<Uuid>,
-    state: Option<String>,
-    cursor: Option<Uuid>,
-    limit: Option<i64>,
+    resource_id: Option<ResourceId>,
+    state: Option<JobState>,
+    cursor: Option<Cursor>,
+    #[serde(default)]
+    limit: Limit,
 }
 
 async fn list(
@@ -251,27 +229,12 @@ async fn list(
     tenant: Tenant,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let job_state = query
-        .state
-        .as_deref()
-        .map(|s| {
-            JobState::parse(s).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "unknown state `{s}`: expected queued, running, retrying, succeeded, failed or cancelled"
-                ))
-            })
-        })
-        .transpose()?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 500);
     let filter = JobFilter {
         resource_id: query.resource_id,
-        state: job_state,
-        before: query.cursor,
-        limit,
+        state: query.state,
+        before: pagination::after(query.cursor.as_ref())?,
+        limit: query.limit.get(),
     };
-    let items = jobs::list(&state.db, tenant.id(), &filter).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|j| j.id))
-        .flatten();
-    Ok(axum::Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
+    let items = job_reads::list(&state.db, tenant.id(), &filter).await?;
+    Ok(axum::Json(Page::new(items, query.limit, |job| job.id)).into_response())
 }

@@ -6,20 +6,20 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use metasync_shared::db::jobs;
 use metasync_shared::db::resources::{
     self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch, StoredSchedule,
 };
-use metasync_shared::domain::{ResourceKind, RetryOverrides};
+use metasync_shared::domain::ResourceKind;
+use metasync_shared::ids::ResourceId;
+use metasync_shared::retry::RetryOverrides;
 use metasync_shared::scan_options::ScanOptions;
 use metasync_shared::schedule::{Schedule, ScheduleSpec};
 use serde::Deserialize;
-use serde_json::json;
-use uuid::Uuid;
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::pagination::{self, Cursor, Limit, Page};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -41,7 +41,7 @@ struct CreateResource {
     username: String,
     password: String,
     #[serde(default)]
-    options: Option<serde_json::Value>,
+    options: Option<OptionsBody>,
     #[serde(default)]
     schedule: Option<ScheduleSpec>,
     #[serde(default)]
@@ -58,7 +58,7 @@ struct PatchResource {
     database: Option<String>,
     username: Option<String>,
     password: Option<String>,
-    options: Option<serde_json::Value>,
+    options: Option<OptionsBody>,
     kind: Option<ResourceKind>,
     /// Absent: unchanged; `null`: removed.
     #[serde(default, deserialize_with = "present")]
@@ -91,9 +91,9 @@ fn check_schedule(spec: &ScheduleSpec) -> ApiResult<StoredSchedule> {
     })
 }
 
-fn check_retry_policy(policy: &RetryOverrides) -> ApiResult<serde_json::Value> {
+fn check_retry_policy(policy: RetryOverrides) -> ApiResult<RetryOverrides> {
     policy.validate().map_err(ApiError::Unprocessable)?;
-    Ok(serde_json::to_value(policy).expect("retry overrides serialize"))
+    Ok(policy)
 }
 
 fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
@@ -144,15 +144,18 @@ fn check_password(password: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// `options` as the body carries it, parsed after the body so that a bad option is a 422
+/// that names the key (serde's own message would not).
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct OptionsBody(serde_json::Value);
+
 /// Scan options are parsed with the worker's own parser, so what is accepted here is exactly
-/// what the worker can run.
-fn check_options(options: Option<serde_json::Value>) -> ApiResult<serde_json::Value> {
+/// what the worker can run; what was parsed is what gets stored.
+fn check_options(options: Option<OptionsBody>) -> ApiResult<ScanOptions> {
     match options {
-        None | Some(serde_json::Value::Null) => Ok(json!({})),
-        Some(value) => match ScanOptions::parse(&value) {
-            Ok(_) => Ok(value),
-            Err(e) => Err(ApiError::Unprocessable(e)),
-        },
+        None => Ok(ScanOptions::default()),
+        Some(OptionsBody(value)) => ScanOptions::parse(&value).map_err(ApiError::Unprocessable),
     }
 }
 
@@ -178,14 +181,10 @@ async fn create(
     check_password(&body.password)?;
     let options = check_options(body.options)?;
     let schedule = body.schedule.as_ref().map(check_schedule).transpose()?;
-    let retry_policy = body
-        .retry_policy
-        .as_ref()
-        .map(check_retry_policy)
-        .transpose()?;
+    let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
 
-    let id = Uuid::now_v7();
-    let sealed = state.secrets.seal(&body.password, id.as_bytes());
+    let id = ResourceId::new_v7();
+    let sealed = state.secrets.seal(&body.password, id.0.as_bytes());
     let resource = resources::insert(
         &state.db,
         tenant.id(),
@@ -216,8 +215,9 @@ async fn create(
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
-    cursor: Option<Uuid>,
-    limit: Option<i64>,
+    cursor: Option<Cursor>,
+    #[serde(default)]
+    limit: Limit,
 }
 
 async fn list(
@@ -225,18 +225,15 @@ async fn list(
     tenant: Tenant,
     AppQuery(query): AppQuery<ListQuery>,
 ) -> ApiResult<Response> {
-    let limit = query.limit.unwrap_or(100).clamp(1, 500);
-    let items = resources::list(&state.db, tenant.id(), query.cursor, limit).await?;
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|r| r.id))
-        .flatten();
-    Ok(axum::Json(json!({ "items": items, "next_cursor": next_cursor })).into_response())
+    let after = pagination::after(query.cursor.as_ref())?;
+    let items = resources::list(&state.db, tenant.id(), after, query.limit.get()).await?;
+    Ok(axum::Json(Page::new(items, query.limit, |r| r.id)).into_response())
 }
 
 async fn read(
     State(state): State<AppState>,
     tenant: Tenant,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<Response> {
     let resource = resources::get(&state.db, tenant.id(), id)
         .await?
@@ -247,7 +244,7 @@ async fn read(
 async fn update(
     State(state): State<AppState>,
     tenant: Tenant,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<ResourceId>,
     AppJson(body): AppJson<PatchResource>,
 ) -> ApiResult<Response> {
     if let Some(name) = &body.name {
@@ -266,10 +263,7 @@ async fn update(
     if let Some(password) = &body.password {
         check_password(password)?;
     }
-    let options = match body.options {
-        Some(options) => Some(check_options(Some(options))?),
-        None => None,
-    };
+    let options = body.options.map(|o| check_options(Some(o))).transpose()?;
     // A retyped resource (e.g. a database moved from PostgreSQL to MariaDB) is scanned with
     // its new engine on the next sync; the catalog diff then replaces what was stored.
     let patch = ResourcePatch {
@@ -282,14 +276,14 @@ async fn update(
         password_sealed: body
             .password
             .as_deref()
-            .map(|p| state.secrets.seal(p, id.as_bytes())),
+            .map(|p| state.secrets.seal(p, id.0.as_bytes())),
         options,
         schedule: match &body.schedule {
             None => None,
             Some(None) => Some(None),
             Some(Some(spec)) => Some(Some(check_schedule(spec)?)),
         },
-        retry_policy: match &body.retry_policy {
+        retry_policy: match body.retry_policy {
             None => None,
             Some(None) => Some(None),
             Some(Some(policy)) => Some(Some(check_retry_policy(policy)?)),
@@ -305,7 +299,7 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     tenant: Tenant,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<StatusCode> {
     if resources::delete(&state.db, tenant.id(), id).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -318,10 +312,12 @@ async fn remove(
 async fn sync(
     State(state): State<AppState>,
     tenant: Tenant,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<Response> {
-    let enqueued = jobs::enqueue(&state.db, tenant.id(), id, state.max_attempts, None)
+    let enqueued = state
+        .submitter
+        .sync(tenant.id(), id, None)
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
-    Ok(crate::routes::jobs::enqueued_response(&state, enqueued).await)
+    Ok(crate::routes::jobs::enqueued_response(enqueued))
 }

@@ -1,22 +1,27 @@
-//! Sync jobs: the truth about every job's state. Each state change is one statement guarded
-//! by the state (and, for a running attempt, the lease token) it expects, so a stale worker
-//! can never overwrite a newer attempt.
+//! Sync jobs' state transitions: the truth about every job's state. Each state change is one
+//! statement guarded by the state (and, for a running attempt, the lease token) it expects, so
+//! a stale worker can never overwrite a newer attempt. Reads and listings are in
+//! [`super::job_reads`], batches in [`super::batches`].
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use sqlx::types::Json;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::db::job_reads;
 use crate::db::resources::{self, ResourceWithSecret};
-use crate::domain::{ErrorClass, JobState};
+use crate::domain::{ErrorClass, JobState, Progress, SyncStats};
+use crate::ids::{BatchId, JobId, ResourceId, TenantId};
+use crate::retry::RetryOverrides;
 
 /// A job as clients see it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Job {
-    pub id: Uuid,
-    pub resource_id: Uuid,
+    pub id: JobId,
+    pub resource_id: ResourceId,
     pub state: JobState,
     pub attempts: i32,
     pub max_attempts: i32,
@@ -25,32 +30,21 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
-    pub error_class: Option<String>,
-    pub stats: Option<serde_json::Value>,
-    pub progress: Option<serde_json::Value>,
+    pub error_class: Option<ErrorClass>,
+    pub stats: Option<Json<SyncStats>>,
+    pub progress: Option<Json<Progress>>,
     pub cancel_requested: bool,
     /// The failed or cancelled job this one retries.
-    pub retry_of: Option<Uuid>,
-    pub batch_id: Option<Uuid>,
+    pub retry_of: Option<JobId>,
+    pub batch_id: Option<BatchId>,
 }
 
-const COLUMNS: &str = "id, resource_id, state, attempts, max_attempts, created_at, started_at, \
+pub(crate) const COLUMNS: &str = "id, resource_id, state, attempts, max_attempts, created_at, started_at, \
                        finished_at, next_attempt_at, error, error_class, stats, progress, \
                        cancel_requested, retry_of, batch_id";
 
 /// A new job's attempts: the resource's override, else the deployment's (`$4`).
 const MAX_ATTEMPTS: &str = "greatest(1, coalesce((retry_policy ->> 'max_attempts')::int, $4))";
-
-/// One attempt of a job, for its history.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct Attempt {
-    pub attempt: i32,
-    pub worker: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub error_class: Option<String>,
-    pub error: Option<String>,
-}
 
 /// The outcome of asking for a sync of a resource.
 #[derive(Debug)]
@@ -66,10 +60,10 @@ pub enum Enqueued {
 /// resource does not exist in this tenant.
 pub async fn enqueue(
     pool: &PgPool,
-    tenant: &str,
-    resource_id: Uuid,
+    tenant: &TenantId,
+    resource_id: ResourceId,
     max_attempts: i32,
-    retry_of: Option<Uuid>,
+    retry_of: Option<JobId>,
 ) -> Result<Option<Enqueued>, sqlx::Error> {
     // The active job may finish between our failed insert and the read; then insert again.
     for _ in 0..5 {
@@ -81,7 +75,7 @@ pub async fn enqueue(
              do nothing
              returning {COLUMNS}"
         )))
-        .bind(Uuid::now_v7())
+        .bind(JobId::new_v7())
         .bind(tenant)
         .bind(resource_id)
         .bind(max_attempts)
@@ -120,16 +114,16 @@ pub async fn enqueue(
 
 /// Creates queued jobs for many resources of one tenant at once (all of them when
 /// `resource_ids` is `None`); resources that already have an active job are skipped. Returns
-/// `(job_id, resource_id)` for the jobs created.
+/// the jobs created.
 pub async fn enqueue_many(
     pool: &PgPool,
-    tenant: &str,
-    resource_ids: Option<&[Uuid]>,
+    tenant: &TenantId,
+    resource_ids: Option<&[ResourceId]>,
     max_attempts: i32,
-    batch_id: Option<Uuid>,
-) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+    batch_id: Option<BatchId>,
+) -> Result<Vec<JobId>, sqlx::Error> {
     let resource_ids: Vec<Uuid> = match resource_ids {
-        Some(ids) => ids.to_vec(),
+        Some(ids) => ids.iter().map(|id| id.uuid()).collect(),
         None => {
             sqlx::query_scalar("select id from resources where tenant_id = $1 order by id")
                 .bind(tenant)
@@ -138,7 +132,7 @@ pub async fn enqueue_many(
         }
     };
     let job_ids: Vec<Uuid> = resource_ids.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query_as(
+    sqlx::query_scalar(
         "insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
          select j.id, r.tenant_id, r.id, 'queued',
                 greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), $5
@@ -146,7 +140,7 @@ pub async fn enqueue_many(
          join resources r on r.id = j.resource_id and r.tenant_id = $1
          on conflict (resource_id) where state in ('queued', 'running', 'retrying')
          do nothing
-         returning id, resource_id",
+         returning id",
     )
     .bind(tenant)
     .bind(&resource_ids)
@@ -157,74 +151,18 @@ pub async fn enqueue_many(
     .await
 }
 
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    tenant: &str,
-    id: Uuid,
-) -> Result<Option<Job>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from jobs where tenant_id = $1 and id = $2"
-    )))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-pub async fn attempts(db: impl PgExecutor<'_>, job_id: Uuid) -> Result<Vec<Attempt>, sqlx::Error> {
-    sqlx::query_as(
-        "select attempt, worker_id as worker, started_at, finished_at, error_class, error
-         from job_attempts where job_id = $1 order by attempt",
-    )
-    .bind(job_id)
-    .fetch_all(db)
-    .await
-}
-
-/// Filters for listing jobs.
-#[derive(Debug, Default)]
-pub struct JobFilter {
-    pub resource_id: Option<Uuid>,
-    pub state: Option<JobState>,
-    /// Keyset cursor: the last id of the previous page (newest first).
-    pub before: Option<Uuid>,
-    pub limit: i64,
-}
-
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    tenant: &str,
-    filter: &JobFilter,
-) -> Result<Vec<Job>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS} from jobs
-         where tenant_id = $1
-           and ($2::uuid is null or resource_id = $2)
-           and ($3::text is null or state = $3)
-           and ($4::uuid is null or id < $4)
-         order by id desc limit $5"
-    )))
-    .bind(tenant)
-    .bind(filter.resource_id)
-    .bind(filter.state.map(JobState::as_str))
-    .bind(filter.before)
-    .bind(filter.limit)
-    .fetch_all(db)
-    .await
-}
-
 /// What a worker holds after claiming a job.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claim {
-    pub job_id: Uuid,
-    pub tenant_id: String,
-    pub resource_id: Uuid,
+    pub job_id: JobId,
+    pub tenant_id: TenantId,
+    pub resource_id: ResourceId,
     pub attempt: i32,
     pub max_attempts: i32,
     /// The fencing token: every later write of this attempt must present it.
     pub lease_token: Uuid,
     /// The resource's retry-policy override, if any.
-    pub retry_policy: Option<serde_json::Value>,
+    pub retry_policy: Option<Json<RetryOverrides>>,
 }
 
 /// A claim, with the resource to scan as it is now (read in the claiming statement).
@@ -252,7 +190,7 @@ pub enum ClaimRefused {
 /// workers holding the same delivery cannot both win.
 pub async fn claim(
     pool: &PgPool,
-    job_id: Uuid,
+    job_id: JobId,
     worker_id: &str,
     lease: Duration,
 ) -> Result<Result<ClaimedJob, ClaimRefused>, sqlx::Error> {
@@ -319,7 +257,7 @@ pub async fn claim(
 }
 
 /// Ends a job whose worker was lost during its last attempt. Returns whether it did.
-async fn fail_lost_last_attempt(pool: &PgPool, job_id: Uuid) -> Result<bool, sqlx::Error> {
+async fn fail_lost_last_attempt(pool: &PgPool, job_id: JobId) -> Result<bool, sqlx::Error> {
     const LOST: &str = "the worker running the last attempt was lost (lease lapsed); \
                         no attempts left";
     let done = sqlx::query(
@@ -344,7 +282,7 @@ async fn fail_lost_last_attempt(pool: &PgPool, job_id: Uuid) -> Result<bool, sql
 /// A write was refused because the attempt no longer holds the job.
 #[derive(Debug, thiserror::Error)]
 #[error("job {0} is no longer held by this attempt (lease lapsed, cancelled or taken over)")]
-pub struct Fenced(pub Uuid);
+pub struct Fenced(pub JobId);
 
 /// Extends the leases of every job this worker is running. Returns how many it still holds.
 pub async fn renew_leases(
@@ -383,7 +321,7 @@ pub async fn fence(
     tx: &mut sqlx::PgConnection,
     claim: &Claim,
 ) -> Result<Result<(), Fenced>, sqlx::Error> {
-    let held: Option<(Uuid,)> = sqlx::query_as(
+    let held: Option<(JobId,)> = sqlx::query_as(
         "select id from jobs
          where id = $1 and lease_token = $2 and state = 'running' and not cancel_requested
          for update",
@@ -401,7 +339,7 @@ pub async fn fence(
 pub async fn succeed(
     tx: &mut sqlx::PgConnection,
     claim: &Claim,
-    stats: &serde_json::Value,
+    stats: &SyncStats,
 ) -> Result<Result<(), Fenced>, sqlx::Error> {
     let (done,): (i64,) = sqlx::query_as(
         // clock_timestamp(), not now(): now() is the transaction's start, before the write.
@@ -418,7 +356,7 @@ pub async fn succeed(
     )
     .bind(claim.job_id)
     .bind(claim.lease_token)
-    .bind(stats)
+    .bind(Json(stats))
     .fetch_one(&mut *tx)
     .await?;
     Ok(if done == 1 {
@@ -465,9 +403,9 @@ pub async fn fail_attempt(
     )
     .bind(claim.job_id)
     .bind(claim.lease_token)
-    .bind(state.as_str())
+    .bind(state)
     .bind(message)
-    .bind(class.as_str())
+    .bind(class)
     .bind(delay_ms)
     .fetch_optional(pool)
     .await?;
@@ -487,8 +425,8 @@ pub enum Cancelled {
 
 pub async fn cancel(
     pool: &PgPool,
-    tenant: &str,
-    id: Uuid,
+    tenant: &TenantId,
+    id: JobId,
 ) -> Result<Option<Cancelled>, sqlx::Error> {
     let now: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update jobs set state = 'cancelled', finished_at = now(), next_attempt_at = null,
@@ -515,7 +453,7 @@ pub async fn cancel(
     if let Some(job) = requested {
         return Ok(Some(Cancelled::Requested(job)));
     }
-    Ok(get(pool, tenant, id).await?.map(|job| {
+    Ok(job_reads::get(pool, tenant, id).await?.map(|job| {
         if job.state.is_terminal() {
             Cancelled::AlreadyFinished(job)
         } else {
@@ -561,14 +499,14 @@ pub async fn mark_cancelled(pool: &PgPool, claim: &Claim) -> Result<bool, sqlx::
 pub async fn set_progress(
     db: impl PgExecutor<'_>,
     claim: &Claim,
-    progress: &serde_json::Value,
+    progress: &Progress,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update jobs set progress = $3 where id = $1 and lease_token = $2 and state = 'running'",
     )
     .bind(claim.job_id)
     .bind(claim.lease_token)
-    .bind(progress)
+    .bind(Json(progress))
     .execute(db)
     .await?;
     Ok(())
@@ -579,11 +517,12 @@ pub async fn set_progress(
 /// and `running` jobs whose lease lapsed. `among` narrows the search to those ids.
 pub async fn needing_delivery(
     db: impl PgExecutor<'_>,
-    after: Option<Uuid>,
+    after: Option<JobId>,
     settle: Duration,
     limit: i64,
-    among: Option<&[Uuid]>,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+    among: Option<&[JobId]>,
+) -> Result<Vec<JobId>, sqlx::Error> {
+    let among: Option<Vec<Uuid>> = among.map(|ids| ids.iter().map(|id| id.uuid()).collect());
     sqlx::query_scalar(
         "select id from jobs
          where state in ('queued', 'running', 'retrying')
@@ -619,40 +558,4 @@ pub async fn prune_finished(
     .execute(db)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// Creates a batch record for `POST /v1/syncs`.
-pub async fn create_batch(db: impl PgExecutor<'_>, tenant: &str) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::now_v7();
-    sqlx::query("insert into batches (id, tenant_id) values ($1, $2)")
-        .bind(id)
-        .bind(tenant)
-        .execute(db)
-        .await?;
-    Ok(id)
-}
-
-/// A batch's jobs counted by state; `None` if the batch is not the tenant's.
-pub async fn batch_counts(
-    db: &PgPool,
-    tenant: &str,
-    batch: Uuid,
-) -> Result<Option<Vec<(String, i64)>>, sqlx::Error> {
-    let exists: Option<(Uuid,)> =
-        sqlx::query_as("select id from batches where tenant_id = $1 and id = $2")
-            .bind(tenant)
-            .bind(batch)
-            .fetch_optional(db)
-            .await?;
-    if exists.is_none() {
-        return Ok(None);
-    }
-    let counts = sqlx::query_as(
-        "select state, count(*) from jobs where tenant_id = $1 and batch_id = $2 group by state",
-    )
-    .bind(tenant)
-    .bind(batch)
-    .fetch_all(db)
-    .await?;
-    Ok(Some(counts))
 }

@@ -1,7 +1,9 @@
 //! The catalog PostgreSQL: pool set-up, migrations and one module per table family. Queries
 //! are runtime-checked (`sqlx::query_as`) so the workspace builds without a live database.
 
+pub mod batches;
 pub mod catalog;
+pub mod job_reads;
 pub mod jobs;
 pub mod resources;
 pub mod schedules;

@@ -3,25 +3,29 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgExecutor;
-use uuid::Uuid;
+use sqlx::types::Json;
 
 use crate::domain::ResourceKind;
+use crate::ids::{ResourceId, TenantId};
+use crate::retry::RetryOverrides;
+use crate::scan_options::ScanOptions;
+use crate::schedule::ScheduleSpec;
 
 /// A registered source as clients see it: every field but the password.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Resource {
-    pub id: Uuid,
+    pub id: ResourceId,
     pub name: String,
     pub kind: ResourceKind,
     pub host: String,
     pub port: i32,
     pub database: String,
     pub username: String,
-    pub options: serde_json::Value,
+    pub options: Json<ScanOptions>,
     /// `{"interval_seconds": n}` or `{"cron": "…"}`; `null` when syncs are only on request.
-    pub schedule: Option<serde_json::Value>,
+    pub schedule: Option<Json<ScheduleSpec>>,
     pub next_sync_at: Option<DateTime<Utc>>,
-    pub retry_policy: Option<serde_json::Value>,
+    pub retry_policy: Option<Json<RetryOverrides>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -31,7 +35,7 @@ pub struct Resource {
 pub struct ResourceWithSecret {
     #[sqlx(flatten)]
     pub resource: Resource,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub password_sealed: Vec<u8>,
 }
 
@@ -45,9 +49,9 @@ pub struct NewResource<'a> {
     pub database: &'a str,
     pub username: &'a str,
     pub password_sealed: Vec<u8>,
-    pub options: serde_json::Value,
+    pub options: ScanOptions,
     pub schedule: Option<StoredSchedule>,
-    pub retry_policy: Option<serde_json::Value>,
+    pub retry_policy: Option<RetryOverrides>,
 }
 
 /// A schedule as stored: one of the two columns, plus the first due time.
@@ -69,8 +73,8 @@ pub const NAME_TAKEN_CONSTRAINT: &str = "resources_tenant_id_name_key";
 
 pub async fn insert(
     db: impl PgExecutor<'_>,
-    tenant: &str,
-    id: Uuid,
+    tenant: &TenantId,
+    id: ResourceId,
     new: NewResource<'_>,
 ) -> Result<Resource, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -89,19 +93,19 @@ pub async fn insert(
     .bind(new.database)
     .bind(new.username)
     .bind(new.password_sealed)
-    .bind(new.options)
+    .bind(Json(new.options))
     .bind(new.schedule.as_ref().and_then(|s| s.interval_seconds))
     .bind(new.schedule.as_ref().and_then(|s| s.cron.clone()))
     .bind(new.schedule.as_ref().map(|s| s.next_sync_at))
-    .bind(new.retry_policy)
+    .bind(new.retry_policy.map(Json))
     .fetch_one(db)
     .await
 }
 
 pub async fn get(
     db: impl PgExecutor<'_>,
-    tenant: &str,
-    id: Uuid,
+    tenant: &TenantId,
+    id: ResourceId,
 ) -> Result<Option<Resource>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from resources where tenant_id = $1 and id = $2"
@@ -115,8 +119,8 @@ pub async fn get(
 /// Keyset page of a tenant's resources, oldest first.
 pub async fn list(
     db: impl PgExecutor<'_>,
-    tenant: &str,
-    after: Option<Uuid>,
+    tenant: &TenantId,
+    after: Option<ResourceId>,
     limit: i64,
 ) -> Result<Vec<Resource>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -141,17 +145,17 @@ pub struct ResourcePatch<'a> {
     pub database: Option<&'a str>,
     pub username: Option<&'a str>,
     pub password_sealed: Option<Vec<u8>>,
-    pub options: Option<serde_json::Value>,
+    pub options: Option<ScanOptions>,
     /// `Some(None)` removes the schedule.
     pub schedule: Option<Option<StoredSchedule>>,
     /// `Some(None)` removes the overrides.
-    pub retry_policy: Option<Option<serde_json::Value>>,
+    pub retry_policy: Option<Option<RetryOverrides>>,
 }
 
 pub async fn update(
     db: impl PgExecutor<'_>,
-    tenant: &str,
-    id: Uuid,
+    tenant: &TenantId,
+    id: ResourceId,
     patch: ResourcePatch<'_>,
 ) -> Result<Option<Resource>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -180,7 +184,7 @@ pub async fn update(
     .bind(patch.database)
     .bind(patch.username)
     .bind(patch.password_sealed)
-    .bind(patch.options)
+    .bind(patch.options.map(Json))
     .bind(patch.schedule.is_some())
     .bind(
         patch
@@ -201,14 +205,18 @@ pub async fn update(
             .and_then(|s| Some(s.as_ref()?.next_sync_at)),
     )
     .bind(patch.retry_policy.is_some())
-    .bind(patch.retry_policy.flatten())
+    .bind(patch.retry_policy.flatten().map(Json))
     .bind(patch.kind)
     .fetch_optional(db)
     .await
 }
 
 /// Deletes a resource with its jobs and catalog. Returns whether it existed.
-pub async fn delete(db: impl PgExecutor<'_>, tenant: &str, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    id: ResourceId,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("delete from resources where tenant_id = $1 and id = $2")
         .bind(tenant)
         .bind(id)

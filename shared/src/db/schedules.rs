@@ -6,7 +6,18 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::ids::{JobId, ResourceId};
 use crate::schedule::Schedule;
+
+/// A resource whose schedule is due.
+#[derive(sqlx::FromRow)]
+struct Due {
+    id: ResourceId,
+    sync_interval_seconds: Option<i32>,
+    sync_cron: Option<String>,
+    /// The tick that is due.
+    next_sync_at: DateTime<Utc>,
+}
 
 /// Fires up to `limit` due schedules. Returns the ids of the jobs created (a tick that finds an
 /// active job for its resource creates none: single flight holds for schedules too).
@@ -14,10 +25,8 @@ pub async fn fire_due(
     pool: &PgPool,
     max_attempts: i32,
     limit: i64,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<JobId>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    // (resource, interval seconds, cron, due tick)
-    type Due = (Uuid, Option<i32>, Option<String>, DateTime<Utc>);
     let due: Vec<Due> = sqlx::query_as(
         "select id, sync_interval_seconds, sync_cron, next_sync_at from resources
          where next_sync_at <= now()
@@ -34,16 +43,22 @@ pub async fn fire_due(
     let mut resource_ids = Vec::with_capacity(due.len());
     let mut ticks = Vec::with_capacity(due.len());
     let mut next_ticks: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(due.len());
-    for (id, interval, cron, tick) in due {
-        let schedule = Schedule::from_columns(interval, cron.as_deref());
+    for Due {
+        id,
+        sync_interval_seconds,
+        sync_cron,
+        next_sync_at: tick,
+    } in due
+    {
+        let schedule = Schedule::from_columns(sync_interval_seconds, sync_cron.as_deref());
         // After downtime, fire the missed tick once and resume from now, not a storm.
         let next = schedule.and_then(|s| s.next_after(tick.max(now)));
-        resource_ids.push(id);
+        resource_ids.push(id.uuid());
         ticks.push(tick);
         next_ticks.push(next);
     }
     let job_ids: Vec<Uuid> = resource_ids.iter().map(|_| Uuid::now_v7()).collect();
-    let created: Vec<Uuid> = sqlx::query_scalar(
+    let created: Vec<JobId> = sqlx::query_scalar(
         "insert into jobs (id, tenant_id, resource_id, state, max_attempts, scheduled_for)
          select t.job_id, r.tenant_id, r.id, 'queued',
                 greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), t.tick

@@ -22,6 +22,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncCommands as _, AsyncConnectionConfig, Direction, Script};
 use uuid::Uuid;
 
+use crate::ids::JobId;
+
 /// A Redis failure. Always transient from the job's point of view: PostgreSQL keeps the job.
 #[derive(Debug, thiserror::Error)]
 #[error("redis: {0}")]
@@ -108,10 +110,10 @@ impl Queue {
     }
 
     /// Pushes deliveries for jobs that are ready now, in pipelined chunks.
-    pub async fn push(&self, job_ids: &[Uuid]) -> Result<(), QueueError> {
+    pub async fn push(&self, job_ids: &[JobId]) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
         for chunk in job_ids.chunks(BATCH) {
-            let payloads: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+            let payloads: Vec<String> = chunk.iter().map(JobId::to_string).collect();
             let _: () = redis::pipe()
                 .atomic()
                 .sadd(&self.keys.pending, &payloads)
@@ -125,7 +127,7 @@ impl Queue {
     }
 
     /// Schedules a delivery for later; [`Queue::promote_due`] moves it to `ready` once due.
-    pub async fn push_delayed(&self, job_id: Uuid, delay: Duration) -> Result<(), QueueError> {
+    pub async fn push_delayed(&self, job_id: JobId, delay: Duration) -> Result<(), QueueError> {
         let due = now_ms() + delay.as_millis() as i64;
         let payload = job_id.to_string();
         let _: () = redis::pipe()
@@ -171,7 +173,7 @@ impl Queue {
     }
 
     /// Removes a handled delivery: from the worker's claimed list and from `pending`.
-    pub async fn ack(&self, worker: &str, job_id: Uuid) -> Result<(), QueueError> {
+    pub async fn ack(&self, worker: &str, job_id: JobId) -> Result<(), QueueError> {
         let payload = job_id.to_string();
         let _: () = redis::pipe()
             .atomic()
@@ -185,11 +187,11 @@ impl Queue {
     }
 
     /// Of these jobs, the ones with no delivery outstanding in Redis.
-    pub async fn missing(&self, job_ids: &[Uuid]) -> Result<Vec<Uuid>, QueueError> {
+    pub async fn missing(&self, job_ids: &[JobId]) -> Result<Vec<JobId>, QueueError> {
         if job_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let payloads: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
+        let payloads: Vec<String> = job_ids.iter().map(JobId::to_string).collect();
         let present: Vec<bool> = redis::cmd("SMISMEMBER")
             .arg(&self.keys.pending)
             .arg(&payloads)
@@ -280,7 +282,7 @@ pub struct Fetcher {
 /// What came off the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pickup {
-    Job(Uuid),
+    Job(JobId),
     /// A payload that is not a job id: acknowledge it and move on.
     Garbage(String),
 }
@@ -299,7 +301,7 @@ impl Fetcher {
             )
             .await?;
         Ok(payload.map(|p| match Uuid::parse_str(&p) {
-            Ok(id) => Pickup::Job(id),
+            Ok(id) => Pickup::Job(JobId(id)),
             Err(_) => Pickup::Garbage(p),
         }))
     }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use metasync_shared::db::resources;
 use metasync_shared::domain::ResourceKind;
+use metasync_shared::ids::TenantId;
 use metasync_tests::{TestApp, create_database, pg_url, spawn_app};
 use metasync_worker::scan::reuse::SourceConnections;
 use metasync_worker::scan::{self, ScanLimits, ScanTarget};
@@ -309,7 +310,7 @@ async fn register(app: &TestApp, source: &Source, run: usize) -> anyhow::Result<
 /// The scanner alone, in-process, on a registered resource: connect, catalog queries and
 /// assembly; no queue, no catalog write.
 async fn floor(app: &TestApp, source: &Source, rid: &str) -> anyhow::Result<f64> {
-    let resource = resources::get(&app.db, TENANT, rid.parse()?)
+    let resource = resources::get(&app.db, &TenantId::new(TENANT), rid.parse()?)
         .await?
         .context("the resource")?;
     let password = if source.kind == ResourceKind::Mysql {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use metasync_shared::catalog::Snapshot;
 use metasync_shared::db::resources::Resource;
 use metasync_shared::domain::ResourceKind;
-use metasync_shared::scan_options::ScanOptions;
 
 use crate::error::JobError;
 use reuse::{Parking, SourceConnections, SourceKey, Taken};
@@ -37,11 +36,10 @@ pub async fn scan(
     limits: ScanLimits,
     sources: &SourceConnections,
 ) -> Result<Snapshot, JobError> {
-    let options = ScanOptions::parse(&target.resource.options)
-        .map_err(|e| JobError::permanent(format!("invalid resource configuration: {e}")))?;
+    let options = &target.resource.options.0;
     let result = match target.resource.kind {
-        ResourceKind::Postgres => postgres::scan(target, &options, limits, sources).await,
-        ResourceKind::Mysql => mysql::scan(target, &options, limits, sources).await,
+        ResourceKind::Postgres => postgres::scan(target, options, limits, sources).await,
+        ResourceKind::Mysql => mysql::scan(target, options, limits, sources).await,
     };
     result.map_err(|e| e.scrubbed(target.password))
 }

@@ -1,0 +1,44 @@
+//! Batches: the jobs one `POST /v1/syncs` enqueued, counted by state.
+
+use std::collections::BTreeMap;
+
+use sqlx::{PgExecutor, PgPool};
+
+use crate::domain::JobState;
+use crate::ids::{BatchId, TenantId};
+
+/// Creates a batch record for `POST /v1/syncs`.
+pub async fn create(db: impl PgExecutor<'_>, tenant: &TenantId) -> Result<BatchId, sqlx::Error> {
+    let id = BatchId::new_v7();
+    sqlx::query("insert into batches (id, tenant_id) values ($1, $2)")
+        .bind(id)
+        .bind(tenant)
+        .execute(db)
+        .await?;
+    Ok(id)
+}
+
+/// A batch's jobs counted by state; `None` if the batch is not the tenant's.
+pub async fn counts(
+    db: &PgPool,
+    tenant: &TenantId,
+    batch: BatchId,
+) -> Result<Option<BTreeMap<JobState, i64>>, sqlx::Error> {
+    let exists: Option<BatchId> =
+        sqlx::query_scalar("select id from batches where tenant_id = $1 and id = $2")
+            .bind(tenant)
+            .bind(batch)
+            .fetch_optional(db)
+            .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let counts: Vec<(JobState, i64)> = sqlx::query_as(
+        "select state, count(*) from jobs where tenant_id = $1 and batch_id = $2 group by state",
+    )
+    .bind(tenant)
+    .bind(batch)
+    .fetch_all(db)
+    .await?;
+    Ok(Some(counts.into_iter().collect()))
+}

@@ -1,0 +1,79 @@
+//! Reading jobs as clients see them: one job, its attempt history, and keyset-paged listings.
+//! Nothing here changes a job; the transitions are in [`super::jobs`].
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+use crate::db::jobs::{COLUMNS, Job};
+use crate::domain::{ErrorClass, JobState};
+use crate::ids::{JobId, ResourceId, TenantId};
+
+/// One attempt of a job, for its history.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error_class: Option<ErrorClass>,
+    pub error: Option<String>,
+}
+
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    id: JobId,
+) -> Result<Option<Job>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from jobs where tenant_id = $1 and id = $2"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The job's attempts, oldest first. The caller has already checked the job is the tenant's.
+pub async fn attempts(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Vec<Attempt>, sqlx::Error> {
+    sqlx::query_as(
+        "select attempt, worker_id as worker, started_at, finished_at, error_class, error
+         from job_attempts where job_id = $1 order by attempt",
+    )
+    .bind(job_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Filters for listing jobs.
+#[derive(Debug, Default)]
+pub struct JobFilter {
+    pub resource_id: Option<ResourceId>,
+    pub state: Option<JobState>,
+    /// Keyset cursor: the last id of the previous page (newest first).
+    pub before: Option<JobId>,
+    pub limit: i64,
+}
+
+/// The tenant's jobs, newest first.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    filter: &JobFilter,
+) -> Result<Vec<Job>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS} from jobs
+         where tenant_id = $1
+           and ($2::uuid is null or resource_id = $2)
+           and ($3::text is null or state = $3)
+           and ($4::uuid is null or id < $4)
+         order by id desc limit $5"
+    )))
+    .bind(tenant)
+    .bind(filter.resource_id)
+    .bind(filter.state)
+    .bind(filter.before)
+    .bind(filter.limit)
+    .fetch_all(db)
+    .await
+}

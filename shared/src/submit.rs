@@ -1,0 +1,122 @@
+//! Submitting jobs: the insert in PostgreSQL, the delivery pushed to Redis and the metric,
+//! in one place used by the sync route, retries, batches and schedules.
+//!
+//! The insert is the commit point. A failed push is logged and counted, not returned: the job
+//! is safe in PostgreSQL and the reconciler pushes any queued job whose delivery is missing.
+
+use sqlx::PgPool;
+
+use crate::db::jobs::{self, Enqueued};
+use crate::db::{batches, schedules};
+use crate::ids::{BatchId, JobId, ResourceId, TenantId};
+use crate::queue::Queue;
+
+/// What started a job; the label of `metasync_jobs_enqueued_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// `POST /v1/resources/{id}/sync`.
+    Manual,
+    /// `POST /v1/jobs/{id}/retry`.
+    Retry,
+    /// `POST /v1/syncs`.
+    Batch,
+    /// A resource's schedule ticked.
+    Schedule,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Retry => "retry",
+            Self::Batch => "batch",
+            Self::Schedule => "schedule",
+        }
+    }
+}
+
+/// Creates jobs and delivers them. Cheap to clone.
+#[derive(Clone)]
+pub struct Submitter {
+    db: PgPool,
+    queue: Queue,
+    /// Attempts a new job gets unless its resource overrides it.
+    max_attempts: i32,
+}
+
+/// A batch as submitted.
+#[derive(Debug)]
+pub struct SubmittedBatch {
+    pub id: BatchId,
+    pub jobs: Vec<JobId>,
+}
+
+impl Submitter {
+    pub fn new(db: PgPool, queue: Queue, max_attempts: i32) -> Self {
+        Self {
+            db,
+            queue,
+            max_attempts,
+        }
+    }
+
+    /// A sync of one resource, or its active job (single flight). `None` when the resource is
+    /// not the tenant's.
+    pub async fn sync(
+        &self,
+        tenant: &TenantId,
+        resource: ResourceId,
+        retry_of: Option<JobId>,
+    ) -> Result<Option<Enqueued>, sqlx::Error> {
+        let enqueued =
+            jobs::enqueue(&self.db, tenant, resource, self.max_attempts, retry_of).await?;
+        if let Some(Enqueued::Created(job)) = &enqueued {
+            let trigger = if retry_of.is_some() {
+                Trigger::Retry
+            } else {
+                Trigger::Manual
+            };
+            self.deliver(&[job.id], trigger).await;
+        }
+        Ok(enqueued)
+    }
+
+    /// Syncs of many resources of one tenant (all of them when `resources` is `None`) as one
+    /// batch; resources with an active job keep it and are not part of the batch.
+    pub async fn batch(
+        &self,
+        tenant: &TenantId,
+        resources: Option<&[ResourceId]>,
+    ) -> Result<SubmittedBatch, sqlx::Error> {
+        let id = batches::create(&self.db, tenant).await?;
+        let jobs =
+            jobs::enqueue_many(&self.db, tenant, resources, self.max_attempts, Some(id)).await?;
+        self.deliver(&jobs, Trigger::Batch).await;
+        Ok(SubmittedBatch { id, jobs })
+    }
+
+    /// Fires every due schedule, `page` at a time. Returns how many jobs it created.
+    pub async fn fire_schedules(&self, page: i64) -> Result<usize, sqlx::Error> {
+        let mut fired = 0;
+        loop {
+            let created = schedules::fire_due(&self.db, self.max_attempts, page).await?;
+            if created.is_empty() {
+                return Ok(fired);
+            }
+            fired += created.len();
+            self.deliver(&created, Trigger::Schedule).await;
+        }
+    }
+
+    async fn deliver(&self, jobs: &[JobId], trigger: Trigger) {
+        if jobs.is_empty() {
+            return;
+        }
+        metrics::counter!("metasync_jobs_enqueued_total", "trigger" => trigger.as_str())
+            .increment(jobs.len() as u64);
+        if let Err(e) = self.queue.push(jobs).await {
+            tracing::warn!(error = %e, jobs = jobs.len(), "delivery push failed; the reconciler will push it");
+            metrics::counter!("metasync_delivery_push_failures_total").increment(1);
+        }
+    }
+}
