@@ -9,6 +9,7 @@ use metasync_shared::db::catalog;
 use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOutcome, Fenced};
 use metasync_shared::db::resources::ResourceWithSecret;
 use metasync_shared::domain::{ErrorClass, SyncStats};
+use metasync_shared::ids::{JobId, ResourceId, TenantId};
 use metasync_shared::queue::Queue;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -212,30 +213,15 @@ async fn run_attempt(
     {
         return Err(AttemptError::Stopped);
     }
-    let written = catalog::write_snapshot(
+    let stats = catalog::write_snapshot(
         &mut tx,
-        &claim.tenant_id,
-        claim.resource_id,
-        claim.job_id,
+        &TenantId::new(claim.tenant_id.as_str()),
+        ResourceId::from(claim.resource_id),
+        JobId::from(claim.job_id),
         &snapshot,
     )
     .await
     .map_err(catalog_error)?;
-    let stats = SyncStats {
-        databases: snapshot.databases.len() as u64,
-        schemas: snapshot
-            .databases
-            .iter()
-            .map(|d| d.schemas.len() as u64)
-            .sum(),
-        tables: written.tables,
-        columns: written.columns,
-        tables_added: written.tables_added,
-        tables_changed: written.tables_changed,
-        tables_removed: written.tables_removed,
-        tables_unchanged: written.tables_unchanged,
-        source_statements: snapshot.statements,
-    };
     let stats_json = serde_json::to_value(&stats).expect("stats serialize");
     if jobs::succeed(&mut tx, claim, &stats_json)
         .await

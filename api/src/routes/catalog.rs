@@ -12,6 +12,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use metasync_shared::db::catalog::{self, TableFilter};
 use metasync_shared::db::resources;
+use metasync_shared::ids::{ResourceId, TableId, TenantId};
 use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -131,7 +132,13 @@ async fn list_tables(
         after: query.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
     };
-    let items = catalog::list_tables(&state.db, tenant.id(), id, &filter).await?;
+    let items = catalog::list_tables(
+        &state.db,
+        &TenantId::new(tenant.id()),
+        ResourceId::from(id),
+        &filter,
+    )
+    .await?;
     Ok(page(&headers, items, limit, |t| {
         (t.database.clone(), t.schema.clone(), t.name.clone())
     }))
@@ -153,7 +160,14 @@ async fn list_schemas(
     check_resource(&state, &tenant, id).await?;
     let limit = page_limit(query.limit);
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let items = catalog::list_schemas(&state.db, tenant.id(), id, after, limit).await?;
+    let items = catalog::list_schemas(
+        &state.db,
+        &TenantId::new(tenant.id()),
+        ResourceId::from(id),
+        after,
+        limit,
+    )
+    .await?;
     Ok(page(&headers, items, limit, |s| {
         (s.database.clone(), s.name.clone())
     }))
@@ -189,7 +203,15 @@ async fn list_changes(
         .transpose()?;
     let limit = page_limit(query.limit);
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let items = catalog::list_changes(&state.db, tenant.id(), id, since, after, limit).await?;
+    let items = catalog::list_changes(
+        &state.db,
+        &TenantId::new(tenant.id()),
+        ResourceId::from(id),
+        since,
+        after,
+        limit,
+    )
+    .await?;
     Ok(page(&headers, items, limit, |c| (c.created_at, c.id)))
 }
 
@@ -199,7 +221,7 @@ async fn read_table(
     headers: HeaderMap,
     AppPath(id): AppPath<Uuid>,
 ) -> ApiResult<Response> {
-    let table = catalog::get_table(&state.db, tenant.id(), id)
+    let table = catalog::get_table(&state.db, &TenantId::new(tenant.id()), TableId::from(id))
         .await?
         .ok_or(ApiError::NotFound("table"))?;
     Ok(conditional(&headers, &table))
@@ -230,7 +252,7 @@ async fn search(
     }
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let items = catalog::search(&state.db, tenant.id(), &q, after, limit).await?;
+    let items = catalog::search(&state.db, &TenantId::new(tenant.id()), &q, after, limit).await?;
     Ok(page(&headers, items, limit, |h| {
         (h.name.clone(), h.table_id, h.position)
     }))
