@@ -13,7 +13,7 @@ use crate::error::{ApiError, ApiResult};
 /// Items per page when `limit` is absent.
 pub const DEFAULT_LIMIT: i64 = 100;
 /// Most items a page may ask for.
-pub const MAX_LIMIT: i64 = 500;
+pub const MAX_LIMIT: i64 = 1000;
 
 /// A page size within `1..=MAX_LIMIT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +109,8 @@ mod tests {
     #[test]
     fn limits_outside_the_rule_are_refused() {
         assert_eq!(limit(""), Ok(None));
-        assert_eq!(limit("limit=500"), Ok(Some(Limit(500))));
-        for bad in ["limit=0", "limit=501", "limit=-1", "limit=ten", "limit="] {
+        assert_eq!(limit("limit=1000"), Ok(Some(Limit(1000))));
+        for bad in ["limit=0", "limit=1001", "limit=-1", "limit=ten", "limit="] {
             let err = limit(bad).unwrap_err();
             assert!(err.contains("`limit`"), "{bad}: {err}");
         }

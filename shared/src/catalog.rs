@@ -27,7 +27,10 @@ pub struct SchemaInfo {
     pub comment: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A table or view as a scan reads it, and as the catalog stores its definition: the stored
+/// table ([`crate::db::catalog::TableDetail`]) is this plus where it is stored. Read back from
+/// `catalog_tables` with `schema_name as schema`; [`Self::columns`] comes from a second query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct TableInfo {
     pub schema: String,
     pub name: String,
@@ -40,12 +43,16 @@ pub struct TableInfo {
     pub view_definition: Option<String>,
     /// Engine-specific facts, e.g. `{"partition_of": "public.events"}` or `{"engine": "InnoDB"}`.
     pub details: serde_json::Value,
+    #[sqlx(skip)]
     pub columns: Vec<ColumnInfo>,
+    #[sqlx(json)]
     pub constraints: Vec<ConstraintInfo>,
+    #[sqlx(json)]
     pub indexes: Vec<IndexInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A column as a scan reads it and as `catalog_columns` stores it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ColumnInfo {
     pub position: i32,
     pub name: String,
@@ -136,9 +143,11 @@ impl TableInfo {
     }
 }
 
-/// What kind of difference a change-history entry records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// What kind of difference a change-history entry records. Stored as text in
+/// `catalog_changes.kind` and sent as the same string (`table_added`, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ChangeKind {
     SchemaAdded,
     SchemaRemoved,
@@ -162,6 +171,7 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// The stored and wire form, for rows written as text (`COPY`, text arrays).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SchemaAdded => "schema_added",
@@ -389,6 +399,31 @@ mod tests {
         b.details["engine"] = json!("Aria");
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_eq!(diff_table(&a, &b)[0].kind, ChangeKind::TableChanged);
+    }
+
+    #[test]
+    fn change_kinds_are_stored_and_sent_as_their_names() {
+        let kinds = [
+            (ChangeKind::SchemaAdded, "schema_added"),
+            (ChangeKind::SchemaRemoved, "schema_removed"),
+            (ChangeKind::TableAdded, "table_added"),
+            (ChangeKind::TableRemoved, "table_removed"),
+            (ChangeKind::TableChanged, "table_changed"),
+            (ChangeKind::ColumnAdded, "column_added"),
+            (ChangeKind::ColumnRemoved, "column_removed"),
+            (ChangeKind::ColumnChanged, "column_changed"),
+            (ChangeKind::ConstraintAdded, "constraint_added"),
+            (ChangeKind::ConstraintRemoved, "constraint_removed"),
+            (ChangeKind::ConstraintChanged, "constraint_changed"),
+            (ChangeKind::IndexAdded, "index_added"),
+            (ChangeKind::IndexRemoved, "index_removed"),
+            (ChangeKind::IndexChanged, "index_changed"),
+            (ChangeKind::CommentChanged, "comment_changed"),
+        ];
+        for (kind, name) in kinds {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(name));
+        }
     }
 
     #[test]

@@ -80,7 +80,8 @@ impl ErrorClass {
     }
 }
 
-/// What a finished scan reports in the job's `stats`.
+/// What a finished sync reports in the job's `stats`: counted by
+/// [`crate::db::catalog::write_snapshot`] as it diffs the snapshot against the stored catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStats {
     pub databases: u64,

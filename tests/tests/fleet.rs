@@ -194,6 +194,9 @@ async fn an_idle_worker_picks_up_new_work_at_once() {
     // milliseconds, while a worker that only looked at its heartbeat (every lease/3, 5 s here)
     // or on a poll interval would take seconds for most jobs. A loaded machine can stretch a
     // few pickups, so the median is what tells the two designs apart.
-    assert!(p50 < 1_000.0, "median pickup {p50:.2} ms: the worker is polling, not blocking");
+    assert!(
+        p50 < 1_000.0,
+        "median pickup {p50:.2} ms: the worker is polling, not blocking"
+    );
     terminate(worker).await;
 }

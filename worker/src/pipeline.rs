@@ -222,30 +222,15 @@ async fn run_attempt(
     {
         return Err(AttemptError::Stopped);
     }
-    let written = catalog::write_snapshot(
+    let stats = catalog::write_snapshot(
         &mut tx,
-        claim.tenant_id.as_str(),
-        claim.resource_id.uuid(),
-        claim.job_id.uuid(),
+        &claim.tenant_id,
+        claim.resource_id,
+        claim.job_id,
         &snapshot,
     )
     .await
     .map_err(catalog_error)?;
-    let stats = SyncStats {
-        databases: snapshot.databases.len() as u64,
-        schemas: snapshot
-            .databases
-            .iter()
-            .map(|d| d.schemas.len() as u64)
-            .sum(),
-        tables: written.tables,
-        columns: written.columns,
-        tables_added: written.tables_added,
-        tables_changed: written.tables_changed,
-        tables_removed: written.tables_removed,
-        tables_unchanged: written.tables_unchanged,
-        source_statements: snapshot.statements,
-    };
     if jobs::succeed(&mut tx, claim, &stats)
         .await
         .map_err(catalog_error)?

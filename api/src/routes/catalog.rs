@@ -7,21 +7,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use metasync_shared::db::catalog::{self, TableFilter};
 use metasync_shared::db::resources;
-use serde::Deserialize;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::json;
+use metasync_shared::ids::{ResourceId, TableId};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use uuid::Uuid;
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
+use crate::pagination::{self, Cursor, Limit, Page};
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -33,34 +29,14 @@ pub fn router() -> Router<AppState> {
         .route("/v1/search", get(search))
 }
 
-/// Cursors are opaque to clients: base64url of the JSON keyset position (the sort key of the
-/// last item of the previous page).
-fn encode_cursor(key: &impl Serialize) -> String {
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).expect("cursor keys serialize"))
-}
-
-fn decode_cursor<T: DeserializeOwned>(cursor: &str) -> ApiResult<T> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .ok_or_else(|| ApiError::BadRequest("`cursor` is not a cursor this API issued".into()))
-}
-
-/// `{items, next_cursor}`, where a full page carries the cursor of its last item.
+/// A page of the catalog, with its `ETag`.
 fn page<T: Serialize, K: Serialize>(
     headers: &HeaderMap,
     items: Vec<T>,
-    limit: i64,
+    limit: Limit,
     key: impl Fn(&T) -> K,
 ) -> Response {
-    let next_cursor = (items.len() as i64 == limit)
-        .then(|| items.last().map(|item| encode_cursor(&key(item))))
-        .flatten();
-    conditional(
-        headers,
-        &json!({ "items": items, "next_cursor": next_cursor }),
-    )
+    conditional(headers, &Page::new(items, limit, key))
 }
 
 /// A JSON `200` with a strong `ETag` over its bytes, or a bodiless `304` when the client's
@@ -94,13 +70,9 @@ fn conditional(headers: &HeaderMap, body: &impl Serialize) -> Response {
         .into_response()
 }
 
-fn page_limit(limit: Option<i64>) -> i64 {
-    limit.unwrap_or(100).clamp(1, 1000)
-}
-
 /// 404 unless the resource exists in the caller's tenant.
-async fn check_resource(state: &AppState, tenant: &Tenant, id: Uuid) -> ApiResult<()> {
-    resources::get(&state.db, tenant.id(), id.into())
+async fn check_resource(state: &AppState, tenant: &Tenant, id: ResourceId) -> ApiResult<()> {
+    resources::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
     Ok(())
@@ -111,50 +83,50 @@ struct TablesQuery {
     schema: Option<String>,
     kind: Option<String>,
     q: Option<String>,
-    cursor: Option<String>,
-    limit: Option<i64>,
+    cursor: Option<Cursor>,
+    #[serde(default)]
+    limit: Limit,
 }
 
 async fn list_tables(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<ResourceId>,
     AppQuery(query): AppQuery<TablesQuery>,
 ) -> ApiResult<Response> {
     check_resource(&state, &tenant, id).await?;
-    let limit = page_limit(query.limit);
     let filter = TableFilter {
         schema: query.schema,
         kind: query.kind,
         q: query.q,
-        after: query.cursor.as_deref().map(decode_cursor).transpose()?,
-        limit,
+        after: pagination::after(query.cursor.as_ref())?,
+        limit: query.limit.get(),
     };
-    let items = catalog::list_tables(&state.db, tenant.id().as_str(), id, &filter).await?;
-    Ok(page(&headers, items, limit, |t| {
+    let items = catalog::list_tables(&state.db, tenant.id(), id, &filter).await?;
+    Ok(page(&headers, items, query.limit, |t| {
         (t.database.clone(), t.schema.clone(), t.name.clone())
     }))
 }
 
 #[derive(Debug, Deserialize)]
 struct PageQuery {
-    cursor: Option<String>,
-    limit: Option<i64>,
+    cursor: Option<Cursor>,
+    #[serde(default)]
+    limit: Limit,
 }
 
 async fn list_schemas(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<ResourceId>,
     AppQuery(query): AppQuery<PageQuery>,
 ) -> ApiResult<Response> {
     check_resource(&state, &tenant, id).await?;
-    let limit = page_limit(query.limit);
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let items = catalog::list_schemas(&state.db, tenant.id().as_str(), id, after, limit).await?;
-    Ok(page(&headers, items, limit, |s| {
+    let after = pagination::after(query.cursor.as_ref())?;
+    let items = catalog::list_schemas(&state.db, tenant.id(), id, after, query.limit.get()).await?;
+    Ok(page(&headers, items, query.limit, |s| {
         (s.database.clone(), s.name.clone())
     }))
 }
@@ -162,15 +134,16 @@ async fn list_schemas(
 #[derive(Debug, Deserialize)]
 struct ChangesQuery {
     since: Option<String>,
-    cursor: Option<String>,
-    limit: Option<i64>,
+    cursor: Option<Cursor>,
+    #[serde(default)]
+    limit: Limit,
 }
 
 async fn list_changes(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<ResourceId>,
     AppQuery(query): AppQuery<ChangesQuery>,
 ) -> ApiResult<Response> {
     check_resource(&state, &tenant, id).await?;
@@ -187,20 +160,19 @@ async fn list_changes(
                 })
         })
         .transpose()?;
-    let limit = page_limit(query.limit);
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let after = pagination::after(query.cursor.as_ref())?;
     let items =
-        catalog::list_changes(&state.db, tenant.id().as_str(), id, since, after, limit).await?;
-    Ok(page(&headers, items, limit, |c| (c.created_at, c.id)))
+        catalog::list_changes(&state.db, tenant.id(), id, since, after, query.limit.get()).await?;
+    Ok(page(&headers, items, query.limit, |c| (c.created_at, c.id)))
 }
 
 async fn read_table(
     State(state): State<AppState>,
     tenant: Tenant,
     headers: HeaderMap,
-    AppPath(id): AppPath<Uuid>,
+    AppPath(id): AppPath<TableId>,
 ) -> ApiResult<Response> {
-    let table = catalog::get_table(&state.db, tenant.id().as_str(), id)
+    let table = catalog::get_table(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("table"))?;
     Ok(conditional(&headers, &table))
@@ -209,8 +181,9 @@ async fn read_table(
 #[derive(Debug, Deserialize)]
 struct SearchQuery {
     q: Option<String>,
-    cursor: Option<String>,
-    limit: Option<i64>,
+    cursor: Option<Cursor>,
+    #[serde(default)]
+    limit: Limit,
 }
 
 /// Shorter text cannot use the trigram indexes and would scan every column in the tenant.
@@ -229,10 +202,9 @@ async fn search(
             "`q` must be {MIN_SEARCH_CHARS} to 200 characters"
         )));
     }
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
-    let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
-    let items = catalog::search(&state.db, tenant.id().as_str(), &q, after, limit).await?;
-    Ok(page(&headers, items, limit, |h| {
+    let after = pagination::after(query.cursor.as_ref())?;
+    let items = catalog::search(&state.db, tenant.id(), &q, after, query.limit.get()).await?;
+    Ok(page(&headers, items, query.limit, |h| {
         (h.name.clone(), h.table_id, h.position)
     }))
 }

@@ -1,0 +1,289 @@
+//! The catalog reads behind the API: a resource's tables, schemas and change history, one
+//! table with its definition, and name search across a tenant. Every query filters by the
+//! caller's tenant, and every listing is in keyset order after the previous page's last key.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+
+use crate::catalog::{ChangeKind, TableInfo};
+use crate::ids::{ChangeId, JobId, ResourceId, SchemaId, TableId, TenantId};
+
+/// A stored table in a listing: where it is stored and the few facts a list shows, not its
+/// definition (see [`TableDetail`]).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TableSummary {
+    pub id: TableId,
+    pub resource_id: ResourceId,
+    pub database: String,
+    pub schema: String,
+    pub name: String,
+    pub kind: String,
+    pub comment: Option<String>,
+    pub row_estimate: Option<i64>,
+    pub total_bytes: Option<i64>,
+    pub last_changed_at: DateTime<Utc>,
+}
+
+const SUMMARY_COLUMNS: &str = "id, resource_id, database, schema_name as schema, name, kind, \
+                               comment, row_estimate, total_bytes, last_changed_at";
+
+/// Filters and keyset position for listing a resource's tables, ordered by
+/// `(database, schema, name)`.
+#[derive(Debug, Default)]
+pub struct TableFilter {
+    pub schema: Option<String>,
+    pub kind: Option<String>,
+    /// Substring of the table name, case-insensitive.
+    pub q: Option<String>,
+    /// The `(database, schema, name)` of the last table of the previous page.
+    pub after: Option<(String, String, String)>,
+    pub limit: i64,
+}
+
+/// A page of a resource's tables, filtered by `filter`.
+pub async fn list_tables(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    resource_id: ResourceId,
+    filter: &TableFilter,
+) -> Result<Vec<TableSummary>, sqlx::Error> {
+    let (after_db, after_schema, after_name) = match &filter.after {
+        Some((d, s, n)) => (Some(d.as_str()), Some(s.as_str()), Some(n.as_str())),
+        None => (None, None, None),
+    };
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SUMMARY_COLUMNS} from catalog_tables
+         where tenant_id = $1 and resource_id = $2
+           and ($3::text is null or schema_name = $3)
+           and ($4::text is null or kind = $4)
+           and ($5::text is null or name ilike '%' || $5 || '%')
+           and ($6::text is null or (database, schema_name, name) > ($6, $7, $8))
+         order by database, schema_name, name
+         limit $9"
+    )))
+    .bind(tenant)
+    .bind(resource_id)
+    .bind(filter.schema.as_deref())
+    .bind(filter.kind.as_deref())
+    .bind(filter.q.as_deref().map(escape_like))
+    .bind(after_db)
+    .bind(after_schema)
+    .bind(after_name)
+    .bind(filter.limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Escapes `%`, `_` and `\` so user text matches literally inside `ilike`.
+pub fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// A stored table with everything known about it: where it is stored, and its definition as
+/// the last sync that changed it scanned it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TableDetail {
+    pub id: TableId,
+    pub resource_id: ResourceId,
+    pub database: String,
+    /// When a sync last found the definition changed.
+    pub last_changed_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub definition: TableInfo,
+}
+
+/// One stored table of the tenant with its columns, or `None` (also for another tenant's).
+pub async fn get_table(
+    pool: &sqlx::PgPool,
+    tenant: &TenantId,
+    id: TableId,
+) -> Result<Option<TableDetail>, sqlx::Error> {
+    let table: Option<TableDetail> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {SUMMARY_COLUMNS}, owner, view_definition, details, constraints, indexes
+         from catalog_tables where tenant_id = $1 and id = $2"
+    )))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(mut table) = table else {
+        return Ok(None);
+    };
+    table.definition.columns = sqlx::query_as(
+        "select position, name, data_type, nullable, default_value, comment, details
+         from catalog_columns where tenant_id = $1 and table_id = $2 order by position",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(table))
+}
+
+/// A stored schema in a listing.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SchemaSummary {
+    pub id: SchemaId,
+    pub database: String,
+    pub name: String,
+    pub owner: Option<String>,
+    pub comment: Option<String>,
+    /// Stored tables and views in the schema.
+    pub tables: i64,
+}
+
+/// A resource's schemas ordered by `(database, name)`, after the keyset position `after`.
+pub async fn list_schemas(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    resource_id: ResourceId,
+    after: Option<(String, String)>,
+    limit: i64,
+) -> Result<Vec<SchemaSummary>, sqlx::Error> {
+    let (after_db, after_name) = after.unzip();
+    sqlx::query_as(
+        "select s.id, s.database, s.name, s.owner, s.comment,
+                (select count(*) from catalog_tables t
+                 where t.resource_id = s.resource_id and t.database = s.database
+                   and t.schema_name = s.name) as tables
+         from catalog_schemas s
+         where s.tenant_id = $1 and s.resource_id = $2
+           and ($3::text is null or (s.database, s.name) > ($3, $4))
+         order by s.database, s.name
+         limit $5",
+    )
+    .bind(tenant)
+    .bind(resource_id)
+    .bind(after_db)
+    .bind(after_name)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One change-history entry.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StoredChange {
+    pub id: ChangeId,
+    /// Null once the job is purged; the history outlives it.
+    pub job_id: Option<JobId>,
+    pub database: String,
+    pub schema: String,
+    /// Absent for a change to the schema itself.
+    pub table: Option<String>,
+    pub kind: ChangeKind,
+    pub object_name: Option<String>,
+    pub details: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A resource's changes at or after `since`, oldest first, in `(created_at, id)` keyset order
+/// after `after`.
+pub async fn list_changes(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    resource_id: ResourceId,
+    since: Option<DateTime<Utc>>,
+    after: Option<(DateTime<Utc>, ChangeId)>,
+    limit: i64,
+) -> Result<Vec<StoredChange>, sqlx::Error> {
+    let (after_at, after_id) = after.unzip();
+    sqlx::query_as(
+        "select id, job_id, database, schema_name as schema, table_name as table, kind,
+                object_name, details, created_at
+         from catalog_changes
+         where tenant_id = $1 and resource_id = $2
+           and ($3::timestamptz is null or created_at >= $3)
+           and ($4::timestamptz is null or (created_at, id) > ($4, $5))
+         order by created_at, id
+         limit $6",
+    )
+    .bind(tenant)
+    .bind(resource_id)
+    .bind(since)
+    .bind(after_at)
+    .bind(after_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// What a [`SearchHit`] matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum SearchHitKind {
+    Table,
+    Column,
+}
+
+/// A table or column whose name matched a search.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SearchHit {
+    pub kind: SearchHitKind,
+    /// The matched name: the table's or the column's.
+    pub name: String,
+    pub table_id: TableId,
+    /// The column's position; 0 for a table (positions start at 1).
+    pub position: i32,
+    pub resource_id: ResourceId,
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    /// The table's kind (`table`, `view`, …).
+    pub table_kind: String,
+    /// The column's type; absent for a table.
+    pub data_type: Option<String>,
+}
+
+/// Tables and columns of `tenant` whose name contains `q` (case-insensitive), ordered by
+/// `(name, table_id, position)` after the keyset position `after`.
+///
+/// `name ilike '%q%'` is what the `pg_trgm` GIN indexes `catalog_tables_name_trgm` and
+/// `catalog_columns_name_trgm` serve (for a `q` of three characters or more), so the
+/// candidates come from the index, not a scan of every column.
+pub async fn search(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    q: &str,
+    after: Option<(String, TableId, i32)>,
+    limit: i64,
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let pattern = format!("%{}%", escape_like(q));
+    let (after_name, after_table, after_position) = match after {
+        Some((name, table, position)) => (Some(name), Some(table), Some(position)),
+        None => (None, None, None),
+    };
+    sqlx::query_as(
+        "(select 'table' as kind, t.name, t.id as table_id, 0 as position, t.resource_id,
+                 t.database, t.schema_name as schema, t.name as table, t.kind as table_kind,
+                 null::text as data_type
+          from catalog_tables t
+          where t.tenant_id = $1 and t.name ilike $2
+            and ($3::text is null or (t.name, t.id, 0) > ($3, $4, $5))
+          order by t.name, t.id
+          limit $6)
+         union all
+         (select 'column', c.name, c.table_id, c.position, t.resource_id, t.database,
+                 t.schema_name, t.name, t.kind, c.data_type
+          from catalog_columns c join catalog_tables t on t.id = c.table_id
+          where c.tenant_id = $1 and c.name ilike $2
+            and ($3::text is null or (c.name, c.table_id, c.position) > ($3, $4, $5))
+          order by c.name, c.table_id, c.position
+          limit $6)
+         order by name, table_id, position
+         limit $6",
+    )
+    .bind(tenant)
+    .bind(pattern)
+    .bind(after_name)
+    .bind(after_table)
+    .bind(after_position)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,690 @@
+//! The worker's catalog writer: a [`Snapshot`] diffed against what is stored, table by table
+//! by fingerprint, and only what changed written, with its change history, inside the fenced
+//! job transaction. Rows travel through the bulk-insert engine in `super::bulk`.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Deserialize;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::bulk::{BulkInsert, PendingInserts, Target};
+use crate::catalog::{
+    ChangeKind, ColumnInfo, SchemaInfo, Snapshot, TableChange, TableInfo, diff_table,
+};
+use crate::domain::SyncStats;
+use crate::ids::{JobId, ResourceId, SchemaId, TableId, TenantId};
+
+/// A stored schema as the first statement returns it: a JSON array in this field order.
+#[derive(Deserialize)]
+struct StoredSchema {
+    database: String,
+    name: String,
+    owner: Option<String>,
+    comment: Option<String>,
+}
+
+/// A stored table's identity and fingerprint as the first statement returns it: a JSON array
+/// in this field order.
+#[derive(Deserialize)]
+struct StoredTable {
+    id: TableId,
+    database: String,
+    schema: String,
+    name: String,
+    fingerprint: String,
+    kind: String,
+}
+
+/// Where a table sits in its resource: the stored catalog's unique key.
+#[derive(PartialEq, Eq, Hash)]
+struct TableKey<'a> {
+    database: &'a str,
+    schema: &'a str,
+    name: &'a str,
+}
+
+impl StoredTable {
+    fn key(&self) -> TableKey<'_> {
+        TableKey {
+            database: &self.database,
+            schema: &self.schema,
+            name: &self.name,
+        }
+    }
+}
+
+/// A scanned table to write, under the id it is (or will be) stored with.
+struct TableWrite<'a> {
+    id: TableId,
+    database: &'a str,
+    table: &'a TableInfo,
+    fingerprint: String,
+}
+
+/// A stored definition read back to diff against.
+#[derive(sqlx::FromRow)]
+struct DefinitionRow {
+    id: TableId,
+    #[sqlx(flatten)]
+    table: TableInfo,
+}
+
+/// A stored column read back to diff against.
+#[derive(sqlx::FromRow)]
+struct ColumnRow {
+    table_id: TableId,
+    #[sqlx(flatten)]
+    column: ColumnInfo,
+}
+
+/// Whose catalog is written, and by which job: what every row of the write carries.
+#[derive(Clone, Copy)]
+struct Owner<'a> {
+    tenant: &'a TenantId,
+    resource_id: ResourceId,
+    job_id: JobId,
+}
+
+/// One change-history entry, before it is written.
+struct ChangeRow {
+    database: String,
+    schema: String,
+    table: Option<String>,
+    change: TableChange,
+}
+
+impl ChangeRow {
+    fn of_table(database: &str, table: &TableInfo, change: TableChange) -> Self {
+        Self {
+            database: database.to_owned(),
+            schema: table.schema.clone(),
+            table: Some(table.name.clone()),
+            change,
+        }
+    }
+}
+
+/// Writes a snapshot of one resource: only tables whose fingerprint moved are rewritten, and
+/// what disappeared from the source is removed. A fixed number of statements, whatever the
+/// table count (arrays through `unnest`). Run inside the fenced job transaction. Returns the
+/// job's stats.
+#[tracing::instrument(skip_all, fields(%resource_id))]
+pub async fn write_snapshot(
+    tx: &mut PgConnection,
+    tenant: &TenantId,
+    resource_id: ResourceId,
+    job_id: JobId,
+    snapshot: &Snapshot,
+) -> Result<SyncStats, sqlx::Error> {
+    let owner = Owner {
+        tenant,
+        resource_id,
+        job_id,
+    };
+    let mut stats = SyncStats {
+        databases: snapshot.databases.len() as u64,
+        schemas: snapshot
+            .databases
+            .iter()
+            .map(|d| d.schemas.len() as u64)
+            .sum(),
+        source_statements: snapshot.statements,
+        ..SyncStats::default()
+    };
+    // Catalog rows inserted, updated or deleted: 0 for an unchanged resync.
+    let mut rows_written = 0;
+    // What is stored now, schemas and tables, in one round trip.
+    let (stored_schemas, stored_tables): (Json<Vec<StoredSchema>>, Json<Vec<StoredTable>>) =
+        sqlx::query_as(
+            "select (select coalesce(json_agg(json_build_array(database, name, owner, comment)),
+                                     '[]')
+                     from catalog_schemas where resource_id = $1),
+                    (select coalesce(json_agg(json_build_array(id, database, schema_name, name,
+                                                               fingerprint, kind)), '[]')
+                     from catalog_tables where resource_id = $1)",
+        )
+        .bind(resource_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let (schema_rows, mut changes) = write_schemas(tx, owner, snapshot, stored_schemas.0).await?;
+    rows_written += schema_rows;
+
+    let stored_tables = stored_tables.0;
+    let mut stored: HashMap<TableKey, &StoredTable> =
+        stored_tables.iter().map(|t| (t.key(), t)).collect();
+    let mut rewrite: Vec<TableWrite> = Vec::new();
+    let mut changed_ids: Vec<Uuid> = Vec::new();
+    for database in &snapshot.databases {
+        for table in &database.tables {
+            stats.tables += 1;
+            stats.columns += table.columns.len() as u64;
+            let key = TableKey {
+                database: &database.name,
+                schema: &table.schema,
+                name: &table.name,
+            };
+            let fingerprint = table.fingerprint();
+            let id = match stored.remove(&key) {
+                Some(old) if old.fingerprint == fingerprint => {
+                    stats.tables_unchanged += 1;
+                    continue;
+                }
+                Some(old) => {
+                    stats.tables_changed += 1;
+                    changed_ids.push(old.id.uuid());
+                    old.id
+                }
+                None => {
+                    stats.tables_added += 1;
+                    let after = serde_json::json!({ "kind": table.kind });
+                    let change = TableChange::new(ChangeKind::TableAdded, None, None, Some(after));
+                    changes.push(ChangeRow::of_table(&database.name, table, change));
+                    TableId::new_v7()
+                }
+            };
+            rewrite.push(TableWrite {
+                id,
+                database: &database.name,
+                table,
+                fingerprint,
+            });
+        }
+    }
+
+    // Only tables whose fingerprint moved are read back, to say what moved.
+    if !changed_ids.is_empty() {
+        let before = read_definitions(tx, &changed_ids).await?;
+        for write in &rewrite {
+            if let Some(old) = before.get(&write.id) {
+                changes.extend(
+                    diff_table(old, write.table)
+                        .into_iter()
+                        .map(|change| ChangeRow::of_table(write.database, write.table, change)),
+                );
+            }
+        }
+    }
+
+    let removed: Vec<Uuid> = stored.values().map(|t| t.id.uuid()).collect();
+    stats.tables_removed = removed.len() as u64;
+    for gone in stored.into_values() {
+        let before = serde_json::json!({ "kind": gone.kind });
+        changes.push(ChangeRow {
+            database: gone.database.clone(),
+            schema: gone.schema.clone(),
+            table: Some(gone.name.clone()),
+            change: TableChange::new(ChangeKind::TableRemoved, None, Some(before), None),
+        });
+    }
+    let deletes = [
+        ("delete from catalog_tables where id = any($1)", &removed),
+        (
+            "delete from catalog_columns where table_id = any($1)",
+            &changed_ids,
+        ),
+    ];
+    for (statement, ids) in deletes {
+        if !ids.is_empty() {
+            let done = sqlx::query(statement).bind(ids).execute(&mut *tx).await?;
+            rows_written += done.rows_affected();
+        }
+    }
+    // New tables go in with COPY; changed ones need the upsert to keep their ids.
+    let changed: HashSet<Uuid> = changed_ids.iter().copied().collect();
+    let (updated, added): (Vec<_>, Vec<_>) = rewrite
+        .into_iter()
+        .partition(|write| changed.contains(&write.id.uuid()));
+    for batch in batches(&updated, |write| write.table.columns.len().max(1)) {
+        rows_written += upsert_tables(tx, owner, batch).await?;
+    }
+    // Small inserts wait in `pending` and go out together, in one statement at the end.
+    let mut pending = PendingInserts::default();
+    rows_written += copy_tables(tx, &mut pending, owner, &added).await?;
+    rows_written += insert_columns(tx, &mut pending, owner.tenant, &updated).await?;
+    rows_written += insert_columns(tx, &mut pending, owner.tenant, &added).await?;
+    let changes = insert_changes(tx, &mut pending, owner, &changes).await?;
+    pending.execute(tx).await?;
+    tracing::debug!(rows_written, changes, "catalog written");
+    Ok(stats)
+}
+
+/// Rows (columns, or tables without any) per write statement. Each statement's arrays and
+/// encoded arguments live in the worker's memory at once, so a 20,000-table first sync is
+/// written in several bounded statements rather than one of 300,000 columns.
+const ROWS_PER_STATEMENT: usize = 40_000;
+
+/// Splits `items` into consecutive runs of at most [`ROWS_PER_STATEMENT`] rows by `rows`
+/// (a run holds at least one item, however many rows it has).
+fn batches<T>(items: &[T], rows: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut count) = (0, 0);
+    for (i, item) in items.iter().enumerate() {
+        let n = rows(item);
+        if count > 0 && count + n > ROWS_PER_STATEMENT {
+            out.push(&items[start..i]);
+            (start, count) = (i, 0);
+        }
+        count += n;
+    }
+    if start < items.len() {
+        out.push(&items[start..]);
+    }
+    out
+}
+
+/// The stored definitions of `ids`, as [`TableInfo`]s to diff against: two statements.
+async fn read_definitions(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<HashMap<TableId, TableInfo>, sqlx::Error> {
+    let tables: Vec<DefinitionRow> = sqlx::query_as(
+        "select id, schema_name as schema, name, kind, owner, comment, row_estimate, total_bytes,
+                view_definition, details, constraints, indexes
+         from catalog_tables where id = any($1)",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut out: HashMap<TableId, TableInfo> =
+        tables.into_iter().map(|row| (row.id, row.table)).collect();
+    let columns: Vec<ColumnRow> = sqlx::query_as(
+        "select table_id, position, name, data_type, nullable, default_value, comment, details
+         from catalog_columns where table_id = any($1) order by table_id, position",
+    )
+    .bind(ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in columns {
+        if let Some(table) = out.get_mut(&row.table_id) {
+            table.columns.push(row.column);
+        }
+    }
+    Ok(out)
+}
+
+const CHANGE_COLUMNS: Target = Target {
+    table: "catalog_changes",
+    columns: &[
+        ("id", "uuid"),
+        ("tenant_id", "text"),
+        ("resource_id", "uuid"),
+        ("job_id", "uuid"),
+        ("database", "text"),
+        ("schema_name", "text"),
+        ("table_name", "text"),
+        ("kind", "text"),
+        ("object_name", "text"),
+        ("details", "jsonb"),
+    ],
+};
+
+const TABLE_COLUMNS: Target = Target {
+    table: "catalog_tables",
+    columns: &[
+        ("id", "uuid"),
+        ("tenant_id", "text"),
+        ("resource_id", "uuid"),
+        ("database", "text"),
+        ("schema_name", "text"),
+        ("name", "text"),
+        ("kind", "text"),
+        ("owner", "text"),
+        ("comment", "text"),
+        ("row_estimate", "int8"),
+        ("total_bytes", "int8"),
+        ("view_definition", "text"),
+        ("details", "jsonb"),
+        ("constraints", "jsonb"),
+        ("indexes", "jsonb"),
+        ("fingerprint", "text"),
+        ("last_job_id", "uuid"),
+    ],
+};
+
+const COLUMN_COLUMNS: Target = Target {
+    table: "catalog_columns",
+    columns: &[
+        ("table_id", "uuid"),
+        ("tenant_id", "text"),
+        ("position", "int4"),
+        ("name", "text"),
+        ("data_type", "text"),
+        ("nullable", "bool"),
+        ("default_value", "text"),
+        ("comment", "text"),
+        ("details", "jsonb"),
+    ],
+};
+
+async fn insert_changes(
+    tx: &mut PgConnection,
+    pending: &mut PendingInserts,
+    owner: Owner<'_>,
+    changes: &[ChangeRow],
+) -> Result<u64, sqlx::Error> {
+    if changes.is_empty() {
+        return Ok(0);
+    }
+    let (resource_id, job_id) = (owner.resource_id.to_string(), owner.job_id.to_string());
+    let mut copy = BulkInsert::start(tx, pending, CHANGE_COLUMNS, changes.len()).await?;
+    for c in changes {
+        let id = Uuid::now_v7().to_string();
+        let details = c.change.details.to_string();
+        copy.row(&[
+            Some(&id),
+            Some(owner.tenant.as_str()),
+            Some(&resource_id),
+            Some(&job_id),
+            Some(&c.database),
+            Some(&c.schema),
+            c.table.as_deref(),
+            Some(c.change.kind.as_str()),
+            c.change.object_name.as_deref(),
+            Some(&details),
+        ])
+        .await?;
+    }
+    copy.finish(pending).await
+}
+
+/// New tables, with COPY: nothing to conflict with, since the fenced job is the resource's
+/// only writer and they were not stored.
+async fn copy_tables(
+    tx: &mut PgConnection,
+    pending: &mut PendingInserts,
+    owner: Owner<'_>,
+    rows: &[TableWrite<'_>],
+) -> Result<u64, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let (resource_id, job_id) = (owner.resource_id.to_string(), owner.job_id.to_string());
+    let mut copy = BulkInsert::start(tx, pending, TABLE_COLUMNS, rows.len()).await?;
+    for TableWrite {
+        id,
+        database,
+        table,
+        fingerprint,
+    } in rows
+    {
+        let id = id.to_string();
+        let rows_estimate = table.row_estimate.map(|n| n.to_string());
+        let bytes = table.total_bytes.map(|n| n.to_string());
+        let details = table.details.to_string();
+        let constraints = serde_json::to_string(&table.constraints).expect("json serializes");
+        let indexes = serde_json::to_string(&table.indexes).expect("json serializes");
+        copy.row(&[
+            Some(&id),
+            Some(owner.tenant.as_str()),
+            Some(&resource_id),
+            Some(database),
+            Some(&table.schema),
+            Some(&table.name),
+            Some(&table.kind),
+            table.owner.as_deref(),
+            table.comment.as_deref(),
+            rows_estimate.as_deref(),
+            bytes.as_deref(),
+            table.view_definition.as_deref(),
+            Some(&details),
+            Some(&constraints),
+            Some(&indexes),
+            Some(fingerprint),
+            Some(&job_id),
+        ])
+        .await?;
+    }
+    copy.finish(pending).await
+}
+
+async fn write_schemas(
+    tx: &mut PgConnection,
+    owner: Owner<'_>,
+    snapshot: &Snapshot,
+    stored: Vec<StoredSchema>,
+) -> Result<(u64, Vec<ChangeRow>), sqlx::Error> {
+    let stored: HashMap<(String, String), SchemaInfo> = stored
+        .into_iter()
+        .map(|s| {
+            let info = SchemaInfo {
+                name: s.name.clone(),
+                owner: s.owner,
+                comment: s.comment,
+            };
+            ((s.database, s.name), info)
+        })
+        .collect();
+
+    let mut seen = HashSet::new();
+    let mut changes = Vec::new();
+    let change = |database: &str, schema: &str, kind, before, after| ChangeRow {
+        database: database.to_owned(),
+        schema: schema.to_owned(),
+        table: None,
+        change: TableChange::new(kind, None, before, after),
+    };
+    let (mut dbs, mut names, mut owners, mut comments) = (vec![], vec![], vec![], vec![]);
+    for database in &snapshot.databases {
+        for schema in &database.schemas {
+            let key = (database.name.clone(), schema.name.clone());
+            let old = stored.get(&key);
+            match old {
+                None => changes.push(change(
+                    &database.name,
+                    &schema.name,
+                    ChangeKind::SchemaAdded,
+                    None,
+                    Some(serde_json::json!(schema)),
+                )),
+                Some(old) if old.comment != schema.comment => changes.push(change(
+                    &database.name,
+                    &schema.name,
+                    ChangeKind::CommentChanged,
+                    Some(serde_json::json!(old.comment)),
+                    Some(serde_json::json!(schema.comment)),
+                )),
+                Some(_) => {}
+            }
+            if old != Some(schema) {
+                dbs.push(database.name.as_str());
+                names.push(schema.name.as_str());
+                owners.push(schema.owner.as_deref());
+                comments.push(schema.comment.as_deref());
+            }
+            seen.insert(key);
+        }
+    }
+    let gone: Vec<(&str, &str)> = stored
+        .keys()
+        .filter(|key| !seen.contains(*key))
+        .map(|(db, name)| (db.as_str(), name.as_str()))
+        .collect();
+    let mut written = 0;
+    if !gone.is_empty() {
+        for (db, name) in &gone {
+            let before = serde_json::json!(stored[&(db.to_string(), name.to_string())]);
+            changes.push(change(
+                db,
+                name,
+                ChangeKind::SchemaRemoved,
+                Some(before),
+                None,
+            ));
+        }
+        let (gone_dbs, gone_names): (Vec<&str>, Vec<&str>) = gone.into_iter().unzip();
+        written += sqlx::query(
+            "delete from catalog_schemas s using unnest($2::text[], $3::text[]) as g (db, name)
+             where s.resource_id = $1 and s.database = g.db and s.name = g.name",
+        )
+        .bind(owner.resource_id)
+        .bind(&gone_dbs)
+        .bind(&gone_names)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    if !names.is_empty() {
+        let ids: Vec<Uuid> = names.iter().map(|_| SchemaId::new_v7().uuid()).collect();
+        written += sqlx::query(
+            "insert into catalog_schemas (id, tenant_id, resource_id, database, name, owner, comment)
+             select id, $1, $2, db, name, owner, comment
+             from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
+                  as s (id, db, name, owner, comment)
+             on conflict (resource_id, database, name)
+             do update set owner = excluded.owner, comment = excluded.comment",
+        )
+        .bind(owner.tenant)
+        .bind(owner.resource_id)
+        .bind(&ids)
+        .bind(&dbs)
+        .bind(&names)
+        .bind(&owners)
+        .bind(&comments)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    Ok((written, changes))
+}
+
+/// Changed tables, over their stored rows (so they keep their ids): `unnest` arrays, one
+/// statement a batch.
+async fn upsert_tables(
+    tx: &mut PgConnection,
+    owner: Owner<'_>,
+    rows: &[TableWrite<'_>],
+) -> Result<u64, sqlx::Error> {
+    let n = rows.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut dbs = Vec::with_capacity(n);
+    let mut schemas = Vec::with_capacity(n);
+    let mut names = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut owners = Vec::with_capacity(n);
+    let mut comments = Vec::with_capacity(n);
+    let mut row_estimates = Vec::with_capacity(n);
+    let mut sizes = Vec::with_capacity(n);
+    let mut view_definitions = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
+    let mut constraints = Vec::with_capacity(n);
+    let mut indexes = Vec::with_capacity(n);
+    let mut fingerprints = Vec::with_capacity(n);
+    for TableWrite {
+        id,
+        database,
+        table,
+        fingerprint,
+    } in rows
+    {
+        ids.push(id.uuid());
+        dbs.push(*database);
+        schemas.push(table.schema.as_str());
+        names.push(table.name.as_str());
+        kinds.push(table.kind.as_str());
+        owners.push(table.owner.as_deref());
+        comments.push(table.comment.as_deref());
+        row_estimates.push(table.row_estimate);
+        sizes.push(table.total_bytes);
+        view_definitions.push(table.view_definition.as_deref());
+        details.push(table.details.clone());
+        constraints.push(serde_json::to_value(&table.constraints).expect("serializable"));
+        indexes.push(serde_json::to_value(&table.indexes).expect("serializable"));
+        fingerprints.push(fingerprint.as_str());
+    }
+    let done = sqlx::query(
+        "insert into catalog_tables (id, tenant_id, resource_id, database, schema_name, name,
+             kind, owner, comment, row_estimate, total_bytes, view_definition, details,
+             constraints, indexes, fingerprint, last_job_id)
+         select t.id, $1, $2, t.db, t.schema_name, t.name, t.kind, t.owner, t.comment,
+                t.row_estimate, t.total_bytes, t.view_definition, t.details, t.constraints,
+                t.indexes, t.fingerprint, $3
+         from unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                     $10::text[], $11::int8[], $12::int8[], $13::text[], $14::jsonb[],
+                     $15::jsonb[], $16::jsonb[], $17::text[])
+              as t (id, db, schema_name, name, kind, owner, comment, row_estimate, total_bytes,
+                    view_definition, details, constraints, indexes, fingerprint)
+         on conflict (resource_id, database, schema_name, name) do update set
+             kind = excluded.kind, owner = excluded.owner, comment = excluded.comment,
+             row_estimate = excluded.row_estimate, total_bytes = excluded.total_bytes,
+             view_definition = excluded.view_definition, details = excluded.details,
+             constraints = excluded.constraints, indexes = excluded.indexes,
+             fingerprint = excluded.fingerprint, last_job_id = excluded.last_job_id,
+             last_changed_at = now()",
+    )
+    .bind(owner.tenant)
+    .bind(owner.resource_id)
+    .bind(owner.job_id)
+    .bind(&ids)
+    .bind(&dbs)
+    .bind(&schemas)
+    .bind(&names)
+    .bind(&kinds)
+    .bind(&owners)
+    .bind(&comments)
+    .bind(&row_estimates)
+    .bind(&sizes)
+    .bind(&view_definitions)
+    .bind(&details)
+    .bind(&constraints)
+    .bind(&indexes)
+    .bind(&fingerprints)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn insert_columns(
+    tx: &mut PgConnection,
+    pending: &mut PendingInserts,
+    tenant: &TenantId,
+    rows: &[TableWrite<'_>],
+) -> Result<u64, sqlx::Error> {
+    let n = rows.iter().map(|write| write.table.columns.len()).sum();
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut copy = BulkInsert::start(tx, pending, COLUMN_COLUMNS, n).await?;
+    for write in rows {
+        let id = write.id.to_string();
+        for column in &write.table.columns {
+            let details = column.details.to_string();
+            let position = column.position.to_string();
+            copy.row(&[
+                Some(&id),
+                Some(tenant.as_str()),
+                Some(&position),
+                Some(&column.name),
+                Some(&column.data_type),
+                Some(if column.nullable { "t" } else { "f" }),
+                column.default_value.as_deref(),
+                column.comment.as_deref(),
+                Some(&details),
+            ])
+            .await?;
+        }
+    }
+    copy.finish(pending).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_bounded_and_cover_every_item_once() {
+        let items = [30_000, 5_000, 5_000, 1, 90_000, 10];
+        let runs = batches(&items, |n| *n);
+        assert_eq!(
+            runs,
+            [
+                &[30_000, 5_000, 5_000][..],
+                &[1][..],
+                &[90_000][..],
+                &[10][..]
+            ]
+        );
+        assert!(batches(&[] as &[usize], |n| *n).is_empty());
+    }
+}
