@@ -8,6 +8,7 @@ pub mod maintenance;
 pub mod pipeline;
 pub mod retry;
 pub mod scan;
+pub mod startup;
 
 use std::future::Future;
 use std::time::Duration;

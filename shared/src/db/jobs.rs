@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
@@ -13,7 +13,7 @@ use crate::db::resources::{self, ResourceWithSecret};
 use crate::domain::{ErrorClass, JobState};
 
 /// A job as clients see it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Job {
     pub id: Uuid,
     pub resource_id: Uuid,
@@ -42,7 +42,7 @@ const COLUMNS: &str = "id, resource_id, state, attempts, max_attempts, created_a
 const MAX_ATTEMPTS: &str = "greatest(1, coalesce((retry_policy ->> 'max_attempts')::int, $4))";
 
 /// One attempt of a job, for its history.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Attempt {
     pub attempt: i32,
     pub worker: String,

@@ -1,14 +1,14 @@
 //! Registered sources. Passwords are stored sealed and never selected into [`Resource`].
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::domain::ResourceKind;
 
 /// A registered source as clients see it: every field but the password.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Resource {
     pub id: Uuid,
     pub name: String,
