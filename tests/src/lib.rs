@@ -55,6 +55,19 @@ pub async fn create_database(prefix: &str) -> anyhow::Result<String> {
     Ok(name)
 }
 
+/// A fresh catalog database, migrated, and a small pool on it: what `#[sqlx::test]` gives, for
+/// tests of the data layer alone. Named like every test database, so clean-up finds it.
+pub async fn catalog_database() -> anyhow::Result<PgPool> {
+    let name = create_database("mstest_cat").await?;
+    let pool = metasync_shared::db::connect(&DatabaseArgs {
+        database_url: pg_url(&name),
+        db_max_connections: 3,
+    })
+    .await?;
+    metasync_shared::db::migrate(&pool).await?;
+    Ok(pool)
+}
+
 /// Drops a PostgreSQL database made by [`create_database`], ending its sessions. Benchmarks
 /// call it after each run, so that autovacuum on old runs' tables does not load the next one.
 pub async fn drop_database(name: &str) -> anyhow::Result<()> {
@@ -100,22 +113,18 @@ impl Drop for TestApp {
     }
 }
 
-/// Starts the API the way `metasync-api serve` does, on port 0, with its own catalog database
-/// (migrated by start-up) and its own queue name.
-pub async fn spawn_app() -> anyhow::Result<TestApp> {
-    let database = create_database("mstest_cat").await?;
-    let database_url = pg_url(&database);
-    let queue_name = format!("test-{}", Uuid::now_v7().simple());
-    let args = ServeArgs {
-        addr: "127.0.0.1:0".parse()?,
+/// The API's settings for a test: port 0, this database and queue, the test keys.
+fn serve_args(database_url: &str, queue_name: &str) -> ServeArgs {
+    ServeArgs {
+        addr: "127.0.0.1:0".parse().expect("a socket address"),
         max_attempts: 5,
         database: DatabaseArgs {
-            database_url: database_url.clone(),
+            database_url: database_url.to_owned(),
             db_max_connections: 5,
         },
         queue: QueueArgs {
             redis_url: REDIS_URL.to_owned(),
-            queue: queue_name.clone(),
+            queue: queue_name.to_owned(),
         },
         secret_key: SecretKeyArgs {
             secret_key: secret_key_base64(),
@@ -123,7 +132,45 @@ pub async fn spawn_app() -> anyhow::Result<TestApp> {
         jwt: JwtArgs {
             jwt_secret: JWT_SECRET.to_owned(),
         },
-    };
+    }
+}
+
+/// The API as a `Router` without a socket, for handler tests with
+/// `tower::ServiceExt::oneshot`: built by `Application::build` like the binary (own catalog
+/// database, migrated; own queue name), never served.
+pub struct TestRouter {
+    pub router: axum::Router,
+    pub db: PgPool,
+    pub jwt: JwtKeys,
+}
+
+pub async fn spawn_router() -> anyhow::Result<TestRouter> {
+    let database = create_database("mstest_cat").await?;
+    let queue_name = format!("test-{}", Uuid::now_v7().simple());
+    let application =
+        Application::build(&serve_args(&pg_url(&database), &queue_name), None).await?;
+    let state = application.state().clone();
+    Ok(TestRouter {
+        router: metasync_api::app(state.clone()),
+        db: state.db,
+        jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
+    })
+}
+
+impl TestRouter {
+    /// A bearer token for `tenant`, valid for an hour.
+    pub fn token(&self, tenant: &str) -> String {
+        self.jwt.issue("test", tenant, Duration::from_secs(3600))
+    }
+}
+
+/// Starts the API the way `metasync-api serve` does, on port 0, with its own catalog database
+/// (migrated by start-up) and its own queue name.
+pub async fn spawn_app() -> anyhow::Result<TestApp> {
+    let database = create_database("mstest_cat").await?;
+    let database_url = pg_url(&database);
+    let queue_name = format!("test-{}", Uuid::now_v7().simple());
+    let args = serve_args(&database_url, &queue_name);
     let application = Application::build(&args, None).await?;
     let base = format!("http://127.0.0.1:{}", application.port());
     let db = application.state().db.clone();
