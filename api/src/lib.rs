@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod pagination;
 pub mod routes;
+pub mod startup;
 pub mod state;
 
 use std::future::Future;

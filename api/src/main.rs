@@ -1,17 +1,13 @@
 //! `metasync-api serve | migrate | token`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use metasync_api::AppState;
 use metasync_api::auth::JwtKeys;
 use metasync_api::config::{JwtArgs, ServeArgs};
+use metasync_api::startup::Application;
 use metasync_shared::config::DatabaseArgs;
-use metasync_shared::crypto::SecretBox;
-use metasync_shared::queue::Queue;
-use metasync_shared::submit::Submitter;
 use metasync_shared::{db, telemetry};
 
 #[derive(Parser)]
@@ -70,30 +66,9 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init_tracing();
-    let secrets = SecretBox::new(&args.secret_key.key()?);
-    let jwt = JwtKeys::new(args.jwt.secret()?);
-    let retry = args.retry.policy()?;
     let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
-    let pool = db::connect(&args.database)
-        .await
-        .context("connecting to DATABASE_URL")?;
-    db::migrate(&pool).await.context("applying migrations")?;
-    let queue = Queue::connect(&args.queue.redis_url, &args.queue.queue)
-        .await
-        .context("connecting to REDIS_URL")?;
-    let state = AppState {
-        submitter: Submitter::new(pool.clone(), queue.clone(), retry.max_attempts),
-        db: pool,
-        queue,
-        secrets,
-        jwt: Arc::new(jwt),
-        metrics: Some(metrics),
-    };
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("binding METASYNC_API_ADDR {}", args.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "metasync-api listening");
-    metasync_api::serve(listener, state, shutdown_signal()).await?;
+    let app = Application::build(&args, Some(metrics)).await?;
+    app.run_until(shutdown_signal()).await?;
     tracing::info!("metasync-api stopped");
     Ok(())
 }

@@ -1,30 +1,41 @@
 //! Test harness: every test gets its own catalog database and its own Redis queue name, and
 //! talks to the real PostgreSQL, MariaDB and Redis on 127.0.0.1. No mocks.
 //!
-//! `spawn_app()` starts the API on port 0; `spawn_worker()` runs a worker in-process;
-//! `spawn_worker_process()` starts the real `metasync-worker` binary for fault tests.
+//! `spawn_app()` starts the API on port 0 and `spawn_worker()` runs a worker in-process, both
+//! through the binaries' own start-up code (`Application::build`, `Worker::build`);
+//! `spawn_worker_process()` starts the real `metasync-worker` binary for fault tests. The
+//! client methods on [`TestApp`] return the API's own types; [`TestApp::call`] is the raw
+//! escape hatch for status codes and problem+json bodies.
 
+pub mod assert;
+pub mod fixtures;
+
+use std::fmt::Display;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use metasync_api::AppState;
 use metasync_api::auth::JwtKeys;
-use metasync_shared::config::DatabaseArgs;
+use metasync_api::config::{JwtArgs, ServeArgs};
+use metasync_api::startup::Application;
+use metasync_shared::config::{DatabaseArgs, QueueArgs, SecretKeyArgs};
 use metasync_shared::crypto::SecretBox;
+use metasync_shared::db::job_reads::Attempt;
+use metasync_shared::db::jobs::Job;
+use metasync_shared::db::resources::Resource;
 use metasync_shared::queue::Queue;
-use metasync_shared::retry::RetryPolicy;
-use metasync_shared::submit::Submitter;
-use metasync_worker::maintenance::Duties;
-use metasync_worker::pipeline::WorkerContext;
-use metasync_worker::scan::ScanLimits;
-use metasync_worker::scan::reuse::SourceConnections;
+use metasync_shared::retry::RetryArgs;
+use metasync_worker::config::WorkerArgs;
+use metasync_worker::startup::Worker;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::oneshot;
 use uuid::Uuid;
+
+pub use crate::assert::assert_job;
 
 pub const PG_HOST: &str = "127.0.0.1";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -44,6 +55,19 @@ pub async fn create_database(prefix: &str) -> anyhow::Result<String> {
         .await?;
     admin.close().await;
     Ok(name)
+}
+
+/// A fresh catalog database, migrated, and a small pool on it: what `#[sqlx::test]` gives, for
+/// tests of the data layer alone. Named like every test database, so clean-up finds it.
+pub async fn catalog_database() -> anyhow::Result<PgPool> {
+    let name = create_database("mstest_cat").await?;
+    let pool = metasync_shared::db::connect(&DatabaseArgs {
+        database_url: pg_url(&name),
+        db_max_connections: 3,
+    })
+    .await?;
+    metasync_shared::db::migrate(&pool).await?;
+    Ok(pool)
 }
 
 /// Drops a PostgreSQL database made by [`create_database`], ending its sessions. Benchmarks
@@ -91,30 +115,83 @@ impl Drop for TestApp {
     }
 }
 
+/// The API's settings for a test: port 0, this database and queue, the test keys.
+/// Fast retries, so tests of retrying jobs finish in a second or two.
+fn test_retry() -> RetryArgs {
+    RetryArgs {
+        max_attempts: 5,
+        retry_base: Duration::from_millis(100),
+        retry_factor: 2.0,
+        retry_cap: Duration::from_secs(1),
+    }
+}
+
+fn serve_args(database_url: &str, queue_name: &str) -> ServeArgs {
+    ServeArgs {
+        addr: "127.0.0.1:0".parse().expect("a socket address"),
+        database: DatabaseArgs {
+            database_url: database_url.to_owned(),
+            db_max_connections: 5,
+        },
+        queue: QueueArgs {
+            redis_url: REDIS_URL.to_owned(),
+            queue: queue_name.to_owned(),
+        },
+        secret_key: SecretKeyArgs {
+            secret_key: secret_key_base64(),
+        },
+        jwt: JwtArgs {
+            jwt_secret: JWT_SECRET.to_owned(),
+        },
+        retry: RetryArgs {
+            max_attempts: 5,
+            ..test_retry()
+        },
+    }
+}
+
+/// The API as a `Router` without a socket, for handler tests with
+/// `tower::ServiceExt::oneshot`: built by `Application::build` like the binary (own catalog
+/// database, migrated; own queue name), never served.
+pub struct TestRouter {
+    pub router: axum::Router,
+    pub db: PgPool,
+    pub jwt: JwtKeys,
+}
+
+pub async fn spawn_router() -> anyhow::Result<TestRouter> {
+    let database = create_database("mstest_cat").await?;
+    let queue_name = format!("test-{}", Uuid::now_v7().simple());
+    let application =
+        Application::build(&serve_args(&pg_url(&database), &queue_name), None).await?;
+    let state = application.state().clone();
+    Ok(TestRouter {
+        router: metasync_api::app(state.clone()),
+        db: state.db,
+        jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
+    })
+}
+
+impl TestRouter {
+    /// A bearer token for `tenant`, valid for an hour.
+    pub fn token(&self, tenant: &str) -> String {
+        self.jwt.issue("test", tenant, Duration::from_secs(3600))
+    }
+}
+
+/// Starts the API the way `metasync-api serve` does, on port 0, with its own catalog database
+/// (migrated by start-up) and its own queue name.
 pub async fn spawn_app() -> anyhow::Result<TestApp> {
     let database = create_database("mstest_cat").await?;
     let database_url = pg_url(&database);
-    let db = metasync_shared::db::connect(&DatabaseArgs {
-        database_url: database_url.clone(),
-        db_max_connections: 5,
-    })
-    .await?;
-    metasync_shared::db::migrate(&db).await?;
     let queue_name = format!("test-{}", Uuid::now_v7().simple());
-    let queue = Queue::connect(REDIS_URL, &queue_name).await?;
-    let jwt = JwtKeys::new(JWT_SECRET.as_bytes());
-    let state = AppState {
-        db: db.clone(),
-        queue: queue.clone(),
-        secrets: SecretBox::new(&SECRET_KEY),
-        jwt: Arc::new(jwt.clone()),
-        submitter: Submitter::new(db.clone(), queue.clone(), 5),
-        metrics: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
+    let args = serve_args(&database_url, &queue_name);
+    let application = Application::build(&args, None).await?;
+    let base = format!("http://127.0.0.1:{}", application.port());
+    let db = application.state().db.clone();
+    let queue = application.state().queue.clone();
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(metasync_api::serve(listener, state, async {
+    tokio::spawn(application.run_until(async {
         let _ = rx.await;
     }));
     Ok(TestApp {
@@ -124,7 +201,7 @@ pub async fn spawn_app() -> anyhow::Result<TestApp> {
         database_url,
         queue_name,
         queue,
-        jwt,
+        jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
         shutdown: Some(tx),
     })
 }
@@ -158,45 +235,48 @@ impl Drop for TestWorker {
 }
 
 impl TestApp {
-    pub fn worker_context(&self, worker_id: &str) -> WorkerContext {
-        WorkerContext {
-            db: self.db.clone(),
-            queue: self.queue.clone(),
-            secrets: SecretBox::new(&SECRET_KEY),
-            worker_id: worker_id.to_owned(),
+    /// Worker settings for this app's database and queue, tuned for tests: short lease,
+    /// fast retries, a reconciler every second. Change fields, then [`TestApp::spawn_worker_with`].
+    pub fn worker_args(&self) -> WorkerArgs {
+        WorkerArgs {
+            concurrency: 4,
             lease: Duration::from_secs(3),
+            connect_timeout: Duration::from_secs(3),
+            source_idle: Duration::from_secs(5),
+            source_max_parked: 16,
+            statement_timeout: Duration::from_secs(10),
             job_timeout: Duration::from_secs(60),
-            limits: ScanLimits {
-                connect_timeout: Duration::from_secs(3),
-                statement_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(5),
+            retry: test_retry(),
+            reconcile_every: Duration::from_secs(1),
+            job_retention: Duration::from_secs(30 * 86_400),
+            metrics_addr: None,
+            worker_name: Some("test".to_owned()),
+            database: DatabaseArgs {
+                database_url: self.database_url.clone(),
+                db_max_connections: 5,
             },
-            sources: SourceConnections::new(Duration::from_secs(5), 16),
-            retry: RetryPolicy {
-                base: Duration::from_millis(100),
-                factor: 2.0,
-                cap: Duration::from_secs(1),
-                max_attempts: 5,
+            queue: QueueArgs {
+                redis_url: REDIS_URL.to_owned(),
+                queue: self.queue_name.clone(),
             },
-            duties: Duties {
-                reconcile_every: Duration::from_secs(1),
-                ..Duties::default()
+            secret_key: SecretKeyArgs {
+                secret_key: secret_key_base64(),
             },
-            submitter: Submitter::new(self.db.clone(), self.queue.clone(), 5),
         }
     }
 
-    pub fn spawn_worker(&self) -> TestWorker {
-        self.spawn_worker_with(self.worker_context(&format!("test-{}", Uuid::now_v7().simple())))
+    /// Runs a worker in-process with [`TestApp::worker_args`].
+    pub async fn spawn_worker(&self) -> TestWorker {
+        self.spawn_worker_with(self.worker_args()).await
     }
 
-    pub fn spawn_worker_with(&self, ctx: WorkerContext) -> TestWorker {
-        let worker_id = ctx.worker_id.clone();
+    /// Runs a worker in-process, built the way `metasync-worker` builds itself.
+    pub async fn spawn_worker_with(&self, args: WorkerArgs) -> TestWorker {
+        let worker = Worker::build(&args).await.expect("starting a worker");
+        let worker_id = worker.worker_id().to_owned();
         let (tx, rx) = oneshot::channel();
-        let options = metasync_worker::RunOptions {
-            concurrency: 4,
-            shutdown_grace: Duration::from_secs(5),
-        };
-        let handle = tokio::spawn(metasync_worker::run(ctx, options, async {
+        let handle = tokio::spawn(worker.run_until(async {
             let _ = rx.await;
         }));
         TestWorker {
@@ -262,73 +342,111 @@ impl TestApp {
         read(response).await
     }
 
+    /// Sends a request as `tenant` and decodes a `2xx` answer as `T`; any other status is an
+    /// error carrying the body.
+    pub async fn call_typed<T: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<T> {
+        let (status, _, body) = self.call(tenant, method.clone(), path, body).await?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "{method} {path} answered {status}: {body}"
+        );
+        serde_json::from_value(body.clone())
+            .with_context(|| format!("decoding the answer to {method} {path}: {body}"))
+    }
+
+    /// `POST /v1/resources` with `body` as is; expects `201`.
+    pub async fn create_resource(&self, tenant: &str, body: Value) -> anyhow::Result<Resource> {
+        let (status, _, resource) = self
+            .call(tenant, reqwest::Method::POST, "/v1/resources", Some(body))
+            .await?;
+        anyhow::ensure!(status == 201, "register answered {status}: {resource}");
+        Ok(serde_json::from_value(resource)?)
+    }
+
     /// Registers a PostgreSQL source on the local server.
     pub async fn register(
         &self,
         tenant: &str,
         name: &str,
         database: &str,
-    ) -> anyhow::Result<Value> {
-        let (status, _, body) = self
-            .call(
-                tenant,
-                reqwest::Method::POST,
-                "/v1/resources",
-                Some(json!({
-                    "name": name, "kind": "postgres", "host": PG_HOST, "port": 5432,
-                    "database": database, "username": "root", "password": "unused-by-trust-auth"
-                })),
-            )
-            .await?;
-        anyhow::ensure!(status == 201, "register answered {status}: {body}");
-        Ok(body)
+    ) -> anyhow::Result<Resource> {
+        self.register_via(tenant, name, database, 5432, json!({}))
+            .await
     }
 
-    /// Enqueues a sync and returns the job document.
-    pub async fn sync(&self, tenant: &str, resource_id: &str) -> anyhow::Result<Value> {
-        let (status, _, body) = self
-            .call(
+    /// Enqueues a sync and returns the job (new, or the resource's active one).
+    pub async fn sync(&self, tenant: &str, resource_id: impl Display) -> anyhow::Result<Job> {
+        self.call_typed(
+            tenant,
+            reqwest::Method::POST,
+            &format!("/v1/resources/{resource_id}/sync"),
+            None,
+        )
+        .await
+    }
+
+    /// Reads a job.
+    pub async fn job(&self, tenant: &str, job_id: impl Display) -> anyhow::Result<Job> {
+        self.call_typed(
+            tenant,
+            reqwest::Method::GET,
+            &format!("/v1/jobs/{job_id}"),
+            None,
+        )
+        .await
+    }
+
+    /// A job's attempts, oldest first, as its document lists them.
+    pub async fn attempts(
+        &self,
+        tenant: &str,
+        job_id: impl Display,
+    ) -> anyhow::Result<Vec<Attempt>> {
+        #[derive(serde::Deserialize)]
+        struct History {
+            attempt_history: Vec<Attempt>,
+        }
+        let history: History = self
+            .call_typed(
                 tenant,
-                reqwest::Method::POST,
-                &format!("/v1/resources/{resource_id}/sync"),
+                reqwest::Method::GET,
+                &format!("/v1/jobs/{job_id}"),
                 None,
             )
             .await?;
-        anyhow::ensure!(
-            status == 202 || status == 200,
-            "sync answered {status}: {body}"
-        );
-        Ok(body)
+        Ok(history.attempt_history)
     }
 
     /// Long-polls a job until it reaches a terminal state, or fails after `limit`.
     pub async fn wait_for_job(
         &self,
         tenant: &str,
-        job_id: &str,
+        job_id: impl Display,
         limit: Duration,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Job> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let (status, _, job) = self
-                .call(
+            let job: Job = self
+                .call_typed(
                     tenant,
                     reqwest::Method::GET,
                     &format!("/v1/jobs/{job_id}?wait=5"),
                     None,
                 )
                 .await?;
-            anyhow::ensure!(status == 200, "job read answered {status}: {job}");
-            if matches!(
-                job["state"].as_str(),
-                Some("succeeded" | "failed" | "cancelled")
-            ) {
+            if job.state.is_terminal() {
                 return Ok(job);
             }
             anyhow::ensure!(
                 tokio::time::Instant::now() < deadline,
-                "job {job_id} still {} after {limit:?}",
-                job["state"]
+                "job {job_id} still {:?} after {limit:?}",
+                job.state
             );
         }
     }
@@ -507,7 +625,8 @@ impl FaultProxy {
 }
 
 impl TestApp {
-    /// Registers a PostgreSQL source reached through `port` (e.g. a [`FaultProxy`]).
+    /// Registers a PostgreSQL source reached through `port` (e.g. a [`FaultProxy`]); `extra`
+    /// adds or replaces fields of the request body.
     pub async fn register_via(
         &self,
         tenant: &str,
@@ -515,7 +634,7 @@ impl TestApp {
         database: &str,
         port: u16,
         extra: Value,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Resource> {
         let mut body = json!({
             "name": name, "kind": "postgres", "host": PG_HOST, "port": port,
             "database": database, "username": "root", "password": "unused-by-trust-auth"
@@ -523,18 +642,17 @@ impl TestApp {
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
-        let (status, _, resource) = self
-            .call(tenant, reqwest::Method::POST, "/v1/resources", Some(body))
-            .await?;
-        anyhow::ensure!(status == 201, "register answered {status}: {resource}");
-        Ok(resource)
+        self.create_resource(tenant, body).await
     }
 
     /// Reads a job straight from the catalog database: `(state, attempts, worker_id)`.
-    pub async fn job_row(&self, job_id: &str) -> anyhow::Result<(String, i32, Option<String>)> {
+    pub async fn job_row(
+        &self,
+        job_id: impl Display,
+    ) -> anyhow::Result<(String, i32, Option<String>)> {
         Ok(
             sqlx::query_as("select state, attempts, worker_id from jobs where id = $1")
-                .bind(Uuid::parse_str(job_id)?)
+                .bind(Uuid::parse_str(&job_id.to_string())?)
                 .fetch_one(&self.db)
                 .await?,
         )

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use metasync_tests::{FaultProxy, TestApp, create_source, spawn_app};
-use metasync_worker::scan::reuse::SourceConnections;
+use metasync_tests::{FaultProxy, TestApp, assert_job, create_source, spawn_app};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -32,7 +31,7 @@ create table "Mixed Case"."Weird ""Table"" Name" ("Id" integer, "select" text);
 
 async fn app_with_worker() -> (TestApp, metasync_tests::TestWorker) {
     let app = spawn_app().await.expect("spawning the app");
-    let worker = app.spawn_worker();
+    let worker = app.spawn_worker().await;
     (app, worker)
 }
 
@@ -48,25 +47,25 @@ async fn a_sync_stores_exactly_the_source_catalog() {
     let (app, _worker) = app_with_worker().await;
     let source = create_source(FIXTURE).await.unwrap();
     let resource = app.register("acme", "warehouse", &source).await.unwrap();
-    let rid = resource["id"].as_str().unwrap();
-    assert!(resource.get("password").is_none());
-    assert!(resource.get("password_sealed").is_none());
-
-    let job = app.sync("acme", rid).await.unwrap();
-    assert_eq!(job["state"], "queued");
-    let job = app
-        .wait_for_job("acme", job["id"].as_str().unwrap(), Duration::from_secs(30))
+    let rid = resource.id;
+    let (_, _, raw) = app
+        .call("acme", Method::GET, &format!("/v1/resources/{rid}"), None)
         .await
         .unwrap();
-    assert_eq!(job["state"], "succeeded", "{job}");
-    assert_eq!(job["attempts"], 1);
-    assert_eq!(
-        job["stats"]["schemas"], 3,
-        "public, sales, Mixed Case: {job}"
-    );
-    assert_eq!(job["stats"]["tables"], 4, "{job}");
-    assert_eq!(job["stats"]["columns"], 3 + 4 + 2 + 2, "{job}");
-    assert!(job["stats"]["source_statements"].as_u64().unwrap() <= 10);
+    assert!(raw.get("password").is_none());
+    assert!(raw.get("password_sealed").is_none());
+
+    let job = app.sync("acme", rid).await.unwrap();
+    assert_job(&job).queued();
+    let job = app
+        .wait_for_job("acme", job.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let stats = assert_job(&job).succeeded().attempts(1).stats();
+    assert_eq!(stats.schemas, 3, "public, sales, Mixed Case: {stats:?}");
+    assert_eq!(stats.tables, 4, "{stats:?}");
+    assert_eq!(stats.columns, 3 + 4 + 2 + 2, "{stats:?}");
+    assert!(stats.source_statements <= 10);
 
     let (status, _, listing) = app
         .call(
@@ -189,12 +188,12 @@ async fn a_sync_stores_exactly_the_source_catalog() {
     // A resync of an unchanged source rewrites nothing.
     let job = app.sync("acme", rid).await.unwrap();
     let job = app
-        .wait_for_job("acme", job["id"].as_str().unwrap(), Duration::from_secs(30))
+        .wait_for_job("acme", job.id, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(job["state"], "succeeded");
-    assert_eq!(job["stats"]["tables_unchanged"], 4, "{job}");
-    assert_eq!(job["stats"]["tables_added"], 0, "{job}");
+    let stats = assert_job(&job).succeeded().stats();
+    assert_eq!(stats.tables_unchanged, 4, "{stats:?}");
+    assert_eq!(stats.tables_added, 0, "{stats:?}");
 }
 
 #[tokio::test]
@@ -216,26 +215,23 @@ async fn a_mysql_source_is_catalogued() {
             .await
             .unwrap();
     }
-    let (status, _, resource) = app
-        .call(
+    let resource = app
+        .create_resource(
             "acme",
-            Method::POST,
-            "/v1/resources",
-            Some(json!({
+            json!({
                 "name": "maria", "kind": "mysql", "host": "127.0.0.1", "port": 3306,
                 "database": db, "username": "root", "password": ""
-            })),
+            }),
         )
         .await
         .unwrap();
-    assert_eq!(status, 201, "{resource}");
-    let rid = resource["id"].as_str().unwrap();
+    let rid = resource.id;
     let job = app.sync("acme", rid).await.unwrap();
     let job = app
-        .wait_for_job("acme", job["id"].as_str().unwrap(), Duration::from_secs(30))
+        .wait_for_job("acme", job.id, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(job["state"], "succeeded", "{job}");
+    assert_job(&job).succeeded();
     let (_, _, listing) = app
         .call(
             "acme",
@@ -300,18 +296,15 @@ async fn a_wrong_password_fails_at_once_and_never_leaks() {
         .await
         .unwrap();
     let job = app
-        .wait_for_job("acme", job["id"].as_str().unwrap(), Duration::from_secs(30))
+        .wait_for_job("acme", job.id, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(job["state"], "failed", "{job}");
-    assert_eq!(
-        job["attempts"], 1,
-        "authentication failures are permanent: {job}"
-    );
-    assert_eq!(job["error_class"], "permanent");
-    let error = job["error"].as_str().unwrap();
-    assert!(error.contains("Access denied"), "{error}");
-    assert!(!job.to_string().contains(password), "{job}");
+    // Authentication failures are permanent: one attempt.
+    assert_job(&job)
+        .failed_permanently()
+        .attempts(1)
+        .error_contains("Access denied")
+        .never_mentions(password);
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "drop user '{user}'@'%'; drop user '{user}'@'localhost'"
     )))
@@ -348,19 +341,16 @@ async fn a_closed_port_fails_with_connection_refused() {
         .await
         .unwrap();
     let job = app
-        .wait_for_job("acme", job["id"].as_str().unwrap(), Duration::from_secs(60))
+        .wait_for_job("acme", job.id, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(job["state"], "failed", "{job}");
-    assert_eq!(job["error_class"], "transient");
-    assert_eq!(
-        job["attempts"], 5,
-        "transient failures retry up to max_attempts: {job}"
-    );
-    let error = job["error"].as_str().unwrap();
-    assert!(error.contains("onnection refused"), "{error}");
-    assert!(!job.to_string().contains(password), "{job}");
-    assert_eq!(job["attempt_history"].as_array().unwrap().len(), 5);
+    // Transient failures retry up to max_attempts.
+    assert_job(&job)
+        .failed_transiently()
+        .attempts(5)
+        .error_contains("onnection refused")
+        .never_mentions(password);
+    assert_eq!(app.attempts("acme", job.id).await.unwrap().len(), 5);
 }
 
 #[tokio::test]
@@ -368,9 +358,9 @@ async fn tenants_cannot_see_each_other() {
     let (app, _worker) = app_with_worker().await;
     let source = create_source("create table t (id int);").await.unwrap();
     let resource = app.register("tenant-a", "private", &source).await.unwrap();
-    let rid = resource["id"].as_str().unwrap();
+    let rid = resource.id;
     let job = app.sync("tenant-a", rid).await.unwrap();
-    let jid = job["id"].as_str().unwrap();
+    let jid = job.id;
     app.wait_for_job("tenant-a", jid, Duration::from_secs(30))
         .await
         .unwrap();
@@ -624,9 +614,11 @@ async fn source_backends(app: &TestApp, database: &str) -> i64 {
 #[tokio::test]
 async fn back_to_back_syncs_share_a_parked_source_connection() {
     let app = spawn_app().await.unwrap();
-    let mut ctx = app.worker_context(&format!("reuse-{}", uuid::Uuid::now_v7().simple()));
-    ctx.sources = SourceConnections::new(Duration::from_secs(2), 4);
-    let _worker = app.spawn_worker_with(ctx);
+    let mut args = app.worker_args();
+    args.worker_name = Some("reuse".to_owned());
+    args.source_idle = Duration::from_secs(2);
+    args.source_max_parked = 4;
+    let _worker = app.spawn_worker_with(args).await;
     let source = create_source("create table t (id int primary key);")
         .await
         .unwrap();
@@ -635,18 +627,18 @@ async fn back_to_back_syncs_share_a_parked_source_connection() {
         .register_via("acme", "reused", &source, proxy.port, json!({}))
         .await
         .unwrap();
-    let rid = resource["id"].as_str().unwrap();
+    let rid = resource.id;
     let sync = |expected_connections: usize| {
         let app = &app;
         let proxy = &proxy;
         async move {
             let job = app.sync("acme", rid).await.unwrap();
             let job = app
-                .wait_for_job("acme", job["id"].as_str().unwrap(), Duration::from_secs(30))
+                .wait_for_job("acme", job.id, Duration::from_secs(30))
                 .await
                 .unwrap();
-            assert_eq!(job["state"], "succeeded", "{job}");
-            assert_eq!(proxy.accepted(), expected_connections, "after {job}");
+            assert_job(&job).succeeded();
+            assert_eq!(proxy.accepted(), expected_connections, "after {job:?}");
         }
     };
 

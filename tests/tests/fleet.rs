@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use metasync_shared::db::jobs;
 use metasync_shared::ids::TenantId;
-use metasync_tests::{TestApp, create_source, eventually, spawn_app};
+use metasync_tests::{TestApp, assert_job, create_source, eventually, spawn_app};
 use tokio::process::Child;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -54,11 +54,8 @@ async fn two_worker_processes_claim_every_job_exactly_once() {
             .register(TENANT, &format!("src-{i}"), &source)
             .await
             .unwrap();
-        let job = app
-            .sync(TENANT, resource["id"].as_str().unwrap())
-            .await
-            .unwrap();
-        job_ids.push(job["id"].as_str().unwrap().to_owned());
+        let job = app.sync(TENANT, resource.id).await.unwrap();
+        job_ids.push(job.id);
     }
     // Both workers start on a full queue and race for it.
     let a = app.spawn_worker_process("fleet-a", &[]).unwrap();
@@ -68,8 +65,7 @@ async fn two_worker_processes_claim_every_job_exactly_once() {
             .wait_for_job(TENANT, id, Duration::from_secs(60))
             .await
             .unwrap();
-        assert_eq!(job["state"], "succeeded", "{job}");
-        assert_eq!(job["attempts"], 1, "{job}");
+        assert_job(&job).succeeded().attempts(1);
     }
     let claims: Vec<(Uuid, i64)> =
         sqlx::query_as("select job_id, count(*) from job_attempts group by job_id")
@@ -145,7 +141,7 @@ async fn an_idle_worker_picks_up_new_work_at_once() {
     let app = spawn_app().await.unwrap();
     let source = create_source("create table t (id int);").await.unwrap();
     let resource = app.register(TENANT, "idle", &source).await.unwrap();
-    let rid = resource["id"].as_str().unwrap();
+    let rid = resource.id;
     let worker = app.spawn_worker_process("idle", &[]).unwrap();
     // Wait until the worker has registered, so we measure pickup, not start-up.
     eventually(
@@ -168,19 +164,13 @@ async fn an_idle_worker_picks_up_new_work_at_once() {
     let mut latencies = Vec::new();
     for _ in 0..50 {
         let job = app.sync(TENANT, rid).await.unwrap();
-        let id = job["id"].as_str().unwrap();
         let job = app
-            .wait_for_job(TENANT, id, Duration::from_secs(30))
+            .wait_for_job(TENANT, job.id, Duration::from_secs(30))
             .await
             .unwrap();
-        assert_eq!(job["state"], "succeeded");
-        let (pickup_ms,): (f64,) = sqlx::query_as(
-            "select (extract(epoch from (started_at - created_at)) * 1000)::float8 from jobs where id = $1",
-        )
-        .bind(Uuid::parse_str(id).unwrap())
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
+        assert_job(&job).succeeded();
+        let pickup = job.started_at.expect("a started job") - job.created_at;
+        let pickup_ms = pickup.num_microseconds().expect("a short pickup") as f64 / 1000.0;
         latencies.push(pickup_ms);
     }
     latencies.sort_by(f64::total_cmp);

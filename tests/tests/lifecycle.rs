@@ -5,9 +5,11 @@
 
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use metasync_shared::db::resources::Resource;
+use metasync_shared::domain::ErrorClass;
 use metasync_tests::{
-    FaultProxy, ProxyMode, REDIS_URL, TestApp, create_source, eventually, signal, spawn_app,
+    FaultProxy, ProxyMode, REDIS_URL, TestApp, assert_job, create_source, eventually, signal,
+    spawn_app,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -16,12 +18,6 @@ use uuid::Uuid;
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 const T: &str = "lifecycle";
-
-fn ts(v: &Value) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(v.as_str().expect("a timestamp"))
-        .expect("RFC 3339")
-        .to_utc()
-}
 
 async fn wait_until_running(app: &TestApp, job_id: &str, attempts: i32) -> String {
     eventually(Duration::from_secs(30), "the job to be running", || async {
@@ -34,14 +30,14 @@ async fn wait_until_running(app: &TestApp, job_id: &str, attempts: i32) -> Strin
     .unwrap()
 }
 
-async fn sync_id(app: &TestApp, resource: &Value) -> String {
-    let job = app.sync(T, resource["id"].as_str().unwrap()).await.unwrap();
-    job["id"].as_str().unwrap().to_owned()
+async fn sync_id(app: &TestApp, resource: &Resource) -> String {
+    let job = app.sync(T, resource.id).await.unwrap();
+    job.id.to_string()
 }
 
 /// A source reached through a proxy that stalls every new connection (a frozen or silent
 /// server), registered as `name`.
-async fn stalled_source(app: &TestApp, name: &str, extra: Value) -> (FaultProxy, Value) {
+async fn stalled_source(app: &TestApp, name: &str, extra: Value) -> (FaultProxy, Resource) {
     let source = create_source("create table t (id int);").await.unwrap();
     let proxy = FaultProxy::start(5432).await.unwrap();
     proxy.set_mode(ProxyMode::Stall);
@@ -72,23 +68,27 @@ async fn transient_failures_retry_with_backoff_then_succeed() {
         .register_via(T, "flaky", &source, proxy.port, policy)
         .await
         .unwrap();
-    let _worker = app.spawn_worker();
+    let _worker = app.spawn_worker().await;
     let job = sync_id(&app, &resource).await;
     let job = app
         .wait_for_job(T, &job, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(job["state"], "succeeded", "{job}");
-    assert_eq!(job["attempts"], 3, "{job}");
-    let history = job["attempt_history"].as_array().unwrap();
+    assert_job(&job).succeeded().attempts(3);
+    let history = app.attempts(T, job.id).await.unwrap();
     assert_eq!(history.len(), 3);
     for (i, attempt) in history.iter().enumerate() {
-        assert_eq!(attempt["attempt"], i + 1);
+        assert_eq!(attempt.attempt, i as i32 + 1);
         if i < 2 {
-            assert_eq!(attempt["error_class"], "transient", "{attempt}");
+            assert_eq!(
+                attempt.error_class,
+                Some(ErrorClass::Transient),
+                "{attempt:?}"
+            );
             // Full jitter: the wait is within [0, base * factor^(n-1)], plus pickup slack.
             let ceiling_ms = 200 * 2_i64.pow(i as u32);
-            let gap = ts(&history[i + 1]["started_at"]) - ts(&attempt["finished_at"]);
+            let finished = attempt.finished_at.expect("a failed attempt is closed");
+            let gap = history[i + 1].started_at - finished;
             assert!(gap.num_milliseconds() >= 0, "{gap}");
             assert!(
                 gap.num_milliseconds() <= ceiling_ms + 500,
@@ -96,7 +96,7 @@ async fn transient_failures_retry_with_backoff_then_succeed() {
                 i + 1
             );
         } else {
-            assert!(attempt["error"].is_null());
+            assert!(attempt.error.is_none());
         }
     }
 }
@@ -109,19 +109,16 @@ async fn a_permanent_failure_ends_after_one_attempt() {
         .register(T, "missing-db", "mstest_no_such_database")
         .await
         .unwrap();
-    let _worker = app.spawn_worker();
+    let _worker = app.spawn_worker().await;
     let job = sync_id(&app, &resource).await;
     let job = app
         .wait_for_job(T, &job, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(job["state"], "failed", "{job}");
-    assert_eq!(job["attempts"], 1);
-    assert_eq!(job["error_class"], "permanent");
-    assert!(
-        job["error"].as_str().unwrap().contains("does not exist"),
-        "{job}"
-    );
+    assert_job(&job)
+        .failed_permanently()
+        .attempts(1)
+        .error_contains("does not exist");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,17 +132,15 @@ async fn out_of_attempts_ends_failed_with_the_last_error() {
         .register_via(T, "down", "postgres", proxy.port, policy)
         .await
         .unwrap();
-    let _worker = app.spawn_worker();
+    let _worker = app.spawn_worker().await;
     let job = sync_id(&app, &resource).await;
     let job = app
         .wait_for_job(T, &job, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(job["state"], "failed", "{job}");
-    assert_eq!(job["attempts"], 3);
-    assert_eq!(job["max_attempts"], 3);
-    assert_eq!(job["error_class"], "transient");
-    assert_eq!(job["attempt_history"].as_array().unwrap().len(), 3);
+    assert_job(&job).failed_transiently().attempts(3);
+    assert_eq!(job.max_attempts, 3);
+    assert_eq!(app.attempts(T, job.id).await.unwrap().len(), 3);
     assert_eq!(proxy.accepted(), 3);
 }
 
@@ -154,8 +149,7 @@ async fn fifty_concurrent_sync_requests_make_exactly_one_job() {
     let _serial = SERIAL.lock().await;
     let app = spawn_app().await.unwrap();
     let resource = app.register(T, "hot", "postgres").await.unwrap();
-    let rid = resource["id"].as_str().unwrap();
-    let path = format!("/v1/resources/{rid}/sync");
+    let path = format!("/v1/resources/{}/sync", resource.id);
     let requests = (0..50).map(|_| app.call(T, Method::POST, &path, None));
     let answers = futures::future::join_all(requests).await;
     let mut created = 0;
@@ -193,7 +187,7 @@ async fn a_cancelled_queued_job_never_runs() {
         .unwrap();
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["state"], "cancelled");
-    let worker = app.spawn_worker();
+    let worker = app.spawn_worker().await;
     // The worker takes the delivery and drops it: Redis ends empty, the job never ran.
     eventually(
         Duration::from_secs(10),
@@ -227,7 +221,7 @@ async fn a_cancelled_queued_job_never_runs() {
         .wait_for_job(T, retried["id"].as_str().unwrap(), Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(retried["state"], "succeeded");
+    assert_job(&retried).succeeded();
     worker.stop().await.unwrap();
 }
 
@@ -236,7 +230,7 @@ async fn a_cancelled_running_job_stops_and_writes_nothing() {
     let _serial = SERIAL.lock().await;
     let app = spawn_app().await.unwrap();
     let (proxy, resource) = stalled_source(&app, "slow", json!({})).await;
-    let _worker = app.spawn_worker();
+    let _worker = app.spawn_worker().await;
     let job = sync_id(&app, &resource).await;
     wait_until_running(&app, &job, 1).await;
     let (_, _, running) = app
@@ -253,7 +247,7 @@ async fn a_cancelled_running_job_stops_and_writes_nothing() {
         .wait_for_job(T, &job, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(done["state"], "cancelled", "{done}");
+    assert_job(&done).cancelled();
     proxy.release_stalled();
     let (tables,): (i64,) = sqlx::query_as("select count(*) from catalog_tables")
         .fetch_one(&app.db)
@@ -282,19 +276,13 @@ async fn a_worker_killed_mid_scan_loses_no_job() {
         .await
         .unwrap();
     let recovery = killed_at.elapsed();
-    assert_eq!(done["state"], "succeeded", "{done}");
-    assert_eq!(done["attempts"], 2);
-    let history = done["attempt_history"].as_array().unwrap();
+    assert_job(&done).succeeded().attempts(2);
+    let history = app.attempts(T, &job).await.unwrap();
     assert!(
-        history[0]["error"].as_str().unwrap().contains("lost"),
-        "{done}"
+        history[0].error.as_deref().unwrap().contains("lost"),
+        "{history:?}"
     );
-    assert!(
-        history[1]["worker"]
-            .as_str()
-            .unwrap()
-            .starts_with("rescuer-")
-    );
+    assert!(history[1].worker.starts_with("rescuer-"), "{history:?}");
     println!(
         "kill -9 recovery: job succeeded {:.2} s after the kill (lease 2 s)",
         recovery.as_secs_f64()
@@ -327,10 +315,11 @@ async fn a_poison_job_fails_after_max_attempts_and_stops_cycling() {
         .wait_for_job(T, &job, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(done["state"], "failed", "{done}");
-    assert_eq!(done["attempts"], 2, "{done}");
-    assert!(done["error"].as_str().unwrap().contains("lost"), "{done}");
-    assert_eq!(done["attempt_history"].as_array().unwrap().len(), 2);
+    assert_job(&done)
+        .failed()
+        .attempts(2)
+        .error_contains("lost");
+    assert_eq!(app.attempts(T, &job).await.unwrap().len(), 2);
     signal(&survivor, "TERM").unwrap();
 }
 
@@ -367,8 +356,7 @@ async fn a_frozen_worker_cannot_overwrite_the_newer_attempt() {
         .wait_for_job(T, &job, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(done["state"], "succeeded", "{done}");
-    assert_eq!(done["attempts"], 2);
+    assert_job(&done).succeeded().attempts(2);
     // The source changes; the frozen attempt will read the new state when it resumes.
     let pool = sqlx::PgPool::connect(&metasync_tests::pg_url(&source))
         .await
@@ -422,7 +410,7 @@ async fn redis_flushed_with_100_queued_jobs_loses_none() {
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     assert_eq!(app.queue.depth().await.unwrap(), (0, 0));
-    let _worker = app.spawn_worker();
+    let _worker = app.spawn_worker().await;
     let batch_path = format!("/v1/batches/{}", batch["batch_id"].as_str().unwrap());
     let done = eventually(Duration::from_secs(120), "the batch to finish", || async {
         let (_, _, counts) = app.call(T, Method::GET, &batch_path, None).await?;
@@ -480,7 +468,7 @@ async fn sigterm_while_busy_loses_nothing() {
             .wait_for_job(T, id, Duration::from_secs(60))
             .await
             .unwrap();
-        assert_eq!(job["state"], "succeeded", "{job}");
+        assert_job(&job).succeeded();
     }
 }
 
@@ -496,8 +484,11 @@ async fn three_schedulers_fire_each_tick_once() {
             .register_via(T, &format!("cron-{i}"), &source, 5432, schedule)
             .await
             .unwrap();
-        assert_eq!(r["schedule"], json!({ "interval_seconds": 1 }));
-        resources.push(r["id"].as_str().unwrap().to_owned());
+        assert_eq!(
+            serde_json::to_value(&r.schedule).unwrap(),
+            json!({ "interval_seconds": 1 })
+        );
+        resources.push(r.id);
     }
     let started = Instant::now();
     let workers: Vec<_> = (0..3)
@@ -552,18 +543,14 @@ async fn a_silent_source_fails_within_the_connect_timeout() {
         .register_via(T, "silent", "postgres", proxy.port, policy)
         .await
         .unwrap();
-    let _worker = app.spawn_worker(); // connect timeout 3 s
+    let _worker = app.spawn_worker().await; // connect timeout 3 s
     let job = sync_id(&app, &resource).await;
     let done = app
         .wait_for_job(T, &job, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(done["state"], "failed", "{done}");
-    assert!(
-        done["error"].as_str().unwrap().contains("timed out"),
-        "{done}"
-    );
-    let took = ts(&done["finished_at"]) - ts(&done["started_at"]);
+    assert_job(&done).failed().error_contains("timed out");
+    let took = done.finished_at.expect("a finished job") - done.started_at.expect("a started job");
     assert!(took.num_milliseconds() < 5_000, "took {took}");
     assert!(took.num_milliseconds() >= 2_900, "took {took}");
 }

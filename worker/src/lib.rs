@@ -7,6 +7,7 @@ pub mod error;
 pub mod maintenance;
 pub mod pipeline;
 pub mod scan;
+pub mod startup;
 
 use std::future::Future;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! Nothing here changes a job; the transitions are in [`super::jobs`].
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 
 use crate::db::jobs::{COLUMNS, Job};
@@ -10,7 +10,7 @@ use crate::domain::{ErrorClass, JobState};
 use crate::ids::{JobId, ResourceId, TenantId};
 
 /// One attempt of a job, for its history.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Attempt {
     pub attempt: i32,
     pub worker: String,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
@@ -18,7 +18,7 @@ use crate::ids::{BatchId, JobId, ResourceId, TenantId};
 use crate::retry::RetryOverrides;
 
 /// A job as clients see it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Job {
     pub id: JobId,
     pub resource_id: ResourceId,

@@ -1,7 +1,7 @@
 //! Registered sources. Passwords are stored sealed and never selected into [`Resource`].
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 use sqlx::types::Json;
 
@@ -12,7 +12,7 @@ use crate::scan_options::ScanOptions;
 use crate::schedule::ScheduleSpec;
 
 /// A registered source as clients see it: every field but the password.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Resource {
     pub id: ResourceId,
     pub name: String,

@@ -260,7 +260,7 @@ async fn run_once(jobs: usize, fleet: Fleet, engine: &str) -> anyhow::Result<Run
     let mut latencies = Vec::new();
     for _ in 0..200 {
         let job = app.sync(TENANT, &resource.0.to_string()).await?;
-        let id = job["id"].as_str().context("job id")?.to_owned();
+        let id = job.id.to_string();
         app.wait_for_job(TENANT, &id, Duration::from_secs(30))
             .await?;
         let (ms,): (f64,) = sqlx::query_as(

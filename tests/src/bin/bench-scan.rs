@@ -249,7 +249,7 @@ fn median(values: &[f64]) -> f64 {
 async fn timed_sync(app: &TestApp, rid: &str) -> anyhow::Result<(f64, Value)> {
     let started = Instant::now();
     let job = app.sync(TENANT, rid).await?;
-    let id: uuid::Uuid = job["id"].as_str().context("job id")?.parse()?;
+    let id = job.id;
     let deadline = started + Duration::from_secs(600);
     loop {
         let (state, stats): (String, Option<Value>) =
@@ -263,10 +263,8 @@ async fn timed_sync(app: &TestApp, rid: &str) -> anyhow::Result<(f64, Value)> {
                 return Ok((seconds, json!({ "id": id, "stats": stats })));
             }
             "failed" | "cancelled" => {
-                let job = app
-                    .wait_for_job(TENANT, &id.to_string(), Duration::from_secs(1))
-                    .await?;
-                anyhow::bail!("job did not succeed: {job}");
+                let job = app.wait_for_job(TENANT, id, Duration::from_secs(1)).await?;
+                anyhow::bail!("job did not succeed: {job:?}");
             }
             _ => {}
         }

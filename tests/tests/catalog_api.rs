@@ -1,0 +1,223 @@
+//! Reading the catalog: cursor pagination, search, conditional reads (ETag → 304) and tenancy.
+
+use std::collections::BTreeSet;
+
+use metasync_tests::create_source;
+use metasync_tests::fixtures::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn cursor_pagination_never_skips_or_repeats() {
+    let s = scanner().await;
+    let mut sql = String::from("create schema z; create schema \"A\";");
+    for i in 0..250 {
+        let schema = if i % 3 == 0 { "\"A\"" } else { "z" };
+        // Names that sort differently byte-wise, case-wise and numerically.
+        sql.push_str(&format!(
+            "create table {schema}.\"T_{i}\" (c{i} int, shared_col int);"
+        ));
+    }
+    let source = create_source(&sql).await.unwrap();
+    let rid = s.register("postgres", &source, 5432, Value::Null).await;
+    s.sync(&rid).await;
+
+    let pages = s.all_pages(&format!("/v1/resources/{rid}/tables"), 7).await;
+    let ids: Vec<String> = names(&pages, "id");
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(ids.len(), 250, "every table once");
+    assert_eq!(unique.len(), 250, "no table twice");
+    let whole = s.tables(&rid).await;
+    assert_eq!(
+        names(&whole, "id"),
+        ids,
+        "pages concatenate to the whole, in order"
+    );
+
+    let filtered = s
+        .all_pages(&format!("/v1/resources/{rid}/tables?schema=A"), 7)
+        .await;
+    assert_eq!(filtered.len(), 84);
+
+    let changes = s
+        .all_pages(&format!("/v1/resources/{rid}/changes"), 7)
+        .await;
+    let change_ids: BTreeSet<String> = names(&changes, "id").into_iter().collect();
+    assert_eq!(changes.len(), 253, "250 tables and 3 schemas");
+    assert_eq!(change_ids.len(), 253);
+
+    let hits = s.all_pages("/v1/search?q=shared_col", 7).await;
+    let hit_tables: BTreeSet<String> = names(&hits, "table_id").into_iter().collect();
+    assert_eq!(hits.len(), 250);
+    assert_eq!(hit_tables.len(), 250);
+}
+
+#[tokio::test]
+async fn search_finds_tables_and_columns_in_the_callers_tenant_only() {
+    let s = scanner().await;
+    let source = create_source(
+        "create table invoices (id int, invoice_total numeric);
+         create table people (id int, \"Invoice_Ref\" int);
+         create table other (id int);",
+    )
+    .await
+    .unwrap();
+    let rid = s.register("postgres", &source, 5432, Value::Null).await;
+    s.sync(&rid).await;
+    let hits = s.get("/v1/search?q=INVOICE").await;
+    let found: Vec<(String, String, String)> = hits["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["kind"].as_str().unwrap().to_owned(),
+                h["table"].as_str().unwrap().to_owned(),
+                h["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let found: BTreeSet<_> = found.into_iter().collect();
+    assert_eq!(
+        found,
+        [
+            ("table".into(), "invoices".into(), "invoices".into()),
+            ("column".into(), "invoices".into(), "invoice_total".into()),
+            ("column".into(), "people".into(), "Invoice_Ref".into()),
+        ]
+        .into()
+    );
+    let hit = &hits["items"][0];
+    assert_eq!(hit["resource_id"], rid.as_str());
+    assert_eq!(hit["database"], source.as_str());
+    // Wildcards are literal.
+    assert_eq!(s.get("/v1/search?q=%25%25%25").await["items"], json!([]));
+    // Another tenant sees nothing.
+    let (status, _, other) = s
+        .app
+        .call("globex", Method::GET, "/v1/search?q=invoice", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(other["items"], json!([]));
+    // Too short to use the trigram index.
+    let (status, _, _) = s
+        .app
+        .call(TENANT, Method::GET, "/v1/search?q=in", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+
+    // The search predicate can use the trigram indexes (forced, since the test tables are
+    // tiny; catalog_columns has no other index on its name or tenant, so at scale it is the
+    // trigram index or a scan of every column).
+    let mut conn = s.app.db.acquire().await.unwrap();
+    sqlx::query("set enable_seqscan = off")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for (table, index) in [
+        ("catalog_tables", "catalog_tables_name_trgm"),
+        ("catalog_columns", "catalog_columns_name_trgm"),
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "explain select * from {table} where name ilike '%invoice%'"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        assert!(plan.join("\n").contains(index), "{plan:?}");
+    }
+    sqlx::query("reset enable_seqscan")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unchanged_catalog_answers_304() {
+    let s = scanner().await;
+    let source = create_source("create table a (id int); create table b (id int);")
+        .await
+        .unwrap();
+    let rid = s.register("postgres", &source, 5432, Value::Null).await;
+    s.sync(&rid).await;
+    let table_id = s.tables(&rid).await[0]["id"].as_str().unwrap().to_owned();
+    let paths = [
+        format!("/v1/resources/{rid}/tables"),
+        format!("/v1/resources/{rid}/schemas"),
+        format!("/v1/resources/{rid}/changes"),
+        format!("/v1/tables/{table_id}"),
+        "/v1/search?q=ids_none".to_owned(),
+    ];
+    let get = |path: String, etag: Option<String>| {
+        let mut request = s
+            .app
+            .http
+            .get(s.app.url(&path))
+            .bearer_auth(s.app.token(TENANT));
+        if let Some(etag) = etag {
+            request = request.header("if-none-match", etag);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let etag = response
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = response.text().await.unwrap();
+            (status, etag, body)
+        }
+    };
+    let mut etags = Vec::new();
+    for path in &paths {
+        let (status, etag, _) = get(path.clone(), None).await;
+        assert_eq!(status, 200, "{path}");
+        let etag = etag.unwrap_or_else(|| panic!("{path} sent no ETag"));
+        let (status, again, body) = get(path.clone(), Some(etag.clone())).await;
+        assert_eq!(status, 304, "{path}");
+        assert_eq!(again.as_deref(), Some(etag.as_str()));
+        assert!(body.is_empty());
+        let (status, _, _) = get(path.clone(), Some("\"something-else\"".into())).await;
+        assert_eq!(status, 200, "{path}");
+        etags.push(etag);
+    }
+
+    // An unchanged resync keeps every tag.
+    s.sync(&rid).await;
+    for (path, etag) in paths.iter().zip(&etags) {
+        let (status, _, _) = get(path.clone(), Some(etag.clone())).await;
+        assert_eq!(status, 304, "{path} after an unchanged resync");
+    }
+
+    // A change moves the listing's tag.
+    run_pg(&source, "create table c (id int)").await;
+    s.sync(&rid).await;
+    let (status, etag, _) = get(paths[0].clone(), Some(etags[0].clone())).await;
+    assert_eq!(status, 200);
+    assert_ne!(etag.unwrap(), etags[0]);
+}
+
+#[tokio::test]
+async fn another_tenants_catalog_is_not_found() {
+    let s = scanner().await;
+    let source = create_source("create table a (id int);").await.unwrap();
+    let rid = s.register("postgres", &source, 5432, Value::Null).await;
+    s.sync(&rid).await;
+    let table_id = s.tables(&rid).await[0]["id"].as_str().unwrap().to_owned();
+    for path in [
+        format!("/v1/resources/{rid}/tables"),
+        format!("/v1/resources/{rid}/schemas"),
+        format!("/v1/resources/{rid}/changes"),
+        format!("/v1/tables/{table_id}"),
+    ] {
+        let (status, content_type, _) = s
+            .app
+            .call("globex", Method::GET, &path, None)
+            .await
+            .unwrap();
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(content_type, "application/problem+json");
+    }
+}

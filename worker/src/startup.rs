@@ -1,0 +1,76 @@
+//! How a worker starts, for `main` and for the tests alike: settings → catalog pool → Redis
+//! queue → [`WorkerContext`] → [`run`](crate::run). Serving metrics stays with `main`, since
+//! the recorder is global to the process.
+
+use std::future::Future;
+
+use anyhow::Context as _;
+use metasync_shared::crypto::SecretBox;
+use metasync_shared::db;
+use metasync_shared::queue::Queue;
+use metasync_shared::submit::Submitter;
+
+use crate::RunOptions;
+use crate::config::{WorkerArgs, worker_id};
+use crate::maintenance::Duties;
+use crate::pipeline::WorkerContext;
+use crate::scan::ScanLimits;
+use crate::scan::reuse::SourceConnections;
+
+/// A worker, connected and configured but not yet taking work.
+pub struct Worker {
+    ctx: WorkerContext,
+    options: RunOptions,
+}
+
+impl Worker {
+    /// Connects to the catalog database and Redis and assembles the context every job slot
+    /// shares. The worker id is the configured name plus a random suffix.
+    pub async fn build(args: &WorkerArgs) -> anyhow::Result<Self> {
+        let secrets = SecretBox::new(&args.secret_key.key()?);
+        let retry = args.retry.policy()?;
+        let pool = db::connect(&args.database)
+            .await
+            .context("connecting to DATABASE_URL")?;
+        let queue = Queue::connect(&args.queue.redis_url, &args.queue.queue)
+            .await
+            .context("connecting to REDIS_URL")?;
+        let ctx = WorkerContext {
+            submitter: Submitter::new(pool.clone(), queue.clone(), retry.max_attempts),
+            db: pool,
+            queue,
+            secrets,
+            worker_id: worker_id(args.worker_name.as_deref()),
+            lease: args.lease,
+            job_timeout: args.job_timeout,
+            limits: ScanLimits {
+                connect_timeout: args.connect_timeout,
+                statement_timeout: args.statement_timeout,
+            },
+            sources: SourceConnections::new(args.source_idle, args.source_max_parked),
+            retry,
+            duties: Duties {
+                reconcile_every: args.reconcile_every,
+                retention: args.job_retention,
+            },
+        };
+        let options = RunOptions {
+            concurrency: usize::from(args.concurrency),
+            shutdown_grace: args.shutdown_grace,
+        };
+        Ok(Self { ctx, options })
+    }
+
+    /// This process's worker id, as recorded on the jobs it claims.
+    pub fn worker_id(&self) -> &str {
+        &self.ctx.worker_id
+    }
+
+    /// Runs until `shutdown` resolves; see [`run`](crate::run) for what shutdown does.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        crate::run(self.ctx, self.options, shutdown).await
+    }
+}
