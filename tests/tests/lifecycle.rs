@@ -567,3 +567,140 @@ async fn a_silent_source_fails_within_the_connect_timeout() {
     assert!(took.num_milliseconds() < 5_000, "took {took}");
     assert!(took.num_milliseconds() >= 2_900, "took {took}");
 }
+
+/// Live workers registered in this test's queue.
+async fn live_workers(app: &TestApp) -> anyhow::Result<usize> {
+    let client = redis::Client::open(REDIS_URL)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let n: usize = redis::cmd("ZCOUNT")
+        .arg(&app.queue.keys().workers)
+        .arg(now_ms)
+        .arg("+inf")
+        .query_async(&mut conn)
+        .await?;
+    Ok(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_whose_worker_dies_ends_cancelled() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let (_proxy, resource) = stalled_source(&app, "orphaned", json!({})).await;
+    let lease_ms = 2_000;
+    let lease = [("METASYNC_LEASE", "2s")];
+    let mut doomed = app.spawn_worker_process("doomed", &lease).unwrap();
+    let job = sync_id(&app, &resource).await;
+    wait_until_running(&app, &job, 1).await;
+    // The worker that must notice is up before the kill.
+    let witness = app.spawn_worker_process("witness", &lease).unwrap();
+    eventually(Duration::from_secs(30), "two live workers", || async {
+        Ok((live_workers(&app).await? == 2).then_some(()))
+    })
+    .await
+    .unwrap();
+    let (status, _, answer) = app
+        .call(T, Method::POST, &format!("/v1/jobs/{job}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["cancel_requested"], true, "{answer}");
+    signal(&doomed, "KILL").unwrap();
+    doomed.wait().await.unwrap();
+    let killed_at = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "the job to end cancelled",
+        || async {
+            let (state, _, _) = app.job_row(&job).await?;
+            Ok((state == "cancelled").then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let took = killed_at.elapsed();
+    // The lease lapses at most one lease after the kill; the rescuer runs every heartbeat
+    // (a third of the lease). The slack covers polling and a loaded machine.
+    let bound = Duration::from_millis(lease_ms + lease_ms / 3 + 500);
+    println!(
+        "cancel + kill -9: job cancelled {:.2} s after the kill (lease 2 s)",
+        took.as_secs_f64()
+    );
+    assert!(took <= bound, "cancelled {took:?} after the kill");
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(done["attempts"], 1, "{done}");
+    let history = done["attempt_history"].as_array().unwrap();
+    assert!(!history[0]["finished_at"].is_null(), "{done}");
+    assert!(
+        history[0]["error"].as_str().unwrap().contains("lost"),
+        "{done}"
+    );
+    let (status, _, next) = app
+        .call(
+            T,
+            Method::POST,
+            &format!("/v1/resources/{}/sync", resource["id"].as_str().unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "the resource takes new syncs again: {next}");
+    assert_ne!(next["id"], done["id"]);
+    signal(&witness, "TERM").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_acts_on_the_state_the_job_has_when_it_is_locked() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let resource = app.register(T, "racing", "postgres").await.unwrap();
+    let job = sync_id(&app, &resource).await;
+    let job_id = Uuid::parse_str(&job).unwrap();
+    metasync_shared::db::jobs::claim(&app.db, job_id, "racer", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    // The attempt fails as transient (running → retrying) in a transaction that commits
+    // only once the cancel is waiting for the row: a cancel that decided from an earlier
+    // read would answer 202 and set no flag, and the job would run again.
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query(
+        "update jobs set state = 'retrying', next_attempt_at = now() + interval '1 hour',
+                lease_expires_at = null
+         where id = $1 and state = 'running'",
+    )
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let cancel_path = format!("/v1/jobs/{job}/cancel");
+    let cancel = app.call(T, Method::POST, &cancel_path, None);
+    let commit = async {
+        eventually(
+            Duration::from_secs(10),
+            "the cancel to wait for the row",
+            || async {
+                let (waiting,): (i64,) = sqlx::query_as(
+                    "select count(*) from pg_stat_activity
+                     where datname = current_database() and wait_event_type = 'Lock'",
+                )
+                .fetch_one(&app.db)
+                .await?;
+                Ok((waiting > 0).then_some(()))
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    };
+    let (answer, committed) = tokio::join!(cancel, commit);
+    committed.unwrap();
+    let (status, _, body) = answer.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "cancelled", "{body}");
+    let (state, _, _) = app.job_row(&job).await.unwrap();
+    assert_eq!(state, "cancelled");
+}

@@ -1,7 +1,7 @@
 //! Background duties of every worker process: renew its leases (Redis and PostgreSQL), reap
-//! the deliveries of dead workers, promote due delayed deliveries, re-push jobs whose delivery
-//! was lost (Redis flushed, or a crash between insert and push), fire due schedules, and
-//! prune old finished jobs. Every duty is safe to run in every process at once.
+//! the deliveries of dead workers, end cancelled jobs whose worker was lost, promote due
+//! delayed deliveries, re-push jobs whose delivery was lost (Redis flushed, or a crash between
+//! insert and push), fire due schedules, and prune old finished jobs. Every duty is safe to run in every process at once.
 
 use std::time::Duration;
 
@@ -60,6 +60,9 @@ pub fn spawn(ctx: WorkerContext) -> AbortOnDrop {
         let mut reconcile = every(ctx.duties.reconcile_every);
         let mut schedule = every(SCHEDULE_EVERY);
         let mut prune = every(PRUNE_EVERY);
+        // As often as leases are renewed, so a cancelled job whose worker died ends within
+        // one lease plus one heartbeat.
+        let mut rescue = every(heartbeat_every);
         loop {
             tokio::select! {
                 _ = promote.tick() => {
@@ -68,6 +71,16 @@ pub fn spawn(ctx: WorkerContext) -> AbortOnDrop {
                     }
                 }
                 _ = heartbeat.tick() => beat(&ctx).await,
+                _ = rescue.tick() => {
+                    match jobs::rescue_cancelled(&ctx.db, None, 1_000).await {
+                        Ok(ended) if ended.is_empty() => {}
+                        Ok(ended) => {
+                            tracing::info!(jobs = ended.len(), "ended cancelled jobs whose worker was lost");
+                            metrics::counter!("metasync_jobs_rescued_total").increment(ended.len() as u64);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "rescuing cancelled jobs failed"),
+                    }
+                }
                 _ = reconcile.tick() => {
                     if let Err(e) = reconcile_deliveries(&ctx).await {
                         tracing::warn!(error = format!("{e:#}"), "reconciling deliveries failed");
