@@ -704,3 +704,46 @@ async fn cancel_acts_on_the_state_the_job_has_when_it_is_locked() {
     let (state, _, _) = app.job_row(&job).await.unwrap();
     assert_eq!(state, "cancelled");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_long_after_start_still_gives_the_full_grace() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let (proxy, resource) = stalled_source(&app, "veteran", json!({})).await;
+    let grace = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut worker = app
+        .spawn_worker_process("veteran", &[("METASYNC_SHUTDOWN_GRACE", "2s")])
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    wait_until_running(&app, &job, 1).await;
+    // Up for longer than the grace before the signal: a deadline counted from start-up has
+    // already passed by then.
+    let up = grace + Duration::from_secs(1);
+    tokio::time::sleep(up.saturating_sub(started.elapsed())).await;
+    signal(&worker, "TERM").unwrap();
+    let signalled = Instant::now();
+    // The job needs part of the grace: its source answers only now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.release_stalled();
+    let exit = tokio::time::timeout(grace + Duration::from_secs(2), worker.wait())
+        .await
+        .expect("the worker exits within grace + 2 s of SIGTERM")
+        .unwrap();
+    let took = signalled.elapsed();
+    println!(
+        "SIGTERM {:.1} s after start (grace 2 s): exited {:.2} s after the signal",
+        (signalled - started).as_secs_f64(),
+        took.as_secs_f64()
+    );
+    assert!(exit.success(), "{exit}");
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(
+        done["attempts"], 1,
+        "the running job finished in its grace: {done}"
+    );
+}

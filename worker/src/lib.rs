@@ -50,7 +50,9 @@ pub async fn run(
                 .concurrency(options.concurrency)
                 .build(handle)
         })
-        .with_terminator(tokio::time::sleep(options.shutdown_grace));
+        // apalis polls the terminator only once shutdown begins; creating the timer inside it
+        // counts the grace from the signal, not from start-up.
+        .with_terminator(async move { tokio::time::sleep(options.shutdown_grace).await });
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;
