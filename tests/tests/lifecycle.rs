@@ -747,3 +747,81 @@ async fn sigterm_long_after_start_still_gives_the_full_grace() {
         "the running job finished in its grace: {done}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_attempt_is_recorded_as_transient_and_retried() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let resource = app.register(T, "panicky", &source).await.unwrap();
+    let worker = app
+        .spawn_worker_process(
+            "panicky",
+            &[
+                ("METASYNC_LEASE", "2s"),
+                ("METASYNC_TEST_FAULTS", "panic-in-attempt"),
+            ],
+        )
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let history = done["attempt_history"].as_array().unwrap();
+    assert_eq!(history[0]["error_class"], "transient", "{done}");
+    assert!(
+        history[0]["error"].as_str().unwrap().contains("panicked"),
+        "{done}"
+    );
+    // Retried after its backoff (at most 1 s here), well within lease + heartbeat.
+    let gap = ts(&history[1]["started_at"]) - ts(&history[0]["finished_at"]);
+    assert!(gap.num_milliseconds() <= 2_667, "retried after {gap}");
+    signal(&worker, "TERM").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_that_record_no_outcome_are_taken_over_within_a_lease() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let resource = app.register(T, "careless", &source).await.unwrap();
+    // The first attempt panics outside the attempt's own catch, the second ends without
+    // recording its outcome (as when that write fails); the process lives on throughout, so
+    // only per-attempt leases let the job be taken over.
+    let worker = app
+        .spawn_worker_process(
+            "careless",
+            &[
+                ("METASYNC_LEASE", "2s"),
+                ("METASYNC_TEST_FAULTS", "panic-after-claim,lose-outcome"),
+            ],
+        )
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 3, "{done}");
+    let history = done["attempt_history"].as_array().unwrap();
+    for i in 0..2 {
+        assert!(
+            history[i]["error"].as_str().unwrap().contains("lost"),
+            "{done}"
+        );
+        // Taken over once its lease (2 s from the claim, never renewed) lapsed: within
+        // lease + one heartbeat of the attempt's start.
+        let gap = ts(&history[i + 1]["started_at"]) - ts(&history[i]["started_at"]);
+        println!(
+            "attempt {} taken over {:.2} s after it started (lease 2 s)",
+            i + 1,
+            gap.num_milliseconds() as f64 / 1000.0
+        );
+        assert!(gap.num_milliseconds() <= 2_667, "taken over after {gap}");
+    }
+    signal(&worker, "TERM").unwrap();
+}

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::in_flight::InFlight;
 use crate::pipeline::WorkerContext;
 use metasync_shared::db::{jobs, schedules};
 use uuid::Uuid;
@@ -46,8 +47,9 @@ pub async fn register(ctx: &WorkerContext) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs until the returned guard is dropped.
-pub fn spawn(ctx: WorkerContext) -> AbortOnDrop {
+/// Runs until the returned guard is dropped. `in_flight` holds the attempts whose PostgreSQL
+/// leases the heartbeat renews.
+pub fn spawn(ctx: WorkerContext, in_flight: InFlight) -> AbortOnDrop {
     let handle = tokio::spawn(async move {
         let heartbeat_every = ctx.lease / 3;
         let every = |period| {
@@ -70,7 +72,7 @@ pub fn spawn(ctx: WorkerContext) -> AbortOnDrop {
                         tracing::warn!(error = %e, "promoting delayed deliveries failed");
                     }
                 }
-                _ = heartbeat.tick() => beat(&ctx).await,
+                _ = heartbeat.tick() => beat(&ctx, &in_flight).await,
                 _ = rescue.tick() => {
                     match jobs::rescue_cancelled(&ctx.db, None, 1_000).await {
                         Ok(ended) if ended.is_empty() => {}
@@ -144,11 +146,14 @@ async fn fire_schedules(ctx: &WorkerContext) -> anyhow::Result<()> {
     }
 }
 
-async fn beat(ctx: &WorkerContext) {
+async fn beat(ctx: &WorkerContext, in_flight: &InFlight) {
     if let Err(e) = ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await {
         tracing::warn!(error = %e, "renewing the Redis lease failed");
     }
-    if let Err(e) = jobs::renew_leases(&ctx.db, &ctx.worker_id, ctx.lease).await {
+    let attempts = in_flight.leases();
+    if !attempts.is_empty()
+        && let Err(e) = jobs::renew_leases(&ctx.db, &attempts, ctx.lease).await
+    {
         tracing::warn!(error = %e, "renewing job leases failed");
     }
     match ctx.queue.reap().await {

@@ -1,7 +1,10 @@
 //! One delivery, start to finish: claim the job → decrypt credentials → scan the source →
 //! diff and write the catalog (fenced) → record the outcome → acknowledge the delivery.
 
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
 
 use metasync_shared::catalog::Snapshot;
 use metasync_shared::crypto::SecretBox;
@@ -9,11 +12,13 @@ use metasync_shared::db::catalog;
 use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOutcome, Fenced};
 use metasync_shared::db::resources::ResourceWithSecret;
 use metasync_shared::domain::{ErrorClass, SyncStats};
+use metasync_shared::ids::JobId;
 use metasync_shared::queue::Queue;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::error::JobError;
+use crate::in_flight::InFlight;
 use crate::maintenance::Duties;
 use crate::retry::RetryPolicy;
 use crate::scan::reuse::SourceConnections;
@@ -69,11 +74,16 @@ impl Outcome {
 }
 
 /// Handles one delivery and acknowledges it. Errors here are infrastructure failures (the
-/// catalog database or Redis); the delivery then stays claimed and is redelivered.
+/// catalog database or Redis); the delivery then stays claimed and is redelivered. The attempt
+/// is in `in_flight` (its lease renewed) from its claim until this returns.
 #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %ctx.worker_id))]
-pub async fn handle_delivery(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<Outcome> {
+pub async fn handle_delivery(
+    ctx: &WorkerContext,
+    in_flight: &InFlight,
+    job_id: Uuid,
+) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let (outcome, redeliver) = process(ctx, job_id).await?;
+    let (outcome, redeliver) = process(ctx, in_flight, job_id).await?;
     // Acknowledge before pushing again: the ack clears the job's `pending` mark, which the
     // new delivery sets again. A crash in between leaves a job the reconciler re-pushes.
     ctx.queue.ack(&ctx.worker_id, job_id).await?;
@@ -95,7 +105,11 @@ pub async fn handle_delivery(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Resul
 
 /// Runs the job if it can be claimed. Returns the outcome and, when the job must run again
 /// later, the delay before its next delivery.
-async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<(Outcome, Option<Duration>)> {
+async fn process(
+    ctx: &WorkerContext,
+    in_flight: &InFlight,
+    job_id: Uuid,
+) -> anyhow::Result<(Outcome, Option<Duration>)> {
     let ClaimedJob { claim, resource } =
         match jobs::claim(&ctx.db, job_id, &ctx.worker_id, ctx.lease).await? {
             Ok(claimed) => claimed,
@@ -106,18 +120,44 @@ async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<(Outcome, 
             }
         };
 
-    let attempt = tokio::time::timeout(ctx.job_timeout, run_attempt(ctx, &claim, &resource)).await;
+    let _held = in_flight.hold(JobId::from(claim.job_id), claim.lease_token);
+    #[cfg(feature = "test-faults")]
+    {
+        use crate::faults::{Fault, hit};
+        if hit(Fault::PanicAfterClaim) {
+            panic!("injected fault: panic after the claim");
+        }
+        if hit(Fault::LoseOutcome) {
+            anyhow::bail!("injected fault: recording the outcome failed");
+        }
+    }
+
+    // A panic ends the attempt like any transient failure; the unwind has already rolled
+    // back its catalog transaction and closed its source connection.
+    let attempt = AssertUnwindSafe(tokio::time::timeout(
+        ctx.job_timeout,
+        run_attempt(ctx, &claim, &resource),
+    ))
+    .catch_unwind()
+    .await;
     let error = match attempt {
-        Ok(Ok(_stats)) => return Ok((Outcome::Succeeded, None)),
-        Ok(Err(AttemptError::Stopped)) => {
+        Ok(Ok(Ok(_stats))) => return Ok((Outcome::Succeeded, None)),
+        Ok(Ok(Err(AttemptError::Stopped))) => {
             return Ok(if jobs::mark_cancelled(&ctx.db, &claim).await? {
                 (Outcome::Cancelled, None)
             } else {
                 (Outcome::Fenced, None)
             });
         }
-        Ok(Err(AttemptError::Job(e))) => e,
-        Err(_) => JobError::transient(format!("job timed out after {:?}", ctx.job_timeout)),
+        Ok(Ok(Err(AttemptError::Job(e)))) => e,
+        Ok(Err(_elapsed)) => {
+            JobError::transient(format!("job timed out after {:?}", ctx.job_timeout))
+        }
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(panic = %message, "the attempt panicked");
+            JobError::transient(format!("the attempt panicked: {message}"))
+        }
     };
 
     let out_of_attempts = claim.attempt >= claim.max_attempts;
@@ -136,6 +176,15 @@ async fn process(ctx: &WorkerContext, job_id: Uuid) -> anyhow::Result<(Outcome, 
             }
         }),
     }
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a format string).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 enum AttemptError {
@@ -177,6 +226,10 @@ async fn run_attempt(
     claim: &Claim,
     resource: &ResourceWithSecret,
 ) -> Result<SyncStats, AttemptError> {
+    #[cfg(feature = "test-faults")]
+    if crate::faults::hit(crate::faults::Fault::PanicInAttempt) {
+        panic!("injected fault: panic in the attempt");
+    }
     let password = ctx
         .secrets
         .open(&resource.password_sealed, resource.resource.id.as_bytes())

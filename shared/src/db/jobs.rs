@@ -351,17 +351,31 @@ async fn fail_lost_last_attempt(pool: &PgPool, job_id: Uuid) -> Result<bool, sql
 #[error("job {0} is no longer held by this attempt (lease lapsed, cancelled or taken over)")]
 pub struct Fenced(pub Uuid);
 
-/// Extends the leases of every job this worker is running. Returns how many it still holds.
+/// Extends the leases of the given attempts (job id and lease token), and of no others: an
+/// attempt its process no longer runs (it failed to record its outcome, or panicked) must lapse
+/// on time even while that process lives. A row locked by a long statement (its own catalog
+/// write) is skipped rather than waited for, so one busy job never delays the renewal of the
+/// rest; a lease is renewed three times per term, so one skipped renewal does not lapse it.
+/// Returns how many leases it extended.
 pub async fn renew_leases(
     db: impl PgExecutor<'_>,
-    worker_id: &str,
+    attempts: &[(JobId, Uuid)],
     lease: Duration,
 ) -> Result<u64, sqlx::Error> {
+    let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) =
+        attempts.iter().map(|(j, t)| (j.uuid(), *t)).unzip();
     let done = sqlx::query(
-        "update jobs set lease_expires_at = now() + $2 * interval '1 millisecond'
-         where worker_id = $1 and state = 'running'",
+        "update jobs set lease_expires_at = now() + $3 * interval '1 millisecond'
+         where id in (
+                 select j.id from jobs j
+                 join unnest($1::uuid[], $2::uuid[]) as a (id, token)
+                   on j.id = a.id and j.lease_token = a.token
+                 where j.state = 'running'
+                 for update of j skip locked)
+           and state = 'running'",
     )
-    .bind(worker_id)
+    .bind(&ids)
+    .bind(&tokens)
     .bind(lease.as_millis() as i64)
     .execute(db)
     .await?;
