@@ -825,3 +825,64 @@ async fn attempts_that_record_no_outcome_are_taken_over_within_a_lease() {
     }
     signal(&worker, "TERM").unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_while_another_duty_is_stuck() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let (_proxy, resource) = stalled_source(&app, "steady", json!({})).await;
+    let worker = app
+        .spawn_worker_process("steady", &[("METASYNC_LEASE", "2s")])
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    let job_id = Uuid::parse_str(&job).unwrap();
+    wait_until_running(&app, &job, 1).await;
+    // The schedule duty reads `resources`; this lock stops it for three leases.
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("lock table resources in access exclusive mode")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the schedule duty to wait for the lock",
+        || async {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "select count(*) from pg_stat_activity
+                 where datname = current_database() and wait_event_type = 'Lock'",
+            )
+            .fetch_one(&app.db)
+            .await?;
+            Ok((waiting > 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let (live,): (bool,) =
+            sqlx::query_as("select lease_expires_at > now() from jobs where id = $1")
+                .bind(job_id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert!(
+            live,
+            "the job's lease lapsed while the schedule duty was stuck"
+        );
+        assert_eq!(
+            live_workers(&app).await.unwrap(),
+            1,
+            "the worker's Redis lease lapsed while the schedule duty was stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tx.rollback().await.unwrap();
+    let (state, attempts, _) = app.job_row(&job).await.unwrap();
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("running", 1),
+        "never taken over"
+    );
+    signal(&worker, "TERM").unwrap();
+}
