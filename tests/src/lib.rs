@@ -597,3 +597,110 @@ impl TestApp {
         Ok(ids)
     }
 }
+
+/// A private `redis-server` on a free port of 127.0.0.1, without persistence, for tests that
+/// flush, stop or restart Redis: they never touch the shared server on 6379 that other tests
+/// are using. Started by [`RedisServer::start`], stopped (by its pid) when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        // The port is free when picked but could be taken before redis-server binds it: then
+        // the server exits at once, and another port is tried.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let dir =
+                std::env::temp_dir().join(format!("mstest-redis-{}", Uuid::now_v7().simple()));
+            std::fs::create_dir_all(&dir)?;
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting redis-server")?;
+            let mut server = Self { port, child, dir };
+            let url = server.url();
+            let ready = eventually(Duration::from_secs(10), "redis-server to answer", || {
+                let url = url.clone();
+                let exited = server.child.try_wait().ok().flatten().is_some();
+                async move {
+                    anyhow::ensure!(!exited, "redis-server exited");
+                    let answered = async {
+                        let client = redis::Client::open(url.as_str())?;
+                        let mut conn = client.get_multiplexed_async_connection().await?;
+                        redis::cmd("PING").query_async::<String>(&mut conn).await
+                    }
+                    .await;
+                    Ok(answered.is_ok().then_some(()))
+                }
+            })
+            .await;
+            if ready.is_ok() {
+                return Ok(server);
+            }
+            drop(server);
+        }
+        anyhow::bail!("redis-server did not start on a free port")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Like [`spawn_app`], with the API and its queue on the Redis at `redis_url` (e.g. a
+/// [`RedisServer`]). In-process workers ([`TestApp::spawn_worker`]) use the same queue.
+pub async fn spawn_app_with_redis(redis_url: &str) -> anyhow::Result<TestApp> {
+    let database = create_database("mstest_cat").await?;
+    let database_url = pg_url(&database);
+    let db = metasync_shared::db::connect(&DatabaseArgs {
+        database_url: database_url.clone(),
+        db_max_connections: 5,
+    })
+    .await?;
+    metasync_shared::db::migrate(&db).await?;
+    let queue_name = format!("test-{}", Uuid::now_v7().simple());
+    let queue = Queue::connect(redis_url, &queue_name).await?;
+    let jwt = JwtKeys::new(JWT_SECRET.as_bytes());
+    let state = AppState {
+        db: db.clone(),
+        queue: queue.clone(),
+        secrets: SecretBox::new(&SECRET_KEY),
+        jwt: Arc::new(jwt.clone()),
+        max_attempts: 5,
+        metrics: None,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(metasync_api::serve(listener, state, async {
+        let _ = rx.await;
+    }));
+    Ok(TestApp {
+        base,
+        http: reqwest::Client::new(),
+        db,
+        database_url,
+        queue_name,
+        queue,
+        jwt,
+        shutdown: Some(tx),
+    })
+}

@@ -1,13 +1,15 @@
 //! A job lifecycle users can trust, proven on real processes, signals and services: retries
 //! with backoff, permanent failures, single flight, cancel, crash recovery, poison jobs,
 //! fencing of frozen workers, Redis loss, graceful shutdown, schedules and silent sources.
-//! Every test starts processes or flushes Redis, so they run one at a time.
+//! Every test starts processes, so they run one at a time; the one that flushes Redis does it
+//! on a `redis-server` of its own.
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use metasync_tests::{
-    FaultProxy, ProxyMode, REDIS_URL, TestApp, create_source, eventually, signal, spawn_app,
+    FaultProxy, ProxyMode, REDIS_URL, RedisServer, TestApp, create_source, eventually, signal,
+    spawn_app, spawn_app_with_redis,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -412,13 +414,15 @@ async fn a_frozen_worker_cannot_overwrite_the_newer_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_with_100_queued_jobs_loses_none() {
     let _serial = SERIAL.lock().await;
-    let app = spawn_app().await.unwrap();
+    // A Redis of its own: FLUSHALL on the shared one would wipe other tests' queues.
+    let redis = RedisServer::start().await.unwrap();
+    let app = spawn_app_with_redis(&redis.url()).await.unwrap();
     let source = create_source("create table t (id int);").await.unwrap();
     app.insert_resources(T, &source, 100).await.unwrap();
     let (status, _, batch) = app.call(T, Method::POST, "/v1/syncs", None).await.unwrap();
     assert_eq!(status, 202, "{batch}");
     assert_eq!(batch["jobs"], 100);
-    let client = redis::Client::open(REDIS_URL).unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     assert_eq!(app.queue.depth().await.unwrap(), (0, 0));
