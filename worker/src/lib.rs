@@ -67,7 +67,7 @@ pub async fn run(
             Ok(())
         })
         .await;
-    drop(maintenance);
+    maintenance.stop().await;
 
     // Whatever did not finish goes back now, not when the lease lapses.
     let expired = jobs::expire_leases(&ctx.db, &ctx.worker_id).await;

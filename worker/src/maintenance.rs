@@ -270,6 +270,15 @@ async fn fire_schedules(ctx: &WorkerContext) -> anyhow::Result<()> {
 /// Aborts every duty when dropped.
 pub struct AbortOnDrop(tokio::task::JoinSet<()>);
 
+impl AbortOnDrop {
+    /// Aborts every duty and waits until none runs, so that a heartbeat in flight cannot
+    /// renew the worker's lease after shutdown has released it.
+    pub async fn stop(mut self) {
+        self.0.abort_all();
+        while self.0.join_next().await.is_some() {}
+    }
+}
+
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort_all();
