@@ -284,3 +284,28 @@ impl Drop for AbortOnDrop {
         self.0.abort_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_failures_warn_once_per_period_with_a_count() {
+        let mut warnings = Warnings::new("test");
+        let e = anyhow::anyhow!("down");
+        warnings.failed(&e);
+        let first = warnings.last;
+        assert!(first.is_some());
+        warnings.failed(&e);
+        warnings.failed(&e);
+        assert_eq!(warnings.unlogged, 2, "two failures held back");
+        assert_eq!(warnings.last, first, "no second warning within the period");
+        warnings.succeeded();
+        assert_eq!(warnings.unlogged, 0);
+        warnings.failed(&e);
+        assert_eq!(
+            warnings.last, first,
+            "still one warning per period after a recovery"
+        );
+    }
+}
