@@ -103,6 +103,8 @@ pub struct TestApp {
     pub database_url: String,
     pub queue_name: String,
     pub queue: Queue,
+    /// The Redis the queue lives on (the shared one, or a test's own [`RedisServer`]).
+    pub redis_url: String,
     pub jwt: JwtKeys,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -126,7 +128,7 @@ fn test_retry() -> RetryArgs {
     }
 }
 
-fn serve_args(database_url: &str, queue_name: &str) -> ServeArgs {
+fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArgs {
     ServeArgs {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
         database: DatabaseArgs {
@@ -134,7 +136,7 @@ fn serve_args(database_url: &str, queue_name: &str) -> ServeArgs {
             db_max_connections: 5,
         },
         queue: QueueArgs {
-            redis_url: REDIS_URL.to_owned(),
+            redis_url: redis_url.to_owned(),
             queue: queue_name.to_owned(),
         },
         secret_key: SecretKeyArgs {
@@ -162,8 +164,11 @@ pub struct TestRouter {
 pub async fn spawn_router() -> anyhow::Result<TestRouter> {
     let database = create_database("mstest_cat").await?;
     let queue_name = format!("test-{}", Uuid::now_v7().simple());
-    let application =
-        Application::build(&serve_args(&pg_url(&database), &queue_name), None).await?;
+    let application = Application::build(
+        &serve_args(&pg_url(&database), REDIS_URL, &queue_name),
+        None,
+    )
+    .await?;
     let state = application.state().clone();
     Ok(TestRouter {
         router: metasync_api::app(state.clone()),
@@ -182,10 +187,16 @@ impl TestRouter {
 /// Starts the API the way `metasync-api serve` does, on port 0, with its own catalog database
 /// (migrated by start-up) and its own queue name.
 pub async fn spawn_app() -> anyhow::Result<TestApp> {
+    spawn_app_with_redis(REDIS_URL).await
+}
+
+/// Like [`spawn_app`], with the API and its queue on the Redis at `redis_url` (e.g. a
+/// [`RedisServer`]). Workers the app spawns use the same Redis.
+pub async fn spawn_app_with_redis(redis_url: &str) -> anyhow::Result<TestApp> {
     let database = create_database("mstest_cat").await?;
     let database_url = pg_url(&database);
     let queue_name = format!("test-{}", Uuid::now_v7().simple());
-    let args = serve_args(&database_url, &queue_name);
+    let args = serve_args(&database_url, redis_url, &queue_name);
     let application = Application::build(&args, None).await?;
     let base = format!("http://127.0.0.1:{}", application.port());
     let db = application.state().db.clone();
@@ -201,6 +212,7 @@ pub async fn spawn_app() -> anyhow::Result<TestApp> {
         database_url,
         queue_name,
         queue,
+        redis_url: redis_url.to_owned(),
         jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
         shutdown: Some(tx),
     })
@@ -257,7 +269,7 @@ impl TestApp {
                 db_max_connections: 5,
             },
             queue: QueueArgs {
-                redis_url: REDIS_URL.to_owned(),
+                redis_url: self.redis_url.clone(),
                 queue: self.queue_name.clone(),
             },
             secret_key: SecretKeyArgs {
@@ -296,7 +308,7 @@ impl TestApp {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &self.database_url)
-            .env("REDIS_URL", REDIS_URL)
+            .env("REDIS_URL", &self.redis_url)
             .env("METASYNC_QUEUE", &self.queue_name)
             .env("METASYNC_SECRET_KEY", secret_key_base64())
             .env("METASYNC_WORKER_NAME", name)
@@ -716,5 +728,72 @@ impl TestApp {
         .execute(&self.db)
         .await?;
         Ok(ids)
+    }
+}
+
+/// A private `redis-server` on a free port of 127.0.0.1, without persistence, for tests that
+/// flush, stop or restart Redis: they never touch the shared server on 6379 that other tests
+/// are using. Started by [`RedisServer::start`], stopped (by its pid) when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    child: std::process::Child,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    pub async fn start() -> anyhow::Result<Self> {
+        // The port is free when picked but could be taken before redis-server binds it: then
+        // the server exits at once, and another port is tried.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let dir =
+                std::env::temp_dir().join(format!("mstest-redis-{}", Uuid::now_v7().simple()));
+            std::fs::create_dir_all(&dir)?;
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(&dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting redis-server")?;
+            let mut server = Self { port, child, dir };
+            let url = server.url();
+            let ready = eventually(Duration::from_secs(10), "redis-server to answer", || {
+                let url = url.clone();
+                let exited = server.child.try_wait().ok().flatten().is_some();
+                async move {
+                    anyhow::ensure!(!exited, "redis-server exited");
+                    let answered = async {
+                        let client = redis::Client::open(url.as_str())?;
+                        let mut conn = client.get_multiplexed_async_connection().await?;
+                        redis::cmd("PING").query_async::<String>(&mut conn).await
+                    }
+                    .await;
+                    Ok(answered.is_ok().then_some(()))
+                }
+            })
+            .await;
+            if ready.is_ok() {
+                return Ok(server);
+            }
+            drop(server);
+        }
+        anyhow::bail!("redis-server did not start on a free port")
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -560,13 +560,14 @@ async fn cancel_refuses_a_finished_job_and_ignores_other_tenants() {
 // leases
 
 #[tokio::test]
-async fn renew_leases_extends_only_this_workers_running_jobs() {
+async fn renew_leases_extends_only_the_attempts_named() {
     let db = catalog_database().await.unwrap();
     let mine = queued(&db, 5).await;
     let theirs = queued(&db, 5).await;
-    claim(&db, &mine, "me", Duration::from_secs(1)).await;
-    claim(&db, &theirs, "them", Duration::from_secs(1)).await;
-    assert_eq!(jobs::renew_leases(&db, "me", LEASE).await.unwrap(), 1);
+    let held = claim(&db, &mine, "me", Duration::from_secs(1)).await;
+    claim(&db, &theirs, "me", Duration::from_secs(1)).await;
+    let attempt = [(held.claim.job_id, held.claim.lease_token)];
+    assert_eq!(jobs::renew_leases(&db, &attempt, LEASE).await.unwrap(), 1);
     let leases: Vec<(JobId, bool)> = sqlx::query_as(
         "select id, lease_expires_at > now() + interval '50 seconds' from jobs order by id",
     )
@@ -574,7 +575,10 @@ async fn renew_leases_extends_only_this_workers_running_jobs() {
     .await
     .unwrap();
     assert_eq!(leases, [(mine.id, true), (theirs.id, false)]);
-    assert_eq!(jobs::renew_leases(&db, "nobody", LEASE).await.unwrap(), 0);
+    // A stale token (the attempt was taken over) renews nothing.
+    let stale = [(held.claim.job_id, Uuid::now_v7())];
+    assert_eq!(jobs::renew_leases(&db, &stale, LEASE).await.unwrap(), 0);
+    assert_eq!(jobs::renew_leases(&db, &[], LEASE).await.unwrap(), 0);
 }
 
 #[tokio::test]

@@ -1,15 +1,17 @@
 //! A job lifecycle users can trust, proven on real processes, signals and services: retries
 //! with backoff, permanent failures, single flight, cancel, crash recovery, poison jobs,
 //! fencing of frozen workers, Redis loss, graceful shutdown, schedules and silent sources.
-//! Every test starts processes or flushes Redis, so they run one at a time.
+//! Every test starts processes, so they run one at a time; the one that flushes Redis does it
+//! on a `redis-server` of its own.
 
 use std::time::{Duration, Instant};
 
 use metasync_shared::db::resources::Resource;
 use metasync_shared::domain::ErrorClass;
+use metasync_shared::ids::JobId;
 use metasync_tests::{
-    FaultProxy, ProxyMode, REDIS_URL, TestApp, assert_job, create_source, eventually, signal,
-    spawn_app,
+    FaultProxy, ProxyMode, REDIS_URL, RedisServer, TestApp, assert_job, create_source, eventually,
+    signal, spawn_app, spawn_app_with_redis,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -400,13 +402,15 @@ async fn a_frozen_worker_cannot_overwrite_the_newer_attempt() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_flushed_with_100_queued_jobs_loses_none() {
     let _serial = SERIAL.lock().await;
-    let app = spawn_app().await.unwrap();
+    // A Redis of its own: FLUSHALL on the shared one would wipe other tests' queues.
+    let redis = RedisServer::start().await.unwrap();
+    let app = spawn_app_with_redis(&redis.url()).await.unwrap();
     let source = create_source("create table t (id int);").await.unwrap();
     app.insert_resources(T, &source, 100).await.unwrap();
     let (status, _, batch) = app.call(T, Method::POST, "/v1/syncs", None).await.unwrap();
     assert_eq!(status, 202, "{batch}");
     assert_eq!(batch["jobs"], 100);
-    let client = redis::Client::open(REDIS_URL).unwrap();
+    let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
     assert_eq!(app.queue.depth().await.unwrap(), (0, 0));
@@ -553,4 +557,334 @@ async fn a_silent_source_fails_within_the_connect_timeout() {
     let took = done.finished_at.expect("a finished job") - done.started_at.expect("a started job");
     assert!(took.num_milliseconds() < 5_000, "took {took}");
     assert!(took.num_milliseconds() >= 2_900, "took {took}");
+}
+
+/// Live workers registered in this test's queue.
+async fn live_workers(app: &TestApp) -> anyhow::Result<usize> {
+    let client = redis::Client::open(REDIS_URL)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let n: usize = redis::cmd("ZCOUNT")
+        .arg(&app.queue.keys().workers)
+        .arg(now_ms)
+        .arg("+inf")
+        .query_async(&mut conn)
+        .await?;
+    Ok(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_whose_worker_dies_ends_cancelled() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let (_proxy, resource) = stalled_source(&app, "orphaned", json!({})).await;
+    let lease_ms = 2_000;
+    let lease = [("METASYNC_LEASE", "2s")];
+    let mut doomed = app.spawn_worker_process("doomed", &lease).unwrap();
+    let job = sync_id(&app, &resource).await;
+    wait_until_running(&app, &job, 1).await;
+    // The worker that must notice is up before the kill.
+    let witness = app.spawn_worker_process("witness", &lease).unwrap();
+    eventually(Duration::from_secs(30), "two live workers", || async {
+        Ok((live_workers(&app).await? == 2).then_some(()))
+    })
+    .await
+    .unwrap();
+    let (status, _, answer) = app
+        .call(T, Method::POST, &format!("/v1/jobs/{job}/cancel"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["cancel_requested"], true, "{answer}");
+    signal(&doomed, "KILL").unwrap();
+    doomed.wait().await.unwrap();
+    let killed_at = Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "the job to end cancelled",
+        || async {
+            let (state, _, _) = app.job_row(&job).await?;
+            Ok((state == "cancelled").then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let took = killed_at.elapsed();
+    // The lease lapses at most one lease after the kill; the rescuer runs every heartbeat
+    // (a third of the lease). The slack covers polling and a loaded machine.
+    let bound = Duration::from_millis(lease_ms + lease_ms / 3 + 500);
+    println!(
+        "cancel + kill -9: job cancelled {:.2} s after the kill (lease 2 s)",
+        took.as_secs_f64()
+    );
+    assert!(took <= bound, "cancelled {took:?} after the kill");
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_job(&done).cancelled().attempts(1);
+    let history = app.attempts(T, &job).await.unwrap();
+    assert!(history[0].finished_at.is_some(), "{history:?}");
+    assert!(
+        history[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("lost"),
+        "{history:?}"
+    );
+    let (status, _, next) = app
+        .call(
+            T,
+            Method::POST,
+            &format!("/v1/resources/{}/sync", resource.id),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "the resource takes new syncs again: {next}");
+    assert_ne!(next["id"].as_str(), Some(done.id.to_string().as_str()));
+    signal(&witness, "TERM").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_acts_on_the_state_the_job_has_when_it_is_locked() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let resource = app.register(T, "racing", "postgres").await.unwrap();
+    let job = sync_id(&app, &resource).await;
+    let job_id: JobId = job.parse().unwrap();
+    metasync_shared::db::jobs::claim(&app.db, job_id, "racer", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    // The attempt fails as transient (running → retrying) in a transaction that commits
+    // only once the cancel is waiting for the row: a cancel that decided from an earlier
+    // read would answer 202 and set no flag, and the job would run again.
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query(
+        "update jobs set state = 'retrying', next_attempt_at = now() + interval '1 hour',
+                lease_expires_at = null
+         where id = $1 and state = 'running'",
+    )
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let cancel_path = format!("/v1/jobs/{job}/cancel");
+    let cancel = app.call(T, Method::POST, &cancel_path, None);
+    let commit = async {
+        eventually(
+            Duration::from_secs(10),
+            "the cancel to wait for the row",
+            || async {
+                let (waiting,): (i64,) = sqlx::query_as(
+                    "select count(*) from pg_stat_activity
+                     where datname = current_database() and wait_event_type = 'Lock'",
+                )
+                .fetch_one(&app.db)
+                .await?;
+                Ok((waiting > 0).then_some(()))
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        anyhow::Ok(())
+    };
+    let (answer, committed) = tokio::join!(cancel, commit);
+    committed.unwrap();
+    let (status, _, body) = answer.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["state"], "cancelled", "{body}");
+    let (state, _, _) = app.job_row(&job).await.unwrap();
+    assert_eq!(state, "cancelled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_long_after_start_still_gives_the_full_grace() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let (proxy, resource) = stalled_source(&app, "veteran", json!({})).await;
+    let grace = Duration::from_secs(2);
+    let started = Instant::now();
+    let mut worker = app
+        .spawn_worker_process("veteran", &[("METASYNC_SHUTDOWN_GRACE", "2s")])
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    wait_until_running(&app, &job, 1).await;
+    // Up for longer than the grace before the signal: a deadline counted from start-up has
+    // already passed by then.
+    let up = grace + Duration::from_secs(1);
+    tokio::time::sleep(up.saturating_sub(started.elapsed())).await;
+    signal(&worker, "TERM").unwrap();
+    let signalled = Instant::now();
+    // The job needs part of the grace: its source answers only now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.release_stalled();
+    let exit = tokio::time::timeout(grace + Duration::from_secs(2), worker.wait())
+        .await
+        .expect("the worker exits within grace + 2 s of SIGTERM")
+        .unwrap();
+    let took = signalled.elapsed();
+    println!(
+        "SIGTERM {:.1} s after start (grace 2 s): exited {:.2} s after the signal",
+        (signalled - started).as_secs_f64(),
+        took.as_secs_f64()
+    );
+    assert!(exit.success(), "{exit}");
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The running job finished in its grace: one attempt.
+    assert_job(&done).succeeded().attempts(1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_attempt_is_recorded_as_transient_and_retried() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let resource = app.register(T, "panicky", &source).await.unwrap();
+    let worker = app
+        .spawn_worker_process(
+            "panicky",
+            &[
+                ("METASYNC_LEASE", "2s"),
+                ("METASYNC_TEST_FAULTS", "panic-in-attempt"),
+            ],
+        )
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_job(&done).succeeded().attempts(2);
+    let history = app.attempts(T, &job).await.unwrap();
+    assert_eq!(
+        history[0].error_class,
+        Some(ErrorClass::Transient),
+        "{history:?}"
+    );
+    assert!(
+        history[0]
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("panicked"),
+        "{history:?}"
+    );
+    // Retried after its backoff (at most 1 s here), well within lease + heartbeat.
+    let gap = history[1].started_at - history[0].finished_at.expect("a closed attempt");
+    assert!(gap.num_milliseconds() <= 2_667, "retried after {gap}");
+    signal(&worker, "TERM").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_that_record_no_outcome_are_taken_over_within_a_lease() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let resource = app.register(T, "careless", &source).await.unwrap();
+    // The first attempt panics outside the attempt's own catch, the second ends without
+    // recording its outcome (as when that write fails); the process lives on throughout, so
+    // only per-attempt leases let the job be taken over.
+    let worker = app
+        .spawn_worker_process(
+            "careless",
+            &[
+                ("METASYNC_LEASE", "2s"),
+                ("METASYNC_TEST_FAULTS", "panic-after-claim,lose-outcome"),
+            ],
+        )
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    let done = app
+        .wait_for_job(T, &job, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_job(&done).succeeded().attempts(3);
+    let history = app.attempts(T, &job).await.unwrap();
+    for i in 0..2 {
+        assert!(
+            history[i]
+                .error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("lost"),
+            "{history:?}"
+        );
+        // Taken over once its lease (2 s from the claim, never renewed) lapsed: within
+        // lease + one heartbeat of the attempt's start.
+        let gap = history[i + 1].started_at - history[i].started_at;
+        println!(
+            "attempt {} taken over {:.2} s after it started (lease 2 s)",
+            i + 1,
+            gap.num_milliseconds() as f64 / 1000.0
+        );
+        assert!(gap.num_milliseconds() <= 2_667, "taken over after {gap}");
+    }
+    signal(&worker, "TERM").unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_renewed_while_another_duty_is_stuck() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app().await.unwrap();
+    let (_proxy, resource) = stalled_source(&app, "steady", json!({})).await;
+    let worker = app
+        .spawn_worker_process("steady", &[("METASYNC_LEASE", "2s")])
+        .unwrap();
+    let job = sync_id(&app, &resource).await;
+    let job_id = Uuid::parse_str(&job).unwrap();
+    wait_until_running(&app, &job, 1).await;
+    // The schedule duty reads `resources`; this lock stops it for three leases.
+    let mut tx = app.db.begin().await.unwrap();
+    sqlx::query("lock table resources in access exclusive mode")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the schedule duty to wait for the lock",
+        || async {
+            let (waiting,): (i64,) = sqlx::query_as(
+                "select count(*) from pg_stat_activity
+                 where datname = current_database() and wait_event_type = 'Lock'",
+            )
+            .fetch_one(&app.db)
+            .await?;
+            Ok((waiting > 0).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        let (live,): (bool,) =
+            sqlx::query_as("select lease_expires_at > now() from jobs where id = $1")
+                .bind(job_id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert!(
+            live,
+            "the job's lease lapsed while the schedule duty was stuck"
+        );
+        assert_eq!(
+            live_workers(&app).await.unwrap(),
+            1,
+            "the worker's Redis lease lapsed while the schedule duty was stuck"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tx.rollback().await.unwrap();
+    let (state, attempts, _) = app.job_row(&job).await.unwrap();
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("running", 1),
+        "never taken over"
+    );
+    signal(&worker, "TERM").unwrap();
 }

@@ -4,19 +4,25 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+#[cfg(feature = "test-faults")]
+pub mod faults;
+pub mod in_flight;
 pub mod maintenance;
 pub mod pipeline;
 pub mod scan;
 pub mod startup;
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use apalis::layers::WorkerBuilderExt as _;
 use apalis::prelude::{AbortError, BoxDynError, Data, Monitor, RetryAfterError, WorkerBuilder};
+use futures::FutureExt as _;
 use metasync_shared::db::jobs;
 
 use crate::backend::{Delivery, RedisBackend};
+use crate::in_flight::InFlight;
 use crate::pipeline::{Outcome, WorkerContext};
 
 /// How a worker process runs.
@@ -35,7 +41,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     maintenance::register(&ctx).await?;
-    let maintenance = maintenance::spawn(ctx.clone());
+    let in_flight = InFlight::default();
+    let maintenance = maintenance::spawn(ctx.clone(), in_flight.clone());
     tracing::info!(worker = %ctx.worker_id, concurrency = options.concurrency, "worker started");
 
     let factory_ctx = ctx.clone();
@@ -47,17 +54,20 @@ pub async fn run(
                     factory_ctx.worker_id.clone(),
                 ))
                 .data(factory_ctx.clone())
+                .data(in_flight.clone())
                 .concurrency(options.concurrency)
                 .build(handle)
         })
-        .with_terminator(tokio::time::sleep(options.shutdown_grace));
+        // apalis polls the terminator only once shutdown begins; creating the timer inside it
+        // counts the grace from the signal, not from start-up.
+        .with_terminator(async move { tokio::time::sleep(options.shutdown_grace).await });
     let result = monitor
         .run_with_signal(async move {
             shutdown.await;
             Ok(())
         })
         .await;
-    drop(maintenance);
+    maintenance.stop().await;
 
     // Whatever did not finish goes back now, not when the lease lapses.
     let expired = jobs::expire_leases(&ctx.db, &ctx.worker_id).await;
@@ -77,8 +87,24 @@ pub async fn run(
 
 /// The apalis task function. Outcomes are recorded in PostgreSQL by the pipeline; the returned
 /// error only tells apalis's event stream what happened (AbortError = permanent).
-async fn handle(delivery: Delivery, ctx: Data<WorkerContext>) -> Result<(), BoxDynError> {
-    match pipeline::handle_delivery(&ctx, delivery.job_id).await {
+async fn handle(
+    delivery: Delivery,
+    ctx: Data<WorkerContext>,
+    in_flight: Data<InFlight>,
+) -> Result<(), BoxDynError> {
+    // A panic outside the attempt (which records its own as a failure) is handled like an
+    // infrastructure error: the delivery comes back later, and the attempt, no longer in
+    // `in_flight`, loses its lease on time.
+    let handled = AssertUnwindSafe(pipeline::handle_delivery(&ctx, &in_flight, delivery.job_id))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|panic| {
+            Err(anyhow::anyhow!(
+                "handling the delivery panicked: {}",
+                pipeline::panic_message(panic.as_ref())
+            ))
+        });
+    match handled {
         Ok(Outcome::Failed(message)) => Err(AbortError::new(message).into()),
         Ok(Outcome::Retrying(message, delay)) => Err(RetryAfterError::new(message, delay).into()),
         Ok(_) => Ok(()),

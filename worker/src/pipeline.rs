@@ -1,7 +1,10 @@
 //! One delivery, start to finish: claim the job → decrypt credentials → scan the source →
 //! diff and write the catalog (fenced) → record the outcome → acknowledge the delivery.
 
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
 
 use metasync_shared::catalog::Snapshot;
 use metasync_shared::crypto::SecretBox;
@@ -16,6 +19,7 @@ use metasync_shared::submit::Submitter;
 use sqlx::PgPool;
 
 use crate::error::JobError;
+use crate::in_flight::InFlight;
 use crate::maintenance::Duties;
 use crate::scan::reuse::SourceConnections;
 use crate::scan::{self, ScanLimits, ScanTarget};
@@ -73,11 +77,16 @@ impl Outcome {
 }
 
 /// Handles one delivery and acknowledges it. Errors here are infrastructure failures (the
-/// catalog database or Redis); the delivery then stays claimed and is redelivered.
+/// catalog database or Redis); the delivery then stays claimed and is redelivered. The attempt
+/// is in `in_flight` (its lease renewed) from its claim until this returns.
 #[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %ctx.worker_id))]
-pub async fn handle_delivery(ctx: &WorkerContext, job_id: JobId) -> anyhow::Result<Outcome> {
+pub async fn handle_delivery(
+    ctx: &WorkerContext,
+    in_flight: &InFlight,
+    job_id: JobId,
+) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let (outcome, redeliver) = process(ctx, job_id).await?;
+    let (outcome, redeliver) = process(ctx, in_flight, job_id).await?;
     // Acknowledge before pushing again: the ack clears the job's `pending` mark, which the
     // new delivery sets again. A crash in between leaves a job the reconciler re-pushes.
     ctx.queue.ack(&ctx.worker_id, job_id).await?;
@@ -101,6 +110,7 @@ pub async fn handle_delivery(ctx: &WorkerContext, job_id: JobId) -> anyhow::Resu
 /// later, the delay before its next delivery.
 async fn process(
     ctx: &WorkerContext,
+    in_flight: &InFlight,
     job_id: JobId,
 ) -> anyhow::Result<(Outcome, Option<Duration>)> {
     let ClaimedJob { claim, resource } =
@@ -113,18 +123,44 @@ async fn process(
             }
         };
 
-    let attempt = tokio::time::timeout(ctx.job_timeout, run_attempt(ctx, &claim, &resource)).await;
+    let _held = in_flight.hold(claim.job_id, claim.lease_token);
+    #[cfg(feature = "test-faults")]
+    {
+        use crate::faults::{Fault, hit};
+        if hit(Fault::PanicAfterClaim) {
+            panic!("injected fault: panic after the claim");
+        }
+        if hit(Fault::LoseOutcome) {
+            anyhow::bail!("injected fault: recording the outcome failed");
+        }
+    }
+
+    // A panic ends the attempt like any transient failure; the unwind has already rolled
+    // back its catalog transaction and closed its source connection.
+    let attempt = AssertUnwindSafe(tokio::time::timeout(
+        ctx.job_timeout,
+        run_attempt(ctx, &claim, &resource),
+    ))
+    .catch_unwind()
+    .await;
     let error = match attempt {
-        Ok(Ok(_stats)) => return Ok((Outcome::Succeeded, None)),
-        Ok(Err(AttemptError::Stopped)) => {
+        Ok(Ok(Ok(_stats))) => return Ok((Outcome::Succeeded, None)),
+        Ok(Ok(Err(AttemptError::Stopped))) => {
             return Ok(if jobs::mark_cancelled(&ctx.db, &claim).await? {
                 (Outcome::Cancelled, None)
             } else {
                 (Outcome::Fenced, None)
             });
         }
-        Ok(Err(AttemptError::Job(e))) => e,
-        Err(_) => JobError::transient(format!("job timed out after {:?}", ctx.job_timeout)),
+        Ok(Ok(Err(AttemptError::Job(e)))) => e,
+        Ok(Err(_elapsed)) => {
+            JobError::transient(format!("job timed out after {:?}", ctx.job_timeout))
+        }
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(panic = %message, "the attempt panicked");
+            JobError::transient(format!("the attempt panicked: {message}"))
+        }
     };
 
     let out_of_attempts = claim.attempt >= claim.max_attempts;
@@ -143,6 +179,15 @@ async fn process(
             }
         }),
     }
+}
+
+/// The text of a panic's payload (`panic!` with a literal or a format string).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 enum AttemptError {
@@ -184,6 +229,10 @@ async fn run_attempt(
     claim: &Claim,
     resource: &ResourceWithSecret,
 ) -> Result<SyncStats, AttemptError> {
+    #[cfg(feature = "test-faults")]
+    if crate::faults::hit(crate::faults::Fault::PanicInAttempt) {
+        panic!("injected fault: panic in the attempt");
+    }
     let password = ctx
         .secrets
         .open(&resource.password_sealed, resource.resource.id.0.as_bytes())

@@ -237,7 +237,11 @@ pub async fn claim(
     if let Some(claim) = claimed {
         return Ok(Ok(claim));
     }
-    if fail_lost_last_attempt(pool, job_id).await? {
+    if fail_lost_last_attempt(pool, job_id).await?
+        || !rescue_cancelled(pool, Some(job_id), 1)
+            .await?
+            .is_empty()
+    {
         return Ok(Err(ClaimRefused::NotRunnable));
     }
     // (state, cancel_requested, lease_expires_at, next_attempt_at)
@@ -284,17 +288,31 @@ async fn fail_lost_last_attempt(pool: &PgPool, job_id: JobId) -> Result<bool, sq
 #[error("job {0} is no longer held by this attempt (lease lapsed, cancelled or taken over)")]
 pub struct Fenced(pub JobId);
 
-/// Extends the leases of every job this worker is running. Returns how many it still holds.
+/// Extends the leases of the given attempts (job id and lease token), and of no others: an
+/// attempt its process no longer runs (it failed to record its outcome, or panicked) must lapse
+/// on time even while that process lives. A row locked by a long statement (its own catalog
+/// write) is skipped rather than waited for, so one busy job never delays the renewal of the
+/// rest; a lease is renewed three times per term, so one skipped renewal does not lapse it.
+/// Returns how many leases it extended.
 pub async fn renew_leases(
     db: impl PgExecutor<'_>,
-    worker_id: &str,
+    attempts: &[(JobId, Uuid)],
     lease: Duration,
 ) -> Result<u64, sqlx::Error> {
+    let (ids, tokens): (Vec<Uuid>, Vec<Uuid>) =
+        attempts.iter().map(|(j, t)| (j.uuid(), *t)).unzip();
     let done = sqlx::query(
-        "update jobs set lease_expires_at = now() + $2 * interval '1 millisecond'
-         where worker_id = $1 and state = 'running'",
+        "update jobs set lease_expires_at = now() + $3 * interval '1 millisecond'
+         where id in (
+                 select j.id from jobs j
+                 join unnest($1::uuid[], $2::uuid[]) as a (id, token)
+                   on j.id = a.id and j.lease_token = a.token
+                 where j.state = 'running'
+                 for update of j skip locked)
+           and state = 'running'",
     )
-    .bind(worker_id)
+    .bind(&ids)
+    .bind(&tokens)
     .bind(lease.as_millis() as i64)
     .execute(db)
     .await?;
@@ -423,44 +441,80 @@ pub enum Cancelled {
     AlreadyFinished(Job),
 }
 
+/// Cancels a job in one statement guarded by the state it finds: `queued`/`retrying` become
+/// `cancelled`, a `running` job gets `cancel_requested` (its attempt stops at the next
+/// checkpoint, or the rescuer ends it if its worker is gone), and a finished job is left
+/// alone. Being one statement, it sees the job's state at the moment it locks the row: a job
+/// that moves `running` → `retrying` meanwhile is cancelled, never answered "requested" with no
+/// flag set. Returns `None` when the job is not the tenant's.
 pub async fn cancel(
     pool: &PgPool,
     tenant: &TenantId,
     id: JobId,
 ) -> Result<Option<Cancelled>, sqlx::Error> {
-    let now: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "update jobs set state = 'cancelled', finished_at = now(), next_attempt_at = null,
-                cancel_requested = true
-         where tenant_id = $1 and id = $2 and state in ('queued', 'retrying')
+    // SET expressions read the row as it was before this update.
+    let changed: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update jobs set cancel_requested = true,
+                state = case when state = 'running' then state else 'cancelled' end,
+                finished_at = case when state = 'running' then finished_at else now() end,
+                next_attempt_at = case when state = 'running' then next_attempt_at end
+         where tenant_id = $1 and id = $2 and state in ('queued', 'running', 'retrying')
          returning {COLUMNS}"
     )))
     .bind(tenant)
     .bind(id)
     .fetch_optional(pool)
     .await?;
-    if let Some(job) = now {
-        return Ok(Some(Cancelled::Now(job)));
-    }
-    let requested: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "update jobs set cancel_requested = true
-         where tenant_id = $1 and id = $2 and state = 'running'
-         returning {COLUMNS}"
-    )))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
-    if let Some(job) = requested {
-        return Ok(Some(Cancelled::Requested(job)));
-    }
-    Ok(job_reads::get(pool, tenant, id).await?.map(|job| {
-        if job.state.is_terminal() {
-            Cancelled::AlreadyFinished(job)
+    if let Some(job) = changed {
+        return Ok(Some(if job.state == JobState::Cancelled {
+            Cancelled::Now(job)
         } else {
-            // It changed state under us (e.g. claimed): the caller may simply ask again.
             Cancelled::Requested(job)
-        }
-    }))
+        }));
+    }
+    // Matched nothing, so the job is finished or gone; finished states never change, so this
+    // read cannot race with anything that would have made the cancel apply.
+    Ok(job_reads::get(pool, tenant, id)
+        .await?
+        .map(Cancelled::AlreadyFinished))
+}
+
+/// Ends `running` jobs whose cancel was requested and whose lease lapsed: the attempt that
+/// would have stopped at its next checkpoint lost its worker, so nobody else would ever end
+/// them, and they would block their resource for good. Closes the open attempt. `only` narrows
+/// the sweep to one job (a delivery for it was just refused). Returns the jobs it ended.
+pub async fn rescue_cancelled(
+    db: impl PgExecutor<'_>,
+    only: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<JobId>, sqlx::Error> {
+    const LOST: &str = "cancelled; the worker running this attempt was lost (lease lapsed)";
+    // The same shape as the poison-job path in `claim`: rows locked by a live write are left
+    // for the next sweep instead of stalling this one.
+    sqlx::query_scalar(
+        "with rescued as (
+             update jobs set state = 'cancelled', finished_at = now(), lease_expires_at = null,
+                    progress = null
+             where id in (
+                     select id from jobs
+                     where state = 'running' and cancel_requested and lease_expires_at < now()
+                       and ($1::uuid is null or id = $1)
+                     order by lease_expires_at limit $2
+                     for update skip locked)
+               and state = 'running' and cancel_requested and lease_expires_at < now()
+             returning id, attempts
+         ), closed as (
+             update job_attempts a set finished_at = now(), error = $3
+             from rescued r
+             where a.job_id = r.id and a.attempt = r.attempts and a.finished_at is null
+         )
+         select id from rescued",
+    )
+    .bind(only)
+    .bind(limit)
+    .bind(LOST)
+    .fetch_all(db)
+    .await
 }
 
 /// Whether a cancel was requested for the attempt's job (a scan checkpoint).
