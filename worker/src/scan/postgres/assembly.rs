@@ -45,7 +45,9 @@ impl<'a> Assembly<'a> {
         }
     }
 
-    pub(super) fn finish(self, database: &str) -> DatabaseSnapshot {
+    pub(super) fn finish(mut self, database: &str) -> DatabaseSnapshot {
+        // The snapshot lives on through the diff and the write; the growth slack need not.
+        self.tables.shrink_to_fit();
         DatabaseSnapshot {
             name: database.to_owned(),
             schemas: self.schemas,
