@@ -238,9 +238,7 @@ pub async fn claim(
         return Ok(Ok(claim));
     }
     if fail_lost_last_attempt(pool, job_id).await?
-        || !rescue_cancelled(pool, Some(job_id), 1)
-            .await?
-            .is_empty()
+        || !rescue_cancelled(pool, Some(job_id), 1).await?.is_empty()
     {
         return Ok(Err(ClaimRefused::NotRunnable));
     }

@@ -1,0 +1,69 @@
+//! The connection a scan reads the server on (a parked one for the same credentials if it is
+//! alive, else a new one), and the session it reads in: a statement timeout, then a READ ONLY
+//! transaction, one statement each.
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
+use sqlx::{ConnectOptions as _, Connection as _, MySql, MySqlConnection, Transaction};
+
+use crate::error::JobError;
+use crate::scan::reuse::{SourceConnections, SourceKey, Taken};
+use crate::scan::{self, ScanLimits, ScanTarget};
+
+/// A connection to the resource's server, with the key to give it back under.
+pub(super) async fn open(
+    target: &ScanTarget<'_>,
+    limits: ScanLimits,
+    sources: &SourceConnections,
+) -> Result<(SourceKey, Taken<MySqlConnection>), JobError> {
+    let resource = target.resource;
+    let key = sources.key(
+        &resource.host,
+        resource.port as u16,
+        &resource.database,
+        &resource.username,
+        target.password,
+    );
+    let taken = scan::open(&sources.mysql, &key, || connect_options(target), limits).await?;
+    Ok((key, taken))
+}
+
+fn connect_options(target: &ScanTarget<'_>) -> MySqlConnectOptions {
+    let resource = target.resource;
+    let options = MySqlConnectOptions::new()
+        .host(&resource.host)
+        .port(resource.port as u16)
+        .database(&resource.database)
+        .username(&resource.username)
+        .ssl_mode(MySqlSslMode::Disabled)
+        .disable_statement_logging();
+    // An empty password means "none": sending an empty one fails where none is expected.
+    if target.password.is_empty() {
+        options
+    } else {
+        options.password(target.password)
+    }
+}
+
+/// Sets the statement timeout, then starts the READ ONLY transaction the catalog is read in;
+/// counts both statements.
+pub(super) async fn begin_read_only<'c>(
+    conn: &'c mut MySqlConnection,
+    limits: ScanLimits,
+    statements: &mut u64,
+) -> Result<Transaction<'c, MySql>, JobError> {
+    // MariaDB's max_statement_time is in seconds; MySQL's max_execution_time in milliseconds.
+    // A server without the variable rejects the `set`, and the scan goes on without it.
+    let timeout_secs = limits.statement_timeout.as_secs_f64();
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "set session max_statement_time = {timeout_secs}"
+    )))
+    .execute(&mut *conn)
+    .await;
+    *statements += 1;
+    let tx = conn
+        .begin_with("start transaction read only")
+        .await
+        .map_err(|e| JobError::from_source("starting a read-only transaction", &e))?;
+    *statements += 1;
+    Ok(tx)
+}

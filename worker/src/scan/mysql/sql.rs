@@ -1,0 +1,195 @@
+//! The catalog statements, one per object family for the whole server (MySQL's schemas are its
+//! databases), each restricted to the selected databases, and the rows each returns. Every
+//! value is cast to a plain type (`char`, `signed`) so MySQL and MariaDB decode alike.
+
+/// Databases that are the server's own, never a user's.
+const SYSTEM_SCHEMAS: &str = "('mysql', 'information_schema', 'performance_schema', 'sys')";
+
+/// Which MySQL databases (its schemas) a scan reads, as a condition on `column` with the
+/// names to bind: the resource's database by default, every non-system one for `"all"`.
+fn schema_condition(column: &str, names: Option<&[String]>) -> String {
+    match names {
+        Some(names) => {
+            let marks = vec!["?"; names.len()].join(", ");
+            format!("{column} in ({marks})")
+        }
+        None => format!("{column} not in {SYSTEM_SCHEMAS}"),
+    }
+}
+
+/// A database (`information_schema.schemata`).
+#[derive(sqlx::FromRow)]
+pub(super) struct SchemaRow {
+    pub schema_name: String,
+    /// Not read: always null.
+    pub schema_comment: Option<String>,
+}
+
+pub(super) fn schemas(names: Option<&[String]>) -> String {
+    format!(
+        "select cast(schema_name as char) as schema_name, cast(null as char) as schema_comment
+             from information_schema.schemata where {} order by 1",
+        schema_condition("schema_name", names)
+    )
+}
+
+/// A table or view (`information_schema.tables`, with the view's definition).
+#[derive(sqlx::FromRow)]
+pub(super) struct TableRow {
+    pub table_schema: String,
+    pub table_name: String,
+    /// `BASE TABLE`, `VIEW`, `SYSTEM VIEW`, ….
+    pub table_type: String,
+    pub engine: Option<String>,
+    pub table_rows: Option<i64>,
+    /// Data and index length together.
+    pub total_bytes: Option<i64>,
+    pub table_comment: Option<String>,
+    pub view_definition: Option<String>,
+    pub create_time: Option<String>,
+    pub update_time: Option<String>,
+}
+
+pub(super) fn tables(names: Option<&[String]>) -> String {
+    format!(
+        "select cast(t.table_schema as char) as table_schema,
+                        cast(t.table_name as char) as table_name,
+                        cast(t.table_type as char) as table_type, cast(t.engine as char) as engine,
+                        cast(t.table_rows as signed) as table_rows,
+                        cast(t.data_length + t.index_length as signed) as total_bytes,
+                        cast(t.table_comment as char) as table_comment,
+                        cast(v.view_definition as char) as view_definition,
+                        cast(t.create_time as char) as create_time,
+                        cast(t.update_time as char) as update_time
+                 from information_schema.tables t
+                      left join information_schema.views v
+                             on v.table_schema = t.table_schema
+                            and v.table_name = t.table_name
+                 where {} order by 1, 2",
+        schema_condition("t.table_schema", names)
+    )
+}
+
+/// A column (`information_schema.columns`).
+#[derive(sqlx::FromRow)]
+pub(super) struct ColumnRow {
+    pub table_schema: String,
+    pub table_name: String,
+    pub ordinal_position: i64,
+    pub column_name: String,
+    pub column_type: String,
+    /// `YES` or `NO`.
+    pub is_nullable: String,
+    pub column_default: Option<String>,
+    /// `auto_increment`, `on update …`, `VIRTUAL GENERATED`, … or empty.
+    pub extra: String,
+    /// Empty when there is none.
+    pub column_comment: String,
+}
+
+pub(super) fn columns(names: Option<&[String]>) -> String {
+    format!(
+        "select cast(table_schema as char) as table_schema,
+                        cast(table_name as char) as table_name,
+                        cast(ordinal_position as signed) as ordinal_position,
+                        cast(column_name as char) as column_name,
+                        cast(column_type as char) as column_type,
+                        cast(is_nullable as char) as is_nullable,
+                        cast(column_default as char) as column_default,
+                        cast(extra as char) as extra,
+                        cast(column_comment as char) as column_comment
+                 from information_schema.columns
+                 where {} order by 1, 2, 3",
+        schema_condition("table_schema", names)
+    )
+}
+
+/// One column of a primary, unique or foreign key (`information_schema.key_column_usage`), in
+/// key order; a key of n columns is n rows.
+#[derive(sqlx::FromRow)]
+pub(super) struct KeyColumnRow {
+    pub table_schema: String,
+    pub table_name: String,
+    pub constraint_name: String,
+    /// `PRIMARY KEY`, `FOREIGN KEY` or `UNIQUE`.
+    pub constraint_type: String,
+    pub column_name: Option<String>,
+    pub referenced_table_schema: Option<String>,
+    pub referenced_table_name: Option<String>,
+    pub referenced_column_name: Option<String>,
+}
+
+/// Key columns of primary, unique and foreign keys. KEY_COLUMN_USAGE alone: joining it to
+/// TABLE_CONSTRAINTS makes MariaDB re-open every table per row (0.03 s alone, 1 s joined at
+/// 2,000 tables), and the kind follows from the row (check constraints come from
+/// [`checks`]).
+pub(super) fn key_columns(names: Option<&[String]>) -> String {
+    format!(
+        "select cast(table_schema as char) as table_schema,
+                        cast(table_name as char) as table_name,
+                        cast(constraint_name as char) as constraint_name,
+                        case when constraint_name = 'PRIMARY' then 'PRIMARY KEY'
+                             when referenced_table_name is not null then 'FOREIGN KEY'
+                             else 'UNIQUE' end as constraint_type,
+                        cast(column_name as char) as column_name,
+                        cast(referenced_table_schema as char) as referenced_table_schema,
+                        cast(referenced_table_name as char) as referenced_table_name,
+                        cast(referenced_column_name as char) as referenced_column_name
+                 from information_schema.key_column_usage
+                 where {}
+                 order by 1, 2, 3, ordinal_position",
+        schema_condition("table_schema", names)
+    )
+}
+
+/// A check constraint (`information_schema.check_constraints`).
+#[derive(sqlx::FromRow)]
+pub(super) struct CheckRow {
+    pub constraint_schema: String,
+    pub table_name: String,
+    pub constraint_name: String,
+    pub check_clause: String,
+}
+
+pub(super) fn checks(names: Option<&[String]>) -> String {
+    format!(
+        "select cast(constraint_schema as char) as constraint_schema,
+                        cast(table_name as char) as table_name,
+                        cast(constraint_name as char) as constraint_name,
+                        cast(check_clause as char) as check_clause
+                 from information_schema.check_constraints where {}",
+        schema_condition("constraint_schema", names)
+    )
+}
+
+/// One column of an index (`information_schema.statistics`), in key order; an index of n
+/// columns is n rows.
+#[derive(sqlx::FromRow)]
+pub(super) struct IndexColumnRow {
+    pub table_schema: String,
+    pub table_name: String,
+    pub index_name: String,
+    pub non_unique: i64,
+    /// Null for a functional key part.
+    pub column_name: Option<String>,
+    /// Not read: always null.
+    pub expression: Option<String>,
+    /// `BTREE`, `HASH`, `FULLTEXT`, ….
+    pub index_type: String,
+}
+
+pub(super) fn index_columns(names: Option<&[String]>) -> String {
+    format!(
+        "select cast(table_schema as char) as table_schema,
+                        cast(table_name as char) as table_name,
+                        cast(index_name as char) as index_name,
+                        cast(non_unique as signed) as non_unique,
+                        cast(column_name as char) as column_name,
+                        cast(null as char) as expression,
+                        cast(index_type as char) as index_type
+                 from information_schema.statistics
+                 where {}
+                 order by 1, 2, 3, seq_in_index",
+        schema_condition("table_schema", names)
+    )
+}

@@ -1,0 +1,86 @@
+//! PostgreSQL scanner: reads `pg_catalog` (not the slow `information_schema` views), one
+//! database at a time, in ONE statement per database: a `union all` with a branch per object
+//! family ([`sql`]), on a READ ONLY session with a statement timeout ([`connection`]), so each
+//! database costs one round trip and is read from one snapshot. Its rows stream into the
+//! engine-independent catalog model as they arrive ([`assembly`]).
+
+mod assembly;
+mod connection;
+mod sql;
+
+use futures::TryStreamExt as _;
+use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
+use metasync_shared::scan_options::ScanOptions;
+use sqlx::PgConnection;
+
+use super::reuse::SourceConnections;
+use super::{ScanLimits, ScanTarget};
+use crate::error::JobError;
+use assembly::Assembly;
+use sql::CatalogRow;
+
+/// Reads the databases the options select; for `"all"`, one more statement lists them first.
+pub async fn scan(
+    target: &ScanTarget<'_>,
+    options: &ScanOptions,
+    limits: ScanLimits,
+    sources: &SourceConnections,
+) -> Result<Snapshot, JobError> {
+    let resource = target.resource;
+    let mut statements = 0;
+    let names = match options.database_names(&resource.database) {
+        Some(names) => names,
+        None => {
+            let (key, mut taken) =
+                connection::open(target, &resource.database, limits, sources).await?;
+            let names = sqlx::query_scalar(sql::DATABASES)
+                .fetch_all(&mut taken.conn)
+                .await
+                .map_err(|e| JobError::from_source("listing databases", &e));
+            statements += 1;
+            sources
+                .postgres
+                .give_back(key, taken, names.is_ok(), limits.connect_timeout)
+                .await;
+            names?
+        }
+    };
+    // One database at a time: a server with many databases never holds more than one
+    // connection or one snapshot transaction open for this job.
+    let mut databases = Vec::with_capacity(names.len());
+    for name in &names {
+        let (key, mut taken) = connection::open(target, name, limits, sources).await?;
+        let result = read_database(&mut taken.conn, name, options, &mut statements).await;
+        sources
+            .postgres
+            .give_back(key, taken, result.is_ok(), limits.connect_timeout)
+            .await;
+        databases.push(result?);
+    }
+    Ok(Snapshot {
+        databases,
+        statements,
+    })
+}
+
+/// Reads one database with the catalog statement ([`sql::catalog_statement`]).
+async fn read_database(
+    conn: &mut PgConnection,
+    name: &str,
+    options: &ScanOptions,
+    statements: &mut u64,
+) -> Result<DatabaseSnapshot, JobError> {
+    let sql = sql::catalog_statement(options.depth);
+    let mut assembly = Assembly::new(options);
+    let mut rows = sqlx::query_as::<_, CatalogRow>(sqlx::AssertSqlSafe(sql)).fetch(&mut *conn);
+    while let Some(row) = rows
+        .try_next()
+        .await
+        .map_err(|e| JobError::from_source("reading the catalog", &e))?
+    {
+        assembly.add(row);
+    }
+    drop(rows);
+    *statements += 1;
+    Ok(assembly.finish(name))
+}
