@@ -276,7 +276,9 @@ main() {
 
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/metasync-target}"
     log "building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    cargo build --release --bins
+    # Only the two binaries: building the test crate with them would unify its `test-faults`
+    # feature into the worker.
+    cargo build --release -p metasync-api -p metasync-worker --bins
     local api_bin="$CARGO_TARGET_DIR/release/metasync-api"
     local worker_bin="$CARGO_TARGET_DIR/release/metasync-worker"
 
