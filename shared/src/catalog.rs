@@ -8,22 +8,31 @@ use sha2::{Digest, Sha256};
 /// Everything one sync read from one source.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// One entry per database the scan options selected.
     pub databases: Vec<DatabaseSnapshot>,
     /// Statements issued against the source, all databases together.
     pub statements: u64,
 }
 
+/// One source database as a scan read it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct DatabaseSnapshot {
+    /// The database name on the source server.
     pub name: String,
+    /// The schemas read from this database.
     pub schemas: Vec<SchemaInfo>,
+    /// Tables of all schemas, each naming its schema.
     pub tables: Vec<TableInfo>,
 }
 
+/// A schema as a scan reads it and as `catalog_schemas` stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaInfo {
+    /// Schema name; in MySQL, where a schema is a database, the database name.
     pub name: String,
+    /// Owning role; `None` where the engine has no owner (MySQL).
     pub owner: Option<String>,
+    /// The schema's comment; `None` when unset.
     pub comment: Option<String>,
 }
 
@@ -32,21 +41,31 @@ pub struct SchemaInfo {
 /// `catalog_tables` with `schema_name as schema`; [`Self::columns`] comes from a second query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct TableInfo {
+    /// Name of the schema the table is in.
     pub schema: String,
+    /// Table name, unqualified.
     pub name: String,
     /// `table`, `view`, `materialized_view`, `partitioned_table` or `foreign_table`.
     pub kind: String,
+    /// Owning role; `None` where the engine has no owner (MySQL).
     pub owner: Option<String>,
+    /// The table's comment; `None` when unset.
     pub comment: Option<String>,
+    /// Row count as the engine's statistics estimate it, not counted; `None` for views.
     pub row_estimate: Option<i64>,
+    /// Size on disk in bytes, indexes included; `None` for views.
     pub total_bytes: Option<i64>,
+    /// The `SELECT` behind a view; `None` for other kinds.
     pub view_definition: Option<String>,
     /// Engine-specific facts, e.g. `{"partition_of": "public.events"}` or `{"engine": "InnoDB"}`.
     pub details: serde_json::Value,
+    /// In ordinal order; read from `catalog_columns`, hence skipped by `FromRow`.
     #[sqlx(skip)]
     pub columns: Vec<ColumnInfo>,
+    /// Stored as JSON in `catalog_tables.constraints`.
     #[sqlx(json)]
     pub constraints: Vec<ConstraintInfo>,
+    /// Stored as JSON in `catalog_tables.indexes`.
     #[sqlx(json)]
     pub indexes: Vec<IndexInfo>,
 }
@@ -54,43 +73,65 @@ pub struct TableInfo {
 /// A column as a scan reads it and as `catalog_columns` stores it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct ColumnInfo {
+    /// Ordinal position, from 1.
     pub position: i32,
+    /// Column name.
     pub name: String,
+    /// The type as the engine prints it, e.g. `character varying(64)`.
     pub data_type: String,
+    /// Whether the column accepts NULL.
     pub nullable: bool,
+    /// The default expression as the engine prints it; `None` when there is none.
     pub default_value: Option<String>,
+    /// The column's comment; `None` when unset.
     pub comment: Option<String>,
     /// Identity / generated (PostgreSQL) or `EXTRA` (MySQL); `{}` when there is none.
     pub details: serde_json::Value,
 }
 
+/// A table constraint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConstraintInfo {
+    /// Constraint name; unique within the table.
     pub name: String,
     /// `primary_key`, `foreign_key`, `unique` or `check`.
     pub kind: String,
+    /// Constrained columns, in key order; empty for a table-level check.
     pub columns: Vec<String>,
+    /// The referenced table and columns; only for a foreign key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub references: Option<ForeignKeyTarget>,
+    /// The engine's text of the constraint, e.g. a check expression; `None` when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub definition: Option<String>,
 }
 
+/// The referenced side of a foreign key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForeignKeyTarget {
+    /// Schema of the referenced table.
     pub schema: String,
+    /// Referenced table.
     pub table: String,
+    /// Referenced columns, paired in order with the constraint's columns.
     pub columns: Vec<String>,
 }
 
+/// An index of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexInfo {
+    /// Index name; MySQL names the primary key's index `PRIMARY`.
     pub name: String,
+    /// Indexed columns in key order; empty for a purely expression index.
     pub columns: Vec<String>,
+    /// The indexed expression(s), for an expression index.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expression: Option<String>,
+    /// Whether it enforces uniqueness.
     pub unique: bool,
+    /// Whether it backs the primary key.
     pub primary: bool,
+    /// Access method in lower case, e.g. `btree`, `hash`, `gin`.
     pub method: String,
 }
 
@@ -149,22 +190,33 @@ impl TableInfo {
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ChangeKind {
+    /// A schema appeared on the source.
     SchemaAdded,
+    /// A schema disappeared from the source.
     SchemaRemoved,
+    /// A table appeared.
     TableAdded,
+    /// A table disappeared.
     TableRemoved,
     /// Kind, owner, view definition or engine details moved.
     TableChanged,
+    /// A column appeared.
     ColumnAdded,
+    /// A column disappeared.
     ColumnRemoved,
     /// Type, nullability, default, comment or identity/generated moved.
     ColumnChanged,
+    /// A constraint appeared.
     ConstraintAdded,
+    /// A constraint disappeared.
     ConstraintRemoved,
     /// Same name, different columns, target or definition.
     ConstraintChanged,
+    /// An index appeared.
     IndexAdded,
+    /// An index disappeared.
     IndexRemoved,
+    /// Same name, different columns, expression, uniqueness or method.
     IndexChanged,
     /// The comment of a table (or, with no table, of a schema).
     CommentChanged,
@@ -196,6 +248,7 @@ impl ChangeKind {
 /// One difference inside a table, found by [`diff_table`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableChange {
+    /// What changed.
     pub kind: ChangeKind,
     /// The column, constraint or index; `None` for the table itself.
     pub object_name: Option<String>,
@@ -204,6 +257,7 @@ pub struct TableChange {
 }
 
 impl TableChange {
+    /// Builds a change whose `details` hold `before` and `after`, each only when given.
     pub fn new(
         kind: ChangeKind,
         object_name: Option<&str>,

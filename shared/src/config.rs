@@ -69,11 +69,14 @@ impl SecretKeyArgs {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid setting {name}: {reason}")]
 pub struct ConfigError {
+    /// The environment variable, e.g. `METASYNC_SECRET_KEY`.
     pub name: &'static str,
+    /// Why it is unusable, phrased to follow the name.
     pub reason: String,
 }
 
 impl ConfigError {
+    /// The error for setting `name`.
     pub fn invalid(name: &'static str, reason: impl Into<String>) -> Self {
         Self {
             name,

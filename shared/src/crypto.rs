@@ -25,6 +25,7 @@ impl std::fmt::Debug for SecretBox {
 pub struct OpenError;
 
 impl SecretBox {
+    /// A box keyed with the 32-byte AES-256 key.
     pub fn new(key: &[u8; 32]) -> Self {
         Self {
             cipher: Aes256Gcm::new(key.into()),
@@ -51,6 +52,7 @@ impl SecretBox {
         out
     }
 
+    /// Reverses [`Self::seal`]; fails unless the key and `aad` are the ones it was sealed with.
     pub fn open(&self, sealed: &[u8], aad: &[u8]) -> Result<String, OpenError> {
         if sealed.len() < NONCE_LEN {
             return Err(OpenError);

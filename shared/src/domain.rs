@@ -7,11 +7,14 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ResourceKind {
+    /// PostgreSQL (and compatible servers).
     Postgres,
+    /// MySQL or MariaDB.
     Mysql,
 }
 
 impl ResourceKind {
+    /// The lowercase name used in JSON and in the database.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Postgres => "postgres",
@@ -27,15 +30,22 @@ impl ResourceKind {
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum JobState {
+    /// Waiting in the delivery queue for a worker.
     Queued,
+    /// An attempt holds a lease on it.
     Running,
+    /// An attempt failed transiently; another is due at `next_attempt_at`.
     Retrying,
+    /// The last attempt wrote the catalog. Terminal.
     Succeeded,
+    /// Out of attempts, or a permanent error. Terminal.
     Failed,
+    /// Cancelled by a client before it finished. Terminal.
     Cancelled,
 }
 
 impl JobState {
+    /// The lowercase name used in JSON and in the database.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
@@ -47,6 +57,7 @@ impl JobState {
         }
     }
 
+    /// Whether the job will never run again.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
@@ -67,11 +78,14 @@ impl JobState {
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ErrorClass {
+    /// Might succeed later: network, timeouts, lost leases, server overload.
     Transient,
+    /// Will fail again the same way: bad credentials, unknown database, missing privileges.
     Permanent,
 }
 
 impl ErrorClass {
+    /// The lowercase name used in JSON and in the database.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Transient => "transient",
@@ -84,13 +98,21 @@ impl ErrorClass {
 /// [`crate::db::catalog::write_snapshot`] as it diffs the snapshot against the stored catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncStats {
+    /// Databases scanned.
     pub databases: u64,
+    /// Schemas scanned, all databases together.
     pub schemas: u64,
+    /// Tables and views scanned.
     pub tables: u64,
+    /// Columns of the scanned tables.
     pub columns: u64,
+    /// Tables new since the previous sync.
     pub tables_added: u64,
+    /// Tables whose definition differs from the stored one.
     pub tables_changed: u64,
+    /// Tables gone from the source, and so from the catalog.
     pub tables_removed: u64,
+    /// Tables stored already and identical.
     pub tables_unchanged: u64,
     /// Statements issued against the source, summed over its databases.
     pub source_statements: u64,
@@ -99,6 +121,7 @@ pub struct SyncStats {
 /// Where a running attempt is, for clients polling its job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Progress {
+    /// The step the attempt is in.
     pub phase: Phase,
     /// Tables and views being written, once the scan has counted them.
     #[serde(default, skip_serializing_if = "Option::is_none")]

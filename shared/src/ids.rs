@@ -100,6 +100,7 @@ impl TenantId {
         Self(name.into())
     }
 
+    /// The tenant name.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -4,6 +4,8 @@
 //! This crate depends on neither axum nor apalis's worker runtime, so that either side can
 //! change its framework without touching the other.
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod config;
 pub mod crypto;

@@ -28,9 +28,13 @@ pub const MAX_ATTEMPTS: i32 = 100;
 /// created (`jobs.max_attempts`), so a changed setting applies to new jobs only.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
+    /// The first retry's upper bound.
     pub base: Duration,
+    /// Growth of the bound per attempt; at least 1.
     pub factor: f64,
+    /// Most a retry ever waits.
     pub cap: Duration,
+    /// Attempts in all, the first included.
     pub max_attempts: i32,
 }
 

@@ -58,11 +58,17 @@ pub enum Depth {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(try_from = "Value", into = "Value")]
 pub struct ScanOptions {
+    /// Which databases of the server to scan.
     pub databases: DatabaseSelection,
+    /// How far down the catalog to read.
     pub depth: Depth,
+    /// Empty keeps every schema.
     pub include_schemas: Vec<Pattern>,
+    /// Applied after `include_schemas`.
     pub exclude_schemas: Vec<Pattern>,
+    /// Empty keeps every table.
     pub include_tables: Vec<Pattern>,
+    /// Applied after `include_tables`.
     pub exclude_tables: Vec<Pattern>,
 }
 
@@ -177,10 +183,12 @@ impl ScanOptions {
         }
     }
 
+    /// Whether the schema filters keep `schema`.
     pub fn schema_included(&self, schema: &str) -> bool {
         selected(&self.include_schemas, &self.exclude_schemas, schema)
     }
 
+    /// Whether `table` is kept: its schema must be, and then the table filters must.
     pub fn table_included(&self, schema: &str, table: &str) -> bool {
         self.schema_included(schema) && selected(&self.include_tables, &self.exclude_tables, table)
     }

@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSpec {
+    /// Seconds between syncs; give this or `cron`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<i32>,
+    /// Cron expression in UTC; give this or `interval_seconds`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
 }
@@ -19,7 +21,9 @@ pub struct ScheduleSpec {
 /// A validated schedule.
 #[derive(Debug, Clone)]
 pub enum Schedule {
+    /// A fixed period between syncs.
     Interval(Duration),
+    /// At the times the expression matches (UTC).
     Cron(Box<croner::Cron>),
 }
 

@@ -25,6 +25,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
+    /// The `trigger` label value of `metasync_jobs_enqueued_total`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Manual => "manual",
@@ -47,11 +48,14 @@ pub struct Submitter {
 /// A batch as submitted.
 #[derive(Debug)]
 pub struct SubmittedBatch {
+    /// The batch's id.
     pub id: BatchId,
+    /// The jobs created, one per resource.
     pub jobs: Vec<JobId>,
 }
 
 impl Submitter {
+    /// A submitter that gives new jobs `max_attempts` unless a resource overrides it.
     pub fn new(db: PgPool, queue: Queue, max_attempts: i32) -> Self {
         Self {
             db,

@@ -12,14 +12,21 @@ use crate::ids::{JobId, ResourceId, TenantId};
 /// One attempt of a job, for its history.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Attempt {
+    /// Attempt number, from 1.
     pub attempt: i32,
+    /// Id of the worker that ran it.
     pub worker: String,
+    /// When the worker claimed it.
     pub started_at: DateTime<Utc>,
+    /// `None` while it runs.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Whether retrying could help; `None` unless it failed.
     pub error_class: Option<ErrorClass>,
+    /// `None` unless it failed.
     pub error: Option<String>,
 }
 
+/// The tenant's job, or `None` if it has no job with this id.
 pub async fn get(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
@@ -48,10 +55,13 @@ pub async fn attempts(db: impl PgExecutor<'_>, job_id: JobId) -> Result<Vec<Atte
 /// Filters for listing jobs.
 #[derive(Debug, Default)]
 pub struct JobFilter {
+    /// Only jobs of this resource.
     pub resource_id: Option<ResourceId>,
+    /// Only jobs in this state.
     pub state: Option<JobState>,
     /// Keyset cursor: the last id of the previous page (newest first).
     pub before: Option<JobId>,
+    /// Page size; the caller clamps it.
     pub limit: i64,
 }
 

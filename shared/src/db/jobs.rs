@@ -20,22 +20,37 @@ use crate::retry::RetryOverrides;
 /// A job as clients see it.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Job {
+    /// Job id; v7, so ordering by id orders by creation.
     pub id: JobId,
+    /// The resource this job syncs.
     pub resource_id: ResourceId,
+    /// Where the job is in its lifecycle (see `docs/job_states.md`).
     pub state: JobState,
+    /// Attempts started so far.
     pub attempts: i32,
+    /// Attempts allowed, fixed when the job was created.
     pub max_attempts: i32,
+    /// When the job was submitted.
     pub created_at: DateTime<Utc>,
+    /// When the latest attempt was claimed; `None` before the first.
     pub started_at: Option<DateTime<Utc>>,
+    /// When the job reached a terminal state; `None` until then.
     pub finished_at: Option<DateTime<Utc>>,
+    /// When a `retrying` job becomes due again; `None` in other states.
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The latest attempt's error; cleared on success.
     pub error: Option<String>,
+    /// Whether `error` is worth retrying; set with it.
     pub error_class: Option<ErrorClass>,
+    /// What the successful attempt read and wrote; `None` until the job succeeds.
     pub stats: Option<Json<SyncStats>>,
+    /// Only while an attempt runs.
     pub progress: Option<Json<Progress>>,
+    /// A cancel was asked for while the job ran; the worker stops at its next check.
     pub cancel_requested: bool,
     /// The failed or cancelled job this one retries.
     pub retry_of: Option<JobId>,
+    /// The batch (`POST /v1/syncs`) that created this job, if any.
     pub batch_id: Option<BatchId>,
 }
 
@@ -154,10 +169,15 @@ pub async fn enqueue_many(
 /// What a worker holds after claiming a job.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claim {
+    /// The claimed job.
     pub job_id: JobId,
+    /// The job's owner, for every tenant-scoped write of the attempt.
     pub tenant_id: TenantId,
+    /// The resource to scan.
     pub resource_id: ResourceId,
+    /// This attempt's number, from 1; the guard of every state change it makes.
     pub attempt: i32,
+    /// Attempts allowed, to decide between retry and failure.
     pub max_attempts: i32,
     /// The fencing token: every later write of this attempt must present it.
     pub lease_token: Uuid,
@@ -168,8 +188,10 @@ pub struct Claim {
 /// A claim, with the resource to scan as it is now (read in the claiming statement).
 #[derive(Debug, sqlx::FromRow)]
 pub struct ClaimedJob {
+    /// The claim itself.
     #[sqlx(flatten)]
     pub claim: Claim,
+    /// The resource as read in the claiming statement, sealed password included.
     #[sqlx(flatten)]
     pub resource: ResourceWithSecret,
 }

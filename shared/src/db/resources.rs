@@ -14,51 +14,79 @@ use crate::schedule::ScheduleSpec;
 /// A registered source as clients see it: every field but the password.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Resource {
+    /// Resource id; v7, so ordering by id orders by creation.
     pub id: ResourceId,
+    /// Client-chosen name, unique per tenant.
     pub name: String,
+    /// The source's engine.
     pub kind: ResourceKind,
+    /// Host name or address of the source server.
     pub host: String,
+    /// TCP port of the source server.
     pub port: i32,
+    /// The database to connect to (and to scan unless the options select others).
     pub database: String,
+    /// Login role on the source.
     pub username: String,
+    /// Which databases, schemas and tables a sync reads.
     pub options: Json<ScanOptions>,
     /// `{"interval_seconds": n}` or `{"cron": "…"}`; `null` when syncs are only on request.
     pub schedule: Option<Json<ScheduleSpec>>,
+    /// When the scheduler next submits a sync; `None` without a schedule.
     pub next_sync_at: Option<DateTime<Utc>>,
+    /// Per-resource changes to the worker's default retry policy; `None` keeps the defaults.
     pub retry_policy: Option<Json<RetryOverrides>>,
+    /// When the resource was registered.
     pub created_at: DateTime<Utc>,
+    /// When the resource was last changed through the API.
     pub updated_at: DateTime<Utc>,
 }
 
 /// What the worker needs to connect: the resource plus its sealed password.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ResourceWithSecret {
+    /// The fields clients see.
     #[sqlx(flatten)]
     pub resource: Resource,
+    /// The owning tenant.
     pub tenant_id: TenantId,
+    /// The password sealed by [`crate::crypto::SecretBox`], with the resource id as AAD.
     pub password_sealed: Vec<u8>,
 }
 
 /// A new resource, validated by the caller.
 #[derive(Debug)]
 pub struct NewResource<'a> {
+    /// Client-chosen name, unique per tenant (see [`NAME_TAKEN_CONSTRAINT`]).
     pub name: &'a str,
+    /// The source's engine.
     pub kind: ResourceKind,
+    /// Host name or address of the source server.
     pub host: &'a str,
+    /// TCP port of the source server.
     pub port: i32,
+    /// The database to connect to.
     pub database: &'a str,
+    /// Login role on the source.
     pub username: &'a str,
+    /// The password, already sealed by [`crate::crypto::SecretBox`].
     pub password_sealed: Vec<u8>,
+    /// Which databases, schemas and tables a sync reads.
     pub options: ScanOptions,
+    /// `None` for syncs on request only.
     pub schedule: Option<StoredSchedule>,
+    /// `None` keeps the worker's default retry policy.
     pub retry_policy: Option<RetryOverrides>,
 }
 
 /// A schedule as stored: one of the two columns, plus the first due time.
 #[derive(Debug, Clone)]
 pub struct StoredSchedule {
+    /// Seconds between syncs; set when `cron` is not.
     pub interval_seconds: Option<i32>,
+    /// Cron expression (UTC); set when `interval_seconds` is not.
     pub cron: Option<String>,
+    /// When the first scheduled sync is due.
     pub next_sync_at: DateTime<Utc>,
 }
 
@@ -71,6 +99,7 @@ pub(crate) const COLUMNS: &str = "id, name, kind, host, port, database, username
 /// The unique constraint on `(tenant_id, name)`, for turning a violation into a 409.
 pub const NAME_TAKEN_CONSTRAINT: &str = "resources_tenant_id_name_key";
 
+/// Stores a new resource for the tenant and returns it as clients see it.
 pub async fn insert(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
@@ -102,6 +131,7 @@ pub async fn insert(
     .await
 }
 
+/// The tenant's resource, or `None` if it has no resource with this id.
 pub async fn get(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
@@ -138,13 +168,21 @@ pub async fn list(
 /// Partial update: `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub struct ResourcePatch<'a> {
+    /// New engine.
     pub kind: Option<ResourceKind>,
+    /// New name; may hit [`NAME_TAKEN_CONSTRAINT`].
     pub name: Option<&'a str>,
+    /// New host.
     pub host: Option<&'a str>,
+    /// New port.
     pub port: Option<i32>,
+    /// New database.
     pub database: Option<&'a str>,
+    /// New login role.
     pub username: Option<&'a str>,
+    /// New password, already sealed.
     pub password_sealed: Option<Vec<u8>>,
+    /// New scan options, replacing the old ones whole.
     pub options: Option<ScanOptions>,
     /// `Some(None)` removes the schedule.
     pub schedule: Option<Option<StoredSchedule>>,
@@ -152,6 +190,7 @@ pub struct ResourcePatch<'a> {
     pub retry_policy: Option<Option<RetryOverrides>>,
 }
 
+/// Applies `patch` to the tenant's resource; `None` if it has no resource with this id.
 pub async fn update(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,

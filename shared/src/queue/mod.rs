@@ -32,14 +32,19 @@ pub struct QueueError(#[from] redis::RedisError);
 /// Key names of one queue.
 #[derive(Debug, Clone)]
 pub struct Keys {
+    /// List of deliveries waiting for a worker (`metasync:{q}:ready`).
     pub ready: String,
+    /// Deliveries scored by due time in ms (`metasync:{q}:delayed`).
     pub delayed: String,
+    /// Live workers scored by lease expiry in ms (`metasync:{q}:workers`).
     pub workers: String,
+    /// Job ids with a delivery outstanding (`metasync:{q}:pending`).
     pub pending: String,
     claimed_prefix: String,
 }
 
 impl Keys {
+    /// The keys of queue `queue`, hash-tagged into one cluster slot.
     pub fn new(queue: &str) -> Self {
         let base = format!("metasync:{{{queue}}}");
         Self {
@@ -51,6 +56,7 @@ impl Keys {
         }
     }
 
+    /// The list of deliveries `worker` has taken.
     pub fn claimed(&self, worker: &str) -> String {
         format!("{}{worker}", self.claimed_prefix)
     }
@@ -89,6 +95,7 @@ fn now_ms() -> i64 {
 }
 
 impl Queue {
+    /// Connects to Redis at `url`, retrying lost connections; `queue` names the key set.
     pub async fn connect(url: &str, queue: &str) -> Result<Self, QueueError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
@@ -105,6 +112,7 @@ impl Queue {
         })
     }
 
+    /// This queue's key names.
     pub fn keys(&self) -> &Keys {
         &self.keys
     }
@@ -282,6 +290,7 @@ pub struct Fetcher {
 /// What came off the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pickup {
+    /// A delivery for this job.
     Job(JobId),
     /// A payload that is not a job id: acknowledge it and move on.
     Garbage(String),

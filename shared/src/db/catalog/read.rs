@@ -13,15 +13,25 @@ use crate::ids::{ChangeId, JobId, ResourceId, SchemaId, TableId, TenantId};
 /// definition (see [`TableDetail`]).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TableSummary {
+    /// Stored table id, stable across syncs while the table exists.
     pub id: TableId,
+    /// The resource the table was scanned from.
     pub resource_id: ResourceId,
+    /// Source database the table is in.
     pub database: String,
+    /// Schema name.
     pub schema: String,
+    /// Table name.
     pub name: String,
+    /// As in [`TableInfo::kind`].
     pub kind: String,
+    /// The table's comment; `None` when unset.
     pub comment: Option<String>,
+    /// Engine estimate as of the last scan; `None` for views.
     pub row_estimate: Option<i64>,
+    /// Bytes on disk as of the last scan; `None` for views.
     pub total_bytes: Option<i64>,
+    /// When a sync last changed this table's definition.
     pub last_changed_at: DateTime<Utc>,
 }
 
@@ -32,12 +42,15 @@ const SUMMARY_COLUMNS: &str = "id, resource_id, database, schema_name as schema,
 /// `(database, schema, name)`.
 #[derive(Debug, Default)]
 pub struct TableFilter {
+    /// Exact schema name to keep.
     pub schema: Option<String>,
+    /// Exact kind to keep, as in [`TableInfo::kind`].
     pub kind: Option<String>,
     /// Substring of the table name, case-insensitive.
     pub q: Option<String>,
     /// The `(database, schema, name)` of the last table of the previous page.
     pub after: Option<(String, String, String)>,
+    /// Page size; the caller clamps it.
     pub limit: i64,
 }
 
@@ -86,11 +99,15 @@ pub fn escape_like(s: &str) -> String {
 /// the last sync that changed it scanned it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct TableDetail {
+    /// Stored table id.
     pub id: TableId,
+    /// The resource the table was scanned from.
     pub resource_id: ResourceId,
+    /// Source database the table is in.
     pub database: String,
     /// When a sync last found the definition changed.
     pub last_changed_at: DateTime<Utc>,
+    /// The definition as last scanned, columns included.
     #[sqlx(flatten)]
     #[serde(flatten)]
     pub definition: TableInfo,
@@ -127,10 +144,15 @@ pub async fn get_table(
 /// A stored schema in a listing.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SchemaSummary {
+    /// Stored schema id.
     pub id: SchemaId,
+    /// Source database the schema is in.
     pub database: String,
+    /// Schema name.
     pub name: String,
+    /// Owning role; `None` where the engine has no owner (MySQL).
     pub owner: Option<String>,
+    /// The schema's comment; `None` when unset.
     pub comment: Option<String>,
     /// Stored tables and views in the schema.
     pub tables: i64,
@@ -168,16 +190,23 @@ pub async fn list_schemas(
 /// One change-history entry.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StoredChange {
+    /// Entry id; v7, so ordering by id orders by time.
     pub id: ChangeId,
     /// Null once the job is purged; the history outlives it.
     pub job_id: Option<JobId>,
+    /// Source database.
     pub database: String,
+    /// Schema name.
     pub schema: String,
     /// Absent for a change to the schema itself.
     pub table: Option<String>,
+    /// What changed.
     pub kind: ChangeKind,
+    /// The column, constraint or index; `None` for the table or schema itself.
     pub object_name: Option<String>,
+    /// `{"before": …, "after": …}`, one side absent for additions and removals.
     pub details: serde_json::Value,
+    /// When the sync recorded it.
     pub created_at: DateTime<Utc>,
 }
 
@@ -217,22 +246,30 @@ pub async fn list_changes(
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum SearchHitKind {
+    /// A table's name matched.
     Table,
+    /// A column's name matched.
     Column,
 }
 
 /// A table or column whose name matched a search.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SearchHit {
+    /// Whether a table or a column matched.
     pub kind: SearchHitKind,
     /// The matched name: the table's or the column's.
     pub name: String,
+    /// The table matched, or the table of the matched column.
     pub table_id: TableId,
     /// The column's position; 0 for a table (positions start at 1).
     pub position: i32,
+    /// The resource the table belongs to.
     pub resource_id: ResourceId,
+    /// Source database.
     pub database: String,
+    /// Schema name.
     pub schema: String,
+    /// Table name (also for a column hit).
     pub table: String,
     /// The table's kind (`table`, `view`, …).
     pub table_kind: String,
