@@ -241,7 +241,7 @@ async fn claim_refuses_a_retrying_job_that_is_not_due() {
     .unwrap();
     match refused(&db, &job, "w2").await {
         ClaimRefused::NotDueUntil(due) => {
-            assert!(due > Utc::now() + chrono::TimeDelta::minutes(59))
+            assert!(due > Utc::now() + chrono::TimeDelta::minutes(59));
         }
         other => panic!("expected not due, got {other:?}"),
     }

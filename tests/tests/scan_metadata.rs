@@ -9,7 +9,7 @@ use metasync_tests::{create_source, pg_url};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-const PG_FIXTURE: &str = r#"
+const PG_FIXTURE: &str = r"
 create schema shop;
 comment on schema shop is 'The shop';
 create table shop.customers (
@@ -38,7 +38,7 @@ create table shop.events_2026 partition of shop.events
 create view shop.big_orders as select id, amount from shop.orders where amount > 1000;
 create materialized view shop.order_totals as
     select customer_id, sum(amount) as total from shop.orders group by customer_id;
-"#;
+";
 
 #[tokio::test]
 async fn a_postgres_scan_reads_every_metadata_item() {
@@ -310,7 +310,7 @@ async fn hostile_identifiers_round_trip_exactly() {
         .inspect(|t| assert_eq!(t["schema"], schema))
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(stored, tables.iter().map(|t| t.to_string()).collect());
+    assert_eq!(stored, tables.iter().map(ToString::to_string).collect());
     for t in &tables {
         let detail = s.table(&rid, schema, t).await;
         assert_eq!(column_names(&detail), [*t, "from"]);
@@ -342,7 +342,7 @@ async fn hostile_identifiers_round_trip_exactly() {
     let rid = s.register("mysql", &db.name, 3306, Value::Null).await;
     s.sync(&rid).await;
     let stored: BTreeSet<String> = names(&s.tables(&rid).await, "name").into_iter().collect();
-    assert_eq!(stored, my_tables.iter().map(|t| t.to_string()).collect());
+    assert_eq!(stored, my_tables.iter().map(ToString::to_string).collect());
     for t in &my_tables {
         let detail = s.table(&rid, &db.name, t).await;
         assert_eq!(column_names(&detail), [*t, "from"]);

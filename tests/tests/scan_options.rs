@@ -7,13 +7,13 @@ use metasync_tests::fixtures::*;
 use reqwest::Method;
 use serde_json::json;
 
-const FILTER_FIXTURE: &str = r#"
+const FILTER_FIXTURE: &str = r"
 create schema sales; create schema sales_archive; create schema hr;
 create table sales.orders (id int); create table sales.tmp_orders (id int);
 create table sales_archive.orders (id int);
 create table hr.people (id int, name text);
 create view hr.people_view as select id from hr.people;
-"#;
+";
 
 #[tokio::test]
 async fn filters_and_depths_shape_what_is_stored() {
