@@ -149,7 +149,8 @@ impl Queue {
         Ok(())
     }
 
-    /// Promotes every due delayed delivery, [`BATCH`] at a time. Returns how many moved.
+    /// Promotes every due delayed delivery, 1,000 (`BATCH`) per Lua call. Returns how many
+    /// moved.
     pub async fn promote_due(&self) -> Result<usize, QueueError> {
         let mut conn = self.conn.clone();
         let mut total = 0;
