@@ -1,36 +1,122 @@
 //! API settings. Each is an environment variable with a matching `--flag`.
 
+use std::time::Duration;
+
 use clap::Args;
+use jsonwebtoken::Algorithm;
+use metasync_shared::config::parse_duration;
+
+use crate::auth::{JwtPolicy, JwtVerifier};
 use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SecretKeyArgs};
 use metasync_shared::retry::RetryArgs;
 
-/// Signing secret for bearer tokens.
+/// How bearer tokens are verified.
 #[derive(Clone, Args)]
 pub struct JwtArgs {
-    /// HS256 secret for bearer tokens; at least 32 bytes.
+    /// The one accepted algorithm: HS256 (shared secret) or RS256/ES256 (public keys).
+    #[arg(long = "jwt-algorithm", env = "METASYNC_JWT_ALGORITHM", default_value = "HS256", value_parser = parse_algorithm)]
+    pub algorithm: Algorithm,
+    /// HS256 secret; at least 32 bytes.
     #[arg(
         long = "jwt-secret",
         env = "METASYNC_JWT_SECRET",
         hide_env_values = true
     )]
-    pub jwt_secret: String,
+    pub jwt_secret: Option<String>,
+    /// RS256/ES256: a PEM public key, or a JWKS file whose keys are chosen by `kid` (re-read
+    /// when a token names an unknown `kid`, so keys rotate without a restart).
+    #[arg(long = "jwt-public-keys", env = "METASYNC_JWT_PUBLIC_KEYS")]
+    pub public_keys: Option<std::path::PathBuf>,
+    /// When set, tokens must carry this `iss`.
+    #[arg(long = "jwt-issuer", env = "METASYNC_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// When set, tokens must carry this `aud`; when not, an `aud` claim is ignored.
+    #[arg(long = "jwt-audience", env = "METASYNC_JWT_AUDIENCE")]
+    pub audience: Option<String>,
+    /// The longest lifetime a token may have, e.g. 24h.
+    #[arg(long = "jwt-max-lifetime", env = "METASYNC_JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub max_lifetime: Duration,
+    /// The claim that names the tenant.
+    #[arg(
+        long = "jwt-tenant-claim",
+        env = "METASYNC_JWT_TENANT_CLAIM",
+        default_value = "tenant"
+    )]
+    pub tenant_claim: String,
 }
 
 impl std::fmt::Debug for JwtArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JwtArgs(<redacted>)")
+        f.debug_struct("JwtArgs")
+            .field("algorithm", &self.algorithm)
+            .field("public_keys", &self.public_keys)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("tenant_claim", &self.tenant_claim)
+            .finish_non_exhaustive()
     }
 }
 
 impl JwtArgs {
-    pub fn secret(&self) -> Result<&[u8], ConfigError> {
-        if self.jwt_secret.len() < 32 {
+    /// Settings for an HS256 `secret` with every other setting at its default.
+    pub fn hs256(secret: impl Into<String>) -> Self {
+        Self {
+            algorithm: Algorithm::HS256,
+            jwt_secret: Some(secret.into()),
+            public_keys: None,
+            issuer: None,
+            audience: None,
+            max_lifetime: Duration::from_secs(24 * 3600),
+            tenant_claim: "tenant".to_owned(),
+        }
+    }
+
+    /// The verifier these settings describe; a bad setting stops start-up.
+    pub fn verifier(&self) -> Result<JwtVerifier, ConfigError> {
+        let policy = JwtPolicy {
+            algorithm: self.algorithm,
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            max_lifetime: self.max_lifetime,
+            tenant_claim: self.tenant_claim.clone(),
+        };
+        if self.tenant_claim.is_empty() {
             return Err(ConfigError::invalid(
-                "METASYNC_JWT_SECRET",
-                "must be at least 32 bytes long",
+                "METASYNC_JWT_TENANT_CLAIM",
+                "must not be empty",
             ));
         }
-        Ok(self.jwt_secret.as_bytes())
+        match (self.algorithm, &self.jwt_secret, &self.public_keys) {
+            (Algorithm::HS256, Some(secret), None) => {
+                if secret.len() < 32 {
+                    return Err(ConfigError::invalid(
+                        "METASYNC_JWT_SECRET",
+                        "must be at least 32 bytes long",
+                    ));
+                }
+                Ok(JwtVerifier::hs256(secret.as_bytes(), policy))
+            }
+            (Algorithm::HS256, _, _) => Err(ConfigError::invalid(
+                "METASYNC_JWT_SECRET",
+                "HS256 needs a secret and no public keys",
+            )),
+            (_, None, Some(path)) => JwtVerifier::public_keys(path.clone(), policy)
+                .map_err(|e| ConfigError::invalid("METASYNC_JWT_PUBLIC_KEYS", e.to_string())),
+            (_, _, _) => Err(ConfigError::invalid(
+                "METASYNC_JWT_PUBLIC_KEYS",
+                "RS256 and ES256 need public keys and no secret",
+            )),
+        }
+    }
+}
+
+fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
+    match s {
+        "HS256" => Ok(Algorithm::HS256),
+        "RS256" => Ok(Algorithm::RS256),
+        "ES256" => Ok(Algorithm::ES256),
+        _ => Err(format!("{s:?}: expected HS256, RS256 or ES256")),
     }
 }
 

@@ -14,6 +14,9 @@ pub enum ApiError {
     /// 401: no token, or a token that does not verify.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// 403: a valid token whose role does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such thing in the caller's tenant.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -23,6 +26,23 @@ pub enum ApiError {
     /// 409: the request conflicts with current state (e.g. a taken name).
     #[error("{0}")]
     Conflict(String),
+    /// 413: a body over the limit.
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 414: a path and query over the limit.
+    #[error("the request URI is longer than {0} bytes")]
+    UriTooLong(usize),
+    /// 431: headers over the limit.
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// Any other error status the framework answered with, given our problem+json shape.
+    #[error("{detail}")]
+    Framework {
+        /// The framework's status.
+        status: StatusCode,
+        /// Its (plain-text) explanation.
+        detail: String,
+    },
     /// 415: a body that is not `application/json`.
     #[error("{0}")]
     UnsupportedMediaType(String),
@@ -36,6 +56,13 @@ pub enum ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        // Text PostgreSQL cannot store (a NUL character, in `text` or `jsonb`) is the caller's
+        // input, whichever door it came through: a 400, exactly for these SQLSTATEs.
+        if let sqlx::Error::Database(db) = &e
+            && matches!(db.code().as_deref(), Some("22021" | "22P05"))
+        {
+            return Self::BadRequest("text must not contain NUL characters".into());
+        }
         Self::Internal(anyhow::Error::new(e).context("catalog database"))
     }
 }
@@ -54,9 +81,14 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::Framework { status, .. } => *status,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod pagination;
@@ -10,13 +11,10 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 
-use std::future::Future;
-use std::time::Instant;
-
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use std::future::Future;
 use tokio::net::TcpListener;
 
 use crate::error::ApiError;
@@ -31,25 +29,10 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::health::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn(record_request))
+        .layer(DefaultBodyLimit::max(edge::MAX_BODY_BYTES))
+        .layer(middleware::from_fn(edge::guard))
+        .layer(middleware::from_fn(edge::record_request))
         .with_state(state)
-}
-
-/// Request count and latency by route template (never by id: labels stay low-cardinality).
-async fn record_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().to_string();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("metasync_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("metasync_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests.

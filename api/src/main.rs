@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use metasync_api::auth::JwtKeys;
+use metasync_api::auth::Role;
 use metasync_api::config::{JwtArgs, ServeArgs};
 use metasync_api::startup::Application;
 use metasync_shared::config::DatabaseArgs;
+use metasync_shared::ids::TenantId;
 use metasync_shared::{db, telemetry};
 
 #[derive(Parser)]
@@ -23,10 +24,15 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Apply pending migrations and exit.
     Migrate(DatabaseArgs),
-    /// Print a development bearer token for a tenant.
+    /// Print a bearer token for development (HS256 only; production tokens come from your
+    /// identity provider). Its lifetime is capped by METASYNC_JWT_MAX_LIFETIME.
     Token {
+        /// The tenant; omitted only for the `fleet` role.
         #[arg(long)]
-        tenant: String,
+        tenant: Option<String>,
+        /// viewer, operator, admin or fleet.
+        #[arg(long, default_value = "admin")]
+        role: Role,
         #[arg(long, default_value = "dev")]
         subject: String,
         /// Lifetime, e.g. 30m or 12h.
@@ -53,12 +59,30 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token {
             tenant,
+            role,
             subject,
             ttl,
             jwt,
         } => {
-            let keys = JwtKeys::new(jwt.secret()?);
-            println!("{}", keys.issue(&subject, &tenant, ttl));
+            let verifier = jwt.verifier()?;
+            anyhow::ensure!(
+                ttl <= jwt.max_lifetime,
+                "--ttl {ttl:?} exceeds METASYNC_JWT_MAX_LIFETIME ({:?}): the API would refuse it",
+                jwt.max_lifetime
+            );
+            if let Some(tenant) = &tenant {
+                TenantId::parse(tenant).context("--tenant")?;
+            }
+            anyhow::ensure!(
+                tenant.is_some() != (role == Role::Fleet),
+                "a fleet token names no tenant; every other role needs --tenant"
+            );
+            let token = verifier.issue(&subject, role, tenant.as_deref(), ttl)?;
+            // The caveat goes to stderr, so `$(metasync-api token …)` captures the token alone.
+            eprintln!(
+                "metasync-api token: a development token; production tokens come from your identity provider"
+            );
+            println!("{token}");
             Ok(())
         }
     }

@@ -63,6 +63,7 @@ impl Cursor {
         URL_SAFE_NO_PAD
             .decode(&self.0)
             .ok()
+            .filter(|bytes| !crate::edge::json_has_nul(bytes))
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .ok_or_else(|| ApiError::BadRequest("`cursor` is not a cursor this API issued".into()))
     }

@@ -4,7 +4,6 @@
 //! serving.
 
 use std::future::Future;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use metasync_shared::crypto::SecretBox;
@@ -14,7 +13,6 @@ use metasync_shared::submit::Submitter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
-use crate::auth::JwtKeys;
 use crate::config::ServeArgs;
 use crate::state::AppState;
 
@@ -32,7 +30,7 @@ impl Application {
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
         let secrets = SecretBox::new(&args.secret_key.key()?);
-        let jwt = JwtKeys::new(args.jwt.secret()?);
+        let jwt = args.jwt.verifier()?;
         let retry = args.retry.policy()?;
         let pool = db::connect(&args.database)
             .await
@@ -46,7 +44,7 @@ impl Application {
             db: pool,
             queue,
             secrets,
-            jwt: Arc::new(jwt),
+            jwt,
             metrics,
         };
         let listener = TcpListener::bind(args.addr)

@@ -100,11 +100,39 @@ impl TenantId {
         Self(name.into())
     }
 
+    /// Validates a tenant name from outside (a token claim, an internal route's path): 1 to
+    /// [`TenantId::MAX_LEN`] characters of ASCII letters, digits and `.`, `_`, `-`, `:`, `@`,
+    /// starting with a letter or digit. Anything else (blank, control characters, a NUL, a
+    /// 10,000-character name) is refused before it reaches a query, a log or a label.
+    pub fn parse(name: &str) -> Result<Self, InvalidTenant> {
+        let valid_char =
+            |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@');
+        let starts_well = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+        if name.len() <= Self::MAX_LEN && starts_well && name.chars().all(valid_char) {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(InvalidTenant)
+        }
+    }
+
+    /// The longest tenant name [`TenantId::parse`] accepts.
+    pub const MAX_LEN: usize = 64;
+
     /// The tenant name.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
+
+/// A tenant name that [`TenantId::parse`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a tenant is 1 to 64 ASCII letters, digits, '.', '_', '-', ':' or '@', starting with a letter or digit"
+)]
+pub struct InvalidTenant;
 
 impl fmt::Display for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -126,5 +154,24 @@ mod tests {
             serde_json::to_string(&TenantId::new("acme")).unwrap(),
             "\"acme\""
         );
+    }
+
+    #[test]
+    fn tenant_names_from_outside_are_validated() {
+        for good in ["acme", "a", "team-7.prod", "org:acme@eu", &"x".repeat(64)] {
+            assert_eq!(TenantId::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            " acme",
+            "-acme",
+            "ac me",
+            "acme\n",
+            "ac\0me",
+            "é",
+            &"x".repeat(65),
+        ] {
+            assert_eq!(TenantId::parse(bad), Err(InvalidTenant), "{bad:?}");
+        }
     }
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use metasync_api::auth::JwtKeys;
+use metasync_api::auth::{JwtVerifier, Role};
 use metasync_api::config::{JwtArgs, ServeArgs};
 use metasync_api::startup::Application;
 use metasync_shared::config::{DatabaseArgs, QueueArgs, SecretKeyArgs};
@@ -105,7 +105,7 @@ pub struct TestApp {
     pub queue: Queue,
     /// The Redis the queue lives on (the shared one, or a test's own [`RedisServer`]).
     pub redis_url: String,
-    pub jwt: JwtKeys,
+    pub jwt: JwtVerifier,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -142,9 +142,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
         secret_key: SecretKeyArgs {
             secret_key: secret_key_base64(),
         },
-        jwt: JwtArgs {
-            jwt_secret: JWT_SECRET.to_owned(),
-        },
+        jwt: JwtArgs::hs256(JWT_SECRET),
         retry: RetryArgs {
             max_attempts: 5,
             ..test_retry()
@@ -158,7 +156,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
 pub struct TestRouter {
     pub router: axum::Router,
     pub db: PgPool,
-    pub jwt: JwtKeys,
+    pub jwt: JwtVerifier,
 }
 
 pub async fn spawn_router() -> anyhow::Result<TestRouter> {
@@ -173,14 +171,14 @@ pub async fn spawn_router() -> anyhow::Result<TestRouter> {
     Ok(TestRouter {
         router: metasync_api::app(state.clone()),
         db: state.db,
-        jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
+        jwt: test_jwt(),
     })
 }
 
 impl TestRouter {
     /// A bearer token for `tenant`, valid for an hour.
     pub fn token(&self, tenant: &str) -> String {
-        self.jwt.issue("test", tenant, Duration::from_secs(3600))
+        admin_token(&self.jwt, tenant)
     }
 }
 
@@ -213,7 +211,7 @@ pub async fn spawn_app_with_redis(redis_url: &str) -> anyhow::Result<TestApp> {
         queue_name,
         queue,
         redis_url: redis_url.to_owned(),
-        jwt: JwtKeys::new(JWT_SECRET.as_bytes()),
+        jwt: test_jwt(),
         shutdown: Some(tx),
     })
 }
@@ -328,7 +326,7 @@ impl TestApp {
     }
 
     pub fn token(&self, tenant: &str) -> String {
-        self.jwt.issue("test", tenant, Duration::from_secs(3600))
+        admin_token(&self.jwt, tenant)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -490,6 +488,19 @@ async fn read(response: reqwest::Response) -> anyhow::Result<(u16, String, Value
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     Ok((status, content_type, body))
+}
+
+/// The verifier the test apps use (HS256 with [`JWT_SECRET`], default policy).
+pub fn test_jwt() -> JwtVerifier {
+    JwtArgs::hs256(JWT_SECRET)
+        .verifier()
+        .expect("the test JWT settings are valid")
+}
+
+/// An hour-long `admin` token for `tenant`.
+pub fn admin_token(jwt: &JwtVerifier, tenant: &str) -> String {
+    jwt.issue("test", Role::Admin, Some(tenant), Duration::from_secs(3600))
+        .expect("HS256 issues tokens")
 }
 
 pub fn secret_key_base64() -> String {

@@ -3,8 +3,12 @@
 //! validation, tenancy, conditional reads and the health probe, each answered the way a
 //! client relies on (problem+json for every error).
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
+use metasync_api::auth::{Claims, Role};
+use metasync_api::config::JwtArgs;
 use metasync_shared::db::resources::Resource;
 use metasync_tests::{TestRouter, spawn_router};
 use serde_json::{Value, json};
@@ -121,13 +125,21 @@ async fn an_expired_or_forged_token_is_a_401_problem() {
         .unwrap()
         .as_secs()
         - 3600;
-    let expired = app.jwt.sign(&metasync_api::auth::Claims {
-        sub: "t".into(),
-        tenant: "acme".into(),
-        exp: an_hour_ago,
-    });
-    let forged = metasync_api::auth::JwtKeys::new(b"another-secret-that-is-long-enough-0123456789")
-        .issue("t", "acme", std::time::Duration::from_secs(3600));
+    let expired = app
+        .jwt
+        .sign(&Claims {
+            sub: "t".into(),
+            exp: an_hour_ago,
+            iat: Some(an_hour_ago - 60),
+            role: Some(Role::Admin),
+            other: [("tenant".to_owned(), "acme".into())].into(),
+        })
+        .unwrap();
+    let forged = JwtArgs::hs256("another-secret-that-is-long-enough-0123456789")
+        .verifier()
+        .unwrap()
+        .issue("t", Role::Admin, Some("acme"), Duration::from_secs(3600))
+        .unwrap();
     for token in [expired.as_str(), forged.as_str(), "not.a.jwt"] {
         let answer = send(
             &app,
@@ -136,6 +148,264 @@ async fn an_expired_or_forged_token_is_a_401_problem() {
         .await;
         assert_problem(&answer, StatusCode::UNAUTHORIZED);
     }
+}
+
+#[tokio::test]
+async fn each_role_does_what_it_may_and_gets_a_403_problem_otherwise() {
+    let app = spawn_router().await.unwrap();
+    let resource = create_resource(&app, "acme").await;
+    let token = |role, tenant: Option<&str>| {
+        app.jwt
+            .issue("someone", role, tenant, Duration::from_secs(600))
+            .unwrap()
+    };
+    let (viewer, operator, admin, fleet) = (
+        token(Role::Viewer, Some("acme")),
+        token(Role::Operator, Some("acme")),
+        token(Role::Admin, Some("acme")),
+        token(Role::Fleet, None),
+    );
+    let rid = resource.id;
+    let patch = json!({ "port": 6543, "password": "again" });
+    // (method, path, body, the least role that may)
+    let routes: Vec<(Method, String, Option<Value>, Role)> = vec![
+        (Method::GET, "/v1/resources".into(), None, Role::Viewer),
+        (
+            Method::GET,
+            format!("/v1/resources/{rid}"),
+            None,
+            Role::Viewer,
+        ),
+        (Method::GET, "/v1/jobs".into(), None, Role::Viewer),
+        (
+            Method::GET,
+            format!("/v1/resources/{rid}/tables"),
+            None,
+            Role::Viewer,
+        ),
+        (
+            Method::POST,
+            format!("/v1/resources/{rid}/sync"),
+            None,
+            Role::Operator,
+        ),
+        (
+            Method::POST,
+            "/v1/syncs".into(),
+            Some(json!({ "resource_ids": [rid] })),
+            Role::Operator,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/resources/{rid}"),
+            Some(patch),
+            Role::Admin,
+        ),
+        (
+            Method::POST,
+            "/v1/resources".into(),
+            Some(valid_resource()),
+            Role::Admin,
+        ),
+    ];
+    for (method, path, body, least) in &routes {
+        for (role, token) in [
+            (Role::Viewer, &viewer),
+            (Role::Operator, &operator),
+            (Role::Admin, &admin),
+        ] {
+            let answer = send(
+                &app,
+                request(method.clone(), path, Some(token), body.clone()),
+            )
+            .await;
+            if role < *least {
+                assert_problem(&answer, StatusCode::FORBIDDEN);
+            } else {
+                assert_ne!(
+                    answer.status,
+                    StatusCode::FORBIDDEN,
+                    "{role:?} {method} {path}"
+                );
+                assert_ne!(
+                    answer.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{role:?} {method} {path}"
+                );
+            }
+        }
+        // A fleet token carries no tenant: no tenant route is open to it.
+        let answer = send(
+            &app,
+            request(method.clone(), path, Some(&fleet), body.clone()),
+        )
+        .await;
+        assert_problem(&answer, StatusCode::FORBIDDEN);
+    }
+    // Deleting is an admin's; the viewer's and operator's attempts leave the resource there.
+    for token in [&viewer, &operator] {
+        let answer = send(
+            &app,
+            request(
+                Method::DELETE,
+                &format!("/v1/resources/{rid}"),
+                Some(token),
+                None,
+            ),
+        )
+        .await;
+        assert_problem(&answer, StatusCode::FORBIDDEN);
+    }
+    let answer = send(
+        &app,
+        request(
+            Method::DELETE,
+            &format!("/v1/resources/{rid}"),
+            Some(&admin),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT, "{}", answer.body);
+}
+
+#[tokio::test]
+async fn hostile_input_is_a_4xx_problem_never_a_500() {
+    let app = spawn_router().await.unwrap();
+    let token = app.token("acme");
+    let resource = create_resource(&app, "acme").await;
+    let rid = resource.id;
+    let mut with_nul = valid_resource();
+    with_nul["name"] = "ware\u{0}house".into();
+    let mut nul_option = valid_resource();
+    nul_option["name"] = "other".into();
+    nul_option["options"] = json!({ "include": ["a\u{0}b"] });
+    let cursor_with_nul = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"["a\u0000",1]"#)
+    };
+    let big = json!({ "name": "x".repeat(2 * 1024 * 1024) });
+    let cases: Vec<(Method, String, Option<Value>, StatusCode)> = vec![
+        (
+            Method::GET,
+            "/v1/search?q=a%00b".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            format!("/v1/resources/{rid}/tables?schema=%00"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            format!("/v1/resources?cursor={cursor_with_nul}"),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::GET,
+            "/v1/resources/%00".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/resources".into(),
+            Some(with_nul),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/resources".into(),
+            Some(nul_option),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/resources/{rid}"),
+            Some(json!({ "name": "a\u{0}" })),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            Method::POST,
+            "/v1/resources".into(),
+            Some(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::PATCH,
+            format!("/v1/resources/{rid}"),
+            Some(big.clone()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::POST,
+            "/v1/syncs".into(),
+            Some(big),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Method::GET,
+            format!("/v1/search?q={}", "a".repeat(10_000)),
+            None,
+            StatusCode::URI_TOO_LONG,
+        ),
+        (
+            Method::from_bytes(b"BREW").unwrap(),
+            "/v1/resources".into(),
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+    ];
+    for (method, path, body, expected) in cases {
+        let answer = send(&app, request(method.clone(), &path, Some(&token), body)).await;
+        assert_eq!(
+            answer.status, expected,
+            "{method} {:.80}: {}",
+            path, answer.body
+        );
+        assert_problem(&answer, expected);
+    }
+    // Headers over the limit.
+    let mut huge = request(Method::GET, "/v1/resources", Some(&token), None);
+    huge.headers_mut()
+        .insert("x-padding", "p".repeat(20_000).parse().unwrap());
+    assert_problem(
+        &send(&app, huge).await,
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    );
+    // Nothing was stored or broken on the way: the one resource is still there, unchanged.
+    let answer = send(
+        &app,
+        request(Method::GET, "/v1/resources", Some(&token), None),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(
+        answer.body["items"].as_array().unwrap().len(),
+        1,
+        "{}",
+        answer.body
+    );
+    assert_eq!(answer.body["items"][0]["name"], "warehouse");
+}
+
+#[tokio::test]
+async fn tenant_data_is_private_to_the_client_and_revalidated() {
+    let app = spawn_router().await.unwrap();
+    let token = app.token("acme");
+    let response = app
+        .router
+        .clone()
+        .oneshot(request(Method::GET, "/v1/resources", Some(&token), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.headers().get(header::CACHE_CONTROL).unwrap(),
+        "private, no-cache"
+    );
 }
 
 #[tokio::test]

@@ -567,11 +567,16 @@ async fn bad_input_gets_a_problem_document() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let expired = app.jwt.sign(&metasync_api::auth::Claims {
-        sub: "t".into(),
-        tenant: "acme".into(),
-        exp: now - 3600,
-    });
+    let expired = app
+        .jwt
+        .sign(&metasync_api::auth::Claims {
+            sub: "t".into(),
+            exp: now - 3600,
+            iat: Some(now - 7200),
+            role: Some(metasync_api::auth::Role::Admin),
+            other: [("tenant".to_owned(), "acme".into())].into(),
+        })
+        .unwrap();
     let response = app
         .http
         .get(app.url("/v1/resources"))

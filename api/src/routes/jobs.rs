@@ -15,7 +15,7 @@ use metasync_shared::ids::{BatchId, JobId, ResourceId};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::auth::Tenant;
+use crate::auth::{Operate, Tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
 use crate::pagination::{self, Cursor, Limit, Page};
@@ -51,7 +51,7 @@ pub fn enqueued_response(enqueued: Enqueued) -> Response {
 /// and will stop at its next checkpoint, `409` if it already finished.
 async fn cancel(
     State(state): State<AppState>,
-    tenant: Tenant,
+    tenant: Tenant<Operate>,
     AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Response> {
     let outcome = jobs::cancel(&state.db, tenant.id(), id)
@@ -78,7 +78,7 @@ async fn cancel(
 /// Starts a new job, linked to a failed or cancelled one.
 async fn retry(
     State(state): State<AppState>,
-    tenant: Tenant,
+    tenant: Tenant<Operate>,
     AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Response> {
     let old = job_reads::get(&state.db, tenant.id(), id)
@@ -109,7 +109,7 @@ struct SyncMany {
 /// of the batch.
 async fn sync_many(
     State(state): State<AppState>,
-    tenant: Tenant,
+    tenant: Tenant<Operate>,
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     // The body is optional: no body means every resource of the tenant.

@@ -16,7 +16,7 @@ use metasync_shared::scan_options::ScanOptions;
 use metasync_shared::schedule::{Schedule, ScheduleSpec};
 use serde::Deserialize;
 
-use crate::auth::Tenant;
+use crate::auth::{Manage, Operate, Tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::pagination::{self, Cursor, Limit, Page};
@@ -170,7 +170,7 @@ fn name_taken(e: sqlx::Error) -> ApiError {
 
 async fn create(
     State(state): State<AppState>,
-    tenant: Tenant,
+    tenant: Tenant<Manage>,
     AppJson(body): AppJson<CreateResource>,
 ) -> ApiResult<Response> {
     check_text("name", &body.name, 200)?;
@@ -243,7 +243,7 @@ async fn read(
 
 async fn update(
     State(state): State<AppState>,
-    tenant: Tenant,
+    tenant: Tenant<Manage>,
     AppPath(id): AppPath<ResourceId>,
     AppJson(body): AppJson<PatchResource>,
 ) -> ApiResult<Response> {
@@ -298,7 +298,7 @@ async fn update(
 
 async fn remove(
     State(state): State<AppState>,
-    tenant: Tenant,
+    tenant: Tenant<Manage>,
     AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<StatusCode> {
     if resources::delete(&state.db, tenant.id(), id).await? {
@@ -311,7 +311,7 @@ async fn remove(
 /// Enqueues a sync: `202` with the new job, or `200` with the active job when one exists.
 async fn sync(
     State(state): State<AppState>,
-    tenant: Tenant,
+    tenant: Tenant<Operate>,
     AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<Response> {
     let enqueued = state

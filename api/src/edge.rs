@@ -1,0 +1,163 @@
+//! What every request passes through around the handlers: the request metrics, the limits on
+//! URIs and headers, the refusal of NUL characters (PostgreSQL cannot store them in text, so
+//! they would otherwise surface as a database error), `Cache-Control` on tenant data, and
+//! problem+json for every error response, including the framework's own rejections.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+
+/// Longest request target (path and query) served; longer is a 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+/// Largest total size of the request's headers; larger is a 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Largest request body; larger is a 413 (bodies are small JSON documents).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Request count and latency by route template and a fixed set of methods (never an id or
+/// anything else a caller chooses: labels stay low-cardinality).
+pub async fn record_request(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = method_label(request.method());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("metasync_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("metasync_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Refuses what no handler should see: over-long URIs (414), over-large headers (431) and NUL
+/// characters in the path or query (400). Then gives error responses a problem+json body and
+/// tenant data `Cache-Control: private, no-cache` (cacheable by the client alone, revalidated
+/// with its ETag every time).
+pub async fn guard(request: Request, next: Next) -> Response {
+    let uri_len = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |pq| pq.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return ApiError::UriTooLong(MAX_URI_BYTES).into_response();
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError::HeadersTooLarge(MAX_HEADER_BYTES).into_response();
+    }
+    if request
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| has_encoded_nul(pq.as_str()))
+    {
+        return ApiError::BadRequest("the URL contains a NUL character (%00)".into())
+            .into_response();
+    }
+    let tenant_data = request.uri().path().starts_with("/v1/");
+    let mut response = next.run(request).await;
+    if tenant_data && !response.headers().contains_key(header::CACHE_CONTROL) {
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        );
+    }
+    problem_for_framework_errors(response).await
+}
+
+/// An error response that did not come from [`ApiError`] (a body-limit layer, hyper-level
+/// rejections that reach us) gets the same problem+json shape as ours.
+async fn problem_for_framework_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let detail = String::from_utf8_lossy(&text).trim().to_owned();
+    let mut rebuilt = ApiError::Framework {
+        status,
+        detail: if detail.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            detail
+        },
+    }
+    .into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rebuilt.headers_mut().insert(name, value.clone());
+        }
+    }
+    rebuilt
+}
+
+/// Whether a URL (path and query, still percent-encoded) encodes a NUL character.
+fn has_encoded_nul(raw: &str) -> bool {
+    raw.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1] == b'0' && w[2] == b'0')
+}
+
+/// Whether JSON text contains the escape of a NUL character (`\u0000`), which PostgreSQL cannot
+/// store in `text` or `jsonb`. A raw NUL byte is not valid JSON, so this is the only spelling.
+pub fn json_has_nul(json: &[u8]) -> bool {
+    let mut backslashes = 0usize;
+    for (i, &b) in json.iter().enumerate() {
+        if b == b'\\' {
+            backslashes += 1;
+            continue;
+        }
+        // An odd run of backslashes escapes this character.
+        if b == b'u' && backslashes % 2 == 1 && json.get(i + 1..i + 5) == Some(b"0000".as_slice()) {
+            return true;
+        }
+        backslashes = 0;
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_are_found_in_every_spelling_and_only_there() {
+        assert!(json_has_nul(br#"{"a":"x\u0000y"}"#));
+        assert!(json_has_nul(br#"{"a":"\\\u0000"}"#));
+        assert!(
+            !json_has_nul(br#"{"a":"\\u0000"}"#),
+            "an escaped backslash, then text"
+        );
+        assert!(!json_has_nul(br#"{"a":"\u0001"}"#));
+        assert!(has_encoded_nul("/v1/search?q=a%00b"));
+        assert!(!has_encoded_nul("/v1/search?q=a%2500"));
+    }
+}
