@@ -6,10 +6,23 @@ use std::fmt;
 
 use metasync_shared::domain::ErrorClass;
 
+/// Longest error message stored with a job, in bytes; a longer one is cut at a character
+/// boundary and marked with `…`.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Passwords shorter than this are not searched for in error text: a one- to three-character
+/// string occurs in ordinary messages by chance, and dropping those would lose the error while
+/// protecting nothing that guessing would not find.
+const MIN_GUARDED_SECRET: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct JobError {
     pub class: ErrorClass,
+    /// Printable, at most [`MAX_MESSAGE_BYTES`]: safe to store, log and return.
     pub message: String,
+    /// What we were doing when a source's error arrived (`from_source`), kept so that
+    /// [`JobError::guarded`] can drop the source's text and still say what failed.
+    context: Option<String>,
 }
 
 impl fmt::Display for JobError {
@@ -22,36 +35,65 @@ impl std::error::Error for JobError {}
 
 impl JobError {
     pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            class: ErrorClass::Transient,
-            message: message.into(),
-        }
+        Self::new(ErrorClass::Transient, message.into(), None)
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            class: ErrorClass::Permanent,
-            message: message.into(),
-        }
+        Self::new(ErrorClass::Permanent, message.into(), None)
     }
 
-    /// Classifies an error from a source database. `what` says what we were doing.
-    pub fn from_source(what: &str, e: &sqlx::Error) -> Self {
-        let class = classify(e);
+    fn new(class: ErrorClass, message: String, context: Option<String>) -> Self {
         Self {
             class,
-            message: format!("{what}: {}", describe(e)),
+            message: printable(&message, MAX_MESSAGE_BYTES),
+            context,
         }
     }
 
-    /// Removes every occurrence of `secret` from the message. Drivers do not echo passwords,
-    /// but a message must never carry one, so this is enforced at the one place errors leave.
-    pub fn scrubbed(mut self, secret: &str) -> Self {
-        if !secret.is_empty() && self.message.contains(secret) {
-            self.message = self.message.replace(secret, "***");
+    /// Classifies an error from a source database. `what` says what we were doing; the
+    /// source's own text follows it, made printable and bounded (a hostile server chooses it).
+    pub fn from_source(what: &str, e: &sqlx::Error) -> Self {
+        Self::new(
+            classify(e),
+            format!("{what}: {}", describe(e)),
+            Some(what.to_owned()),
+        )
+    }
+
+    /// The last guard before an error leaves the attempt: if the message contains the
+    /// password (in any case, or reversed), the whole message is dropped for one that says
+    /// what failed and why its text is withheld. Never masks inside a message: a masked
+    /// message tells its reader where the password was, and by elimination what it is.
+    pub fn guarded(mut self, secret: &str) -> Self {
+        if secret.chars().count() < MIN_GUARDED_SECRET {
+            return self;
+        }
+        let haystack = self.message.to_lowercase();
+        let secret = secret.to_lowercase();
+        let reversed: String = secret.chars().rev().collect();
+        if haystack.contains(&secret) || haystack.contains(&reversed) {
+            let what = self.context.as_deref().unwrap_or("the attempt failed");
+            self.message = format!(
+                "{what}: the source's error message is withheld because it contained the password"
+            );
         }
         self
     }
+}
+
+/// `text` with control characters (newlines, escapes: a forged log line, a terminal
+/// sequence) replaced by spaces, cut to at most `max` bytes at a character boundary.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > max.saturating_sub('…'.len_utf8()) {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn describe(e: &sqlx::Error) -> String {
@@ -105,10 +147,44 @@ fn classify(e: &sqlx::Error) -> ErrorClass {
 mod tests {
     use super::*;
 
+    fn source_error(message: &str) -> JobError {
+        JobError::from_source("connecting", &sqlx::Error::Protocol(message.to_owned()))
+    }
+
     #[test]
-    fn scrubbing_removes_the_secret() {
-        let e = JobError::transient("failed with s3cret inside").scrubbed("s3cret");
-        assert_eq!(e.message, "failed with *** inside");
+    fn a_message_with_the_password_is_dropped_whole_never_masked() {
+        for echoed in [
+            "user s3cretPW rejected",
+            "user S3CRETpw rejected",
+            "user WPterc3s",
+        ] {
+            let e = source_error(echoed).guarded("s3cretPW");
+            assert_eq!(
+                e.message,
+                "connecting: the source's error message is withheld because it contained the password"
+            );
+        }
+    }
+
+    #[test]
+    fn short_passwords_leave_errors_intact_and_readable() {
+        let text = r#"database "shop_archive" does not exist (SQLSTATE 3D000)"#;
+        let intact = source_error(text).message;
+        assert!(intact.contains(text), "{intact}");
+        for password in ["x", "sh", "exi"] {
+            assert_eq!(source_error(text).guarded(password).message, intact, "{password}");
+        }
+    }
+
+    #[test]
+    fn source_text_is_printable_and_bounded() {
+        let forged = "oops\n2026-11-30T00:00:00Z INFO forged line\u{1b}[31m";
+        let e = source_error(forged);
+        assert!(!e.message.chars().any(char::is_control), "{:?}", e.message);
+        let huge = "é".repeat(5 * 1024 * 1024);
+        let e = source_error(&huge);
+        assert!(e.message.len() <= MAX_MESSAGE_BYTES, "{}", e.message.len());
+        assert!(e.message.ends_with('…'));
     }
 
     #[test]

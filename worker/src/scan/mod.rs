@@ -41,7 +41,7 @@ pub async fn scan(
         ResourceKind::Postgres => postgres::scan(target, options, limits, sources).await,
         ResourceKind::Mysql => mysql::scan(target, options, limits, sources).await,
     };
-    result.map_err(|e| e.scrubbed(target.password))
+    result.map_err(|e| e.guarded(target.password))
 }
 
 /// Opens a source connection within the connect timeout. A timeout is transient; a refusal is
