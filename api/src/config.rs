@@ -7,7 +7,7 @@ use jsonwebtoken::Algorithm;
 use metasync_shared::config::parse_duration;
 
 use crate::auth::{JwtPolicy, JwtVerifier};
-use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SecretKeyArgs};
+use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SealingArgs};
 use metasync_shared::retry::RetryArgs;
 
 /// How bearer tokens are verified.
@@ -135,7 +135,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
-    pub secret_key: SecretKeyArgs,
+    pub sealing: SealingArgs,
     #[command(flatten)]
     pub jwt: JwtArgs,
     #[command(flatten)]

@@ -6,7 +6,6 @@
 use std::future::Future;
 
 use anyhow::Context as _;
-use metasync_shared::crypto::SecretBox;
 use metasync_shared::db;
 use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
@@ -29,7 +28,8 @@ impl Application {
         args: &ServeArgs,
         metrics: Option<PrometheusHandle>,
     ) -> anyhow::Result<Self> {
-        let secrets = SecretBox::new(&args.secret_key.key()?);
+        let sealing_key = args.sealing.sealing_key()?;
+        let fingerprinter = args.sealing.fingerprinter()?;
         let jwt = args.jwt.verifier()?;
         let retry = args.retry.policy()?;
         let pool = db::connect(&args.database)
@@ -43,7 +43,8 @@ impl Application {
             submitter: Submitter::new(pool.clone(), queue.clone(), retry.max_attempts),
             db: pool,
             queue,
-            secrets,
+            sealing_key,
+            fingerprinter,
             jwt,
             metrics,
         };

@@ -1,6 +1,6 @@
 //! What every handler shares.
 
-use metasync_shared::crypto::SecretBox;
+use metasync_shared::custody::{Fingerprinter, SealingKey};
 use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -12,7 +12,10 @@ use crate::auth::JwtVerifier;
 pub struct AppState {
     pub db: PgPool,
     pub queue: Queue,
-    pub secrets: SecretBox,
+    /// Seals passwords; cannot open them (only workers hold the private keys).
+    pub sealing_key: SealingKey,
+    /// Fingerprints passwords, to compare a re-sent one with the stored one.
+    pub fingerprinter: Fingerprinter,
     pub jwt: JwtVerifier,
     /// Creates jobs and pushes their deliveries.
     pub submitter: Submitter,

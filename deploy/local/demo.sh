@@ -291,10 +291,15 @@ main() {
     export DATABASE_URL="postgres://$OS_USER@127.0.0.1:5432/$CATALOG_DB"
     export REDIS_URL="redis://127.0.0.1:6379"
     export METASYNC_QUEUE="$QUEUE"
-    # Fresh secrets per run: nothing from a demo is meant to outlive it.
-    METASYNC_SECRET_KEY="$(head -c 32 /dev/urandom | base64)"
+    # Fresh secrets per run: nothing from a demo is meant to outlive it. The master key pair:
+    # the API gets the public half (it seals passwords, cannot open them), workers the private.
+    local keys opening_keys
+    keys="$("$worker_bin" keygen --key-id demo)"
+    opening_keys="$(sed -n 's/^METASYNC_OPENING_KEYS=//p' <<<"$keys")"
+    METASYNC_SEALING_KEY="$(sed -n 's/^METASYNC_SEALING_KEY=//p' <<<"$keys")"
+    METASYNC_PASSWORD_FINGERPRINT_KEY="$(head -c 32 /dev/urandom | base64)"
     METASYNC_JWT_SECRET="$(head -c 48 /dev/urandom | base64)"
-    export METASYNC_SECRET_KEY METASYNC_JWT_SECRET
+    export METASYNC_SEALING_KEY METASYNC_PASSWORD_FINGERPRINT_KEY METASYNC_JWT_SECRET
     export METASYNC_API_ADDR="127.0.0.1:$port"
     export RUST_LOG="${RUST_LOG:-info}"
     # Plain log files, without terminal colour codes.
@@ -308,6 +313,9 @@ main() {
 
     start api "$api_bin" serve
     local api_pid="${PIDS[0]}"
+    # Exported only now, so the API (already started) never holds the private key; through the
+    # environment, not a command line, so `ps` does not show it.
+    export METASYNC_OPENING_KEYS="$opening_keys"
     start worker-1 env METASYNC_WORKER_NAME=demo-worker-1 METASYNC_WORKER_CONCURRENCY=4 "$worker_bin"
     start worker-2 env METASYNC_WORKER_NAME=demo-worker-2 METASYNC_WORKER_CONCURRENCY=4 "$worker_bin"
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use clap::Args;
 
+use crate::custody::{Fingerprinter, OpeningKeys, SealingKey};
+
 /// Connection settings for the catalog PostgreSQL.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
@@ -35,34 +37,91 @@ pub struct QueueArgs {
     pub queue: String,
 }
 
-/// The key that encrypts source credentials at rest.
+/// What the API needs to store passwords (see [`crate::custody`]): the fleet's public sealing
+/// key, which seals but cannot open, and the key of password fingerprints.
 #[derive(Clone, Args)]
-pub struct SecretKeyArgs {
-    /// 32 random bytes, base64-encoded (`openssl rand -base64 32`).
+pub struct SealingArgs {
+    /// The public master key, `KEY_ID:BASE64` as `metasync-worker keygen` prints it.
+    #[arg(long = "sealing-key", env = "METASYNC_SEALING_KEY")]
+    pub sealing_key: String,
+    /// 32 random bytes, base64 (`openssl rand -base64 32`): keys password fingerprints.
     #[arg(
-        long = "secret-key",
+        long = "password-fingerprint-key",
+        env = "METASYNC_PASSWORD_FINGERPRINT_KEY",
+        hide_env_values = true
+    )]
+    pub fingerprint_key: String,
+}
+
+impl std::fmt::Debug for SealingArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealingArgs")
+            .field("sealing_key", &self.sealing_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealingArgs {
+    /// The public key passwords are sealed to.
+    pub fn sealing_key(&self) -> Result<SealingKey, ConfigError> {
+        SealingKey::parse(&self.sealing_key)
+            .map_err(|e| ConfigError::invalid("METASYNC_SEALING_KEY", e.to_string()))
+    }
+
+    /// The fingerprinter of re-sent passwords.
+    pub fn fingerprinter(&self) -> Result<Fingerprinter, ConfigError> {
+        decode_key32("METASYNC_PASSWORD_FINGERPRINT_KEY", &self.fingerprint_key)
+            .map(Fingerprinter::new)
+    }
+}
+
+/// What a worker needs to open passwords: the private master keys (several while a rotation
+/// runs) and, until every record is re-sealed, the key of the earlier AES scheme.
+#[derive(Clone, Args)]
+pub struct OpeningArgs {
+    /// `KEY_ID:BASE64[,KEY_ID:BASE64…]`, as `metasync-worker keygen` prints them.
+    #[arg(
+        long = "opening-keys",
+        env = "METASYNC_OPENING_KEYS",
+        hide_env_values = true
+    )]
+    pub opening_keys: String,
+    /// The earlier scheme's AES-256 key (32 bytes, base64), to open records sealed before
+    /// `rotate-master-key` re-sealed them; unset once none are left.
+    #[arg(
+        long = "legacy-secret-key",
         env = "METASYNC_SECRET_KEY",
         hide_env_values = true
     )]
-    pub secret_key: String,
+    pub legacy_secret_key: Option<String>,
 }
 
-impl std::fmt::Debug for SecretKeyArgs {
+impl std::fmt::Debug for OpeningArgs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SecretKeyArgs(<redacted>)")
+        f.write_str("OpeningArgs(<redacted>)")
     }
 }
 
-impl SecretKeyArgs {
-    /// Decodes the key. The error names the setting and never the value.
-    pub fn key(&self) -> Result<[u8; 32], ConfigError> {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(self.secret_key.trim())
-            .map_err(|_| ConfigError::invalid("METASYNC_SECRET_KEY", "is not valid base64"))?;
-        bytes.try_into().map_err(|_| {
-            ConfigError::invalid("METASYNC_SECRET_KEY", "must decode to exactly 32 bytes")
-        })
+impl OpeningArgs {
+    /// The keys. Errors name the setting, never the value.
+    pub fn keys(&self) -> Result<OpeningKeys, ConfigError> {
+        let keys = OpeningKeys::parse(&self.opening_keys)
+            .map_err(|e| ConfigError::invalid("METASYNC_OPENING_KEYS", e.to_string()))?;
+        match &self.legacy_secret_key {
+            Some(legacy) => Ok(keys.with_legacy(&decode_key32("METASYNC_SECRET_KEY", legacy)?)),
+            None => Ok(keys),
+        }
     }
+}
+
+/// Decodes a base64 32-byte key. The error names the setting and never the value.
+pub fn decode_key32(name: &'static str, text: &str) -> Result<[u8; 32], ConfigError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| ConfigError::invalid(name, "is not valid base64"))?;
+    bytes
+        .try_into()
+        .map_err(|_| ConfigError::invalid(name, "must decode to exactly 32 bytes"))
 }
 
 /// A setting that is present but unusable.
@@ -122,10 +181,9 @@ mod tests {
 
     #[test]
     fn a_bad_secret_key_is_named_but_not_echoed() {
-        let args = SecretKeyArgs {
-            secret_key: "c2hvcnQ=".into(),
-        };
-        let err = args.key().unwrap_err().to_string();
+        let err = decode_key32("METASYNC_SECRET_KEY", "c2hvcnQ=")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("METASYNC_SECRET_KEY"), "{err}");
         assert!(!err.contains("c2hvcnQ="), "{err}");
     }

@@ -9,6 +9,7 @@
 pub mod catalog;
 pub mod config;
 pub mod crypto;
+pub mod custody;
 pub mod db;
 pub mod domain;
 pub mod ids;

@@ -20,8 +20,8 @@ use anyhow::Context as _;
 use metasync_api::auth::{JwtVerifier, Role};
 use metasync_api::config::{JwtArgs, ServeArgs};
 use metasync_api::startup::Application;
-use metasync_shared::config::{DatabaseArgs, QueueArgs, SecretKeyArgs};
-use metasync_shared::crypto::SecretBox;
+use metasync_shared::config::{DatabaseArgs, OpeningArgs, QueueArgs, SealingArgs};
+use metasync_shared::custody::{ConnectionTarget, SealingKey};
 use metasync_shared::db::job_reads::Attempt;
 use metasync_shared::db::jobs::Job;
 use metasync_shared::db::resources::Resource;
@@ -40,7 +40,8 @@ pub use crate::assert::assert_job;
 pub const PG_HOST: &str = "127.0.0.1";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
 pub const JWT_SECRET: &str = "test-jwt-secret-that-is-long-enough-0123456789";
-pub const SECRET_KEY: [u8; 32] = [42; 32];
+/// The API's password fingerprint key in tests.
+pub const FINGERPRINT_KEY: [u8; 32] = [42; 32];
 
 pub fn pg_url(database: &str) -> String {
     format!("postgres://root@{PG_HOST}:5432/{database}")
@@ -139,9 +140,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
             redis_url: redis_url.to_owned(),
             queue: queue_name.to_owned(),
         },
-        secret_key: SecretKeyArgs {
-            secret_key: secret_key_base64(),
-        },
+        sealing: sealing_args(),
         jwt: JwtArgs::hs256(JWT_SECRET),
         retry: RetryArgs {
             max_attempts: 5,
@@ -270,9 +269,7 @@ impl TestApp {
                 redis_url: self.redis_url.clone(),
                 queue: self.queue_name.clone(),
             },
-            secret_key: SecretKeyArgs {
-                secret_key: secret_key_base64(),
-            },
+            opening: opening_args(),
         }
     }
 
@@ -308,7 +305,7 @@ impl TestApp {
             .env("DATABASE_URL", &self.database_url)
             .env("REDIS_URL", &self.redis_url)
             .env("METASYNC_QUEUE", &self.queue_name)
-            .env("METASYNC_SECRET_KEY", secret_key_base64())
+            .env("METASYNC_OPENING_KEYS", &test_master_key().0)
             .env("METASYNC_WORKER_NAME", name)
             .env("METASYNC_DB_MAX_CONNECTIONS", "8")
             .env("METASYNC_RETRY_BASE", "100ms")
@@ -503,9 +500,28 @@ pub fn admin_token(jwt: &JwtVerifier, tenant: &str) -> String {
         .expect("HS256 issues tokens")
 }
 
-pub fn secret_key_base64() -> String {
+/// This test process's master key pair `(opening, sealing)`, made once: the API seals with
+/// the public half, workers (in-process or spawned) open with the private half.
+pub fn test_master_key() -> &'static (String, String) {
+    static KEY: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| metasync_shared::custody::generate("test").expect("a valid key id"))
+}
+
+/// The API's custody settings in tests.
+pub fn sealing_args() -> SealingArgs {
     use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(SECRET_KEY)
+    SealingArgs {
+        sealing_key: test_master_key().1.clone(),
+        fingerprint_key: base64::engine::general_purpose::STANDARD.encode(FINGERPRINT_KEY),
+    }
+}
+
+/// A worker's custody settings in tests.
+pub fn opening_args() -> OpeningArgs {
+    OpeningArgs {
+        opening_keys: test_master_key().0.clone(),
+        legacy_secret_key: None,
+    }
 }
 
 /// A workspace binary, built by `cargo build --bins` before the tests run.
@@ -716,17 +732,31 @@ impl TestApp {
         password: &str,
         count: usize,
     ) -> anyhow::Result<Vec<Uuid>> {
-        let secrets = SecretBox::new(&SECRET_KEY);
+        let sealing = SealingKey::parse(&test_master_key().1)?;
+        let tenant_id = metasync_shared::ids::TenantId::new(tenant);
+        let engine: metasync_shared::domain::ResourceKind =
+            serde_json::from_value(serde_json::Value::String(kind.to_owned()))?;
         let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
         let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
         let sealed: Vec<Vec<u8>> = ids
             .iter()
-            .map(|id| secrets.seal(password, id.as_bytes()))
+            .map(|id| {
+                let target = ConnectionTarget {
+                    tenant: &tenant_id,
+                    resource: (*id).into(),
+                    kind: engine,
+                    host: "127.0.0.1",
+                    port,
+                    username: "root",
+                    database,
+                };
+                sealing.seal(password, &target).record
+            })
             .collect();
         sqlx::query(
             "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                    password_sealed)
-             select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed
+                                    password_sealed, password_key_id)
+             select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8
              from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
         )
         .bind(tenant)
@@ -736,6 +766,7 @@ impl TestApp {
         .bind(&ids)
         .bind(&names)
         .bind(&sealed)
+        .bind(sealing.id())
         .execute(&self.db)
         .await?;
         Ok(ids)

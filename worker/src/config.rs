@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use metasync_shared::config::{DatabaseArgs, QueueArgs, SecretKeyArgs, parse_duration};
+use metasync_shared::config::{DatabaseArgs, OpeningArgs, QueueArgs, parse_duration};
 use metasync_shared::retry::RetryArgs;
 
 #[derive(Debug, Clone, Args)]
@@ -66,7 +66,7 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub queue: QueueArgs,
     #[command(flatten)]
-    pub secret_key: SecretKeyArgs,
+    pub opening: OpeningArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
 }

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod custody;
 pub mod error;
 #[cfg(feature = "test-faults")]
 pub mod faults;

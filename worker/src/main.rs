@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use metasync_shared::telemetry;
 use metasync_worker::config::WorkerArgs;
+use metasync_worker::custody;
 use metasync_worker::startup::Worker;
 
 #[derive(Parser)]
@@ -15,6 +16,12 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The custody subcommands take their own settings; a plain start takes the worker's.
+    let argv: Vec<String> = std::env::args().collect();
+    if custody::is_custody_command(&argv) {
+        telemetry::init_tracing();
+        return custody::run(custody::CustodyCli::parse()).await;
+    }
     let args = Cli::parse().args;
     telemetry::init_tracing();
     if let Some(addr) = args.metrics_addr {

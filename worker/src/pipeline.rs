@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt as _;
 
 use metasync_shared::catalog::Snapshot;
-use metasync_shared::crypto::SecretBox;
+use metasync_shared::custody::OpeningKeys;
 use metasync_shared::db::catalog;
 use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOutcome, Fenced};
 use metasync_shared::db::resources::ResourceWithSecret;
@@ -29,7 +29,8 @@ use crate::scan::{self, ScanLimits, ScanTarget};
 pub struct WorkerContext {
     pub db: PgPool,
     pub queue: Queue,
-    pub secrets: SecretBox,
+    /// Opens sealed passwords (the private master keys).
+    pub keys: OpeningKeys,
     pub worker_id: String,
     pub lease: Duration,
     pub job_timeout: Duration,
@@ -234,9 +235,9 @@ async fn run_attempt(
         panic!("injected fault: panic in the attempt");
     }
     let password = ctx
-        .secrets
-        .open(&resource.password_sealed, resource.resource.id.0.as_bytes())
-        .map_err(|e| JobError::permanent(format!("invalid resource configuration: {e}")))?;
+        .keys
+        .open(&resource.sealed_password(), &resource.target())
+        .map_err(|e| JobError::permanent(e.to_string()))?;
 
     let target = ScanTarget {
         resource: &resource.resource,

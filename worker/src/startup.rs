@@ -5,7 +5,6 @@
 use std::future::Future;
 
 use anyhow::Context as _;
-use metasync_shared::crypto::SecretBox;
 use metasync_shared::db;
 use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
@@ -27,7 +26,7 @@ impl Worker {
     /// Connects to the catalog database and Redis and assembles the context every job slot
     /// shares. The worker id is the configured name plus a random suffix.
     pub async fn build(args: &WorkerArgs) -> anyhow::Result<Self> {
-        let secrets = SecretBox::new(&args.secret_key.key()?);
+        let keys = args.opening.keys()?;
         let retry = args.retry.policy()?;
         let pool = db::connect(&args.database)
             .await
@@ -39,7 +38,7 @@ impl Worker {
             submitter: Submitter::new(pool.clone(), queue.clone(), retry.max_attempts),
             db: pool,
             queue,
-            secrets,
+            keys,
             worker_id: worker_id(args.worker_name.as_deref()),
             lease: args.lease,
             job_timeout: args.job_timeout,

@@ -6,8 +6,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
+use metasync_shared::custody::ConnectionTarget;
 use metasync_shared::db::resources::{
-    self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch, StoredSchedule,
+    self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch, StoredPassword, StoredSchedule,
 };
 use metasync_shared::domain::ResourceKind;
 use metasync_shared::ids::ResourceId;
@@ -159,6 +160,18 @@ fn check_options(options: Option<OptionsBody>) -> ApiResult<ScanOptions> {
     }
 }
 
+/// Seals `password` for `target` and fingerprints it.
+fn store_password(
+    state: &AppState,
+    password: &str,
+    target: &ConnectionTarget<'_>,
+) -> StoredPassword {
+    StoredPassword {
+        sealed: state.sealing_key.seal(password, target),
+        fingerprint: state.fingerprinter.fingerprint(target.resource, password),
+    }
+}
+
 fn name_taken(e: sqlx::Error) -> ApiError {
     match &e {
         sqlx::Error::Database(db) if db.constraint() == Some(NAME_TAKEN_CONSTRAINT) => {
@@ -184,7 +197,16 @@ async fn create(
     let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
 
     let id = ResourceId::new_v7();
-    let sealed = state.secrets.seal(&body.password, id.0.as_bytes());
+    let target = ConnectionTarget {
+        tenant: tenant.id(),
+        resource: id,
+        kind: body.kind,
+        host: &body.host,
+        port,
+        username: &body.username,
+        database: &body.database,
+    };
+    let password = store_password(&state, &body.password, &target);
     let resource = resources::insert(
         &state.db,
         tenant.id(),
@@ -196,7 +218,7 @@ async fn create(
             port,
             database: &body.database,
             username: &body.username,
-            password_sealed: sealed,
+            password,
             options,
             schedule,
             retry_policy,
@@ -264,6 +286,33 @@ async fn update(
         check_password(password)?;
     }
     let options = body.options.map(|o| check_options(Some(o))).transpose()?;
+    let current = resources::get(&state.db, tenant.id(), id)
+        .await?
+        .ok_or(ApiError::NotFound("resource"))?;
+    // The password is sealed for a target: where it may be sent. A new target without the
+    // password again would send the stored one somewhere new, and the API cannot re-seal what
+    // it cannot open; so that takes the password.
+    let target = ConnectionTarget {
+        tenant: tenant.id(),
+        resource: id,
+        kind: body.kind.unwrap_or(current.kind),
+        host: body.host.as_deref().unwrap_or(&current.host),
+        port: port.unwrap_or(current.port),
+        username: body.username.as_deref().unwrap_or(&current.username),
+        database: body.database.as_deref().unwrap_or(&current.database),
+    };
+    let password = match &body.password {
+        Some(password) => Some(store_password(&state, password, &target)),
+        None if target != current.target(tenant.id()) => {
+            return Err(ApiError::Unprocessable(
+                "changing `kind`, `host`, `port`, `username` or `database` needs `password` \
+                 again: the stored password is sealed for the current target and is never sent \
+                 to another"
+                    .into(),
+            ));
+        }
+        None => None,
+    };
     // A retyped resource (e.g. a database moved from PostgreSQL to MariaDB) is scanned with
     // its new engine on the next sync; the catalog diff then replaces what was stored.
     let patch = ResourcePatch {
@@ -273,10 +322,7 @@ async fn update(
         port,
         database: body.database.as_deref(),
         username: body.username.as_deref(),
-        password_sealed: body
-            .password
-            .as_deref()
-            .map(|p| state.secrets.seal(p, id.0.as_bytes())),
+        password,
         options,
         schedule: match &body.schedule {
             None => None,
@@ -289,10 +335,14 @@ async fn update(
             Some(Some(policy)) => Some(Some(check_retry_policy(policy)?)),
         },
     };
-    let resource = resources::update(&state.db, tenant.id(), id, patch)
+    let resource = resources::update(&state.db, tenant.id(), &current, patch)
         .await
         .map_err(name_taken)?
-        .ok_or(ApiError::NotFound("resource"))?;
+        .ok_or_else(|| {
+            ApiError::Conflict(
+                "the resource was changed or deleted meanwhile: read it and try again".into(),
+            )
+        })?;
     Ok(axum::Json(resource).into_response())
 }
 

@@ -246,7 +246,7 @@ pub async fn claim(
                 c.max_attempts, c.lease_token, r.*
          from claimed c
               cross join lateral (
-                  select {}, password_sealed from resources where id = c.resource_id
+                  select {}, password_sealed, password_key_id from resources where id = c.resource_id
               ) r",
         resources::COLUMNS
     )))

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 use sqlx::types::Json;
 
+use crate::custody::{ConnectionTarget, SealedPassword};
 use crate::domain::ResourceKind;
 use crate::ids::{ResourceId, TenantId};
 use crate::retry::RetryOverrides;
@@ -50,8 +51,49 @@ pub struct ResourceWithSecret {
     pub resource: Resource,
     /// The owning tenant.
     pub tenant_id: TenantId,
-    /// The password sealed by [`crate::crypto::SecretBox`], with the resource id as AAD.
+    /// The sealed password's record (see [`crate::custody`]).
     pub password_sealed: Vec<u8>,
+    /// The master key that sealed it.
+    pub password_key_id: String,
+}
+
+impl ResourceWithSecret {
+    /// The sealed password as [`crate::custody::OpeningKeys::open`] takes it.
+    pub fn sealed_password(&self) -> SealedPassword {
+        SealedPassword {
+            key_id: self.password_key_id.clone(),
+            record: self.password_sealed.clone(),
+        }
+    }
+
+    /// Where the password may be sent: the resource as it is now.
+    pub fn target(&self) -> ConnectionTarget<'_> {
+        self.resource.target(&self.tenant_id)
+    }
+}
+
+impl Resource {
+    /// The connection target of this resource in `tenant`: what its password is bound to.
+    pub fn target<'a>(&'a self, tenant: &'a TenantId) -> ConnectionTarget<'a> {
+        ConnectionTarget {
+            tenant,
+            resource: self.id,
+            kind: self.kind,
+            host: &self.host,
+            port: self.port,
+            username: &self.username,
+            database: &self.database,
+        }
+    }
+}
+
+/// A password as the API stores it: sealed to the fleet's key, and fingerprinted.
+#[derive(Debug, Clone)]
+pub struct StoredPassword {
+    /// The sealed record and its key id.
+    pub sealed: SealedPassword,
+    /// Its keyed fingerprint ([`crate::custody::Fingerprinter`]).
+    pub fingerprint: Vec<u8>,
 }
 
 /// A new resource, validated by the caller.
@@ -69,8 +111,8 @@ pub struct NewResource<'a> {
     pub database: &'a str,
     /// Login role on the source.
     pub username: &'a str,
-    /// The password, already sealed by [`crate::crypto::SecretBox`].
-    pub password_sealed: Vec<u8>,
+    /// The password, sealed for this resource's target.
+    pub password: StoredPassword,
     /// Which databases, schemas and tables a sync reads.
     pub options: ScanOptions,
     /// `None` for syncs on request only.
@@ -109,8 +151,8 @@ pub async fn insert(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
                                 password_sealed, options, sync_interval_seconds, sync_cron,
-                                next_sync_at, retry_policy)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                                next_sync_at, retry_policy, password_key_id, password_fingerprint)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
          returning {COLUMNS}"
     )))
     .bind(id)
@@ -121,12 +163,14 @@ pub async fn insert(
     .bind(new.port)
     .bind(new.database)
     .bind(new.username)
-    .bind(new.password_sealed)
+    .bind(&new.password.sealed.record)
     .bind(Json(new.options))
     .bind(new.schedule.as_ref().and_then(|s| s.interval_seconds))
     .bind(new.schedule.as_ref().and_then(|s| s.cron.clone()))
     .bind(new.schedule.as_ref().map(|s| s.next_sync_at))
     .bind(new.retry_policy.map(Json))
+    .bind(&new.password.sealed.key_id)
+    .bind(&new.password.fingerprint)
     .fetch_one(db)
     .await
 }
@@ -180,8 +224,8 @@ pub struct ResourcePatch<'a> {
     pub database: Option<&'a str>,
     /// New login role.
     pub username: Option<&'a str>,
-    /// New password, already sealed.
-    pub password_sealed: Option<Vec<u8>>,
+    /// New password, sealed for the target the resource has after this patch.
+    pub password: Option<StoredPassword>,
     /// New scan options, replacing the old ones whole.
     pub options: Option<ScanOptions>,
     /// `Some(None)` removes the schedule.
@@ -190,11 +234,13 @@ pub struct ResourcePatch<'a> {
     pub retry_policy: Option<Option<RetryOverrides>>,
 }
 
-/// Applies `patch` to the tenant's resource; `None` if it has no resource with this id.
+/// Applies `patch` to the tenant's resource `current`, read just before: `None` if it is gone,
+/// or if its connection target (kind, host, port, database, user) changed since that read, so a
+/// password sealed for the target the caller saw is never stored beside another.
 pub async fn update(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
-    id: ResourceId,
+    current: &Resource,
     patch: ResourcePatch<'_>,
 ) -> Result<Option<Resource>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -205,6 +251,8 @@ pub async fn update(
              database = coalesce($6, database),
              username = coalesce($7, username),
              password_sealed = coalesce($8, password_sealed),
+             password_key_id = coalesce($22, password_key_id),
+             password_fingerprint = case when $8 is null then password_fingerprint else $23 end,
              options = coalesce($9, options),
              sync_interval_seconds = case when $10 then $11 else sync_interval_seconds end,
              sync_cron = case when $10 then $12 else sync_cron end,
@@ -213,16 +261,17 @@ pub async fn update(
              kind = coalesce($16, kind),
              updated_at = now()
          where tenant_id = $1 and id = $2
+           and kind = $17 and host = $18 and port = $19 and database = $20 and username = $21
          returning {COLUMNS}"
     )))
     .bind(tenant)
-    .bind(id)
+    .bind(current.id)
     .bind(patch.name)
     .bind(patch.host)
     .bind(patch.port)
     .bind(patch.database)
     .bind(patch.username)
-    .bind(patch.password_sealed)
+    .bind(patch.password.as_ref().map(|p| &p.sealed.record))
     .bind(patch.options.map(Json))
     .bind(patch.schedule.is_some())
     .bind(
@@ -246,6 +295,13 @@ pub async fn update(
     .bind(patch.retry_policy.is_some())
     .bind(patch.retry_policy.flatten().map(Json))
     .bind(patch.kind)
+    .bind(current.kind)
+    .bind(&current.host)
+    .bind(current.port)
+    .bind(&current.database)
+    .bind(&current.username)
+    .bind(patch.password.as_ref().map(|p| &p.sealed.key_id))
+    .bind(patch.password.as_ref().map(|p| &p.fingerprint))
     .fetch_optional(db)
     .await
 }
@@ -261,5 +317,51 @@ pub async fn delete(
         .bind(id)
         .execute(db)
         .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Up to `limit` resources whose password is not sealed under `key_id`, after `after` in id
+/// order: the next page for `rotate-master-key`.
+pub async fn sealed_under_other_keys(
+    db: impl PgExecutor<'_>,
+    key_id: &str,
+    after: Option<ResourceId>,
+    limit: i64,
+) -> Result<Vec<ResourceWithSecret>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS}, tenant_id, password_sealed, password_key_id from resources
+         where password_key_id <> $1 and ($2::uuid is null or id > $2)
+         order by id limit $3"
+    )))
+    .bind(key_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Replaces a resource's sealed password with `resealed` if it still holds `old` (a password
+/// set meanwhile through the API wins). `fingerprint` fills a missing fingerprint.
+pub async fn reseal(
+    db: impl PgExecutor<'_>,
+    id: ResourceId,
+    old: &SealedPassword,
+    resealed: &SealedPassword,
+    fingerprint: Option<&[u8]>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update resources
+         set password_sealed = $4, password_key_id = $5,
+             password_fingerprint = coalesce(password_fingerprint, $6)
+         where id = $1 and password_key_id = $2 and password_sealed = $3",
+    )
+    .bind(id)
+    .bind(&old.key_id)
+    .bind(&old.record)
+    .bind(&resealed.record)
+    .bind(&resealed.key_id)
+    .bind(fingerprint)
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -294,7 +294,10 @@ async fn catalog_statements_per_job(jobs: usize, engine: &str) -> anyhow::Result
     cmd.env("DATABASE_URL", &app.database_url)
         .env("REDIS_URL", REDIS_URL)
         .env("METASYNC_QUEUE", &app.queue_name)
-        .env("METASYNC_SECRET_KEY", metasync_tests::secret_key_base64())
+        .env(
+            "METASYNC_OPENING_KEYS",
+            &metasync_tests::test_master_key().0,
+        )
         .env("METASYNC_RECONCILE_EVERY", "1h")
         .env("RUST_LOG", "warn,sqlx::query=debug")
         .stderr(Stdio::piped())
