@@ -6,7 +6,10 @@ use clap::Args;
 use jsonwebtoken::Algorithm;
 use metasync_shared::config::parse_duration;
 
+use std::num::NonZeroU32;
+
 use crate::auth::{JwtPolicy, JwtVerifier};
+use crate::quotas::Limits;
 use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SealingArgs};
 use metasync_shared::retry::RetryArgs;
 
@@ -120,6 +123,47 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     }
 }
 
+/// Per-tenant limits and HTTP server timeouts (see [`crate::quotas`]).
+#[derive(Debug, Clone, Args)]
+pub struct QuotaArgs {
+    /// Resource creations, changes and deletions per minute per tenant (a quarter of it at once).
+    #[arg(long, env = "METASYNC_RATE_WRITES_PER_MINUTE", default_value = "120")]
+    pub writes_per_minute: NonZeroU32,
+    /// Sync requests (a resource, a batch, a retry) per minute per tenant.
+    #[arg(long, env = "METASYNC_RATE_SYNCS_PER_MINUTE", default_value = "120")]
+    pub syncs_per_minute: NonZeroU32,
+    /// Most resources per tenant.
+    #[arg(long, env = "METASYNC_MAX_RESOURCES", default_value = "1000")]
+    pub max_resources: u32,
+    /// Most unfinished jobs per tenant; a batch counts all its jobs.
+    #[arg(long, env = "METASYNC_MAX_ACTIVE_JOBS", default_value = "10000")]
+    pub max_active_jobs: u32,
+    /// Most long-polls (`?wait=`) per tenant at once.
+    #[arg(long, env = "METASYNC_MAX_WAITERS", default_value = "20")]
+    pub max_waiters: u32,
+    /// Shortest schedule interval, and shortest gap between two firings of a cron schedule.
+    #[arg(long, env = "METASYNC_MIN_SCHEDULE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub min_schedule_interval: Duration,
+    /// A connection is closed when a request's headers are not complete this long after it
+    /// opened or after the previous response (so also an idle keep-alive connection).
+    #[arg(long, env = "METASYNC_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+}
+
+impl QuotaArgs {
+    /// The per-tenant limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            writes_per_minute: self.writes_per_minute,
+            syncs_per_minute: self.syncs_per_minute,
+            max_resources: self.max_resources,
+            max_active_jobs: self.max_active_jobs,
+            max_waiters: self.max_waiters,
+            min_schedule_interval: self.min_schedule_interval,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -140,4 +184,6 @@ pub struct ServeArgs {
     pub jwt: JwtArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
+    #[command(flatten)]
+    pub quotas: QuotaArgs,
 }

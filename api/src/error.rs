@@ -17,6 +17,17 @@ pub enum ApiError {
     /// 403: a valid token whose role does not allow this.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: a tenant quota (e.g. the most resources) is used up.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// 429: a rate limit or a cap that frees up over time; `Retry-After` says when.
+    #[error("{detail}")]
+    TooManyRequests {
+        /// Which limit, and its value.
+        detail: String,
+        /// Seconds until it is worth trying again.
+        retry_after: u64,
+    },
     /// 404: no such thing in the caller's tenant.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -81,7 +92,8 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::QuotaExceeded(_) => StatusCode::FORBIDDEN,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -113,6 +125,11 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Self::TooManyRequests { retry_after, .. } = &self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

@@ -13,12 +13,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::config::ServeArgs;
+use crate::quotas::Quotas;
 use crate::state::AppState;
 
 /// The API, built and bound but not yet serving.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    header_timeout: std::time::Duration,
 }
 
 impl Application {
@@ -47,11 +49,16 @@ impl Application {
             fingerprinter,
             jwt,
             metrics,
+            quotas: Quotas::new(args.quotas.limits()),
         };
         let listener = TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("binding METASYNC_API_ADDR {}", args.addr))?;
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            header_timeout: args.quotas.header_timeout,
+        })
     }
 
     /// The port actually bound (the one the OS chose when asked for port 0).
@@ -73,6 +80,6 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "metasync-api listening");
-        crate::serve(self.listener, self.state, shutdown).await
+        crate::serve(self.listener, self.state, self.header_timeout, shutdown).await
     }
 }

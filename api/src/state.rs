@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::auth::JwtVerifier;
+use crate::quotas::Quotas;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -20,4 +21,6 @@ pub struct AppState {
     /// Creates jobs and pushes their deliveries.
     pub submitter: Submitter,
     pub metrics: Option<PrometheusHandle>,
+    /// Per-tenant buckets and caps.
+    pub quotas: Quotas,
 }

@@ -129,14 +129,19 @@ impl From<ScanOptions> for Value {
     }
 }
 
-/// At most this many patterns per list, and names per `databases` list: enough for any real
-/// filter, and bounds the work a resource can ask for on every sync.
+/// At most this many names per `databases` list.
 pub const MAX_LIST: usize = 100;
+/// At most this many patterns in all four pattern lists together: enough for any real filter.
+pub const MAX_PATTERNS: usize = 32;
 /// Longest pattern, in bytes.
-pub const MAX_PATTERN: usize = 1000;
-/// Compiled size bound per pattern, so a hostile pattern cannot make the worker build a huge
-/// automaton.
-const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+pub const MAX_PATTERN: usize = 500;
+/// Compiled size bound per pattern (the regex crate's `size_limit`): a real filter compiles to
+/// a few KB; Unicode-class repetitions such as `\w{20}` are what exceed it.
+const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
+/// Lazy-DFA cache bound per pattern (`dfa_size_limit`), the memory matching may grow to.
+const PATTERN_DFA_LIMIT: usize = 256 * 1024;
+// Together: at most MAX_PATTERNS × (PATTERN_SIZE_LIMIT + PATTERN_DFA_LIMIT) = 16 MiB for the
+// worst options a resource may hold, in the API while parsing and in a worker per sync.
 
 impl ScanOptions {
     /// Parses a resource's `options`. The error says which key is wrong and why.
@@ -169,6 +174,15 @@ impl ScanOptions {
                     ));
                 }
             }
+        }
+        let patterns = parsed.include_schemas.len()
+            + parsed.exclude_schemas.len()
+            + parsed.include_tables.len()
+            + parsed.exclude_tables.len();
+        if patterns > MAX_PATTERNS {
+            return Err(format!(
+                "`options` holds {patterns} patterns; at most {MAX_PATTERNS} in all four lists together"
+            ));
         }
         Ok(parsed)
     }
@@ -238,8 +252,10 @@ fn parse_patterns(key: &str, value: &Value) -> Result<Vec<Pattern>, String> {
             "`options.{key}` must be a list of regular expressions"
         ));
     };
-    if items.len() > MAX_LIST {
-        return Err(format!("`options.{key}` lists at most {MAX_LIST} patterns"));
+    if items.len() > MAX_PATTERNS {
+        return Err(format!(
+            "`options.{key}` lists at most {MAX_PATTERNS} patterns"
+        ));
     }
     items
         .iter()
@@ -256,6 +272,7 @@ fn parse_patterns(key: &str, value: &Value) -> Result<Vec<Pattern>, String> {
             }
             RegexBuilder::new(&format!("^(?:{pattern})$"))
                 .size_limit(PATTERN_SIZE_LIMIT)
+                .dfa_size_limit(PATTERN_DFA_LIMIT)
                 .build()
                 .map(|regex| Pattern {
                     source: pattern.to_owned(),
@@ -312,6 +329,24 @@ mod tests {
         let back: ScanOptions = serde_json::from_value(given).unwrap();
         assert!(back.schema_included("hr") && !back.table_included("hr", "tmp_1"));
         assert_eq!(Value::from(ScanOptions::default()), json!({}));
+    }
+
+    #[test]
+    fn patterns_have_a_total_budget() {
+        // The most patterns allowed, each as large as the per-pattern limits let it compile.
+        let big = r"[a-z0-9_]{1,40}(?:_[a-z]{2,8}){0,4}";
+        let split = |n: usize| vec![big; n];
+        let fits = json!({
+            "include_schemas": split(8), "exclude_schemas": split(8),
+            "include_tables": split(8), "exclude_tables": split(8),
+        });
+        assert!(ScanOptions::parse(&fits).is_ok());
+        let over = json!({ "include_schemas": split(17), "exclude_tables": split(16) });
+        let err = ScanOptions::parse(&over).unwrap_err();
+        assert!(err.contains("at most 32"), "{err}");
+        // Unicode-class repetitions (500 MB in the wild) are refused by the compiled-size limit.
+        let err = ScanOptions::parse(&json!({ "include_tables": [r"\w{200}N"] })).unwrap_err();
+        assert!(err.contains("include_tables"), "{err}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod assert;
 pub mod fixtures;
 
 use std::fmt::Display;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use metasync_api::auth::{JwtVerifier, Role};
-use metasync_api::config::{JwtArgs, ServeArgs};
+use metasync_api::config::{JwtArgs, QuotaArgs, ServeArgs};
 use metasync_api::startup::Application;
 use metasync_shared::config::{DatabaseArgs, OpeningArgs, QueueArgs, SealingArgs};
 use metasync_shared::custody::{ConnectionTarget, SealingKey};
@@ -146,6 +147,22 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
             max_attempts: 5,
             ..test_retry()
         },
+        quotas: test_quotas(),
+    }
+}
+
+/// The limits the tests run under, set explicitly: high enough that only the tests of the
+/// limits themselves meet them, and schedules of one second allowed (the lifecycle tests fire
+/// them). Tests of a limit lower the one they test.
+pub fn test_quotas() -> QuotaArgs {
+    QuotaArgs {
+        writes_per_minute: NonZeroU32::new(1_000_000).expect("non-zero"),
+        syncs_per_minute: NonZeroU32::new(1_000_000).expect("non-zero"),
+        max_resources: 1_000_000,
+        max_active_jobs: 10_000_000,
+        max_waiters: 1_000,
+        min_schedule_interval: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(10),
     }
 }
 
@@ -159,13 +176,16 @@ pub struct TestRouter {
 }
 
 pub async fn spawn_router() -> anyhow::Result<TestRouter> {
+    spawn_router_with(|_| {}).await
+}
+
+/// Like [`spawn_router`], with the settings changed by `edit` (e.g. a lower limit).
+pub async fn spawn_router_with(edit: impl FnOnce(&mut ServeArgs)) -> anyhow::Result<TestRouter> {
     let database = create_database("mstest_cat").await?;
     let queue_name = format!("test-{}", Uuid::now_v7().simple());
-    let application = Application::build(
-        &serve_args(&pg_url(&database), REDIS_URL, &queue_name),
-        None,
-    )
-    .await?;
+    let mut args = serve_args(&pg_url(&database), REDIS_URL, &queue_name);
+    edit(&mut args);
+    let application = Application::build(&args, None).await?;
     let state = application.state().clone();
     Ok(TestRouter {
         router: metasync_api::app(state.clone()),
@@ -190,10 +210,19 @@ pub async fn spawn_app() -> anyhow::Result<TestApp> {
 /// Like [`spawn_app`], with the API and its queue on the Redis at `redis_url` (e.g. a
 /// [`RedisServer`]). Workers the app spawns use the same Redis.
 pub async fn spawn_app_with_redis(redis_url: &str) -> anyhow::Result<TestApp> {
+    spawn_app_with(redis_url, |_| {}).await
+}
+
+/// Like [`spawn_app_with_redis`], with the settings changed by `edit` (e.g. a lower limit).
+pub async fn spawn_app_with(
+    redis_url: &str,
+    edit: impl FnOnce(&mut ServeArgs),
+) -> anyhow::Result<TestApp> {
     let database = create_database("mstest_cat").await?;
     let database_url = pg_url(&database);
     let queue_name = format!("test-{}", Uuid::now_v7().simple());
-    let args = serve_args(&database_url, redis_url, &queue_name);
+    let mut args = serve_args(&database_url, redis_url, &queue_name);
+    edit(&mut args);
     let application = Application::build(&args, None).await?;
     let base = format!("http://127.0.0.1:{}", application.port());
     let db = application.state().db.clone();

@@ -7,9 +7,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use metasync_shared::db::batches;
 use metasync_shared::db::job_reads::{self, Attempt, JobFilter};
 use metasync_shared::db::jobs::{self, Cancelled, Enqueued, Job};
+use metasync_shared::db::{batches, resources};
 use metasync_shared::domain::JobState;
 use metasync_shared::ids::{BatchId, JobId, ResourceId};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,7 @@ use crate::auth::{Operate, Tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
 use crate::pagination::{self, Cursor, Limit, Page};
+use crate::quotas::Bucket;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -90,6 +91,11 @@ async fn retry(
             old.state.as_str()
         )));
     }
+    state.quotas.spend(tenant.id(), Bucket::Syncs)?;
+    state
+        .quotas
+        .check_active_jobs(&state.db, tenant.id(), 1)
+        .await?;
     let enqueued = state
         .submitter
         .sync(tenant.id(), old.resource_id, Some(old.id))
@@ -130,6 +136,16 @@ async fn sync_many(
             "at most 100000 `resource_ids` per batch".into(),
         ));
     }
+    // One request against the bucket; all its jobs against the cap.
+    state.quotas.spend(tenant.id(), Bucket::Syncs)?;
+    let size = match &body.resource_ids {
+        Some(ids) => ids.len(),
+        None => usize::try_from(resources::count(&state.db, tenant.id()).await?).unwrap_or(0),
+    };
+    state
+        .quotas
+        .check_active_jobs(&state.db, tenant.id(), size)
+        .await?;
     let batch = state
         .submitter
         .batch(tenant.id(), body.resource_ids.as_deref())
@@ -193,7 +209,8 @@ async fn read(
     let mut job = job_reads::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
-    if let Some(wait) = query.wait {
+    if let Some(wait) = query.wait.filter(|_| !job.state.is_terminal()) {
+        let _slot = state.quotas.wait_slot(tenant.id())?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(wait).min(MAX_WAIT);
         let seen = (job.state, job.attempts);
         while !job.state.is_terminal() && tokio::time::Instant::now() < deadline {

@@ -21,6 +21,7 @@ use crate::auth::{Manage, Operate, Tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::pagination::{self, Cursor, Limit, Page};
+use crate::quotas::Bucket;
 use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
@@ -76,8 +77,9 @@ fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-fn check_schedule(spec: &ScheduleSpec) -> ApiResult<StoredSchedule> {
+fn check_schedule(state: &AppState, spec: &ScheduleSpec) -> ApiResult<StoredSchedule> {
     let schedule = Schedule::parse(spec).map_err(ApiError::Unprocessable)?;
+    state.quotas.check_schedule(&schedule)?;
     let now = Utc::now();
     // An interval fires at once and then every interval; a cron expression at its next tick.
     let next_sync_at = match &schedule {
@@ -193,8 +195,17 @@ async fn create(
     check_text("username", &body.username, 255)?;
     check_password(&body.password)?;
     let options = check_options(body.options)?;
-    let schedule = body.schedule.as_ref().map(check_schedule).transpose()?;
+    let schedule = body
+        .schedule
+        .as_ref()
+        .map(|spec| check_schedule(&state, spec))
+        .transpose()?;
     let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
+    state.quotas.spend(tenant.id(), Bucket::Writes)?;
+    state
+        .quotas
+        .check_resource_cap(&state.db, tenant.id())
+        .await?;
 
     let id = ResourceId::new_v7();
     let target = ConnectionTarget {
@@ -286,6 +297,7 @@ async fn update(
         check_password(password)?;
     }
     let options = body.options.map(|o| check_options(Some(o))).transpose()?;
+    state.quotas.spend(tenant.id(), Bucket::Writes)?;
     let current = resources::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
@@ -327,7 +339,7 @@ async fn update(
         schedule: match &body.schedule {
             None => None,
             Some(None) => Some(None),
-            Some(Some(spec)) => Some(Some(check_schedule(spec)?)),
+            Some(Some(spec)) => Some(Some(check_schedule(&state, spec)?)),
         },
         retry_policy: match body.retry_policy {
             None => None,
@@ -351,6 +363,7 @@ async fn remove(
     tenant: Tenant<Manage>,
     AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<StatusCode> {
+    state.quotas.spend(tenant.id(), Bucket::Writes)?;
     if resources::delete(&state.db, tenant.id(), id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -364,6 +377,11 @@ async fn sync(
     tenant: Tenant<Operate>,
     AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<Response> {
+    state.quotas.spend(tenant.id(), Bucket::Syncs)?;
+    state
+        .quotas
+        .check_active_jobs(&state.db, tenant.id(), 1)
+        .await?;
     let enqueued = state
         .submitter
         .sync(tenant.id(), id, None)

@@ -87,3 +87,23 @@ pub async fn list(
     .fetch_all(db)
     .await
 }
+
+/// How many unfinished (queued, running, retrying) jobs the tenant has, counted up to `up_to`
+/// (enough to compare with a cap without counting a huge backlog whole).
+pub async fn count_active(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    up_to: i64,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from (
+             select 1 from jobs
+             where tenant_id = $1 and state in ('queued', 'running', 'retrying')
+             limit $2
+         ) active",
+    )
+    .bind(tenant)
+    .bind(up_to)
+    .fetch_one(db)
+    .await
+}

@@ -365,3 +365,11 @@ pub async fn reseal(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// How many resources the tenant has.
+pub async fn count(db: impl PgExecutor<'_>, tenant: &TenantId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from resources where tenant_id = $1")
+        .bind(tenant)
+        .fetch_one(db)
+        .await
+}
