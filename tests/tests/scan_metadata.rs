@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use chrono::Utc;
-use metasync_shared::catalog::ForeignKeyTarget;
+use metasync_shared::catalog::{ConstraintKind, ForeignKeyTarget};
 use metasync_tests::assert::{assert_job, stats};
 use metasync_tests::fixtures::*;
 use metasync_tests::{create_source, pg_url};
@@ -130,10 +130,10 @@ async fn a_postgres_scan_reads_every_metadata_item() {
     assert_eq!(generated.details["generated"], "lower(email)");
     assert_eq!(generated.default_value, None);
     let pk = constraint(&customers, "customers_pkey");
-    assert_eq!(pk.kind, "primary_key");
+    assert_eq!(pk.kind, ConstraintKind::PrimaryKey);
     assert_eq!(pk.columns, ["id"]);
     let unique = constraint(&customers, "customers_email_key");
-    assert_eq!(unique.kind, "unique");
+    assert_eq!(unique.kind, ConstraintKind::Unique);
     assert_eq!(unique.columns, ["email"]);
     let pk_index = index(&customers, "customers_pkey");
     assert!(pk_index.primary);
@@ -144,7 +144,7 @@ async fn a_postgres_scan_reads_every_metadata_item() {
     assert_eq!(column(&orders, "amount").data_type, "numeric(12,2)");
     assert_eq!(column(&orders, "tags").data_type, "text[]");
     let fk = constraint(&orders, "orders_customer_fk");
-    assert_eq!(fk.kind, "foreign_key");
+    assert_eq!(fk.kind, ConstraintKind::ForeignKey);
     assert_eq!(fk.columns, ["customer_id"]);
     assert_eq!(
         fk.references,
@@ -155,7 +155,7 @@ async fn a_postgres_scan_reads_every_metadata_item() {
         })
     );
     let check = constraint(&orders, "orders_amount_check");
-    assert_eq!(check.kind, "check");
+    assert_eq!(check.kind, ConstraintKind::Check);
     assert_eq!(
         check.definition.as_deref(),
         Some("CHECK ((amount >= (0)::numeric))")
@@ -249,9 +249,12 @@ async fn a_mariadb_scan_reads_every_metadata_item() {
         column(&customers, "name").default_value.as_deref(),
         Some("'anonymous'")
     );
-    assert_eq!(constraint(&customers, "PRIMARY").kind, "primary_key");
+    assert_eq!(
+        constraint(&customers, "PRIMARY").kind,
+        ConstraintKind::PrimaryKey
+    );
     let unique = constraint(&customers, "customers_email");
-    assert_eq!(unique.kind, "unique");
+    assert_eq!(unique.kind, ConstraintKind::Unique);
     assert_eq!(unique.columns, ["email"]);
     let pk_index = index(&customers, "PRIMARY");
     assert!(pk_index.primary);
@@ -260,7 +263,7 @@ async fn a_mariadb_scan_reads_every_metadata_item() {
     let orders = s.table(rid, &db.name, "orders").await;
     assert_eq!(column(&orders, "amount").data_type, "decimal(12,2)");
     let fk = constraint(&orders, "orders_customer_fk");
-    assert_eq!(fk.kind, "foreign_key");
+    assert_eq!(fk.kind, ConstraintKind::ForeignKey);
     assert_eq!(
         fk.references,
         Some(ForeignKeyTarget {
@@ -270,7 +273,7 @@ async fn a_mariadb_scan_reads_every_metadata_item() {
         })
     );
     let check = constraint(&orders, "orders_amount_check");
-    assert_eq!(check.kind, "check");
+    assert_eq!(check.kind, ConstraintKind::Check);
     assert_eq!(check.definition.as_deref(), Some("`amount` >= 0"));
     let by_customer = index(&orders, "orders_by_customer");
     assert_eq!(by_customer.columns, ["customer_id", "amount"]);
