@@ -54,6 +54,11 @@ impl<'de> Deserialize<'de> for Limit {
 pub struct Cursor(String);
 
 impl Cursor {
+    /// The cursor as issued, for a client to send back as `?cursor=`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     pub fn encode<K: Serialize>(key: &K) -> Self {
         Self(URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).expect("cursor keys serialize")))
     }
@@ -75,8 +80,8 @@ pub fn after<K: DeserializeOwned>(cursor: Option<&Cursor>) -> ApiResult<Option<K
 }
 
 /// `{items, next_cursor}`: a full page carries the cursor of its last item; a shorter page is
-/// the last one.
-#[derive(Debug, Serialize)]
+/// the last one. `Deserialize` is for clients (the tests read pages as this type).
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<Cursor>,

@@ -94,8 +94,8 @@ pub struct ColumnInfo {
 pub struct ConstraintInfo {
     /// Constraint name; unique within the table.
     pub name: String,
-    /// `primary_key`, `foreign_key`, `unique` or `check`.
-    pub kind: String,
+    /// What the constraint enforces.
+    pub kind: ConstraintKind,
     /// Constrained columns, in key order; empty for a table-level check.
     pub columns: Vec<String>,
     /// The referenced table and columns; only for a foreign key.
@@ -104,6 +104,23 @@ pub struct ConstraintInfo {
     /// The engine's text of the constraint, e.g. a check expression; `None` when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub definition: Option<String>,
+}
+
+/// What a [`ConstraintInfo`] enforces. Stored inside `catalog_tables.constraints` (JSON) and
+/// sent as the same string (`primary_key`, …). The variants are in the order of those strings,
+/// so sorting by kind orders as sorting the strings did (the MySQL scanner sorts by it, and a
+/// table's fingerprint hashes the sorted list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConstraintKind {
+    /// `CHECK (…)`.
+    Check,
+    /// `FOREIGN KEY … REFERENCES …`.
+    ForeignKey,
+    /// `PRIMARY KEY`.
+    PrimaryKey,
+    /// `UNIQUE`.
+    Unique,
 }
 
 /// The referenced side of a foreign key.
@@ -478,6 +495,24 @@ mod tests {
             assert_eq!(kind.as_str(), name);
             assert_eq!(serde_json::to_value(kind).unwrap(), json!(name));
         }
+    }
+
+    #[test]
+    fn constraint_kinds_are_sent_as_their_names_in_their_order() {
+        let kinds = [
+            (ConstraintKind::Check, "check"),
+            (ConstraintKind::ForeignKey, "foreign_key"),
+            (ConstraintKind::PrimaryKey, "primary_key"),
+            (ConstraintKind::Unique, "unique"),
+        ];
+        for (kind, name) in kinds {
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(name));
+            assert_eq!(
+                serde_json::from_value::<ConstraintKind>(json!(name)).unwrap(),
+                kind
+            );
+        }
+        assert!(kinds.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
     }
 
     #[test]

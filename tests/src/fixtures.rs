@@ -1,12 +1,20 @@
 //! Fixtures for the scanner's stories (`tests/scan_*.rs`, `tests/catalog_api.rs`): an app with
-//! an in-process worker, helpers that read the catalog API, source databases on the local
-//! PostgreSQL and MariaDB, and small accessors for the JSON the catalog routes return.
+//! an in-process worker, helpers that read the catalog API as the API's own types (`Page<T>`,
+//! `TableSummary`, `TableDetail`, `StoredChange`, …), source databases on the local PostgreSQL
+//! and MariaDB, and small accessors into a table's definition.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use metasync_api::pagination::Page;
+use metasync_shared::catalog::{ChangeKind, ColumnInfo, ConstraintInfo, IndexInfo};
+use metasync_shared::db::catalog::{SchemaSummary, StoredChange, TableDetail, TableSummary};
 use metasync_shared::db::jobs::Job;
+use metasync_shared::db::resources::Resource;
+use metasync_shared::ids::{ResourceId, TableId};
 use reqwest::Method;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::{MySqlPool, PgPool};
 
@@ -31,24 +39,56 @@ pub async fn scanner() -> Scanner {
     }
 }
 
+/// A change-history entry as `(kind, table, object)`; `""` where the entry has no table or
+/// no object.
+pub type ChangeTriple = (ChangeKind, String, String);
+
 impl Scanner {
-    pub async fn get(&self, path: &str) -> Value {
+    /// Sends a request as `tenant`, expects `200`, and decodes the answer as the route's own
+    /// type.
+    pub async fn request<T: DeserializeOwned>(
+        &self,
+        tenant: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> T {
         let (status, _, body) = self
             .app
-            .call(TENANT, Method::GET, path, None)
+            .call(tenant, method.clone(), path, body)
             .await
             .unwrap();
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
+        assert_eq!(status, 200, "{method} {path}: {body}");
+        serde_json::from_value(body.clone())
+            .unwrap_or_else(|e| panic!("decoding {method} {path}: {e}: {body}"))
+    }
+
+    /// `GET path` as `tenant`, expecting `200`.
+    pub async fn get_as<T: DeserializeOwned>(&self, tenant: &str, path: &str) -> T {
+        self.request(tenant, Method::GET, path, None).await
+    }
+
+    /// `GET path` as [`TENANT`], decoded as the route's own type.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> T {
+        self.get_as(TENANT, path).await
     }
 
     /// Registers a source and returns its id; `options` may be `Value::Null`.
-    pub async fn register(&self, kind: &str, database: &str, port: u16, options: Value) -> String {
+    pub async fn register(
+        &self,
+        kind: &str,
+        database: &str,
+        port: u16,
+        options: Value,
+    ) -> ResourceId {
         let (status, _, body) = self.try_register(kind, database, port, options).await;
         assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_owned()
+        let resource: Resource = serde_json::from_value(body).unwrap();
+        resource.id
     }
 
+    /// Registers a source and returns the raw answer, for the tests of refused options
+    /// (their problem+json bodies are what they check).
     pub async fn try_register(
         &self,
         kind: &str,
@@ -73,28 +113,29 @@ impl Scanner {
             .unwrap()
     }
 
-    pub async fn set_options(&self, rid: &str, options: Value) {
-        let (status, _, body) = self
-            .app
-            .call(
-                TENANT,
-                Method::PATCH,
-                &format!("/v1/resources/{rid}"),
-                Some(json!({ "options": options })),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{body}");
+    /// `PATCH /v1/resources/{rid}` with `body`, expecting `200`; returns the resource.
+    pub async fn patch(&self, rid: ResourceId, body: Value) -> Resource {
+        self.request(
+            TENANT,
+            Method::PATCH,
+            &format!("/v1/resources/{rid}"),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn set_options(&self, rid: ResourceId, options: Value) {
+        self.patch(rid, json!({ "options": options })).await;
     }
 
     /// Runs `sql` in a PostgreSQL source, then syncs and returns the succeeded job.
-    pub async fn change_pg(&self, source: &str, rid: &str, sql: &str) -> Job {
+    pub async fn change_pg(&self, source: &str, rid: ResourceId, sql: &str) -> Job {
         run_pg(source, sql).await;
         self.sync(rid).await
     }
 
     /// Syncs and returns the succeeded job.
-    pub async fn sync(&self, rid: &str) -> Job {
+    pub async fn sync(&self, rid: ResourceId) -> Job {
         let job = self.app.sync(TENANT, rid).await.unwrap();
         let job = self
             .app
@@ -106,117 +147,154 @@ impl Scanner {
     }
 
     /// Every item of a paginated listing, following `next_cursor`.
-    pub async fn all_pages(&self, path: &str, limit: usize) -> Vec<Value> {
+    pub async fn all_pages<T: DeserializeOwned>(&self, path: &str, limit: usize) -> Vec<T> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let mut items = Vec::new();
-        let mut cursor: Option<String> = None;
+        let mut cursor = None;
         loop {
             let mut url = format!("{path}{sep}limit={limit}");
             if let Some(c) = &cursor {
                 url.push_str(&format!("&cursor={c}"));
             }
-            let page = self.get(&url).await;
-            let got = page["items"].as_array().unwrap();
-            assert!(got.len() <= limit);
-            items.extend(got.iter().cloned());
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
+            let page: Page<T> = self.get(&url).await;
+            assert!(page.items.len() <= limit);
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c.as_str().to_owned()),
                 None => return items,
             }
         }
     }
 
-    pub async fn tables(&self, rid: &str) -> Vec<Value> {
+    pub async fn tables(&self, rid: ResourceId) -> Vec<TableSummary> {
         self.all_pages(&format!("/v1/resources/{rid}/tables"), 1000)
             .await
     }
 
-    /// Two fields of every stored table, e.g. `("schema", "name")`.
-    pub async fn table_pairs(&self, rid: &str, a: &str, b: &str) -> BTreeSet<(String, String)> {
-        let field = |t: &Value, k: &str| t[k].as_str().unwrap().to_owned();
-        self.tables(rid)
+    pub async fn schemas(&self, rid: ResourceId) -> Vec<SchemaSummary> {
+        self.all_pages(&format!("/v1/resources/{rid}/schemas"), 1000)
             .await
-            .iter()
-            .map(|t| (field(t, a), field(t, b)))
-            .collect()
+    }
+
+    /// The whole change history of a resource, oldest first.
+    pub async fn changes(&self, rid: ResourceId) -> Vec<StoredChange> {
+        self.all_pages(&format!("/v1/resources/{rid}/changes"), 1000)
+            .await
+    }
+
+    /// Two facts of every stored table, e.g. `|t| (t.name, t.kind)`.
+    pub async fn table_pairs(
+        &self,
+        rid: ResourceId,
+        pair: impl Fn(TableSummary) -> (String, String),
+    ) -> BTreeSet<(String, String)> {
+        self.tables(rid).await.into_iter().map(pair).collect()
     }
 
     /// The stored tables as `schema.name`.
-    pub async fn qualified_names(&self, rid: &str) -> BTreeSet<String> {
-        self.table_pairs(rid, "schema", "name")
+    pub async fn qualified_names(&self, rid: ResourceId) -> BTreeSet<String> {
+        self.tables(rid)
             .await
-            .into_iter()
-            .map(|(schema, name)| format!("{schema}.{name}"))
+            .iter()
+            .map(|t| format!("{}.{}", t.schema, t.name))
             .collect()
     }
 
-    pub async fn table(&self, rid: &str, schema: &str, name: &str) -> Value {
+    pub async fn table(&self, rid: ResourceId, schema: &str, name: &str) -> TableDetail {
         let tables = self.tables(rid).await;
         let found = tables
             .iter()
-            .find(|t| t["schema"] == schema && t["name"] == name)
+            .find(|t| t.schema == schema && t.name == name)
             .unwrap_or_else(|| panic!("{schema}.{name} missing from {tables:?}"));
-        self.get(&format!("/v1/tables/{}", found["id"].as_str().unwrap()))
-            .await
+        self.get(&format!("/v1/tables/{}", found.id)).await
     }
 
-    /// The change history a job recorded, as `(kind, table, object)` triples, sorted.
-    pub async fn changes_of(&self, rid: &str, job: &Job) -> Vec<(String, String, String)> {
-        let mut out: Vec<(String, String, String)> = self
-            .all_pages(&format!("/v1/resources/{rid}/changes"), 1000)
+    /// The changes a job recorded.
+    pub async fn changes_by(&self, rid: ResourceId, job: &Job) -> Vec<StoredChange> {
+        self.changes(rid)
             .await
             .into_iter()
-            .filter(|c| c["job_id"] == job.id.to_string())
+            .filter(|c| c.job_id == Some(job.id))
+            .collect()
+    }
+
+    /// The change history a job recorded, as `(kind, table, object)` triples, sorted by the
+    /// kind's wire name, then table and object.
+    pub async fn changes_of(&self, rid: ResourceId, job: &Job) -> Vec<ChangeTriple> {
+        let mut out: Vec<ChangeTriple> = self
+            .changes_by(rid, job)
+            .await
+            .into_iter()
             .map(|c| {
                 (
-                    c["kind"].as_str().unwrap().to_owned(),
-                    c["table"].as_str().unwrap_or_default().to_owned(),
-                    c["object_name"].as_str().unwrap_or_default().to_owned(),
+                    c.kind,
+                    c.table.unwrap_or_default(),
+                    c.object_name.unwrap_or_default(),
                 )
             })
             .collect();
-        out.sort();
+        out.sort_by(|a, b| (a.0.as_str(), &a.1, &a.2).cmp(&(b.0.as_str(), &b.1, &b.2)));
         out
     }
 
-    pub async fn change_count(&self, rid: &str) -> usize {
-        self.all_pages(&format!("/v1/resources/{rid}/changes"), 1000)
-            .await
-            .len()
+    pub async fn change_count(&self, rid: ResourceId) -> usize {
+        self.changes(rid).await.len()
     }
 }
 
-pub fn triple(kind: &str, table: &str, object: &str) -> (String, String, String) {
-    (kind.to_owned(), table.to_owned(), object.to_owned())
+pub fn triple(kind: ChangeKind, table: &str, object: &str) -> ChangeTriple {
+    (kind, table.to_owned(), object.to_owned())
 }
 
-pub fn names(items: &[Value], key: &str) -> Vec<String> {
-    items
+/// The tables' names, in listing order.
+pub fn table_names(tables: &[TableSummary]) -> Vec<String> {
+    tables.iter().map(|t| t.name.clone()).collect()
+}
+
+/// The table's column names, in ordinal order.
+pub fn column_names(table: &TableDetail) -> Vec<String> {
+    table
+        .definition
+        .columns
         .iter()
-        .map(|v| v[key].as_str().unwrap().to_owned())
+        .map(|c| c.name.clone())
         .collect()
 }
 
-pub fn column_names(table: &Value) -> Vec<String> {
-    names(table["columns"].as_array().unwrap(), "name")
+/// The item of `family` (columns, constraints, indexes) named `name`.
+#[track_caller]
+fn named<'a, T: std::fmt::Debug>(
+    items: &'a [T],
+    family: &str,
+    name: &str,
+    name_of: impl Fn(&T) -> &str,
+) -> &'a T {
+    items
+        .iter()
+        .find(|item| name_of(item) == name)
+        .unwrap_or_else(|| panic!("{family} {name} missing from {items:#?}"))
 }
 
-pub fn column<'a>(table: &'a Value, name: &str) -> &'a Value {
-    table["columns"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("column {name} missing from {table}"))
+#[track_caller]
+pub fn column<'a>(table: &'a TableDetail, name: &str) -> &'a ColumnInfo {
+    named(&table.definition.columns, "column", name, |c| &c.name)
 }
 
-pub fn named<'a>(table: &'a Value, family: &str, name: &str) -> &'a Value {
-    table[family]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("{family} {name} missing from {table}"))
+#[track_caller]
+pub fn constraint<'a>(table: &'a TableDetail, name: &str) -> &'a ConstraintInfo {
+    named(&table.definition.constraints, "constraint", name, |c| {
+        &c.name
+    })
+}
+
+#[track_caller]
+pub fn index<'a>(table: &'a TableDetail, name: &str) -> &'a IndexInfo {
+    named(&table.definition.indexes, "index", name, |i| &i.name)
+}
+
+/// `strings` as owned strings, for comparing with typed lists such as constraint columns.
+pub fn strings(strings: &[&str]) -> Vec<String> {
+    strings.iter().map(ToString::to_string).collect()
 }
 
 pub async fn run_pg(database: &str, sql: &str) {
@@ -260,15 +338,19 @@ impl MariaDb {
     }
 }
 
-/// Asserts an unchanged resync: every table unchanged, no change recorded, no row rewritten.
-pub async fn assert_unchanged_resync(s: &Scanner, rid: &str, tables: u64) {
-    let before = s.change_count(rid).await;
-    let stamps: Vec<(String, String)> = s
-        .tables(rid)
+/// Each stored table's id and when a sync last changed it.
+async fn change_stamps(s: &Scanner, rid: ResourceId) -> Vec<(TableId, DateTime<Utc>)> {
+    s.tables(rid)
         .await
         .iter()
-        .map(|t| (t["id"].to_string(), t["last_changed_at"].to_string()))
-        .collect();
+        .map(|t| (t.id, t.last_changed_at))
+        .collect()
+}
+
+/// Asserts an unchanged resync: every table unchanged, no change recorded, no row rewritten.
+pub async fn assert_unchanged_resync(s: &Scanner, rid: ResourceId, tables: u64) {
+    let before = s.change_count(rid).await;
+    let stamps = change_stamps(s, rid).await;
     let job = s.sync(rid).await;
     let stats = assert_job(&job).stats();
     assert_eq!(stats.tables_unchanged, tables, "{stats:?}");
@@ -276,11 +358,6 @@ pub async fn assert_unchanged_resync(s: &Scanner, rid: &str, tables: u64) {
     assert_eq!(stats.tables_changed, 0, "{stats:?}");
     assert_eq!(stats.tables_removed, 0, "{stats:?}");
     assert_eq!(s.change_count(rid).await, before);
-    let after: Vec<(String, String)> = s
-        .tables(rid)
-        .await
-        .iter()
-        .map(|t| (t["id"].to_string(), t["last_changed_at"].to_string()))
-        .collect();
+    let after = change_stamps(s, rid).await;
     assert_eq!(stamps, after, "an unchanged resync rewrote a table");
 }

@@ -2,10 +2,13 @@
 
 use std::collections::BTreeSet;
 
+use metasync_api::pagination::Page;
+use metasync_shared::db::catalog::{SearchHit, SearchHitKind, StoredChange, TableSummary};
+use metasync_shared::ids::{ChangeId, TableId};
 use metasync_tests::create_source;
 use metasync_tests::fixtures::*;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[tokio::test]
 async fn cursor_pagination_never_skips_or_repeats() {
@@ -20,34 +23,34 @@ async fn cursor_pagination_never_skips_or_repeats() {
     }
     let source = create_source(&sql).await.unwrap();
     let rid = s.register("postgres", &source, 5432, Value::Null).await;
-    s.sync(&rid).await;
+    s.sync(rid).await;
 
-    let pages = s.all_pages(&format!("/v1/resources/{rid}/tables"), 7).await;
-    let ids: Vec<String> = names(&pages, "id");
-    let unique: BTreeSet<&String> = ids.iter().collect();
+    let pages: Vec<TableSummary> = s.all_pages(&format!("/v1/resources/{rid}/tables"), 7).await;
+    let ids: Vec<TableId> = pages.iter().map(|t| t.id).collect();
+    let unique: BTreeSet<&TableId> = ids.iter().collect();
     assert_eq!(ids.len(), 250, "every table once");
     assert_eq!(unique.len(), 250, "no table twice");
-    let whole = s.tables(&rid).await;
+    let whole = s.tables(rid).await;
     assert_eq!(
-        names(&whole, "id"),
+        whole.iter().map(|t| t.id).collect::<Vec<_>>(),
         ids,
         "pages concatenate to the whole, in order"
     );
 
-    let filtered = s
+    let filtered: Vec<TableSummary> = s
         .all_pages(&format!("/v1/resources/{rid}/tables?schema=A"), 7)
         .await;
     assert_eq!(filtered.len(), 84);
 
-    let changes = s
+    let changes: Vec<StoredChange> = s
         .all_pages(&format!("/v1/resources/{rid}/changes"), 7)
         .await;
-    let change_ids: BTreeSet<String> = names(&changes, "id").into_iter().collect();
+    let change_ids: BTreeSet<ChangeId> = changes.iter().map(|c| c.id).collect();
     assert_eq!(changes.len(), 253, "250 tables and 3 schemas");
     assert_eq!(change_ids.len(), 253);
 
-    let hits = s.all_pages("/v1/search?q=shared_col", 7).await;
-    let hit_tables: BTreeSet<String> = names(&hits, "table_id").into_iter().collect();
+    let hits: Vec<SearchHit> = s.all_pages("/v1/search?q=shared_col", 7).await;
+    let hit_tables: BTreeSet<TableId> = hits.iter().map(|h| h.table_id).collect();
     assert_eq!(hits.len(), 250);
     assert_eq!(hit_tables.len(), 250);
 }
@@ -63,44 +66,32 @@ async fn search_finds_tables_and_columns_in_the_callers_tenant_only() {
     .await
     .unwrap();
     let rid = s.register("postgres", &source, 5432, Value::Null).await;
-    s.sync(&rid).await;
-    let hits = s.get("/v1/search?q=INVOICE").await;
-    let found: Vec<(String, String, String)> = hits["items"]
-        .as_array()
-        .unwrap()
+    s.sync(rid).await;
+    let hits: Page<SearchHit> = s.get("/v1/search?q=INVOICE").await;
+    let found: BTreeSet<(SearchHitKind, &str, &str)> = hits
+        .items
         .iter()
-        .map(|h| {
-            (
-                h["kind"].as_str().unwrap().to_owned(),
-                h["table"].as_str().unwrap().to_owned(),
-                h["name"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|h| (h.kind, h.table.as_str(), h.name.as_str()))
         .collect();
-    let found: BTreeSet<_> = found.into_iter().collect();
     assert_eq!(
         found,
         [
-            ("table".into(), "invoices".into(), "invoices".into()),
-            ("column".into(), "invoices".into(), "invoice_total".into()),
-            ("column".into(), "people".into(), "Invoice_Ref".into()),
+            (SearchHitKind::Table, "invoices", "invoices"),
+            (SearchHitKind::Column, "invoices", "invoice_total"),
+            (SearchHitKind::Column, "people", "Invoice_Ref"),
         ]
         .into()
     );
-    let hit = &hits["items"][0];
-    assert_eq!(hit["resource_id"], rid.as_str());
-    assert_eq!(hit["database"], source.as_str());
+    let hit = &hits.items[0];
+    assert_eq!(hit.resource_id, rid);
+    assert_eq!(hit.database, source);
     // Wildcards are literal.
-    assert_eq!(s.get("/v1/search?q=%25%25%25").await["items"], json!([]));
+    let literal: Page<SearchHit> = s.get("/v1/search?q=%25%25%25").await;
+    assert!(literal.items.is_empty(), "{literal:?}");
     // Another tenant sees nothing.
-    let (status, _, other) = s
-        .app
-        .call("globex", Method::GET, "/v1/search?q=invoice", None)
-        .await
-        .unwrap();
-    assert_eq!(status, 200);
-    assert_eq!(other["items"], json!([]));
-    // Too short to use the trigram index.
+    let other: Page<SearchHit> = s.get_as("globex", "/v1/search?q=invoice").await;
+    assert!(other.items.is_empty(), "{other:?}");
+    // Too short to use the trigram index (a problem answer, so the raw call).
     let (status, _, _) = s
         .app
         .call(TENANT, Method::GET, "/v1/search?q=in", None)
@@ -141,8 +132,8 @@ async fn an_unchanged_catalog_answers_304() {
         .await
         .unwrap();
     let rid = s.register("postgres", &source, 5432, Value::Null).await;
-    s.sync(&rid).await;
-    let table_id = s.tables(&rid).await[0]["id"].as_str().unwrap().to_owned();
+    s.sync(rid).await;
+    let table_id = s.tables(rid).await[0].id;
     let paths = [
         format!("/v1/resources/{rid}/tables"),
         format!("/v1/resources/{rid}/schemas"),
@@ -150,6 +141,7 @@ async fn an_unchanged_catalog_answers_304() {
         format!("/v1/tables/{table_id}"),
         "/v1/search?q=ids_none".to_owned(),
     ];
+    // Raw requests: the ETag headers and the empty 304 body are what is under test.
     let get = |path: String, etag: Option<String>| {
         let mut request = s
             .app
@@ -185,7 +177,7 @@ async fn an_unchanged_catalog_answers_304() {
     }
 
     // An unchanged resync keeps every tag.
-    s.sync(&rid).await;
+    s.sync(rid).await;
     for (path, etag) in paths.iter().zip(&etags) {
         let (status, _, _) = get(path.clone(), Some(etag.clone())).await;
         assert_eq!(status, 304, "{path} after an unchanged resync");
@@ -193,7 +185,7 @@ async fn an_unchanged_catalog_answers_304() {
 
     // A change moves the listing's tag.
     run_pg(&source, "create table c (id int)").await;
-    s.sync(&rid).await;
+    s.sync(rid).await;
     let (status, etag, _) = get(paths[0].clone(), Some(etags[0].clone())).await;
     assert_eq!(status, 200);
     assert_ne!(etag.unwrap(), etags[0]);
@@ -204,14 +196,15 @@ async fn another_tenants_catalog_is_not_found() {
     let s = scanner().await;
     let source = create_source("create table a (id int);").await.unwrap();
     let rid = s.register("postgres", &source, 5432, Value::Null).await;
-    s.sync(&rid).await;
-    let table_id = s.tables(&rid).await[0]["id"].as_str().unwrap().to_owned();
+    s.sync(rid).await;
+    let table_id = s.tables(rid).await[0].id;
     for path in [
         format!("/v1/resources/{rid}/tables"),
         format!("/v1/resources/{rid}/schemas"),
         format!("/v1/resources/{rid}/changes"),
         format!("/v1/tables/{table_id}"),
     ] {
+        // Raw: the status and the problem+json content type are what is under test.
         let (status, content_type, _) = s
             .app
             .call("globex", Method::GET, &path, None)

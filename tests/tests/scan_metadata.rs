@@ -3,10 +3,12 @@
 
 use std::collections::BTreeSet;
 
+use chrono::Utc;
+use metasync_shared::catalog::{ConstraintKind, ForeignKeyTarget};
 use metasync_tests::assert::{assert_job, stats};
 use metasync_tests::fixtures::*;
 use metasync_tests::{create_source, pg_url};
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 
 const PG_FIXTURE: &str = r"
@@ -59,7 +61,7 @@ async fn a_postgres_scan_reads_every_metadata_item() {
         ok
     };
     let rid = s.register("postgres", &source, 5432, Value::Null).await;
-    let job = s.sync(&rid).await;
+    let job = s.sync(rid).await;
     let stats = assert_job(&job).stats();
     assert_eq!(stats.databases, 1, "{stats:?}");
     assert_eq!(stats.schemas, 2, "public and shop: {stats:?}");
@@ -68,19 +70,14 @@ async fn a_postgres_scan_reads_every_metadata_item() {
     assert_eq!(stats.tables_added, expected_tables, "{stats:?}");
     assert_eq!(stats.source_statements, 1, "{stats:?}");
 
-    let schemas = s.get(&format!("/v1/resources/{rid}/schemas")).await;
-    let shop = schemas["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|x| x["name"] == "shop")
-        .unwrap();
-    assert_eq!(shop["comment"], "The shop");
-    assert_eq!(shop["owner"], "root");
-    assert_eq!(shop["database"], source.as_str());
-    assert_eq!(shop["tables"], expected_tables);
+    let schemas = s.schemas(rid).await;
+    let shop = schemas.iter().find(|x| x.name == "shop").unwrap();
+    assert_eq!(shop.comment.as_deref(), Some("The shop"));
+    assert_eq!(shop.owner.as_deref(), Some("root"));
+    assert_eq!(shop.database, source);
+    assert_eq!(shop.tables, expected_tables as i64);
 
-    let kinds = s.table_pairs(&rid, "name", "kind").await;
+    let kinds = s.table_pairs(rid, |t| (t.name, t.kind)).await;
     let mut expected: BTreeSet<(String, String)> = [
         ("customers", "table"),
         ("orders", "table"),
@@ -97,84 +94,106 @@ async fn a_postgres_scan_reads_every_metadata_item() {
     }
     assert_eq!(kinds, expected);
 
-    let customers = s.table(&rid, "shop", "customers").await;
-    assert_eq!(customers["comment"], "People who pay");
-    assert_eq!(customers["owner"], "root");
-    assert!(
-        customers["total_bytes"].as_i64().unwrap() > 0,
-        "{customers}"
+    let customers = s.table(rid, "shop", "customers").await;
+    assert_eq!(
+        customers.definition.comment.as_deref(),
+        Some("People who pay")
     );
-    assert!(customers.get("row_estimate").is_some());
-    assert!(customers["last_changed_at"].is_string());
+    assert_eq!(customers.definition.owner.as_deref(), Some("root"));
+    assert!(
+        customers.definition.total_bytes.unwrap() > 0,
+        "{customers:?}"
+    );
+    // The wire shape: `row_estimate` is sent even when the engine has no estimate (as `null`),
+    // which the typed `Option` cannot tell from an absent field.
+    let raw: Value = s.get(&format!("/v1/tables/{}", customers.id)).await;
+    assert!(raw.get("row_estimate").is_some(), "{raw}");
+    assert!(customers.last_changed_at <= Utc::now());
     let cols = column_names(&customers);
     assert_eq!(cols, ["id", "email", "name", "email_lower"]);
     let id = column(&customers, "id");
-    assert_eq!(id["position"], 1);
-    assert_eq!(id["data_type"], "bigint");
-    assert_eq!(id["nullable"], false);
-    assert_eq!(id["details"]["identity"], "always");
+    assert_eq!(id.position, 1);
+    assert_eq!(id.data_type, "bigint");
+    assert!(!id.nullable);
+    assert_eq!(id.details["identity"], "always");
     let email = column(&customers, "email");
-    assert_eq!(email["comment"], "Login address");
-    assert_eq!(email["nullable"], false);
+    assert_eq!(email.comment.as_deref(), Some("Login address"));
+    assert!(!email.nullable);
     let name = column(&customers, "name");
-    assert_eq!(name["data_type"], "character varying(100)");
-    assert_eq!(name["nullable"], true);
-    assert_eq!(name["default_value"], "'anonymous'::character varying");
-    let generated = column(&customers, "email_lower");
-    assert_eq!(generated["details"]["generated"], "lower(email)");
-    assert!(generated["default_value"].is_null());
-    let pk = named(&customers, "constraints", "customers_pkey");
-    assert_eq!(pk["kind"], "primary_key");
-    assert_eq!(pk["columns"], json!(["id"]));
-    let unique = named(&customers, "constraints", "customers_email_key");
-    assert_eq!(unique["kind"], "unique");
-    assert_eq!(unique["columns"], json!(["email"]));
-    let pk_index = named(&customers, "indexes", "customers_pkey");
-    assert_eq!(pk_index["primary"], true);
-    assert_eq!(pk_index["unique"], true);
-    assert_eq!(pk_index["method"], "btree");
-
-    let orders = s.table(&rid, "shop", "orders").await;
-    assert_eq!(column(&orders, "amount")["data_type"], "numeric(12,2)");
-    assert_eq!(column(&orders, "tags")["data_type"], "text[]");
-    let fk = named(&orders, "constraints", "orders_customer_fk");
-    assert_eq!(fk["kind"], "foreign_key");
-    assert_eq!(fk["columns"], json!(["customer_id"]));
+    assert_eq!(name.data_type, "character varying(100)");
+    assert!(name.nullable);
     assert_eq!(
-        fk["references"],
-        json!({"schema": "shop", "table": "customers", "columns": ["id"]})
+        name.default_value.as_deref(),
+        Some("'anonymous'::character varying")
     );
-    let check = named(&orders, "constraints", "orders_amount_check");
-    assert_eq!(check["kind"], "check");
-    assert_eq!(check["definition"], "CHECK ((amount >= (0)::numeric))");
-    let by_customer = named(&orders, "indexes", "orders_by_customer");
-    assert_eq!(by_customer["columns"], json!(["customer_id", "amount"]));
-    assert_eq!(by_customer["unique"], false);
-    assert_eq!(named(&orders, "indexes", "orders_by_tag")["method"], "gin");
-    let expression = named(&orders, "indexes", "orders_lower");
-    assert_eq!(expression["expression"], "(amount * (2)::numeric)");
+    let generated = column(&customers, "email_lower");
+    assert_eq!(generated.details["generated"], "lower(email)");
+    assert_eq!(generated.default_value, None);
+    let pk = constraint(&customers, "customers_pkey");
+    assert_eq!(pk.kind, ConstraintKind::PrimaryKey);
+    assert_eq!(pk.columns, ["id"]);
+    let unique = constraint(&customers, "customers_email_key");
+    assert_eq!(unique.kind, ConstraintKind::Unique);
+    assert_eq!(unique.columns, ["email"]);
+    let pk_index = index(&customers, "customers_pkey");
+    assert!(pk_index.primary);
+    assert!(pk_index.unique);
+    assert_eq!(pk_index.method, "btree");
 
-    let partition = s.table(&rid, "shop", "events_2026").await;
-    assert_eq!(partition["details"]["partition_of"], "shop.events");
-    let view = s.table(&rid, "shop", "big_orders").await;
+    let orders = s.table(rid, "shop", "orders").await;
+    assert_eq!(column(&orders, "amount").data_type, "numeric(12,2)");
+    assert_eq!(column(&orders, "tags").data_type, "text[]");
+    let fk = constraint(&orders, "orders_customer_fk");
+    assert_eq!(fk.kind, ConstraintKind::ForeignKey);
+    assert_eq!(fk.columns, ["customer_id"]);
+    assert_eq!(
+        fk.references,
+        Some(ForeignKeyTarget {
+            schema: "shop".into(),
+            table: "customers".into(),
+            columns: strings(&["id"]),
+        })
+    );
+    let check = constraint(&orders, "orders_amount_check");
+    assert_eq!(check.kind, ConstraintKind::Check);
+    assert_eq!(
+        check.definition.as_deref(),
+        Some("CHECK ((amount >= (0)::numeric))")
+    );
+    let by_customer = index(&orders, "orders_by_customer");
+    assert_eq!(by_customer.columns, ["customer_id", "amount"]);
+    assert!(!by_customer.unique);
+    assert_eq!(index(&orders, "orders_by_tag").method, "gin");
+    let expression = index(&orders, "orders_lower");
+    assert_eq!(
+        expression.expression.as_deref(),
+        Some("(amount * (2)::numeric)")
+    );
+
+    let partition = s.table(rid, "shop", "events_2026").await;
+    assert_eq!(partition.definition.details["partition_of"], "shop.events");
+    let view = s.table(rid, "shop", "big_orders").await;
     assert!(
-        view["view_definition"]
-            .as_str()
+        view.definition
+            .view_definition
+            .as_deref()
             .unwrap()
             .contains("amount > (1000)::numeric"),
-        "{view}"
+        "{view:?}"
     );
     assert_eq!(column_names(&view), ["id", "amount"]);
-    let matview = s.table(&rid, "shop", "order_totals").await;
+    let matview = s.table(rid, "shop", "order_totals").await;
     assert!(
-        matview["view_definition"]
-            .as_str()
+        matview
+            .definition
+            .view_definition
+            .as_deref()
             .unwrap()
             .contains("sum(")
     );
     assert_eq!(column_names(&matview), ["customer_id", "total"]);
     if fdw {
-        let remote = s.table(&rid, "shop", "remote").await;
+        let remote = s.table(rid, "shop", "remote").await;
         assert_eq!(column_names(&remote), ["id", "label"]);
     }
 }
@@ -202,7 +221,7 @@ async fn a_mariadb_scan_reads_every_metadata_item() {
     ])
     .await;
     let rid = s.register("mysql", &db.name, 3306, Value::Null).await;
-    let job = s.sync(&rid).await;
+    let job = s.sync(rid).await;
     assert_eq!(stats(&job).tables, 3, "{job:?}");
     assert_eq!(
         stats(&job).schemas,
@@ -211,49 +230,65 @@ async fn a_mariadb_scan_reads_every_metadata_item() {
     );
     assert_eq!(stats(&job).source_statements, 9, "{job:?}");
 
-    let customers = s.table(&rid, &db.name, "customers").await;
-    assert_eq!(customers["kind"], "table");
-    assert_eq!(customers["comment"], "People who pay");
-    assert_eq!(customers["details"]["engine"], "InnoDB");
-    assert!(customers["details"]["created_at"].is_string());
-    assert!(customers["total_bytes"].as_i64().unwrap() > 0);
+    let customers = s.table(rid, &db.name, "customers").await;
+    assert_eq!(customers.definition.kind, "table");
+    assert_eq!(
+        customers.definition.comment.as_deref(),
+        Some("People who pay")
+    );
+    assert_eq!(customers.definition.details["engine"], "InnoDB");
+    assert!(customers.definition.details["created_at"].is_string());
+    assert!(customers.definition.total_bytes.unwrap() > 0);
     let id = column(&customers, "id");
-    assert_eq!(id["data_type"], "int(11)");
-    assert_eq!(id["details"]["extra"], "auto_increment");
-    assert_eq!(id["nullable"], false);
+    assert_eq!(id.data_type, "int(11)");
+    assert_eq!(id.details["extra"], "auto_increment");
+    assert!(!id.nullable);
     let email = column(&customers, "email");
-    assert_eq!(email["comment"], "Login address");
-    assert_eq!(column(&customers, "name")["default_value"], "'anonymous'");
+    assert_eq!(email.comment.as_deref(), Some("Login address"));
     assert_eq!(
-        named(&customers, "constraints", "PRIMARY")["kind"],
-        "primary_key"
+        column(&customers, "name").default_value.as_deref(),
+        Some("'anonymous'")
     );
-    let unique = named(&customers, "constraints", "customers_email");
-    assert_eq!(unique["kind"], "unique");
-    assert_eq!(unique["columns"], json!(["email"]));
-    let pk_index = named(&customers, "indexes", "PRIMARY");
-    assert_eq!(pk_index["primary"], true);
-    assert_eq!(pk_index["method"], "btree");
-
-    let orders = s.table(&rid, &db.name, "orders").await;
-    assert_eq!(column(&orders, "amount")["data_type"], "decimal(12,2)");
-    let fk = named(&orders, "constraints", "orders_customer_fk");
-    assert_eq!(fk["kind"], "foreign_key");
     assert_eq!(
-        fk["references"],
-        json!({"schema": db.name, "table": "customers", "columns": ["id"]})
+        constraint(&customers, "PRIMARY").kind,
+        ConstraintKind::PrimaryKey
     );
-    let check = named(&orders, "constraints", "orders_amount_check");
-    assert_eq!(check["kind"], "check");
-    assert_eq!(check["definition"], "`amount` >= 0");
-    let index = named(&orders, "indexes", "orders_by_customer");
-    assert_eq!(index["columns"], json!(["customer_id", "amount"]));
-    assert_eq!(index["unique"], false);
+    let unique = constraint(&customers, "customers_email");
+    assert_eq!(unique.kind, ConstraintKind::Unique);
+    assert_eq!(unique.columns, ["email"]);
+    let pk_index = index(&customers, "PRIMARY");
+    assert!(pk_index.primary);
+    assert_eq!(pk_index.method, "btree");
 
-    let view = s.table(&rid, &db.name, "big_orders").await;
-    assert_eq!(view["kind"], "view");
-    assert!(view["comment"].is_null());
-    assert!(view["view_definition"].as_str().unwrap().contains("1000"));
+    let orders = s.table(rid, &db.name, "orders").await;
+    assert_eq!(column(&orders, "amount").data_type, "decimal(12,2)");
+    let fk = constraint(&orders, "orders_customer_fk");
+    assert_eq!(fk.kind, ConstraintKind::ForeignKey);
+    assert_eq!(
+        fk.references,
+        Some(ForeignKeyTarget {
+            schema: db.name.clone(),
+            table: "customers".into(),
+            columns: strings(&["id"]),
+        })
+    );
+    let check = constraint(&orders, "orders_amount_check");
+    assert_eq!(check.kind, ConstraintKind::Check);
+    assert_eq!(check.definition.as_deref(), Some("`amount` >= 0"));
+    let by_customer = index(&orders, "orders_by_customer");
+    assert_eq!(by_customer.columns, ["customer_id", "amount"]);
+    assert!(!by_customer.unique);
+
+    let view = s.table(rid, &db.name, "big_orders").await;
+    assert_eq!(view.definition.kind, "view");
+    assert_eq!(view.definition.comment, None);
+    assert!(
+        view.definition
+            .view_definition
+            .as_deref()
+            .unwrap()
+            .contains("1000")
+    );
     assert_eq!(column_names(&view), ["id", "amount"]);
     db.drop().await;
 }
@@ -300,22 +335,22 @@ async fn hostile_identifiers_round_trip_exactly() {
     ));
     let source = create_source(&sql).await.unwrap();
     let rid = s.register("postgres", &source, 5432, Value::Null).await;
-    s.sync(&rid).await;
-    let first = s.table(&rid, schema, tables[0]).await;
-    assert_eq!(column(&first, "from")["comment"], tricky);
+    s.sync(rid).await;
+    let first = s.table(rid, schema, tables[0]).await;
+    assert_eq!(column(&first, "from").comment.as_deref(), Some(tricky));
     let stored: BTreeSet<String> = s
-        .tables(&rid)
+        .tables(rid)
         .await
-        .iter()
-        .inspect(|t| assert_eq!(t["schema"], schema))
-        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .into_iter()
+        .inspect(|t| assert_eq!(t.schema, schema))
+        .map(|t| t.name)
         .collect();
     assert_eq!(stored, tables.iter().map(ToString::to_string).collect());
     for t in &tables {
-        let detail = s.table(&rid, schema, t).await;
+        let detail = s.table(rid, schema, t).await;
         assert_eq!(column_names(&detail), [*t, "from"]);
     }
-    assert_unchanged_resync(&s, &rid, tables.len() as u64).await;
+    assert_unchanged_resync(&s, rid, tables.len() as u64).await;
 
     // MariaDB: 64-character names.
     let db = MariaDb::create().await;
@@ -340,11 +375,11 @@ async fn hostile_identifiers_round_trip_exactly() {
         .await;
     }
     let rid = s.register("mysql", &db.name, 3306, Value::Null).await;
-    s.sync(&rid).await;
-    let stored: BTreeSet<String> = names(&s.tables(&rid).await, "name").into_iter().collect();
+    s.sync(rid).await;
+    let stored: BTreeSet<String> = table_names(&s.tables(rid).await).into_iter().collect();
     assert_eq!(stored, my_tables.iter().map(ToString::to_string).collect());
     for t in &my_tables {
-        let detail = s.table(&rid, &db.name, t).await;
+        let detail = s.table(rid, &db.name, t).await;
         assert_eq!(column_names(&detail), [*t, "from"]);
     }
     db.drop().await;

@@ -130,12 +130,12 @@ async fn statements_per_database_do_not_grow_with_the_table_count() {
             .register("postgres", &source, pg_proxy.port, Value::Null)
             .await;
         pg_proxy.take();
-        let job = s.sync(&rid).await;
+        let job = s.sync(rid).await;
         assert_eq!(stats(&job).tables, n as u64, "{job:?}");
         assert_eq!(stats(&job).columns, n as u64 * 24, "{job:?}");
-        let last = s.table(&rid, "bulk", &format!("t{}", n - 1)).await;
+        let last = s.table(rid, "bulk", &format!("t{}", n - 1)).await;
         assert_eq!(column_names(&last).len(), 24);
-        assert_eq!(last["comment"], format!("n{}", n - 1));
+        assert_eq!(last.definition.comment, Some(format!("n{}", n - 1)));
         let seen = pg_proxy.take();
         pg_counts.push((stats(&job).source_statements, seen));
     }
@@ -164,7 +164,7 @@ async fn statements_per_database_do_not_grow_with_the_table_count() {
             .register("mysql", &db.name, my_proxy.port, Value::Null)
             .await;
         my_proxy.take();
-        let job = s.sync(&rid).await;
+        let job = s.sync(rid).await;
         assert_eq!(stats(&job).tables, n as u64, "{job:?}");
         let seen = my_proxy.take();
         my_counts.push((stats(&job).source_statements, seen));

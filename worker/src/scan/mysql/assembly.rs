@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use metasync_shared::catalog::{
-    ColumnInfo, ConstraintInfo, DatabaseSnapshot, ForeignKeyTarget, IndexInfo, SchemaInfo,
-    TableInfo,
+    ColumnInfo, ConstraintInfo, ConstraintKind, DatabaseSnapshot, ForeignKeyTarget, IndexInfo,
+    SchemaInfo, TableInfo,
 };
 use metasync_shared::scan_options::ScanOptions;
 use serde_json::json;
@@ -96,9 +96,9 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
             continue;
         };
         let kind = match row.constraint_type.as_str() {
-            "PRIMARY KEY" => "primary_key",
-            "FOREIGN KEY" => "foreign_key",
-            _ => "unique",
+            "PRIMARY KEY" => ConstraintKind::PrimaryKey,
+            "FOREIGN KEY" => ConstraintKind::ForeignKey,
+            _ => ConstraintKind::Unique,
         };
         let name = row.constraint_name;
         let constraints = &mut out[i].constraints;
@@ -110,7 +110,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
             None => {
                 constraints.push(ConstraintInfo {
                     name,
-                    kind: kind.to_owned(),
+                    kind,
                     columns: Vec::new(),
                     references: None,
                     definition: None,
@@ -137,7 +137,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
         if let Some(&i) = by_name.get(&(row.constraint_schema, row.table_name)) {
             out[i].constraints.push(ConstraintInfo {
                 name: row.constraint_name,
-                kind: "check".to_owned(),
+                kind: ConstraintKind::Check,
                 columns: Vec::new(),
                 references: None,
                 definition: Some(row.check_clause),
@@ -148,7 +148,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
     for table in &mut out {
         table
             .constraints
-            .sort_by(|a, b| (&a.name, &a.kind).cmp(&(&b.name, &b.kind)));
+            .sort_by(|a, b| (&a.name, a.kind).cmp(&(&b.name, b.kind)));
     }
     for row in index_columns {
         let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {

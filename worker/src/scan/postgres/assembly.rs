@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use metasync_shared::catalog::{
-    ColumnInfo, ConstraintInfo, DatabaseSnapshot, ForeignKeyTarget, IndexInfo, SchemaInfo,
-    TableInfo,
+    ColumnInfo, ConstraintInfo, ConstraintKind, DatabaseSnapshot, ForeignKeyTarget, IndexInfo,
+    SchemaInfo, TableInfo,
 };
 use metasync_shared::scan_options::ScanOptions;
 use serde_json::json;
@@ -139,7 +139,7 @@ impl<'a> Assembly<'a> {
         };
         table.constraints.push(ConstraintInfo {
             name: row.name,
-            kind: constraint_kind(&row.contype).to_owned(),
+            kind: constraint_kind(&row.contype),
             columns: row.columns,
             references,
             definition: row.definition,
@@ -172,11 +172,11 @@ fn relation_kind(relkind: &str) -> &'static str {
     }
 }
 
-fn constraint_kind(contype: &str) -> &'static str {
+fn constraint_kind(contype: &str) -> ConstraintKind {
     match contype {
-        "p" => "primary_key",
-        "f" => "foreign_key",
-        "u" => "unique",
-        _ => "check",
+        "p" => ConstraintKind::PrimaryKey,
+        "f" => ConstraintKind::ForeignKey,
+        "u" => ConstraintKind::Unique,
+        _ => ConstraintKind::Check,
     }
 }
