@@ -1,7 +1,11 @@
 //! API settings. Each is an environment variable with a matching `--flag`.
 
+use std::time::Duration;
+
 use clap::Args;
-use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SecretKeyArgs};
+use metasync_shared::config::{
+    ConfigError, DatabaseArgs, QueueArgs, SecretKeyArgs, parse_duration,
+};
 use metasync_shared::retry::RetryArgs;
 
 /// Signing secret for bearer tokens.
@@ -43,6 +47,12 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub addr: std::net::SocketAddr,
+
+    /// How long a request waits for a catalog database connection before it answers 503 with
+    /// `Retry-After` (the database is down, restarting or out of connections).
+    #[arg(long, env = "METASYNC_API_DB_ACQUIRE_TIMEOUT", default_value = "500ms",
+          value_parser = parse_duration)]
+    pub db_acquire_timeout: Duration,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

