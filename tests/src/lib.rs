@@ -785,38 +785,55 @@ impl RedisServer {
                 .port();
             let dir = std::env::temp_dir().join(unique_name("mstest-redis", '-'));
             std::fs::create_dir_all(&dir)?;
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--dir"])
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting redis-server")?;
+            let child = Self::spawn(port, &dir)?;
             let mut server = Self { port, child, dir };
-            let url = server.url();
-            let ready = eventually(Duration::from_secs(10), "redis-server to answer", || {
-                let url = url.clone();
-                let exited = server.child.try_wait().ok().flatten().is_some();
-                async move {
-                    anyhow::ensure!(!exited, "redis-server exited");
-                    let answered = async {
-                        let client = redis::Client::open(url.as_str())?;
-                        let mut conn = client.get_multiplexed_async_connection().await?;
-                        redis::cmd("PING").query_async::<String>(&mut conn).await
-                    }
-                    .await;
-                    Ok(answered.is_ok().then_some(()))
-                }
-            })
-            .await;
-            if ready.is_ok() {
+            if server.wait_until_ready().await.is_ok() {
                 return Ok(server);
             }
             drop(server);
         }
         anyhow::bail!("redis-server did not start on a free port")
+    }
+
+    /// Kills the server (SIGKILL) and starts a new one on the same port: an empty Redis, as
+    /// after a crash without persistence. Clients see their connections break.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = Self::spawn(self.port, &self.dir)?;
+        self.wait_until_ready().await
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<std::process::Child> {
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server")
+    }
+
+    async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let url = self.url();
+        let child = &mut self.child;
+        eventually(Duration::from_secs(10), "redis-server to answer", || {
+            let url = url.clone();
+            let exited = child.try_wait().ok().flatten().is_some();
+            async move {
+                anyhow::ensure!(!exited, "redis-server exited");
+                let answered = async {
+                    let client = redis::Client::open(url.as_str())?;
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                }
+                .await;
+                Ok(answered.is_ok().then_some(()))
+            }
+        })
+        .await
     }
 
     pub fn url(&self) -> String {

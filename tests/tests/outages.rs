@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use metasync_api::auth::JwtKeys;
 use metasync_tests::{
-    JWT_SECRET, PostgresServer, REDIS_URL, binary, eventually, queue_name, secret_key_base64,
+    JWT_SECRET, PostgresServer, REDIS_URL, RedisServer, assert_job, binary, create_source,
+    eventually, queue_name, secret_key_base64, spawn_app_with_redis,
 };
 use tokio::io::AsyncBufReadExt as _;
 
@@ -156,4 +157,46 @@ async fn a_catalog_outage_answers_503_at_once_and_the_api_recovers_with_the_data
     .await
     .unwrap();
     api.child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_sync_after_a_redis_restart_is_pushed() {
+    let mut redis = RedisServer::start().await.unwrap();
+    let app = spawn_app_with_redis(&redis.url()).await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let resource = app.register(T, "after-restart", &source).await.unwrap();
+    let before = app.sync(T, resource.id).await.unwrap();
+    sqlx::query("update jobs set state = 'cancelled', finished_at = now() where id = $1")
+        .bind(before.id.0)
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    redis.restart().await.unwrap();
+    let job = app.sync(T, resource.id).await.unwrap();
+    // Read with a client of our own: the API's queue handle would reconnect the API.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let ready: Vec<String> = redis::cmd("LRANGE")
+        .arg(&app.queue.keys().ready)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        vec![job.id.to_string()],
+        "the push after the restart"
+    );
+
+    // No reconciler to repair a lost push: the delivery above is what runs the job.
+    let mut args = app.worker_args();
+    args.reconcile_every = Duration::from_secs(3600);
+    let _worker = app.spawn_worker_with(args).await;
+    let done = app
+        .wait_for_job(T, job.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_job(&done).succeeded().attempts(1);
 }
