@@ -339,6 +339,16 @@ impl TestApp {
         name: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<tokio::process::Child> {
+        Ok(self.worker_command(name, extra_env)?.spawn()?)
+    }
+
+    /// The command [`TestApp::spawn_worker_process`] runs, to change (e.g. capture stderr)
+    /// before spawning.
+    pub fn worker_command(
+        &self,
+        name: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<tokio::process::Command> {
         let mut cmd = tokio::process::Command::new(binary("metasync-worker")?);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -359,7 +369,7 @@ impl TestApp {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        Ok(cmd.spawn()?)
+        Ok(cmd)
     }
 
     pub fn token(&self, tenant: &str) -> String {

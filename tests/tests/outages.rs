@@ -200,3 +200,63 @@ async fn the_first_sync_after_a_redis_restart_is_pushed() {
         .unwrap();
     assert_job(&done).succeeded().attempts(1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_warns_once_per_period_while_redis_is_down() {
+    let redis = RedisServer::start().await.unwrap();
+    let app = spawn_app_with_redis(&redis.url()).await.unwrap();
+    let mut worker = app
+        .worker_command(
+            "quiet",
+            &[("RUST_LOG", "warn"), ("METASYNC_LOG_FORMAT", "json")],
+        )
+        .unwrap()
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = capture_stderr(&mut worker);
+    // Registered (its first heartbeat) means its pickup loop and duties are running.
+    let workers_key = app.queue.keys().workers.clone();
+    eventually(Duration::from_secs(20), "the worker to register", || async {
+        let client = redis::Client::open(redis.url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let n: usize = redis::cmd("ZCARD")
+            .arg(&workers_key)
+            .query_async(&mut conn)
+            .await?;
+        Ok((n == 1).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    drop(redis);
+    // Unlimited, the pickup loop alone warned at every retry: about ten times in six seconds.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let warnings: Vec<String> = stderr
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains(r#""level":"WARN""#))
+        .cloned()
+        .collect();
+    let pickup = warnings
+        .iter()
+        .filter(|l| l.contains(r#""what":"redis pickup""#))
+        .count();
+    assert_eq!(pickup, 1, "{warnings:#?}");
+    // One per failing duty at most (heartbeat, reap, rescue, gauges, promote, ...), once each.
+    let mut sources: Vec<&str> = warnings
+        .iter()
+        .map(|l| {
+            l.split(r#""what":""#)
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or(l)
+        })
+        .collect();
+    let total = sources.len();
+    sources.sort_unstable();
+    sources.dedup();
+    assert_eq!(total, sources.len(), "a source warned twice: {warnings:#?}");
+    worker.kill().await.unwrap();
+}
