@@ -10,7 +10,7 @@
 use sqlx::PgPool;
 
 use crate::db::jobs::{self, Enqueued};
-use crate::db::{batches, schedules};
+use crate::db::schedules;
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
 use crate::queue::{Queue, QueueError};
 
@@ -51,8 +51,9 @@ pub struct Submitter {
 /// A batch as submitted.
 #[derive(Debug)]
 pub struct SubmittedBatch {
-    /// The batch's id.
-    pub id: BatchId,
+    /// The batch's id; `None` when it created no job (every resource had an active job, or
+    /// there were none), and no batch was recorded.
+    pub id: Option<BatchId>,
     /// The jobs created, one per resource.
     pub jobs: Vec<JobId>,
 }
@@ -95,11 +96,14 @@ impl Submitter {
         tenant: &TenantId,
         resources: Option<&[ResourceId]>,
     ) -> Result<SubmittedBatch, sqlx::Error> {
-        let id = batches::create(&self.db, tenant).await?;
+        let id = BatchId::new_v7();
         let jobs =
             jobs::enqueue_many(&self.db, tenant, resources, self.max_attempts, Some(id)).await?;
         self.deliver(&jobs, Trigger::Batch).await;
-        Ok(SubmittedBatch { id, jobs })
+        Ok(SubmittedBatch {
+            id: (!jobs.is_empty()).then_some(id),
+            jobs,
+        })
     }
 
     /// Fires every due schedule, `page` at a time. Returns how many jobs it created.

@@ -217,15 +217,19 @@ async fn a_worker_warns_once_per_period_while_redis_is_down() {
     let stderr = capture_stderr(&mut worker);
     // Registered (its first heartbeat) means its pickup loop and duties are running.
     let workers_key = app.queue.keys().workers.clone();
-    eventually(Duration::from_secs(20), "the worker to register", || async {
-        let client = redis::Client::open(redis.url())?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let n: usize = redis::cmd("ZCARD")
-            .arg(&workers_key)
-            .query_async(&mut conn)
-            .await?;
-        Ok((n == 1).then_some(()))
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the worker to register",
+        || async {
+            let client = redis::Client::open(redis.url())?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            let n: usize = redis::cmd("ZCARD")
+                .arg(&workers_key)
+                .query_async(&mut conn)
+                .await?;
+            Ok((n == 1).then_some(()))
+        },
+    )
     .await
     .unwrap();
 

@@ -129,7 +129,8 @@ pub async fn enqueue(
 
 /// Creates queued jobs for many resources of one tenant at once (all of them when
 /// `resource_ids` is `None`); resources that already have an active job are skipped. Returns
-/// the jobs created.
+/// the jobs created. With `batch_id`, the same statement records the batch, only if it
+/// created a job: a batch that submits nothing leaves no row.
 pub async fn enqueue_many(
     pool: &PgPool,
     tenant: &TenantId,
@@ -148,14 +149,22 @@ pub async fn enqueue_many(
     };
     let job_ids: Vec<Uuid> = resource_ids.iter().map(|_| Uuid::now_v7()).collect();
     sqlx::query_scalar(
-        "insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
-         select j.id, r.tenant_id, r.id, 'queued',
-                greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), $5
-         from unnest($2::uuid[], $3::uuid[]) as j (resource_id, id)
-         join resources r on r.id = j.resource_id and r.tenant_id = $1
-         on conflict (resource_id) where state in ('queued', 'running', 'retrying')
-         do nothing
-         returning id",
+        // The jobs' foreign key to the batch is checked at the end of the statement, once
+        // the batch row exists.
+        "with created as (
+             insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
+             select j.id, r.tenant_id, r.id, 'queued',
+                    greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), $5
+             from unnest($2::uuid[], $3::uuid[]) as j (resource_id, id)
+             join resources r on r.id = j.resource_id and r.tenant_id = $1
+             on conflict (resource_id) where state in ('queued', 'running', 'retrying')
+             do nothing
+             returning id
+         ), batch as (
+             insert into batches (id, tenant_id)
+             select $5, $1 where $5::uuid is not null and exists (select from created)
+         )
+         select id from created",
     )
     .bind(tenant)
     .bind(&resource_ids)
