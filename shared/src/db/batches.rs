@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgPool;
 
 use crate::domain::JobState;
 use crate::ids::{BatchId, TenantId};
