@@ -587,6 +587,10 @@ pub enum ProxyMode {
     Refuse,
     /// Accept and say nothing until [`FaultProxy::release_stalled`] (a silent or frozen server).
     Stall,
+    /// PostgreSQL only: let the connection set up (start-up, authentication), then swallow the
+    /// client's first query and forward nothing more, until [`FaultProxy::release_stalled`]
+    /// (a tarpit: a server that accepts sessions and never answers a statement).
+    StallQueries,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a real server, for fault tests: it can refuse, stall
@@ -631,6 +635,17 @@ impl FaultProxy {
                 tokio::spawn(async move {
                     match mode {
                         ProxyMode::Refuse => return,
+                        ProxyMode::StallQueries => {
+                            if let Ok(server) =
+                                tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                            {
+                                let held = swallow_first_query(client, server).await;
+                                release_rx.borrow_and_update();
+                                let _ = release_rx.changed().await;
+                                drop(held);
+                            }
+                            return;
+                        }
                         ProxyMode::Stall => {
                             let seen = *release_rx.borrow_and_update();
                             while *release_rx.borrow() == seen {
@@ -678,6 +693,54 @@ impl FaultProxy {
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Forwards a PostgreSQL session (server to client throughout; client to server up to its
+/// first query: a simple `Query` or an extended `Parse`), then stops forwarding the client's
+/// messages. Returns what must stay alive to keep both sockets open.
+async fn swallow_first_query(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+) -> Option<impl Send> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let downstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+    });
+    let upstream = async {
+        // The start-up message: a length (counting itself), then the body.
+        let mut length = [0u8; 4];
+        from_client.read_exact(&mut length).await?;
+        let mut body = vec![0; (u32::from_be_bytes(length) as usize).saturating_sub(4)];
+        from_client.read_exact(&mut body).await?;
+        to_server.write_all(&length).await?;
+        to_server.write_all(&body).await?;
+        // Then messages: a type byte, a length, a body.
+        loop {
+            let mut header = [0u8; 5];
+            from_client.read_exact(&mut header).await?;
+            let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let mut body = vec![0; (length as usize).saturating_sub(4)];
+            from_client.read_exact(&mut body).await?;
+            if matches!(header[0], b'Q' | b'P') {
+                return Ok::<_, std::io::Error>(());
+            }
+            to_server.write_all(&header).await?;
+            to_server.write_all(&body).await?;
+        }
+    };
+    let swallowed = upstream.await.is_ok();
+    swallowed.then_some((from_client, to_server, AbortOnDrop(downstream)))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

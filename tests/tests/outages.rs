@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use metasync_api::auth::JwtKeys;
+use metasync_shared::domain::ErrorClass;
 use metasync_tests::{
-    JWT_SECRET, PostgresServer, REDIS_URL, RedisServer, assert_job, binary, create_source,
-    eventually, queue_name, secret_key_base64, spawn_app_with_redis,
+    FaultProxy, JWT_SECRET, PostgresServer, ProxyMode, REDIS_URL, RedisServer, assert_job, binary,
+    create_source, eventually, queue_name, secret_key_base64, spawn_app, spawn_app_with_redis,
 };
+use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
 
 const T: &str = "outages";
@@ -263,4 +265,32 @@ async fn a_worker_warns_once_per_period_while_redis_is_down() {
     sources.dedup();
     assert_eq!(total, sources.len(), "a source warned twice: {warnings:#?}");
     worker.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_never_answers_a_statement_fails_within_its_statement_timeout_plus_grace() {
+    let app = spawn_app().await.unwrap();
+    let proxy = FaultProxy::start(5432).await.unwrap();
+    proxy.set_mode(ProxyMode::StallQueries); // sessions start; statements are never answered
+    let policy = json!({ "retry_policy": { "max_attempts": 1 } });
+    let resource = app
+        .register_via(T, "tarpit", "postgres", proxy.port, policy)
+        .await
+        .unwrap();
+    let mut args = app.worker_args();
+    args.statement_timeout = Duration::from_secs(1);
+    let _worker = app.spawn_worker_with(args).await;
+    let job = app.sync(T, resource.id).await.unwrap();
+    let done = app
+        .wait_for_job(T, job.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_job(&done)
+        .failed()
+        .error_class(ErrorClass::Transient)
+        .error_contains("did not answer");
+    let took = done.finished_at.expect("a finished job") - done.started_at.expect("a started job");
+    assert!(took.num_milliseconds() >= 1_000, "took {took}");
+    assert!(took.num_milliseconds() < 1_000 + 5_000, "took {took}");
+    assert!(proxy.accepted() >= 1);
 }

@@ -7,6 +7,7 @@ pub mod mysql;
 pub mod postgres;
 pub mod reuse;
 
+use std::future::Future;
 use std::time::Duration;
 
 use metasync_shared::catalog::Snapshot;
@@ -27,6 +28,36 @@ pub struct ScanTarget<'a> {
 pub struct ScanLimits {
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
+}
+
+/// How long past its statement timeout a source may stay silent before the worker gives up on
+/// it. The statement timeout is enforced by the server; a server that accepts the connection
+/// and then never answers (a tarpit, a frozen host) is caught by this client-side limit.
+pub const READ_GRACE: Duration = Duration::from_secs(2);
+
+impl ScanLimits {
+    /// The longest one statement's answer may take, streamed rows included.
+    pub fn read_timeout(&self) -> Duration {
+        self.statement_timeout + READ_GRACE
+    }
+}
+
+/// Awaits one statement on a source (or a streamed one to its last row). A source silent past
+/// [`ScanLimits::read_timeout`] fails the attempt as transient, and its connection is dropped
+/// by the caller (a failed scan never parks it).
+async fn answered<T>(
+    limits: ScanLimits,
+    what: &str,
+    statement: impl Future<Output = Result<T, JobError>>,
+) -> Result<T, JobError> {
+    match tokio::time::timeout(limits.read_timeout(), statement).await {
+        Ok(result) => result,
+        Err(_) => Err(JobError::transient(format!(
+            "{what}: the source did not answer within {:?} (its statement timeout plus {:?})",
+            limits.read_timeout(),
+            READ_GRACE
+        ))),
+    }
 }
 
 /// Reads the source's catalog, as the resource's `options` ask (databases, filters, depth).

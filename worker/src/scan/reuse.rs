@@ -196,8 +196,9 @@ impl<C: Connection + 'static> Parking<C> {
         close_timeout: Duration,
     ) {
         if !succeeded {
-            // Closing politely is best effort: the outcome is already decided.
-            let _ = tokio::time::timeout(close_timeout, taken.conn.close()).await;
+            // Closing politely is best effort and must not delay the outcome, which is
+            // already decided (a silent source would hold the close until its timeout).
+            close_in_background(taken.conn);
             return;
         }
         let refused = {

@@ -54,16 +54,23 @@ pub(super) async fn begin_read_only<'c>(
     // MariaDB's max_statement_time is in seconds; MySQL's max_execution_time in milliseconds.
     // A server without the variable rejects the `set`, and the scan goes on without it.
     let timeout_secs = limits.statement_timeout.as_secs_f64();
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "set session max_statement_time = {timeout_secs}"
-    )))
-    .execute(&mut *conn)
-    .await;
+    scan::answered(limits, "setting the statement timeout", async {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "set session max_statement_time = {timeout_secs}"
+        )))
+        .execute(&mut *conn)
+        .await;
+        Ok(())
+    })
+    .await?;
     *statements += 1;
-    let tx = conn
-        .begin_with("start transaction read only")
-        .await
-        .map_err(|e| JobError::from_source("starting a read-only transaction", &e))?;
+    let what = "starting a read-only transaction";
+    let tx = scan::answered(limits, what, async {
+        conn.begin_with("start transaction read only")
+            .await
+            .map_err(|e| JobError::from_source(what, &e))
+    })
+    .await?;
     *statements += 1;
     Ok(tx)
 }

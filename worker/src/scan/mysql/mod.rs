@@ -44,12 +44,15 @@ pub async fn scan(
     })
 }
 
-/// Runs one catalog statement, binding the selected databases' names.
+/// Runs one catalog statement, binding the selected databases' names; `what` names it in
+/// errors. A source silent past the read timeout fails it.
 async fn fetch<T>(
     conn: &mut MySqlConnection,
+    limits: ScanLimits,
+    what: &'static str,
     sql: String,
     names: Option<&[String]>,
-) -> Result<Vec<T>, sqlx::Error>
+) -> Result<Vec<T>, JobError>
 where
     T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
 {
@@ -57,7 +60,13 @@ where
     for name in names.unwrap_or_default() {
         query = query.bind(name);
     }
-    query.fetch_all(conn).await
+    super::answered(limits, what, async {
+        query
+            .fetch_all(conn)
+            .await
+            .map_err(|e| JobError::from_source(what, &e))
+    })
+    .await
 }
 
 /// At most 9 statements, whatever the table count: the timeout, begin, one per object
@@ -71,44 +80,77 @@ async fn read_server(
 ) -> Result<DatabaseSnapshot, JobError> {
     let names = options.database_names(database);
     let names = names.as_deref();
-    let fail = |what: &'static str| move |e: sqlx::Error| JobError::from_source(what, &e);
     let mut tx = connection::begin_read_only(conn, limits, statements).await?;
 
     let mut rows = Rows {
-        schemas: fetch(&mut tx, sql::schemas(names), names)
-            .await
-            .map_err(fail("reading schemas"))?,
+        schemas: fetch(
+            &mut tx,
+            limits,
+            "reading schemas",
+            sql::schemas(names),
+            names,
+        )
+        .await?,
         ..Rows::default()
     };
     *statements += 1;
     if options.depth >= Depth::Tables {
-        rows.tables = fetch(&mut tx, sql::tables(names), names)
-            .await
-            .map_err(fail("reading tables and views"))?;
+        rows.tables = fetch(
+            &mut tx,
+            limits,
+            "reading tables and views",
+            sql::tables(names),
+            names,
+        )
+        .await?;
         *statements += 1;
     }
     if options.depth == Depth::Everything {
-        rows.columns = fetch(&mut tx, sql::columns(names), names)
-            .await
-            .map_err(fail("reading columns"))?;
+        rows.columns = fetch(
+            &mut tx,
+            limits,
+            "reading columns",
+            sql::columns(names),
+            names,
+        )
+        .await?;
         *statements += 1;
-        rows.key_columns = fetch(&mut tx, sql::key_columns(names), names)
-            .await
-            .map_err(fail("reading constraints"))?;
+        rows.key_columns = fetch(
+            &mut tx,
+            limits,
+            "reading constraints",
+            sql::key_columns(names),
+            names,
+        )
+        .await?;
         *statements += 1;
-        rows.checks = fetch(&mut tx, sql::checks(names), names)
-            .await
-            .map_err(fail("reading check constraints"))?;
+        rows.checks = fetch(
+            &mut tx,
+            limits,
+            "reading check constraints",
+            sql::checks(names),
+            names,
+        )
+        .await?;
         *statements += 1;
-        rows.index_columns = fetch(&mut tx, sql::index_columns(names), names)
-            .await
-            .map_err(fail("reading indexes"))?;
+        rows.index_columns = fetch(
+            &mut tx,
+            limits,
+            "reading indexes",
+            sql::index_columns(names),
+            names,
+        )
+        .await?;
         *statements += 1;
     }
 
-    tx.commit()
-        .await
-        .map_err(fail("ending the read-only transaction"))?;
+    let what = "ending the read-only transaction";
+    super::answered(limits, what, async {
+        tx.commit()
+            .await
+            .map_err(|e| JobError::from_source(what, &e))
+    })
+    .await?;
     *statements += 1;
 
     Ok(assembly::assemble(database, options, rows))
