@@ -291,6 +291,8 @@ impl TestApp {
             connect_timeout: Duration::from_secs(3),
             source_idle: Duration::from_secs(5),
             source_max_parked: 16,
+            // Uncapped in effect, like bench-jobs: tests of the cap set their own.
+            source_connections_per_server: 64,
             statement_timeout: Duration::from_secs(10),
             job_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
@@ -361,6 +363,7 @@ impl TestApp {
             .env("METASYNC_RETRY_BASE", "100ms")
             .env("METASYNC_RETRY_CAP", "1s")
             .env("METASYNC_RECONCILE_EVERY", "1s")
+            .env("METASYNC_SOURCE_CONNECTIONS_PER_SERVER", "64")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

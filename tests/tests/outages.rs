@@ -12,8 +12,10 @@ use metasync_api::auth::JwtKeys;
 use metasync_shared::domain::ErrorClass;
 use metasync_tests::{
     FaultProxy, JWT_SECRET, PostgresServer, ProxyMode, REDIS_URL, RedisServer, assert_job, binary,
-    create_source, eventually, queue_name, secret_key_base64, spawn_app, spawn_app_with_redis,
+    create_source, eventually, pg_url, queue_name, secret_key_base64, spawn_app,
+    spawn_app_with_redis,
 };
+use reqwest::Method;
 use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
 
@@ -293,4 +295,85 @@ async fn a_source_that_never_answers_a_statement_fails_within_its_statement_time
     assert!(took.num_milliseconds() >= 1_000, "took {took}");
     assert!(took.num_milliseconds() < 1_000 + 5_000, "took {took}");
     assert!(proxy.accepted() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_resources_on_one_server_never_see_more_connections_than_the_cap() {
+    const CAP: i64 = 3;
+    let app = spawn_app().await.unwrap();
+    // Four databases on the one server, 50 resources each (one tenant per database, since
+    // the helper names resources alike): connections for different databases cannot be
+    // shared, so the cap is met by closing idle ones, not only by reuse.
+    let mut databases = Vec::new();
+    for i in 0..4 {
+        let database = create_source("create table t (id int);").await.unwrap();
+        app.insert_resources(&format!("cap-{i}"), &database, 50)
+            .await
+            .unwrap();
+        databases.push(database);
+    }
+    let admin = sqlx::PgPool::connect(&pg_url("postgres")).await.unwrap();
+    let sampling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = tokio::spawn({
+        let (admin, databases, sampling) = (admin.clone(), databases.clone(), sampling.clone());
+        async move {
+            let (mut most, mut samples) = (0i64, 0u64);
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                let open: i64 = sqlx::query_scalar(
+                    "select count(*) from pg_stat_activity
+                     where datname = any($1) and application_name = 'metasync'",
+                )
+                .bind(&databases)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+                most = most.max(open);
+                samples += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (most, samples)
+        }
+    });
+    let cap = CAP.to_string();
+    let env = [
+        ("METASYNC_SOURCE_CONNECTIONS_PER_SERVER", cap.as_str()),
+        ("METASYNC_WORKER_CONCURRENCY", "16"),
+    ];
+    let _workers = [
+        app.spawn_worker_process("capped-a", &env).unwrap(),
+        app.spawn_worker_process("capped-b", &env).unwrap(),
+    ];
+    for i in 0..4 {
+        let (status, _, batch) = app
+            .call(&format!("cap-{i}"), Method::POST, "/v1/syncs", None)
+            .await
+            .unwrap();
+        assert_eq!(status, 202, "{batch}");
+    }
+    let db = app.db.clone();
+    eventually(Duration::from_secs(120), "every job to succeed", || async {
+        let succeeded: i64 =
+            sqlx::query_scalar("select count(*) from jobs where state = 'succeeded'")
+                .fetch_one(&db)
+                .await?;
+        Ok((succeeded == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (most, samples) = sampler.await.unwrap();
+    println!("{samples} samples of pg_stat_activity; at most {most} connections (cap {CAP})");
+    assert!(most <= CAP, "{most} connections open at once, cap {CAP}");
+    assert!(
+        most >= 1,
+        "the sampler saw no connection in {samples} samples"
+    );
+    // Waiting for a connection never used up an attempt.
+    let (attempts, rows): (i64, i64) = sqlx::query_as(
+        "select (select sum(attempts) from jobs)::bigint, (select count(*) from job_attempts)",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!((attempts, rows), (200, 200));
 }

@@ -558,6 +558,42 @@ pub async fn cancel_requested(db: impl PgExecutor<'_>, claim: &Claim) -> Result<
     Ok(requested.is_none_or(|(r,)| r))
 }
 
+/// Undoes a claim whose attempt never started its work (no connection to the source server
+/// could be had under the per-server cap): the job goes back to `queued` (or `retrying`, due in
+/// `delay`, if it had earlier attempts), its attempt count and attempt row as before the
+/// claim, so waiting for a connection never uses up an attempt. Guarded by the attempt's
+/// token and no cancel requested; `false` if either changed (the caller then records the
+/// cancel or gives up the job).
+pub async fn undo_claim(
+    pool: &PgPool,
+    claim: &Claim,
+    delay: Duration,
+) -> Result<bool, sqlx::Error> {
+    let undone: Option<(JobId,)> = sqlx::query_as(
+        "with undone as (
+             update jobs set
+                    state = case when attempts > 1 then 'retrying' else 'queued' end,
+                    attempts = attempts - 1, worker_id = null, lease_token = null,
+                    lease_expires_at = null, progress = null,
+                    next_attempt_at = case when attempts > 1
+                                           then now() + $3 * interval '1 millisecond' end,
+                    started_at = case when attempts > 1 then started_at end
+             where id = $1 and lease_token = $2 and state = 'running' and not cancel_requested
+             returning id
+         ), forgotten as (
+             delete from job_attempts a using undone u where a.job_id = u.id and a.attempt = $4
+         )
+         select id from undone",
+    )
+    .bind(claim.job_id)
+    .bind(claim.lease_token)
+    .bind(delay.as_millis() as i64)
+    .bind(claim.attempt)
+    .fetch_optional(pool)
+    .await?;
+    Ok(undone.is_some())
+}
+
 /// Ends a running attempt whose cancel was requested.
 pub async fn mark_cancelled(pool: &PgPool, claim: &Claim) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(

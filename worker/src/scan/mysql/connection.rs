@@ -7,14 +7,14 @@ use sqlx::{ConnectOptions as _, Connection as _, MySql, MySqlConnection, Transac
 
 use crate::error::JobError;
 use crate::scan::reuse::{SourceConnections, SourceKey, Taken};
-use crate::scan::{self, ScanLimits, ScanTarget};
+use crate::scan::{self, ScanError, ScanLimits, ScanTarget};
 
 /// A connection to the resource's server, with the key to give it back under.
 pub(super) async fn open(
     target: &ScanTarget<'_>,
     limits: ScanLimits,
     sources: &SourceConnections,
-) -> Result<(SourceKey, Taken<MySqlConnection>), JobError> {
+) -> Result<(SourceKey, Taken<MySqlConnection>), ScanError> {
     let resource = target.resource;
     let key = sources.key(
         &resource.host,
@@ -23,7 +23,14 @@ pub(super) async fn open(
         &resource.username,
         target.password,
     );
-    let taken = scan::open(&sources.mysql, &key, || connect_options(target), limits).await?;
+    let taken = scan::open(
+        sources,
+        &sources.mysql,
+        &key,
+        || connect_options(target),
+        limits,
+    )
+    .await?;
     Ok((key, taken))
 }
 

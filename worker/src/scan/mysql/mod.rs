@@ -12,7 +12,7 @@ use metasync_shared::scan_options::{Depth, ScanOptions};
 use sqlx::MySqlConnection;
 
 use super::reuse::SourceConnections;
-use super::{ScanLimits, ScanTarget};
+use super::{ScanError, ScanLimits, ScanTarget};
 use crate::error::JobError;
 use assembly::Rows;
 
@@ -22,7 +22,7 @@ pub async fn scan(
     options: &ScanOptions,
     limits: ScanLimits,
     sources: &SourceConnections,
-) -> Result<Snapshot, JobError> {
+) -> Result<Snapshot, ScanError> {
     let resource = target.resource;
     let (key, mut taken) = connection::open(target, limits, sources).await?;
     let mut statements = 0;

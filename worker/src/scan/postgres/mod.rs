@@ -14,7 +14,7 @@ use metasync_shared::scan_options::ScanOptions;
 use sqlx::PgConnection;
 
 use super::reuse::SourceConnections;
-use super::{ScanLimits, ScanTarget};
+use super::{ScanError, ScanLimits, ScanTarget};
 use crate::error::JobError;
 use assembly::Assembly;
 use sql::CatalogRow;
@@ -25,7 +25,7 @@ pub async fn scan(
     options: &ScanOptions,
     limits: ScanLimits,
     sources: &SourceConnections,
-) -> Result<Snapshot, JobError> {
+) -> Result<Snapshot, ScanError> {
     let resource = target.resource;
     let mut statements = 0;
     let names = match options.database_names(&resource.database) {
