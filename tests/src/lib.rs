@@ -562,6 +562,13 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// A TCP port of 127.0.0.1 that was free a moment ago (for a server a test starts).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
 where
@@ -856,9 +863,7 @@ impl RedisServer {
         // The port is free when picked but could be taken before redis-server binds it: then
         // the server exits at once, and another port is tried.
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
+            let port = free_port()?;
             let dir = std::env::temp_dir().join(unique_name("mstest-redis", '-'));
             std::fs::create_dir_all(&dir)?;
             let child = Self::spawn(port, &dir)?;
@@ -960,9 +965,7 @@ impl PostgresServer {
         .context("initdb")?;
         // The port is free when picked but could be taken before the server binds it.
         for _ in 0..5 {
-            server.port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
+            server.port = free_port()?;
             if server.start_again().await.is_ok() {
                 return Ok(server);
             }

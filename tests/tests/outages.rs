@@ -12,7 +12,7 @@ use metasync_api::auth::JwtKeys;
 use metasync_shared::domain::ErrorClass;
 use metasync_tests::{
     FaultProxy, JWT_SECRET, PostgresServer, ProxyMode, REDIS_URL, RedisServer, assert_job, binary,
-    create_source, eventually, pg_url, queue_name, secret_key_base64, spawn_app,
+    create_source, eventually, free_port, pg_url, queue_name, secret_key_base64, spawn_app,
     spawn_app_with_redis,
 };
 use reqwest::Method;
@@ -20,14 +20,6 @@ use serde_json::json;
 use tokio::io::AsyncBufReadExt as _;
 
 const T: &str = "outages";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Collects a child's stderr lines as they come.
 fn capture_stderr(child: &mut tokio::process::Child) -> Arc<Mutex<Vec<String>>> {
@@ -54,7 +46,7 @@ struct ApiProcess {
 
 impl ApiProcess {
     async fn start(database_url: &str) -> Self {
-        let port = free_port();
+        let port = free_port().unwrap();
         let mut child = tokio::process::Command::new(binary("metasync-api").unwrap())
             .arg("serve")
             .env_clear()

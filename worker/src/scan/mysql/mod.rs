@@ -44,29 +44,39 @@ pub async fn scan(
     })
 }
 
-/// Runs one catalog statement, binding the selected databases' names; `what` names it in
-/// errors. A source silent past the read timeout fails it.
-async fn fetch<T>(
-    conn: &mut MySqlConnection,
+/// Runs the catalog statements of one read, binding the selected databases' names, each
+/// within the read timeout, and counts them.
+struct Reader<'a> {
     limits: ScanLimits,
-    what: &'static str,
-    sql: String,
-    names: Option<&[String]>,
-) -> Result<Vec<T>, JobError>
-where
-    T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
-{
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-    for name in names.unwrap_or_default() {
-        query = query.bind(name);
+    names: Option<&'a [String]>,
+    statements: &'a mut u64,
+}
+
+impl Reader<'_> {
+    /// Runs one statement; `what` names it in errors.
+    async fn fetch<T>(
+        &mut self,
+        conn: &mut MySqlConnection,
+        what: &'static str,
+        sql: String,
+    ) -> Result<Vec<T>, JobError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+    {
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for name in self.names.unwrap_or_default() {
+            query = query.bind(name);
+        }
+        let rows = super::answered(self.limits, what, async {
+            query
+                .fetch_all(conn)
+                .await
+                .map_err(|e| JobError::from_source(what, &e))
+        })
+        .await?;
+        *self.statements += 1;
+        Ok(rows)
     }
-    super::answered(limits, what, async {
-        query
-            .fetch_all(conn)
-            .await
-            .map_err(|e| JobError::from_source(what, &e))
-    })
-    .await
 }
 
 /// At most 9 statements, whatever the table count: the timeout, begin, one per object
@@ -81,67 +91,36 @@ async fn read_server(
     let names = options.database_names(database);
     let names = names.as_deref();
     let mut tx = connection::begin_read_only(conn, limits, statements).await?;
+    let mut read = Reader {
+        limits,
+        names,
+        statements,
+    };
 
     let mut rows = Rows {
-        schemas: fetch(
-            &mut tx,
-            limits,
-            "reading schemas",
-            sql::schemas(names),
-            names,
-        )
-        .await?,
+        schemas: read
+            .fetch(&mut tx, "reading schemas", sql::schemas(names))
+            .await?,
         ..Rows::default()
     };
-    *statements += 1;
     if options.depth >= Depth::Tables {
-        rows.tables = fetch(
-            &mut tx,
-            limits,
-            "reading tables and views",
-            sql::tables(names),
-            names,
-        )
-        .await?;
-        *statements += 1;
+        rows.tables = read
+            .fetch(&mut tx, "reading tables and views", sql::tables(names))
+            .await?;
     }
     if options.depth == Depth::Everything {
-        rows.columns = fetch(
-            &mut tx,
-            limits,
-            "reading columns",
-            sql::columns(names),
-            names,
-        )
-        .await?;
-        *statements += 1;
-        rows.key_columns = fetch(
-            &mut tx,
-            limits,
-            "reading constraints",
-            sql::key_columns(names),
-            names,
-        )
-        .await?;
-        *statements += 1;
-        rows.checks = fetch(
-            &mut tx,
-            limits,
-            "reading check constraints",
-            sql::checks(names),
-            names,
-        )
-        .await?;
-        *statements += 1;
-        rows.index_columns = fetch(
-            &mut tx,
-            limits,
-            "reading indexes",
-            sql::index_columns(names),
-            names,
-        )
-        .await?;
-        *statements += 1;
+        rows.columns = read
+            .fetch(&mut tx, "reading columns", sql::columns(names))
+            .await?;
+        rows.key_columns = read
+            .fetch(&mut tx, "reading constraints", sql::key_columns(names))
+            .await?;
+        rows.checks = read
+            .fetch(&mut tx, "reading check constraints", sql::checks(names))
+            .await?;
+        rows.index_columns = read
+            .fetch(&mut tx, "reading indexes", sql::index_columns(names))
+            .await?;
     }
 
     let what = "ending the read-only transaction";
