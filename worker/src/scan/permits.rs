@@ -36,7 +36,7 @@ return 0
 /// A permit outlives its connection by this much: the client's close returns once it has sent
 /// its goodbye, and the server ends the session's backend a moment later (longer on a busy
 /// host), so releasing at once would let the server count the next connection beside it.
-const RELEASE_AFTER: Duration = Duration::from_millis(500);
+const RELEASE_AFTER: Duration = Duration::from_millis(100);
 
 fn now_ms() -> i64 {
     SystemTime::now()
