@@ -3,14 +3,13 @@
 use std::time::Duration;
 
 use clap::Args;
-use jsonwebtoken::Algorithm;
-use metasync_shared::config::parse_duration;
-
 use std::num::NonZeroU32;
+
+use jsonwebtoken::Algorithm;
+use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SealingArgs, parse_duration};
 
 use crate::auth::{JwtPolicy, JwtVerifier};
 use crate::quotas::Limits;
-use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SealingArgs};
 use metasync_shared::retry::RetryArgs;
 
 /// How bearer tokens are verified.
@@ -173,6 +172,12 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub addr: std::net::SocketAddr,
+
+    /// How long a request waits for a catalog database connection before it answers 503 with
+    /// `Retry-After` (the database is down, restarting or out of connections).
+    #[arg(long, env = "METASYNC_API_DB_ACQUIRE_TIMEOUT", default_value = "500ms",
+          value_parser = parse_duration)]
+    pub db_acquire_timeout: Duration,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

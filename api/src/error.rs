@@ -1,9 +1,13 @@
 //! `ApiError`: the one error type of the HTTP boundary. Every variant becomes an RFC 9457
-//! `application/problem+json` body. Database and Redis failures become a 500 whose detail is
-//! logged, never returned.
+//! `application/problem+json` body. A catalog database that cannot be reached (down, restarting,
+//! out of connections) is a 503 with `Retry-After`, warned about at most once per 10 s with a
+//! count; any other database or Redis failure is a 500 whose detail is logged, never returned.
+
+use std::sync::Mutex;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use metasync_shared::warnings::Warnings;
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +67,17 @@ pub enum ApiError {
     /// 500: our fault; the detail is logged, not returned.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+    /// 503: the catalog database cannot be reached right now; the client should retry after
+    /// [`RETRY_AFTER_SECS`]. The cause is logged (rate-limited), not returned.
+    #[error("the catalog database is unavailable; retry shortly")]
+    Unavailable(sqlx::Error),
 }
+
+/// The `Retry-After` of a 503: about how long a database restart or failover takes to notice.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// One warning per 10 s for the whole process while the catalog database is unreachable.
+static CATALOG_UNAVAILABLE: Mutex<Warnings> = Mutex::new(Warnings::new("catalog database"));
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
@@ -74,7 +88,30 @@ impl From<sqlx::Error> for ApiError {
         {
             return Self::BadRequest("text must not contain NUL characters".into());
         }
-        Self::Internal(anyhow::Error::new(e).context("catalog database"))
+        if is_unavailable(&e) {
+            Self::Unavailable(e)
+        } else {
+            Self::Internal(anyhow::Error::new(e).context("catalog database"))
+        }
+    }
+}
+
+/// Whether `e` means the database is unreachable rather than that the request went wrong: no
+/// connection within the acquire timeout, a broken connection, or PostgreSQL refusing work
+/// while it shuts down, starts up or runs out of connections.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exception; 57P01-57P03: admin/crash shutdown, cannot
+            // connect now; 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+        }),
+        _ => false,
     }
 }
 
@@ -104,6 +141,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -111,8 +149,16 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Internal(e) = &self {
-            tracing::error!(error = format!("{e:#}"), "request failed");
+        match &self {
+            Self::Internal(e) => tracing::error!(error = format!("{e:#}"), "request failed"),
+            Self::Unavailable(e) => {
+                // A poisoned lock only means a panic elsewhere mid-warning; keep counting.
+                let mut warnings = CATALOG_UNAVAILABLE
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                warnings.failed(e);
+            }
+            _ => {}
         }
         let problem = Problem {
             kind: "about:blank",
@@ -135,8 +181,37 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
         response
     }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after_and_other_failures_a_500() {
+        let response = ApiError::from(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(matches!(
+            ApiError::from(sqlx::Error::Io(io)),
+            ApiError::Unavailable(_)
+        ));
+        let response = ApiError::from(sqlx::Error::RowNotFound).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
+    }
+}

@@ -34,7 +34,7 @@ impl Application {
         let fingerprinter = args.sealing.fingerprinter()?;
         let jwt = args.jwt.verifier()?;
         let retry = args.retry.policy()?;
-        let pool = db::connect(&args.database)
+        let pool = db::connect_with_acquire_timeout(&args.database, args.db_acquire_timeout)
             .await
             .context("connecting to DATABASE_URL")?;
         db::migrate(&pool).await.context("applying migrations")?;

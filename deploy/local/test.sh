@@ -11,37 +11,92 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 # shellcheck source=deploy/local/services.sh
 . deploy/local/services.sh
 
-# Test databases and queues that earlier runs left behind (a test that panics or is killed
-# does not clean up). Every test names its own with these prefixes, so this never touches
-# anything else. It does break tests that are running right now against the same servers.
+# Test databases, queues and private servers that earlier runs left behind (a test that panics
+# or is killed does not clean up). The harness names each with a UUID v7 (its creation time)
+# and, under this script, the run's id: `mstest_cat_r<pid>_<uuid>`, `test-r<pid>-<uuid>`,
+# `$TMPDIR/mstest-pg-r<pid>-<uuid>` (see `unique_name` in tests/src/lib.rs). Only what is
+# stale goes: its run's process has ended, or, for names without a run id (tests started by
+# plain `cargo test`), it is older than STALE_AFTER_MS. What runs beside this one are using
+# stays. Names the harness did not make are never touched.
+STALE_AFTER_MS=$((2 * 3600 * 1000))   # no test or benchmark runs this long
+LONGEST_RUN_MS=$((24 * 3600 * 1000))  # past this, a live pid is a reused one
+
+# Whether the harness-made NAME is stale at NOW_MS.
+is_stale() {
+    local name="$1" now_ms="$2" created age
+    [[ "$name" =~ ([0-9a-f]{32})$ ]] || return 1
+    created=$((16#${BASH_REMATCH[1]:0:12}))
+    age=$((now_ms - created))
+    if [[ "$name" =~ [_-]r([0-9]+)[_-][0-9a-f]{32}$ ]]; then
+        # kill -0 fails on another user's live process too; /proc tells them apart.
+        local pid="${BASH_REMATCH[1]}"
+        { ! kill -0 "$pid" 2>/dev/null && [[ ! -d "/proc/$pid" ]]; } || ((age > LONGEST_RUN_MS))
+    else
+        ((age > STALE_AFTER_MS))
+    fi
+}
+
 drop_test_leftovers() {
     local db_prefix="$1" queue_prefix="$2"
-    local like="${db_prefix//_/\\_}%" name count=0
+    local like="${db_prefix//_/\\_}%" name count=0 kept=0 now_ms
+    now_ms="$(date +%s%3N)"
 
     while IFS= read -r name; do
         [[ -n "$name" ]] || continue
-        dropdb --force -h 127.0.0.1 "$name"
-        count=$((count + 1))
+        if is_stale "$name" "$now_ms"; then
+            dropdb --force --if-exists -h 127.0.0.1 "$name"
+            count=$((count + 1))
+        else
+            kept=$((kept + 1))
+        fi
     done < <(psql -X -h 127.0.0.1 -d postgres -Atc \
         "select datname from pg_database where datname like '${like}'")
-    echo "test.sh: dropped $count leftover PostgreSQL database(s) ${db_prefix}*"
+    echo "test.sh: dropped $count stale PostgreSQL database(s) ${db_prefix}*, kept $kept in use"
 
-    count=0
+    count=0 kept=0
     while IFS= read -r name; do
         [[ -n "$name" ]] || continue
-        mysql -h127.0.0.1 -uroot -e "drop database if exists \`${name}\`"
-        count=$((count + 1))
+        if is_stale "$name" "$now_ms"; then
+            mysql -h127.0.0.1 -uroot -e "drop database if exists \`${name}\`"
+            count=$((count + 1))
+        else
+            kept=$((kept + 1))
+        fi
     done < <(mysql -h127.0.0.1 -uroot -NBe \
         "select schema_name from information_schema.schemata where schema_name like '${like}'")
-    echo "test.sh: dropped $count leftover MariaDB database(s) ${db_prefix}*"
+    echo "test.sh: dropped $count stale MariaDB database(s) ${db_prefix}*, kept $kept in use"
 
-    local keys
+    # Keys are metasync:{<queue>}:…; a queue is stale as a whole.
+    local keys stale_keys="" queue
     keys="$(redis-cli -h 127.0.0.1 --scan --pattern "metasync:{${queue_prefix}*")"
-    if [[ -n "$keys" ]]; then
+    while IFS= read -r name; do
+        [[ -n "$name" ]] || continue
+        queue="${name#metasync:\{}"
+        queue="${queue%%\}*}"
+        if is_stale "$queue" "$now_ms"; then
+            stale_keys+="$name"$'\n'
+        fi
+    done <<<"$keys"
+    if [[ -n "$stale_keys" ]]; then
         # Batches keep each DEL (and its command line) bounded.
-        printf '%s\n' "$keys" | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
+        printf '%s' "$stale_keys" | xargs -r -n 500 redis-cli -h 127.0.0.1 del >/dev/null
     fi
-    echo "test.sh: deleted $(grep -c . <<<"$keys" || true) leftover Redis key(s) metasync:{${queue_prefix}*"
+    echo "test.sh: deleted $(grep -c . <<<"$stale_keys" || true) stale Redis key(s) metasync:{${queue_prefix}*"
+
+    # Private servers of killed tests (PostgresServer, RedisServer) keep running: stop the
+    # PostgreSQL ones by the pid in their data directory, then remove the directories.
+    local dir pid
+    count=0
+    for dir in "${TMPDIR:-/tmp}"/mstest-pg-* "${TMPDIR:-/tmp}"/mstest-redis-*; do
+        [[ -d "$dir" ]] && is_stale "$(basename "$dir")" "$now_ms" || continue
+        if [[ -f "$dir/data/postmaster.pid" ]]; then
+            pid="$(head -1 "$dir/data/postmaster.pid")"
+            kill -QUIT "$pid" 2>/dev/null || true
+        fi
+        rm -rf "$dir"
+        count=$((count + 1))
+    done
+    echo "test.sh: removed $count stale private server director(ies)"
 }
 
 main() {
@@ -50,6 +105,9 @@ main() {
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/metasync-target}"
 
     drop_test_leftovers mstest_ test-
+    # This run's id: the harness puts it in every name it makes, so that runs beside this one
+    # (and later runs, while this one lives) leave them alone.
+    export METASYNC_TEST_RUN="$$"
     # The MySQL tests connect to the `test` database as their admin connection; fresh
     # MariaDB installs no longer create it.
     mysql -h127.0.0.1 -uroot -e 'create database if not exists test'

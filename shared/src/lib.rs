@@ -20,3 +20,4 @@ pub mod scan_options;
 pub mod schedule;
 pub mod submit;
 pub mod telemetry;
+pub mod warnings;

@@ -1,15 +1,18 @@
 //! Submitting jobs: the insert in PostgreSQL, the delivery pushed to Redis and the metric,
 //! in one place used by the sync route, retries, batches and schedules.
 //!
-//! The insert is the commit point. A failed push is logged and counted, not returned: the job
-//! is safe in PostgreSQL and the reconciler pushes any queued job whose delivery is missing.
+//! The insert is the commit point. A push that fails because the Redis connection was lost
+//! (a restart or failover: the client notices only when a command fails) is tried once more,
+//! on the connection the client opens in its place. A push that still fails is logged and
+//! counted, not returned: the job is safe in PostgreSQL and the reconciler pushes any queued
+//! job whose delivery is missing.
 
 use sqlx::PgPool;
 
 use crate::db::jobs::{self, Enqueued};
-use crate::db::{batches, schedules};
+use crate::db::schedules;
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
-use crate::queue::Queue;
+use crate::queue::{Queue, QueueError};
 
 /// What started a job; the label of `metasync_jobs_enqueued_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +51,9 @@ pub struct Submitter {
 /// A batch as submitted.
 #[derive(Debug)]
 pub struct SubmittedBatch {
-    /// The batch's id.
-    pub id: BatchId,
+    /// The batch's id; `None` when it created no job (every resource had an active job, or
+    /// there were none), and no batch was recorded.
+    pub id: Option<BatchId>,
     /// The jobs created, one per resource.
     pub jobs: Vec<JobId>,
 }
@@ -92,11 +96,14 @@ impl Submitter {
         tenant: &TenantId,
         resources: Option<&[ResourceId]>,
     ) -> Result<SubmittedBatch, sqlx::Error> {
-        let id = batches::create(&self.db, tenant).await?;
+        let id = BatchId::new_v7();
         let jobs =
             jobs::enqueue_many(&self.db, tenant, resources, self.max_attempts, Some(id)).await?;
         self.deliver(&jobs, Trigger::Batch).await;
-        Ok(SubmittedBatch { id, jobs })
+        Ok(SubmittedBatch {
+            id: (!jobs.is_empty()).then_some(id),
+            jobs,
+        })
     }
 
     /// Fires every due schedule, `page` at a time. Returns how many jobs it created.
@@ -118,9 +125,22 @@ impl Submitter {
         }
         metrics::counter!("metasync_jobs_enqueued_total", "trigger" => trigger.as_str())
             .increment(jobs.len() as u64);
-        if let Err(e) = self.queue.push(jobs).await {
+        let mut pushed = self.queue.push(jobs).await;
+        if pushed.as_ref().is_err_and(connection_lost) {
+            metrics::counter!("metasync_delivery_push_retries_total").increment(1);
+            pushed = self.queue.push(jobs).await;
+        }
+        if let Err(e) = pushed {
             tracing::warn!(error = %e, jobs = jobs.len(), "delivery push failed; the reconciler will push it");
             metrics::counter!("metasync_delivery_push_failures_total").increment(1);
         }
     }
+}
+
+/// Whether the push failed because the connection broke (the client reconnects on its own
+/// after such a failure), as opposed to Redis refusing the command.
+fn connection_lost(e: &QueueError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<redis::RedisError>())
+        .is_some_and(|e| e.is_unrecoverable_error() || e.is_io_error())
 }

@@ -315,7 +315,7 @@ pub struct MariaDb {
 impl MariaDb {
     pub async fn create() -> Self {
         let admin = MySqlPool::connect(MARIADB_ADMIN).await.unwrap();
-        let name = format!("mstest_{}", uuid::Uuid::now_v7().simple());
+        let name = crate::unique_name("mstest", '_');
         let db = Self { name, admin };
         db.run(&[&format!("create database `{}`", db.name)]).await;
         db

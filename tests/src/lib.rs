@@ -48,10 +48,38 @@ pub fn pg_url(database: &str) -> String {
     format!("postgres://root@{PG_HOST}:5432/{database}")
 }
 
+/// The environment variable naming the test run (`deploy/local/test.sh` exports its pid), so
+/// that its clean-up drops only what runs no longer alive left behind.
+pub const TEST_RUN_ENV: &str = "METASYNC_TEST_RUN";
+
+/// A name for a test's database (`mstest_…`, `sep` `_`) or queue (`test-…`, `sep` `-`):
+/// `prefix`, then `r<run>` when [`TEST_RUN_ENV`] is set, then a UUID v7 (whose leading 48 bits
+/// are the creation time in ms, which the clean-up reads for names of runs without a tag).
+pub fn unique_name(prefix: &str, sep: char) -> String {
+    let id = Uuid::now_v7().simple();
+    match std::env::var(TEST_RUN_ENV) {
+        Ok(run) if !run.is_empty() && run.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{prefix}{sep}r{run}{sep}{id}")
+        }
+        _ => format!("{prefix}{sep}{id}"),
+    }
+}
+
+/// A fresh queue name for a test (`test-…`).
+pub fn queue_name() -> String {
+    unique_name("test", '-')
+}
+
 /// A fresh PostgreSQL database, e.g. for a catalog or a source.
 pub async fn create_database(prefix: &str) -> anyhow::Result<String> {
-    let name = format!("{prefix}_{}", Uuid::now_v7().simple());
-    let admin = PgPool::connect(&pg_url("postgres")).await?;
+    create_database_at(&pg_url("postgres"), prefix).await
+}
+
+/// A fresh database on the server whose `postgres` database `admin_url` names (the shared
+/// server, or a test's own [`PostgresServer`]).
+pub async fn create_database_at(admin_url: &str, prefix: &str) -> anyhow::Result<String> {
+    let name = unique_name(prefix, '_');
+    let admin = PgPool::connect(admin_url).await?;
     sqlx::query(sqlx::AssertSqlSafe(format!("create database \"{name}\"")))
         .execute(&admin)
         .await?;
@@ -133,6 +161,7 @@ fn test_retry() -> RetryArgs {
 fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArgs {
     ServeArgs {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
+        db_acquire_timeout: Duration::from_millis(500),
         database: DatabaseArgs {
             database_url: database_url.to_owned(),
             db_max_connections: 5,
@@ -182,7 +211,7 @@ pub async fn spawn_router() -> anyhow::Result<TestRouter> {
 /// Like [`spawn_router`], with the settings changed by `edit` (e.g. a lower limit).
 pub async fn spawn_router_with(edit: impl FnOnce(&mut ServeArgs)) -> anyhow::Result<TestRouter> {
     let database = create_database("mstest_cat").await?;
-    let queue_name = format!("test-{}", Uuid::now_v7().simple());
+    let queue_name = queue_name();
     let mut args = serve_args(&pg_url(&database), REDIS_URL, &queue_name);
     edit(&mut args);
     let application = Application::build(&args, None).await?;
@@ -219,8 +248,22 @@ pub async fn spawn_app_with(
     edit: impl FnOnce(&mut ServeArgs),
 ) -> anyhow::Result<TestApp> {
     let database = create_database("mstest_cat").await?;
-    let database_url = pg_url(&database);
-    let queue_name = format!("test-{}", Uuid::now_v7().simple());
+    spawn_app_at(&pg_url(&database), redis_url, edit).await
+}
+
+/// Like [`spawn_app`], with the catalog in the (empty) database at `database_url` (e.g. on a
+/// [`PostgresServer`]) and the queue on the Redis at `redis_url`.
+pub async fn spawn_app_with_urls(database_url: &str, redis_url: &str) -> anyhow::Result<TestApp> {
+    spawn_app_at(database_url, redis_url, |_| {}).await
+}
+
+async fn spawn_app_at(
+    database_url: &str,
+    redis_url: &str,
+    edit: impl FnOnce(&mut ServeArgs),
+) -> anyhow::Result<TestApp> {
+    let database_url = database_url.to_owned();
+    let queue_name = queue_name();
     let mut args = serve_args(&database_url, redis_url, &queue_name);
     edit(&mut args);
     let application = Application::build(&args, None).await?;
@@ -282,6 +325,8 @@ impl TestApp {
             connect_timeout: Duration::from_secs(3),
             source_idle: Duration::from_secs(5),
             source_max_parked: 16,
+            // Uncapped in effect, like bench-jobs: tests of the cap set their own.
+            source_connections_per_server: 64,
             statement_timeout: Duration::from_secs(10),
             job_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
@@ -328,6 +373,16 @@ impl TestApp {
         name: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<tokio::process::Child> {
+        Ok(self.worker_command(name, extra_env)?.spawn()?)
+    }
+
+    /// The command [`TestApp::spawn_worker_process`] runs, to change (e.g. capture stderr)
+    /// before spawning.
+    pub fn worker_command(
+        &self,
+        name: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<tokio::process::Command> {
         let mut cmd = tokio::process::Command::new(binary("metasync-worker")?);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -340,6 +395,7 @@ impl TestApp {
             .env("METASYNC_RETRY_BASE", "100ms")
             .env("METASYNC_RETRY_CAP", "1s")
             .env("METASYNC_RECONCILE_EVERY", "1s")
+            .env("METASYNC_SOURCE_CONNECTIONS_PER_SERVER", "64")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -348,7 +404,7 @@ impl TestApp {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        Ok(cmd.spawn()?)
+        Ok(cmd)
     }
 
     pub fn token(&self, tenant: &str) -> String {
@@ -545,6 +601,15 @@ pub fn sealing_args() -> SealingArgs {
     }
 }
 
+/// The API's custody settings as environment variables, for an API process.
+pub fn api_custody_env() -> [(&'static str, String); 2] {
+    let args = sealing_args();
+    [
+        ("METASYNC_SEALING_KEY", args.sealing_key),
+        ("METASYNC_PASSWORD_FINGERPRINT_KEY", args.fingerprint_key),
+    ]
+}
+
 /// A worker's custody settings in tests.
 pub fn opening_args() -> OpeningArgs {
     OpeningArgs {
@@ -568,6 +633,13 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         path.display()
     );
     Ok(path)
+}
+
+/// A TCP port of 127.0.0.1 that was free a moment ago (for a server a test starts).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Polls `check` every 20 ms until it returns `Some`, or fails after `limit`.
@@ -598,6 +670,10 @@ pub enum ProxyMode {
     Refuse,
     /// Accept and say nothing until [`FaultProxy::release_stalled`] (a silent or frozen server).
     Stall,
+    /// PostgreSQL only: let the connection set up (start-up, authentication), then swallow the
+    /// client's first query and forward nothing more, until [`FaultProxy::release_stalled`]
+    /// (a tarpit: a server that accepts sessions and never answers a statement).
+    StallQueries,
 }
 
 /// A TCP proxy on 127.0.0.1 in front of a real server, for fault tests: it can refuse, stall
@@ -642,6 +718,17 @@ impl FaultProxy {
                 tokio::spawn(async move {
                     match mode {
                         ProxyMode::Refuse => return,
+                        ProxyMode::StallQueries => {
+                            if let Ok(server) =
+                                tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                            {
+                                let held = swallow_first_query(client, server).await;
+                                release_rx.borrow_and_update();
+                                let _ = release_rx.changed().await;
+                                drop(held);
+                            }
+                            return;
+                        }
                         ProxyMode::Stall => {
                             let seen = *release_rx.borrow_and_update();
                             while *release_rx.borrow() == seen {
@@ -689,6 +776,54 @@ impl FaultProxy {
     /// Connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Forwards a PostgreSQL session (server to client throughout; client to server up to its
+/// first query: a simple `Query` or an extended `Parse`), then stops forwarding the client's
+/// messages. Returns what must stay alive to keep both sockets open.
+async fn swallow_first_query(
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+) -> Option<impl Send> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let downstream = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+    });
+    let upstream = async {
+        // The start-up message: a length (counting itself), then the body.
+        let mut length = [0u8; 4];
+        from_client.read_exact(&mut length).await?;
+        let mut body = vec![0; (u32::from_be_bytes(length) as usize).saturating_sub(4)];
+        from_client.read_exact(&mut body).await?;
+        to_server.write_all(&length).await?;
+        to_server.write_all(&body).await?;
+        // Then messages: a type byte, a length, a body.
+        loop {
+            let mut header = [0u8; 5];
+            from_client.read_exact(&mut header).await?;
+            let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            let mut body = vec![0; (length as usize).saturating_sub(4)];
+            from_client.read_exact(&mut body).await?;
+            if matches!(header[0], b'Q' | b'P') {
+                return Ok::<_, std::io::Error>(());
+            }
+            to_server.write_all(&header).await?;
+            to_server.write_all(&body).await?;
+        }
+    };
+    let swallowed = upstream.await.is_ok();
+    swallowed.then_some((from_client, to_server, AbortOnDrop(downstream)))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -816,44 +951,58 @@ impl RedisServer {
         // The port is free when picked but could be taken before redis-server binds it: then
         // the server exits at once, and another port is tried.
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port();
-            let dir =
-                std::env::temp_dir().join(format!("mstest-redis-{}", Uuid::now_v7().simple()));
+            let port = free_port()?;
+            let dir = std::env::temp_dir().join(unique_name("mstest-redis", '-'));
             std::fs::create_dir_all(&dir)?;
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--dir"])
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting redis-server")?;
+            let child = Self::spawn(port, &dir)?;
             let mut server = Self { port, child, dir };
-            let url = server.url();
-            let ready = eventually(Duration::from_secs(10), "redis-server to answer", || {
-                let url = url.clone();
-                let exited = server.child.try_wait().ok().flatten().is_some();
-                async move {
-                    anyhow::ensure!(!exited, "redis-server exited");
-                    let answered = async {
-                        let client = redis::Client::open(url.as_str())?;
-                        let mut conn = client.get_multiplexed_async_connection().await?;
-                        redis::cmd("PING").query_async::<String>(&mut conn).await
-                    }
-                    .await;
-                    Ok(answered.is_ok().then_some(()))
-                }
-            })
-            .await;
-            if ready.is_ok() {
+            if server.wait_until_ready().await.is_ok() {
                 return Ok(server);
             }
             drop(server);
         }
         anyhow::bail!("redis-server did not start on a free port")
+    }
+
+    /// Kills the server (SIGKILL) and starts a new one on the same port: an empty Redis, as
+    /// after a crash without persistence. Clients see their connections break.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = Self::spawn(self.port, &self.dir)?;
+        self.wait_until_ready().await
+    }
+
+    fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<std::process::Child> {
+        std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server")
+    }
+
+    async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let url = self.url();
+        let child = &mut self.child;
+        eventually(Duration::from_secs(10), "redis-server to answer", || {
+            let url = url.clone();
+            let exited = child.try_wait().ok().flatten().is_some();
+            async move {
+                anyhow::ensure!(!exited, "redis-server exited");
+                let answered = async {
+                    let client = redis::Client::open(url.as_str())?;
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                }
+                .await;
+                Ok(answered.is_ok().then_some(()))
+            }
+        })
+        .await
     }
 
     pub fn url(&self) -> String {
@@ -867,4 +1016,157 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A private PostgreSQL server on a free port of 127.0.0.1, in a fresh data directory, for
+/// tests that stop, kill or restart the catalog database: they never touch the shared server
+/// on 5432. `initdb` refuses to run as root, so as root the server runs as the `postgres`
+/// user. Trust authentication for the `postgres` superuser. Stopped (immediately) and its
+/// directory removed when dropped.
+pub struct PostgresServer {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl PostgresServer {
+    /// Runs `initdb`, then starts the server and waits until it accepts connections.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(unique_name("mstest-pg", '-'));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self { port: 0, dir };
+        if running_as_root() {
+            run_checked(
+                tokio::process::Command::new("chown")
+                    .arg("postgres")
+                    .arg(&server.dir),
+            )
+            .await?;
+        }
+        let data = server.data_dir();
+        run_checked(
+            server
+                .command("initdb")
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+                .arg(&data),
+        )
+        .await
+        .context("initdb")?;
+        // The port is free when picked but could be taken before the server binds it.
+        for _ in 0..5 {
+            server.port = free_port()?;
+            if server.start_again().await.is_ok() {
+                return Ok(server);
+            }
+        }
+        anyhow::bail!("PostgreSQL did not start on a free port")
+    }
+
+    /// Starts the server again (after [`PostgresServer::stop`] or a kill), on the same port
+    /// and data directory, and waits until it accepts connections.
+    pub async fn start_again(&self) -> anyhow::Result<()> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.display()
+        );
+        run_checked(
+            self.command("pg_ctl")
+                .args(["-w", "-t", "30", "-D"])
+                .arg(self.data_dir())
+                .args(["-o", &options, "-l"])
+                .arg(self.dir.join("server.log"))
+                .arg("start"),
+        )
+        .await
+        .context("pg_ctl start")
+    }
+
+    /// Stops the server with pg_ctl's shutdown `mode` (`smart`, `fast` or `immediate`, the
+    /// last like a crash) and waits until it is gone.
+    pub async fn stop(&self, mode: &str) -> anyhow::Result<()> {
+        run_checked(
+            self.command("pg_ctl")
+                .args(["-w", "-t", "30", "-m", mode, "-D"])
+                .arg(self.data_dir())
+                .arg("stop"),
+        )
+        .await
+        .context("pg_ctl stop")
+    }
+
+    /// The postmaster's pid, while it runs (for signals: `kill -9`, `SIGSTOP`).
+    pub fn pid(&self) -> Option<u32> {
+        let pid_file = std::fs::read_to_string(self.data_dir().join("postmaster.pid")).ok()?;
+        pid_file.lines().next()?.trim().parse().ok()
+    }
+
+    /// A URL for `database` as the `postgres` superuser.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A fresh database on this server, named like [`create_database`]'s.
+    pub async fn create_database(&self, prefix: &str) -> anyhow::Result<String> {
+        create_database_at(&self.url("postgres"), prefix).await
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// `program` (initdb, pg_ctl), as the `postgres` user when running as root.
+    fn command(&self, program: &str) -> tokio::process::Command {
+        let mut cmd = if running_as_root() {
+            let mut cmd = tokio::process::Command::new("runuser");
+            cmd.args(["-u", "postgres", "--", program]);
+            cmd
+        } else {
+            tokio::process::Command::new(program)
+        };
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        cmd
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid() {
+            // SIGQUIT is PostgreSQL's immediate shutdown; it also ends the backends.
+            let _ = std::process::Command::new("kill")
+                .args(["-QUIT", &pid.to_string()])
+                .status();
+            for _ in 0..250 {
+                let alive = std::process::Command::new("kill")
+                    .args(["-0", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !alive {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// Runs a command to completion; fails with its stderr unless it exits 0.
+async fn run_checked(cmd: &mut tokio::process::Command) -> anyhow::Result<()> {
+    let output = cmd.stderr(Stdio::piped()).output().await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{:?} exited with {}: {}",
+        cmd.as_std(),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
 }

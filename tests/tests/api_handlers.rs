@@ -496,3 +496,47 @@ async fn a_catalog_read_with_its_etag_answers_304() {
     assert_eq!(stale.status, StatusCode::OK);
     assert_eq!(stale.etag.as_deref(), Some(etag.as_str()));
 }
+
+#[tokio::test]
+async fn a_batch_that_submits_nothing_answers_200_and_records_no_batch() {
+    let app = spawn_router().await.unwrap();
+    let token = app.token("batcher");
+    let sync_all = || request(Method::POST, "/v1/syncs", Some(&token), None);
+    let batches = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from batches")
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    };
+
+    // No resources at all.
+    let answer = send(&app, sync_all()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body, json!({ "batch_id": null, "jobs": 0 }));
+    assert_eq!(batches().await, 0);
+
+    create_resource(&app, "batcher").await;
+    let answer = send(&app, sync_all()).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.body);
+    assert_eq!(answer.body["jobs"], 1);
+    let batch = answer.body["batch_id"].as_str().unwrap().to_owned();
+    let read = send(
+        &app,
+        request(
+            Method::GET,
+            &format!("/v1/batches/{batch}"),
+            Some(&token),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(read.body["jobs"], 1, "{}", read.body);
+
+    // Every resource already has its active job: nothing new, no empty batch rows.
+    for _ in 0..3 {
+        let answer = send(&app, sync_all()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.body, json!({ "batch_id": null, "jobs": 0 }));
+    }
+    assert_eq!(batches().await, 1);
+}

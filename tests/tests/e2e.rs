@@ -199,7 +199,7 @@ async fn a_sync_stores_exactly_the_source_catalog() {
 #[tokio::test]
 async fn a_mysql_source_is_catalogued() {
     let (app, _worker) = app_with_worker().await;
-    let db = format!("mstest_{}", uuid::Uuid::now_v7().simple());
+    let db = metasync_tests::unique_name("mstest", '_');
     let admin = sqlx::MySqlPool::connect("mysql://root@127.0.0.1:3306/test")
         .await
         .unwrap();

@@ -626,3 +626,68 @@ async fn prune_deletes_only_finished_jobs_past_retention() {
     assert_job(&reload(&db, &active).await).queued();
     assert_eq!(jobs::prune_finished(&db, day, 100).await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn undo_claim_gives_the_attempt_back_and_refuses_a_cancelled_job() {
+    let db = catalog_database().await.unwrap();
+    let job = queued(&db, 3).await;
+    let first = claim(&db, &job, "w1", LEASE).await.claim;
+    assert!(
+        jobs::undo_claim(&db, &first, Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    let undone = reload(&db, &job).await;
+    assert_job(&undone).queued().attempts(0);
+    let rows: i64 = sqlx::query_scalar("select count(*) from job_attempts where job_id = $1")
+        .bind(job.id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "the undone attempt leaves no row");
+    assert!(
+        !jobs::undo_claim(&db, &first, Duration::from_secs(1))
+            .await
+            .unwrap(),
+        "the old token undoes nothing twice"
+    );
+
+    // After a failed attempt it goes back to `retrying`, due after the delay.
+    let second = claim(&db, &job, "w1", LEASE).await.claim;
+    assert_eq!(second.attempt, 1);
+    jobs::fail_attempt(
+        &db,
+        &second,
+        ErrorClass::Transient,
+        "boom",
+        FailureOutcome::RetryAfter(Duration::ZERO),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let third = claim(&db, &job, "w1", LEASE).await.claim;
+    assert!(
+        jobs::undo_claim(&db, &third, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert_job(&reload(&db, &job).await).retrying().attempts(1);
+    assert!(matches!(
+        refused(&db, &job, "w2").await,
+        ClaimRefused::NotDueUntil(_)
+    ));
+
+    // A cancel requested while it waited: not undone (the caller records the cancel).
+    sqlx::query("update jobs set next_attempt_at = now() where id = $1")
+        .bind(job.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let fourth = claim(&db, &job, "w1", LEASE).await.claim;
+    jobs::cancel(&db, &tenant(), job.id).await.unwrap();
+    assert!(
+        !jobs::undo_claim(&db, &fourth, Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+}

@@ -19,6 +19,7 @@ use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use metasync_shared::ids::JobId;
 use metasync_shared::queue::{Fetcher, Pickup, Queue, QueueError};
+use metasync_shared::warnings::Warnings;
 use tower::layer::util::Identity;
 use uuid::Uuid;
 
@@ -39,6 +40,8 @@ pub struct RedisBackend {
     fetcher: Option<Fetcher>,
     pending: Option<PickupFuture>,
     failures: u32,
+    /// While Redis is down, one warning per 10 s with a count, not one per retry.
+    warnings: Warnings,
 }
 
 impl RedisBackend {
@@ -49,6 +52,7 @@ impl RedisBackend {
             fetcher: None,
             pending: None,
             failures: 0,
+            warnings: Warnings::new("redis pickup"),
         }
     }
 
@@ -117,6 +121,7 @@ impl Backend for RedisBackend {
                 Ok(pickup) => {
                     self.fetcher = fetcher;
                     self.failures = 0;
+                    self.warnings.succeeded();
                     match pickup {
                         Some(Pickup::Job(job_id)) => {
                             return Poll::Ready(Some(Ok(Task::new(Delivery { job_id }))));
@@ -136,7 +141,7 @@ impl Backend for RedisBackend {
                     // Drop the connection: it may be broken. Reconnect after a backoff.
                     self.fetcher = None;
                     self.failures = self.failures.saturating_add(1);
-                    tracing::warn!(error = %e, failures = self.failures, "pickup failed; retrying");
+                    self.warnings.failed(&e);
                     metrics::counter!("metasync_queue_errors_total", "op" => "pickup").increment(1);
                 }
             }

@@ -31,6 +31,16 @@ pub struct WorkerArgs {
     #[arg(long, env = "METASYNC_SOURCE_MAX_PARKED", default_value_t = 16)]
     pub source_max_parked: usize,
 
+    /// Most connections the whole fleet opens to one source server (host and port as
+    /// registered), parked ones included; a job that cannot get one within 2 s is deferred
+    /// without using an attempt. Counted in Redis. `0` lifts the cap.
+    #[arg(
+        long,
+        env = "METASYNC_SOURCE_CONNECTIONS_PER_SERVER",
+        default_value_t = 4
+    )]
+    pub source_connections_per_server: u32,
+
     /// Limit for each catalog statement on a source (on PostgreSQL, one statement reads a
     /// whole database).
     #[arg(long, env = "METASYNC_STATEMENT_TIMEOUT", default_value = "60s", value_parser = parse_duration)]

@@ -21,6 +21,7 @@ use apalis::layers::WorkerBuilderExt as _;
 use apalis::prelude::{AbortError, BoxDynError, Data, Monitor, RetryAfterError, WorkerBuilder};
 use futures::FutureExt as _;
 use metasync_shared::db::jobs;
+use metasync_shared::warnings::Warnings;
 
 use crate::backend::{Delivery, RedisBackend};
 use crate::in_flight::InFlight;
@@ -86,6 +87,10 @@ pub async fn run(
     Ok(())
 }
 
+/// While the catalog database or Redis is down, one warning per 10 s for every job slot.
+static UNHANDLED_DELIVERIES: std::sync::Mutex<Warnings> =
+    std::sync::Mutex::new(Warnings::new("delivery not handled; requeued"));
+
 /// The apalis task function. Outcomes are recorded in PostgreSQL by the pipeline; the returned
 /// error only tells apalis's event stream what happened (AbortError = permanent).
 async fn handle(
@@ -111,7 +116,10 @@ async fn handle(
         Ok(_) => Ok(()),
         Err(e) => {
             // The catalog database or Redis failed: hand the delivery back for a later try.
-            tracing::warn!(error = format!("{e:#}"), job_id = %delivery.job_id, "delivery not handled; requeueing");
+            UNHANDLED_DELIVERIES
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .failed(&format_args!("job {}: {e:#}", delivery.job_id));
             let job_id = delivery.job_id;
             if ctx
                 .queue

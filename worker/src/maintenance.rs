@@ -6,7 +6,7 @@
 //! flushed, or a crash between insert and push), fire due schedules, prune old finished jobs,
 //! and export the queue gauges. Every duty is safe to run in every process at once; each
 //! reports its runs, errors and last success, and logs a repeated failure at most once per
-//! [`WARN_EVERY`] with a count.
+//! [`WARN_EVERY`](metasync_shared::warnings::WARN_EVERY) with a count.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use crate::in_flight::InFlight;
 use crate::pipeline::WorkerContext;
 use metasync_shared::db::jobs;
 use metasync_shared::ids::JobId;
+use metasync_shared::warnings::Warnings;
 
 /// How often due delayed deliveries (retries, deferrals) are promoted to `ready`.
 const PROMOTE_EVERY: Duration = Duration::from_millis(100);
@@ -24,9 +25,6 @@ const SCHEDULE_EVERY: Duration = Duration::from_millis(500);
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A queued job younger than this may still be waiting for its push; don't call it lost.
 const SETTLE: Duration = Duration::from_secs(2);
-/// A duty that keeps failing logs a warning at most this often (with the count in between),
-/// so an outage does not flood the logs.
-pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Background duty settings, with the defaults operators get.
 #[derive(Debug, Clone, Copy)]
@@ -131,7 +129,7 @@ where
             }
             Err(e) => {
                 metrics::counter!("metasync_maintenance_errors_total", "duty" => name).increment(1);
-                warnings.failed(&e);
+                warnings.failed(&format_args!("{e:#}"));
             }
         }
     }
@@ -142,51 +140,6 @@ fn unix_now() -> f64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default()
-}
-
-/// Rate-limits one duty's failure warnings to one per [`WARN_EVERY`], counting the rest.
-struct Warnings {
-    duty: &'static str,
-    last: Option<Instant>,
-    /// Failures since the last warning.
-    unlogged: u64,
-}
-
-impl Warnings {
-    fn new(duty: &'static str) -> Self {
-        Self {
-            duty,
-            last: None,
-            unlogged: 0,
-        }
-    }
-
-    fn failed(&mut self, e: &anyhow::Error) {
-        let now = Instant::now();
-        if self.last.is_some_and(|at| now - at < WARN_EVERY) {
-            self.unlogged += 1;
-            return;
-        }
-        tracing::warn!(
-            duty = self.duty,
-            error = format!("{e:#}"),
-            failures_since_last_warning = self.unlogged + 1,
-            "maintenance duty failed"
-        );
-        self.last = Some(now);
-        self.unlogged = 0;
-    }
-
-    fn succeeded(&mut self) {
-        if self.unlogged > 0 {
-            tracing::info!(
-                duty = self.duty,
-                unlogged_failures = self.unlogged,
-                "maintenance duty recovered"
-            );
-            self.unlogged = 0;
-        }
-    }
 }
 
 async fn reap(ctx: WorkerContext) -> anyhow::Result<()> {
@@ -273,30 +226,5 @@ impl AbortOnDrop {
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort_all();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn repeated_failures_warn_once_per_period_with_a_count() {
-        let mut warnings = Warnings::new("test");
-        let e = anyhow::anyhow!("down");
-        warnings.failed(&e);
-        let first = warnings.last;
-        assert!(first.is_some());
-        warnings.failed(&e);
-        warnings.failed(&e);
-        assert_eq!(warnings.unlogged, 2, "two failures held back");
-        assert_eq!(warnings.last, first, "no second warning within the period");
-        warnings.succeeded();
-        assert_eq!(warnings.unlogged, 0);
-        warnings.failed(&e);
-        assert_eq!(
-            warnings.last, first,
-            "still one warning per period after a recovery"
-        );
     }
 }

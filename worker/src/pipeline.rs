@@ -22,7 +22,7 @@ use crate::error::JobError;
 use crate::in_flight::InFlight;
 use crate::maintenance::Duties;
 use crate::scan::reuse::SourceConnections;
-use crate::scan::{self, ScanLimits, ScanTarget};
+use crate::scan::{self, ScanError, ScanLimits, ScanTarget};
 
 /// Everything a worker process shares between its job slots.
 #[derive(Clone)]
@@ -52,8 +52,9 @@ pub enum Outcome {
     Failed(String),
     /// Failed; another attempt is scheduled.
     Retrying(String, Duration),
-    /// Not claimable now (another attempt holds a live lease, or a retry is not yet due);
-    /// the delivery was pushed again for later.
+    /// Not claimable now (another attempt holds a live lease, or a retry is not yet due), or
+    /// claimed but no connection to its source server could be had under the per-server cap
+    /// (the claim was undone, no attempt used); the delivery was pushed again for later.
     Deferred,
     /// The job is finished, cancelled or gone: nothing to do.
     Skipped,
@@ -153,6 +154,17 @@ async fn process(
                 (Outcome::Fenced, None)
             });
         }
+        Ok(Ok(Err(AttemptError::ServerBusy))) => {
+            // Jittered, so that jobs deferred together do not come back together.
+            let delay = SERVER_BUSY_DELAY + Duration::from_millis(rand::random::<u64>() % 1_000);
+            return Ok(if jobs::undo_claim(&ctx.db, &claim, delay).await? {
+                (Outcome::Deferred, Some(delay))
+            } else if jobs::mark_cancelled(&ctx.db, &claim).await? {
+                (Outcome::Cancelled, None)
+            } else {
+                (Outcome::Fenced, None)
+            });
+        }
         Ok(Ok(Err(AttemptError::Job(e)))) => e,
         Ok(Err(_elapsed)) => {
             JobError::transient(format!("job timed out after {:?}", ctx.job_timeout))
@@ -196,6 +208,8 @@ enum AttemptError {
     /// A cancel was requested, or the attempt was taken over: stop and write nothing more.
     /// `process` tells which by trying to record the cancel under this attempt's token.
     Stopped,
+    /// The source server's connection cap is reached: undo the claim and come back later.
+    ServerBusy,
 }
 
 impl From<JobError> for AttemptError {
@@ -203,6 +217,18 @@ impl From<JobError> for AttemptError {
         Self::Job(e)
     }
 }
+
+impl From<ScanError> for AttemptError {
+    fn from(e: ScanError) -> Self {
+        match e {
+            ScanError::Failed(e) => Self::Job(e),
+            ScanError::ServerBusy => Self::ServerBusy,
+        }
+    }
+}
+
+/// A job deferred for want of a source connection comes back after this (plus up to 1 s).
+const SERVER_BUSY_DELAY: Duration = Duration::from_millis(500);
 
 /// Snapshots at least this large report a `writing` phase before the catalog write.
 const PROGRESS_FROM_TABLES: usize = 200;

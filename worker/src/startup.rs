@@ -14,6 +14,7 @@ use crate::config::{WorkerArgs, worker_id};
 use crate::maintenance::Duties;
 use crate::pipeline::WorkerContext;
 use crate::scan::ScanLimits;
+use crate::scan::permits::ServerPermits;
 use crate::scan::reuse::SourceConnections;
 
 /// A worker, connected and configured but not yet taking work.
@@ -34,19 +35,30 @@ impl Worker {
         let queue = Queue::connect(&args.queue.redis_url, &args.queue.queue)
             .await
             .context("connecting to REDIS_URL")?;
+        let worker_id = worker_id(args.worker_name.as_deref());
+        let permits = ServerPermits::connect(
+            &args.queue.redis_url,
+            &args.queue.queue,
+            &worker_id,
+            args.source_connections_per_server,
+            args.lease,
+        )
+        .await
+        .context("connecting to REDIS_URL")?;
         let ctx = WorkerContext {
             submitter: Submitter::new(pool.clone(), queue.clone(), retry.max_attempts),
             db: pool,
             queue,
             keys,
-            worker_id: worker_id(args.worker_name.as_deref()),
+            worker_id,
             lease: args.lease,
             job_timeout: args.job_timeout,
             limits: ScanLimits {
                 connect_timeout: args.connect_timeout,
                 statement_timeout: args.statement_timeout,
             },
-            sources: SourceConnections::new(args.source_idle, args.source_max_parked),
+            sources: SourceConnections::new(args.source_idle, args.source_max_parked)
+                .with_permits(permits),
             retry,
             duties: Duties {
                 reconcile_every: args.reconcile_every,

@@ -111,8 +111,9 @@ struct SyncMany {
     resource_ids: Option<Vec<ResourceId>>,
 }
 
-/// Enqueues many resources as a batch. Resources with an active job keep it and are not part
-/// of the batch.
+/// Enqueues many resources as a batch: `202` with the batch. Resources with an active job keep
+/// it and are not part of the batch; when that leaves nothing to run, `200` with
+/// `"batch_id": null` and `"jobs": 0`, and no batch is recorded.
 async fn sync_many(
     State(state): State<AppState>,
     tenant: Tenant<Operate>,
@@ -150,11 +151,14 @@ async fn sync_many(
         .submitter
         .batch(tenant.id(), body.resource_ids.as_deref())
         .await?;
-    let location = format!("/v1/batches/{}", batch.id);
+    let Some(id) = batch.id else {
+        // Nothing to run: no batch is recorded, and nothing was accepted for later.
+        return Ok(axum::Json(json!({ "batch_id": null, "jobs": 0 })).into_response());
+    };
     Ok((
         StatusCode::ACCEPTED,
-        [(header::LOCATION, location)],
-        axum::Json(json!({ "batch_id": batch.id, "jobs": batch.jobs.len() })),
+        [(header::LOCATION, format!("/v1/batches/{id}"))],
+        axum::Json(json!({ "batch_id": id, "jobs": batch.jobs.len() })),
     )
         .into_response())
 }

@@ -1,22 +1,12 @@
-//! Batches: the jobs one `POST /v1/syncs` enqueued, counted by state.
+//! Batches: the jobs one `POST /v1/syncs` enqueued, counted by state. A batch row is written
+//! with its jobs, by [`enqueue_many`](crate::db::jobs::enqueue_many), only if it has any.
 
 use std::collections::BTreeMap;
 
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgPool;
 
 use crate::domain::JobState;
 use crate::ids::{BatchId, TenantId};
-
-/// Creates a batch record for `POST /v1/syncs`.
-pub async fn create(db: impl PgExecutor<'_>, tenant: &TenantId) -> Result<BatchId, sqlx::Error> {
-    let id = BatchId::new_v7();
-    sqlx::query("insert into batches (id, tenant_id) values ($1, $2)")
-        .bind(id)
-        .bind(tenant)
-        .execute(db)
-        .await?;
-    Ok(id)
-}
 
 /// A batch's jobs counted by state; `None` if the batch is not the tenant's.
 pub async fn counts(

@@ -129,7 +129,8 @@ pub async fn enqueue(
 
 /// Creates queued jobs for many resources of one tenant at once (all of them when
 /// `resource_ids` is `None`); resources that already have an active job are skipped. Returns
-/// the jobs created.
+/// the jobs created. With `batch_id`, the same statement records the batch, only if it
+/// created a job: a batch that submits nothing leaves no row.
 pub async fn enqueue_many(
     pool: &PgPool,
     tenant: &TenantId,
@@ -148,14 +149,22 @@ pub async fn enqueue_many(
     };
     let job_ids: Vec<Uuid> = resource_ids.iter().map(|_| Uuid::now_v7()).collect();
     sqlx::query_scalar(
-        "insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
-         select j.id, r.tenant_id, r.id, 'queued',
-                greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), $5
-         from unnest($2::uuid[], $3::uuid[]) as j (resource_id, id)
-         join resources r on r.id = j.resource_id and r.tenant_id = $1
-         on conflict (resource_id) where state in ('queued', 'running', 'retrying')
-         do nothing
-         returning id",
+        // The jobs' foreign key to the batch is checked at the end of the statement, once
+        // the batch row exists.
+        "with created as (
+             insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
+             select j.id, r.tenant_id, r.id, 'queued',
+                    greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), $5
+             from unnest($2::uuid[], $3::uuid[]) as j (resource_id, id)
+             join resources r on r.id = j.resource_id and r.tenant_id = $1
+             on conflict (resource_id) where state in ('queued', 'running', 'retrying')
+             do nothing
+             returning id
+         ), batch as (
+             insert into batches (id, tenant_id)
+             select $5, $1 where $5::uuid is not null and exists (select from created)
+         )
+         select id from created",
     )
     .bind(tenant)
     .bind(&resource_ids)
@@ -547,6 +556,42 @@ pub async fn cancel_requested(db: impl PgExecutor<'_>, claim: &Claim) -> Result<
             .await?;
     // A job we no longer hold is as good as cancelled for this attempt.
     Ok(requested.is_none_or(|(r,)| r))
+}
+
+/// Undoes a claim whose attempt never started its work (no connection to the source server
+/// could be had under the per-server cap): the job goes back to `queued` (or `retrying`, due in
+/// `delay`, if it had earlier attempts), its attempt count and attempt row as before the
+/// claim, so waiting for a connection never uses up an attempt. Guarded by the attempt's
+/// token and no cancel requested; `false` if either changed (the caller then records the
+/// cancel or gives up the job).
+pub async fn undo_claim(
+    pool: &PgPool,
+    claim: &Claim,
+    delay: Duration,
+) -> Result<bool, sqlx::Error> {
+    let undone: Option<(JobId,)> = sqlx::query_as(
+        "with undone as (
+             update jobs set
+                    state = case when attempts > 1 then 'retrying' else 'queued' end,
+                    attempts = attempts - 1, worker_id = null, lease_token = null,
+                    lease_expires_at = null, progress = null,
+                    next_attempt_at = case when attempts > 1
+                                           then now() + $3 * interval '1 millisecond' end,
+                    started_at = case when attempts > 1 then started_at end
+             where id = $1 and lease_token = $2 and state = 'running' and not cancel_requested
+             returning id
+         ), forgotten as (
+             delete from job_attempts a using undone u where a.job_id = u.id and a.attempt = $4
+         )
+         select id from undone",
+    )
+    .bind(claim.job_id)
+    .bind(claim.lease_token)
+    .bind(delay.as_millis() as i64)
+    .bind(claim.attempt)
+    .fetch_optional(pool)
+    .await?;
+    Ok(undone.is_some())
 }
 
 /// Ends a running attempt whose cancel was requested.

@@ -18,11 +18,24 @@ use crate::config::DatabaseArgs;
 /// The migrations in `migrations/`, embedded at compile time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// How long a worker's duty or job waits for a catalog connection before giving up.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connects the catalog pool. Fails fast when the database does not answer.
 pub async fn connect(args: &DatabaseArgs) -> Result<PgPool, sqlx::Error> {
+    connect_with_acquire_timeout(args, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// Like [`connect`], with callers waiting at most `acquire_timeout` for a connection (the
+/// API's requests wait briefly, so that an outage answers 503 at once, not after a hang).
+/// While the database is down, an acquire keeps trying to connect until this timeout.
+pub async fn connect_with_acquire_timeout(
+    args: &DatabaseArgs,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(args.db_max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         .connect(&args.database_url)
         .await
 }

@@ -4,9 +4,11 @@
 //! with connect and statement timeouts that lives at most seconds past its job ([`reuse`]).
 
 pub mod mysql;
+pub mod permits;
 pub mod postgres;
 pub mod reuse;
 
+use std::future::Future;
 use std::time::Duration;
 
 use metasync_shared::catalog::Snapshot;
@@ -29,19 +31,84 @@ pub struct ScanLimits {
     pub statement_timeout: Duration,
 }
 
+/// How long past its statement timeout a source may stay silent before the worker gives up on
+/// it. The statement timeout is enforced by the server; a server that accepts the connection
+/// and then never answers (a tarpit, a frozen host) is caught by this client-side limit.
+pub const READ_GRACE: Duration = Duration::from_secs(2);
+
+impl ScanLimits {
+    /// The longest one statement's answer may take, streamed rows included.
+    pub fn read_timeout(&self) -> Duration {
+        self.statement_timeout + READ_GRACE
+    }
+}
+
+/// Awaits one statement on a source (or a streamed one to its last row). A source silent past
+/// [`ScanLimits::read_timeout`] fails the attempt as transient, and its connection is dropped
+/// by the caller (a failed scan never parks it).
+async fn answered<T>(
+    limits: ScanLimits,
+    what: &str,
+    statement: impl Future<Output = Result<T, JobError>>,
+) -> Result<T, JobError> {
+    match tokio::time::timeout(limits.read_timeout(), statement).await {
+        Ok(result) => result,
+        Err(_) => Err(JobError::transient(format!(
+            "{what}: the source did not answer within {:?} (its statement timeout plus {:?})",
+            limits.read_timeout(),
+            READ_GRACE
+        ))),
+    }
+}
+
+/// Why a scan produced no snapshot.
+#[derive(Debug)]
+pub enum ScanError {
+    /// The attempt failed, transiently or for good.
+    Failed(JobError),
+    /// Every connection the fleet may open to the source server is taken (the per-server cap)
+    /// and none freed up within [`PERMIT_WAIT`]: run the job later, without counting an attempt.
+    ServerBusy,
+}
+
+impl std::fmt::Display for ScanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(e) => e.fmt(f),
+            Self::ServerBusy => {
+                f.write_str("every connection allowed to the source server is in use")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ScanError {}
+
+impl From<JobError> for ScanError {
+    fn from(e: JobError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+/// How long a job waits for a connection permit before it is deferred.
+pub const PERMIT_WAIT: Duration = Duration::from_secs(2);
+
 /// Reads the source's catalog, as the resource's `options` ask (databases, filters, depth).
 /// Options are read fresh from the resource on every attempt, like the rest of it.
 pub async fn scan(
     target: &ScanTarget<'_>,
     limits: ScanLimits,
     sources: &SourceConnections,
-) -> Result<Snapshot, JobError> {
+) -> Result<Snapshot, ScanError> {
     let options = &target.resource.options.0;
     let result = match target.resource.kind {
         ResourceKind::Postgres => postgres::scan(target, options, limits, sources).await,
         ResourceKind::Mysql => mysql::scan(target, options, limits, sources).await,
     };
-    result.map_err(|e| e.guarded(target.password))
+    result.map_err(|e| match e {
+        ScanError::Failed(e) => ScanError::Failed(e.guarded(target.password)),
+        busy @ ScanError::ServerBusy => busy,
+    })
 }
 
 /// Opens a source connection within the connect timeout. A timeout is transient; a refusal is
@@ -61,20 +128,44 @@ where
     }
 }
 
-/// A parked connection for `key` if one is alive, else a new one.
+/// A parked connection for `key` if one is alive, else a new one under a permit of the
+/// server's connection cap. While the fleet is at the cap, this process's idle connections to
+/// that server (other databases or users) are closed to make room, and the job polls for a
+/// parked connection or a permit for up to [`PERMIT_WAIT`]; then it is deferred. Redis failing
+/// counts as no permit: the job is deferred, not failed.
 async fn open<C>(
+    sources: &SourceConnections,
     parking: &Parking<C::Connection>,
     key: &SourceKey,
     options: impl FnOnce() -> C,
     limits: ScanLimits,
-) -> Result<Taken<C::Connection>, JobError>
+) -> Result<Taken<C::Connection>, ScanError>
 where
     C: sqlx::ConnectOptions,
     C::Connection: Sized + 'static,
 {
-    let taken = match parking.take(key, limits.connect_timeout).await {
-        Some(taken) => taken,
-        None => Taken::fresh(connect(&options(), limits).await?),
+    let (host, port) = key.server();
+    let deadline = tokio::time::Instant::now() + PERMIT_WAIT;
+    let taken = loop {
+        // Another slot may have parked a connection for this key meanwhile.
+        if let Some(taken) = parking.take(key, limits.connect_timeout).await {
+            break taken;
+        }
+        match sources.permits.try_acquire(host, port).await {
+            Ok(Some(permit)) => break Taken::fresh(connect(&options(), limits).await?, permit),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "no connection permit: redis failed"),
+        }
+        if sources.evict_one(host, port).await {
+            continue;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            metrics::counter!("metasync_source_jobs_deferred_total").increment(1);
+            return Err(ScanError::ServerBusy);
+        }
+        // Jittered, so that waiting slots do not poll in step.
+        let pause = Duration::from_millis(25 + rand::random::<u64>() % 50);
+        tokio::time::sleep(pause).await;
     };
     metrics::counter!("metasync_source_connections_total", "reused" => if taken.reused { "true" } else { "false" })
         .increment(1);

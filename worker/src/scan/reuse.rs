@@ -10,6 +10,10 @@
 //! A connection is parked only after a scan that succeeded (its read-only transaction
 //! committed), is pinged before reuse unless it was parked moments ago, and is closed once idle for `idle_for` or older than
 //! [`MAX_AGE`]. `idle_for = 0` parks nothing: every job opens and closes its own connection.
+//!
+//! Every connection, parked or in use, carries the [`Permit`] that counts it against its
+//! server's fleet-wide cap ([`super::permits`]); the permit is released once the connection is
+//! closed.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -18,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 use sqlx::{Connection, MySqlConnection, PgConnection};
+
+use super::permits::{Permit, ServerPermits};
 
 /// A connection parked for less than this is used without a ping first: a round trip per job
 /// saved while jobs are flowing. If the server dropped it in that second, the scan fails as
@@ -39,11 +45,20 @@ pub struct SourceKey {
     password_digest: [u8; 32],
 }
 
+impl SourceKey {
+    /// The server as registered: what the per-server connection cap counts by.
+    pub fn server(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+}
+
 /// Both engines' parked connections, shared by a worker process's job slots.
 #[derive(Clone)]
 pub struct SourceConnections {
     pub postgres: Parking<PgConnection>,
     pub mysql: Parking<MySqlConnection>,
+    /// The fleet-wide cap on connections per source server.
+    pub permits: ServerPermits,
     salt: [u8; 16],
 }
 
@@ -53,8 +68,21 @@ impl SourceConnections {
         Self {
             postgres: Parking::new(idle_for, max_parked),
             mysql: Parking::new(idle_for, max_parked),
+            permits: ServerPermits::unlimited(),
             salt: rand::random(),
         }
+    }
+
+    /// Counts every connection against the per-server cap of `permits`.
+    pub fn with_permits(mut self, permits: ServerPermits) -> Self {
+        self.permits = permits;
+        self
+    }
+
+    /// Closes one connection this process has parked on `host:port` (for any database or
+    /// user), releasing its permit for a job that needs another. Whether there was one.
+    pub async fn evict_one(&self, host: &str, port: u16) -> bool {
+        self.postgres.evict_one(host, port).await || self.mysql.evict_one(host, port).await
     }
 
     /// Never parks: one connection per job, opened and closed by it.
@@ -82,10 +110,11 @@ impl SourceConnections {
         }
     }
 
-    /// Closes every parked connection (on shutdown).
+    /// Closes every parked connection and releases every permit (on shutdown).
     pub async fn close_all(&self) {
         self.postgres.close_all().await;
         self.mysql.close_all().await;
+        self.permits.release_all().await;
     }
 }
 
@@ -95,14 +124,17 @@ pub struct Taken<C> {
     opened: Instant,
     /// Whether it came from the parking (for metrics).
     pub reused: bool,
+    permit: Permit,
 }
 
 impl<C> Taken<C> {
-    pub fn fresh(conn: C) -> Self {
+    /// A connection just opened under `permit`.
+    pub fn fresh(conn: C, permit: Permit) -> Self {
         Self {
             conn,
             opened: Instant::now(),
             reused: false,
+            permit,
         }
     }
 }
@@ -111,6 +143,7 @@ struct Parked<C> {
     conn: C,
     opened: Instant,
     parked: Instant,
+    permit: Permit,
 }
 
 impl<C> Parked<C> {
@@ -166,7 +199,7 @@ impl<C: Connection + 'static> Parking<C> {
                 parked?
             };
             if !parked.usable(self.idle_for) {
-                close_in_background(parked.conn);
+                close_in_background(parked.conn, parked.permit);
                 continue;
             }
             let recent = parked.parked.elapsed() < PING_AFTER;
@@ -181,8 +214,12 @@ impl<C: Connection + 'static> Parking<C> {
                     conn,
                     opened: parked.opened,
                     reused: true,
+                    permit: parked.permit,
                 });
             }
+            // Dropped: the socket closes now, then the permit goes.
+            drop(conn);
+            drop(parked.permit);
         }
     }
 
@@ -196,8 +233,9 @@ impl<C: Connection + 'static> Parking<C> {
         close_timeout: Duration,
     ) {
         if !succeeded {
-            // Closing politely is best effort: the outcome is already decided.
-            let _ = tokio::time::timeout(close_timeout, taken.conn.close()).await;
+            // Closing politely is best effort and must not delay the outcome, which is
+            // already decided (a silent source would hold the close until its timeout).
+            close_in_background(taken.conn, taken.permit);
             return;
         }
         let refused = {
@@ -207,33 +245,59 @@ impl<C: Connection + 'static> Parking<C> {
                 || parked >= self.max_parked
                 || taken.opened.elapsed() >= MAX_AGE
             {
-                Some(taken.conn)
+                Some((taken.conn, taken.permit))
             } else {
                 slots.entry(key).or_default().push(Parked {
                     conn: taken.conn,
                     opened: taken.opened,
                     parked: Instant::now(),
+                    permit: taken.permit,
                 });
                 None
             }
         };
-        if let Some(conn) = refused {
+        if let Some((conn, permit)) = refused {
             let _ = tokio::time::timeout(close_timeout, conn.close()).await;
+            drop(permit);
         }
     }
 
     async fn close_all(&self) {
-        let all: Vec<C> = {
+        let all: Vec<Parked<C>> = {
             let mut slots = self.slots.lock().expect("parking lock");
-            slots
-                .drain()
-                .flat_map(|(_, stack)| stack)
-                .map(|p| p.conn)
-                .collect()
+            slots.drain().flat_map(|(_, stack)| stack).collect()
         };
-        for conn in all {
-            let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+        for parked in all {
+            let _ = tokio::time::timeout(Duration::from_secs(1), parked.conn.close()).await;
+            drop(parked.permit);
         }
+    }
+
+    /// Closes the longest-parked connection on `host:port`, if any, then releases its permit.
+    async fn evict_one(&self, host: &str, port: u16) -> bool {
+        let victim = {
+            let mut slots = self.slots.lock().expect("parking lock");
+            let oldest = slots
+                .iter()
+                .filter(|(key, _)| key.server() == (host, port))
+                .filter_map(|(key, stack)| stack.first().map(|p| (key.clone(), p.parked)))
+                .min_by_key(|(_, parked)| *parked)
+                .map(|(key, _)| key);
+            oldest.and_then(|key| {
+                let stack = slots.get_mut(&key)?;
+                let parked = stack.remove(0);
+                if stack.is_empty() {
+                    slots.remove(&key);
+                }
+                Some(parked)
+            })
+        };
+        let Some(parked) = victim else {
+            return false;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), parked.conn.close()).await;
+        drop(parked.permit);
+        true
     }
 }
 
@@ -242,27 +306,29 @@ async fn sweep_forever<C: Connection + 'static>(slots: Weak<Mutex<Slots<C>>>, id
     loop {
         tokio::time::sleep(every).await;
         let Some(slots) = slots.upgrade() else { return };
-        let stale: Vec<C> = {
+        let stale: Vec<Parked<C>> = {
             let mut slots = slots.lock().expect("parking lock");
             let mut stale = Vec::new();
             slots.retain(|_, stack| {
                 let (keep, old): (Vec<_>, Vec<_>) =
                     stack.drain(..).partition(|p| p.usable(idle_for));
-                stale.extend(old.into_iter().map(|p| p.conn));
+                stale.extend(old);
                 *stack = keep;
                 !stack.is_empty()
             });
             stale
         };
-        for conn in stale {
-            close_in_background(conn);
+        for parked in stale {
+            close_in_background(parked.conn, parked.permit);
         }
     }
 }
 
-/// Says goodbye to the server without holding up the caller.
-fn close_in_background<C: Connection + 'static>(conn: C) {
+/// Says goodbye to the server without holding up the caller, then releases the connection's
+/// permit (not before: the server would count both the closing and the next connection).
+fn close_in_background<C: Connection + 'static>(conn: C, permit: Permit) {
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(1), conn.close()).await;
+        drop(permit);
     });
 }

@@ -7,14 +7,14 @@ use sqlx::{ConnectOptions as _, Connection as _, MySql, MySqlConnection, Transac
 
 use crate::error::JobError;
 use crate::scan::reuse::{SourceConnections, SourceKey, Taken};
-use crate::scan::{self, ScanLimits, ScanTarget};
+use crate::scan::{self, ScanError, ScanLimits, ScanTarget};
 
 /// A connection to the resource's server, with the key to give it back under.
 pub(super) async fn open(
     target: &ScanTarget<'_>,
     limits: ScanLimits,
     sources: &SourceConnections,
-) -> Result<(SourceKey, Taken<MySqlConnection>), JobError> {
+) -> Result<(SourceKey, Taken<MySqlConnection>), ScanError> {
     let resource = target.resource;
     let key = sources.key(
         &resource.host,
@@ -23,7 +23,14 @@ pub(super) async fn open(
         &resource.username,
         target.password,
     );
-    let taken = scan::open(&sources.mysql, &key, || connect_options(target), limits).await?;
+    let taken = scan::open(
+        sources,
+        &sources.mysql,
+        &key,
+        || connect_options(target),
+        limits,
+    )
+    .await?;
     Ok((key, taken))
 }
 
@@ -54,16 +61,23 @@ pub(super) async fn begin_read_only<'c>(
     // MariaDB's max_statement_time is in seconds; MySQL's max_execution_time in milliseconds.
     // A server without the variable rejects the `set`, and the scan goes on without it.
     let timeout_secs = limits.statement_timeout.as_secs_f64();
-    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "set session max_statement_time = {timeout_secs}"
-    )))
-    .execute(&mut *conn)
-    .await;
+    scan::answered(limits, "setting the statement timeout", async {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "set session max_statement_time = {timeout_secs}"
+        )))
+        .execute(&mut *conn)
+        .await;
+        Ok(())
+    })
+    .await?;
     *statements += 1;
-    let tx = conn
-        .begin_with("start transaction read only")
-        .await
-        .map_err(|e| JobError::from_source("starting a read-only transaction", &e))?;
+    let what = "starting a read-only transaction";
+    let tx = scan::answered(limits, what, async {
+        conn.begin_with("start transaction read only")
+            .await
+            .map_err(|e| JobError::from_source(what, &e))
+    })
+    .await?;
     *statements += 1;
     Ok(tx)
 }

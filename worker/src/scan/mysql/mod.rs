@@ -12,7 +12,7 @@ use metasync_shared::scan_options::{Depth, ScanOptions};
 use sqlx::MySqlConnection;
 
 use super::reuse::SourceConnections;
-use super::{ScanLimits, ScanTarget};
+use super::{ScanError, ScanLimits, ScanTarget};
 use crate::error::JobError;
 use assembly::Rows;
 
@@ -22,7 +22,7 @@ pub async fn scan(
     options: &ScanOptions,
     limits: ScanLimits,
     sources: &SourceConnections,
-) -> Result<Snapshot, JobError> {
+) -> Result<Snapshot, ScanError> {
     let resource = target.resource;
     let (key, mut taken) = connection::open(target, limits, sources).await?;
     let mut statements = 0;
@@ -44,20 +44,39 @@ pub async fn scan(
     })
 }
 
-/// Runs one catalog statement, binding the selected databases' names.
-async fn fetch<T>(
-    conn: &mut MySqlConnection,
-    sql: String,
-    names: Option<&[String]>,
-) -> Result<Vec<T>, sqlx::Error>
-where
-    T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
-{
-    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-    for name in names.unwrap_or_default() {
-        query = query.bind(name);
+/// Runs the catalog statements of one read, binding the selected databases' names, each
+/// within the read timeout, and counts them.
+struct Reader<'a> {
+    limits: ScanLimits,
+    names: Option<&'a [String]>,
+    statements: &'a mut u64,
+}
+
+impl Reader<'_> {
+    /// Runs one statement; `what` names it in errors.
+    async fn fetch<T>(
+        &mut self,
+        conn: &mut MySqlConnection,
+        what: &'static str,
+        sql: String,
+    ) -> Result<Vec<T>, JobError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+    {
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for name in self.names.unwrap_or_default() {
+            query = query.bind(name);
+        }
+        let rows = super::answered(self.limits, what, async {
+            query
+                .fetch_all(conn)
+                .await
+                .map_err(|e| JobError::from_source(what, &e))
+        })
+        .await?;
+        *self.statements += 1;
+        Ok(rows)
     }
-    query.fetch_all(conn).await
 }
 
 /// At most 9 statements, whatever the table count: the timeout, begin, one per object
@@ -71,44 +90,46 @@ async fn read_server(
 ) -> Result<DatabaseSnapshot, JobError> {
     let names = options.database_names(database);
     let names = names.as_deref();
-    let fail = |what: &'static str| move |e: sqlx::Error| JobError::from_source(what, &e);
     let mut tx = connection::begin_read_only(conn, limits, statements).await?;
+    let mut read = Reader {
+        limits,
+        names,
+        statements,
+    };
 
     let mut rows = Rows {
-        schemas: fetch(&mut tx, sql::schemas(names), names)
-            .await
-            .map_err(fail("reading schemas"))?,
+        schemas: read
+            .fetch(&mut tx, "reading schemas", sql::schemas(names))
+            .await?,
         ..Rows::default()
     };
-    *statements += 1;
     if options.depth >= Depth::Tables {
-        rows.tables = fetch(&mut tx, sql::tables(names), names)
-            .await
-            .map_err(fail("reading tables and views"))?;
-        *statements += 1;
+        rows.tables = read
+            .fetch(&mut tx, "reading tables and views", sql::tables(names))
+            .await?;
     }
     if options.depth == Depth::Everything {
-        rows.columns = fetch(&mut tx, sql::columns(names), names)
-            .await
-            .map_err(fail("reading columns"))?;
-        *statements += 1;
-        rows.key_columns = fetch(&mut tx, sql::key_columns(names), names)
-            .await
-            .map_err(fail("reading constraints"))?;
-        *statements += 1;
-        rows.checks = fetch(&mut tx, sql::checks(names), names)
-            .await
-            .map_err(fail("reading check constraints"))?;
-        *statements += 1;
-        rows.index_columns = fetch(&mut tx, sql::index_columns(names), names)
-            .await
-            .map_err(fail("reading indexes"))?;
-        *statements += 1;
+        rows.columns = read
+            .fetch(&mut tx, "reading columns", sql::columns(names))
+            .await?;
+        rows.key_columns = read
+            .fetch(&mut tx, "reading constraints", sql::key_columns(names))
+            .await?;
+        rows.checks = read
+            .fetch(&mut tx, "reading check constraints", sql::checks(names))
+            .await?;
+        rows.index_columns = read
+            .fetch(&mut tx, "reading indexes", sql::index_columns(names))
+            .await?;
     }
 
-    tx.commit()
-        .await
-        .map_err(fail("ending the read-only transaction"))?;
+    let what = "ending the read-only transaction";
+    super::answered(limits, what, async {
+        tx.commit()
+            .await
+            .map_err(|e| JobError::from_source(what, &e))
+    })
+    .await?;
     *statements += 1;
 
     Ok(assembly::assemble(database, options, rows))

@@ -5,9 +5,8 @@
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions as _, PgConnection};
 
-use crate::error::JobError;
 use crate::scan::reuse::{SourceConnections, SourceKey, Taken};
-use crate::scan::{self, ScanLimits, ScanTarget};
+use crate::scan::{self, ScanError, ScanLimits, ScanTarget};
 
 /// A connection to `database`, with the key to give it back under.
 pub(super) async fn open(
@@ -15,7 +14,7 @@ pub(super) async fn open(
     database: &str,
     limits: ScanLimits,
     sources: &SourceConnections,
-) -> Result<(SourceKey, Taken<PgConnection>), JobError> {
+) -> Result<(SourceKey, Taken<PgConnection>), ScanError> {
     let resource = target.resource;
     let key = sources.key(
         &resource.host,
@@ -25,6 +24,7 @@ pub(super) async fn open(
         target.password,
     );
     let taken = scan::open(
+        sources,
         &sources.postgres,
         &key,
         || connect_options(target, database, limits),

@@ -14,7 +14,7 @@ use metasync_shared::scan_options::ScanOptions;
 use sqlx::PgConnection;
 
 use super::reuse::SourceConnections;
-use super::{ScanLimits, ScanTarget};
+use super::{ScanError, ScanLimits, ScanTarget};
 use crate::error::JobError;
 use assembly::Assembly;
 use sql::CatalogRow;
@@ -25,7 +25,7 @@ pub async fn scan(
     options: &ScanOptions,
     limits: ScanLimits,
     sources: &SourceConnections,
-) -> Result<Snapshot, JobError> {
+) -> Result<Snapshot, ScanError> {
     let resource = target.resource;
     let mut statements = 0;
     let names = match options.database_names(&resource.database) {
@@ -33,10 +33,13 @@ pub async fn scan(
         None => {
             let (key, mut taken) =
                 connection::open(target, &resource.database, limits, sources).await?;
-            let names = sqlx::query_scalar(sql::DATABASES)
-                .fetch_all(&mut taken.conn)
-                .await
-                .map_err(|e| JobError::from_source("listing databases", &e));
+            let names = super::answered(limits, "listing databases", async {
+                sqlx::query_scalar(sql::DATABASES)
+                    .fetch_all(&mut taken.conn)
+                    .await
+                    .map_err(|e| JobError::from_source("listing databases", &e))
+            })
+            .await;
             statements += 1;
             sources
                 .postgres
@@ -50,7 +53,12 @@ pub async fn scan(
     let mut databases = Vec::with_capacity(names.len());
     for name in &names {
         let (key, mut taken) = connection::open(target, name, limits, sources).await?;
-        let result = read_database(&mut taken.conn, name, options, &mut statements).await;
+        let result = super::answered(
+            limits,
+            "reading the catalog",
+            read_database(&mut taken.conn, name, options, &mut statements),
+        )
+        .await;
         sources
             .postgres
             .give_back(key, taken, result.is_ok(), limits.connect_timeout)
