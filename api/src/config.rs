@@ -6,7 +6,9 @@ use clap::Args;
 use std::num::NonZeroU32;
 
 use jsonwebtoken::Algorithm;
-use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SealingArgs, parse_duration};
+use metasync_shared::config::{
+    ConfigError, DatabaseArgs, OutboundArgs, QueueArgs, SealingArgs, parse_duration,
+};
 
 use crate::auth::{JwtPolicy, JwtVerifier};
 use crate::quotas::Limits;
@@ -191,4 +193,6 @@ pub struct ServeArgs {
     pub retry: RetryArgs,
     #[command(flatten)]
     pub quotas: QuotaArgs,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
 }

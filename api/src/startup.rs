@@ -50,6 +50,7 @@ impl Application {
             jwt,
             metrics,
             quotas: Quotas::new(args.quotas.limits()),
+            outbound: args.outbound.policy()?,
         };
         let listener = TcpListener::bind(args.addr)
             .await

@@ -1,6 +1,7 @@
 //! What every handler shares.
 
 use metasync_shared::custody::{Fingerprinter, SealingKey};
+use metasync_shared::outbound::HostPolicy;
 use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -23,4 +24,6 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Per-tenant buckets and caps.
     pub quotas: Quotas,
+    /// Which hosts a resource may name.
+    pub outbound: HostPolicy,
 }

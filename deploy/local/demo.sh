@@ -301,6 +301,8 @@ main() {
     METASYNC_JWT_SECRET="$(head -c 48 /dev/urandom | base64)"
     export METASYNC_SEALING_KEY METASYNC_PASSWORD_FINGERPRINT_KEY METASYNC_JWT_SECRET
     export METASYNC_API_ADDR="127.0.0.1:$port"
+    # The demo's sources are on this machine; loopback is refused unless allowed explicitly.
+    export METASYNC_OUTBOUND_ALLOW="127.0.0.0/8,::1/128"
     export RUST_LOG="${RUST_LOG:-info}"
     # Plain log files, without terminal colour codes.
     export NO_COLOR=1

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use clap::Args;
 
 use crate::custody::{Fingerprinter, OpeningKeys, SealingKey};
+use crate::outbound::{HostPolicy, SystemResolver};
 
 /// Connection settings for the catalog PostgreSQL.
 #[derive(Debug, Clone, Args)]
@@ -111,6 +112,29 @@ impl OpeningArgs {
             Some(legacy) => Ok(keys.with_legacy(&decode_key32("METASYNC_SECRET_KEY", legacy)?)),
             None => Ok(keys),
         }
+    }
+}
+
+/// Where metasync may connect on a tenant's behalf (see [`crate::outbound`]).
+#[derive(Debug, Clone, Default, Args)]
+pub struct OutboundArgs {
+    /// Comma-separated CIDRs that are otherwise denied but allowed here, e.g.
+    /// `10.0.0.0/8,fd00::/8` for sources on a private network, or `127.0.0.0/8,::1/128` for a
+    /// laptop. Loopback, private and link-local addresses are refused unless listed.
+    #[arg(
+        long = "outbound-allow",
+        env = "METASYNC_OUTBOUND_ALLOW",
+        default_value = ""
+    )]
+    pub outbound_allow: String,
+}
+
+impl OutboundArgs {
+    /// The policy, resolving names with the system resolver.
+    pub fn policy(&self) -> Result<HostPolicy, ConfigError> {
+        let allow = HostPolicy::parse_allowlist(&self.outbound_allow)
+            .map_err(|e| ConfigError::invalid("METASYNC_OUTBOUND_ALLOW", e))?;
+        Ok(HostPolicy::new(allow, std::sync::Arc::new(SystemResolver)))
     }
 }
 

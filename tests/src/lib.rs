@@ -21,7 +21,7 @@ use anyhow::Context as _;
 use metasync_api::auth::{JwtVerifier, Role};
 use metasync_api::config::{JwtArgs, QuotaArgs, ServeArgs};
 use metasync_api::startup::Application;
-use metasync_shared::config::{DatabaseArgs, OpeningArgs, QueueArgs, SealingArgs};
+use metasync_shared::config::{DatabaseArgs, OpeningArgs, OutboundArgs, QueueArgs, SealingArgs};
 use metasync_shared::custody::{ConnectionTarget, SealingKey};
 use metasync_shared::db::job_reads::Attempt;
 use metasync_shared::db::jobs::Job;
@@ -161,7 +161,10 @@ fn test_retry() -> RetryArgs {
 fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArgs {
     ServeArgs {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
-        db_acquire_timeout: Duration::from_millis(500),
+        // Generous: a test machine running many suites at once can take longer than the
+        // production default to hand out a connection, which is not what these tests test
+        // (the outage tests run the API binary with its default).
+        db_acquire_timeout: Duration::from_secs(5),
         database: DatabaseArgs {
             database_url: database_url.to_owned(),
             db_max_connections: 5,
@@ -177,6 +180,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
             ..test_retry()
         },
         quotas: test_quotas(),
+        outbound: test_outbound(),
     }
 }
 
@@ -344,6 +348,7 @@ impl TestApp {
                 queue: self.queue_name.clone(),
             },
             opening: opening_args(),
+            outbound: test_outbound(),
         }
     }
 
@@ -390,6 +395,7 @@ impl TestApp {
             .env("REDIS_URL", &self.redis_url)
             .env("METASYNC_QUEUE", &self.queue_name)
             .env("METASYNC_OPENING_KEYS", &test_master_key().0)
+            .env("METASYNC_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
             .env("METASYNC_WORKER_NAME", name)
             .env("METASYNC_DB_MAX_CONNECTIONS", "8")
             .env("METASYNC_RETRY_BASE", "100ms")
@@ -598,6 +604,17 @@ pub fn sealing_args() -> SealingArgs {
     SealingArgs {
         sealing_key: test_master_key().1.clone(),
         fingerprint_key: base64::engine::general_purpose::STANDARD.encode(FINGERPRINT_KEY),
+    }
+}
+
+/// Every source of the tests is on this machine: loopback is allowed explicitly, as the
+/// outbound policy requires.
+pub const TEST_OUTBOUND_ALLOW: &str = "127.0.0.0/8,::1/128";
+
+/// The outbound policy settings of the tests' API and workers.
+pub fn test_outbound() -> OutboundArgs {
+    OutboundArgs {
+        outbound_allow: TEST_OUTBOUND_ALLOW.to_owned(),
     }
 }
 

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use metasync_shared::domain::ErrorClass;
 use metasync_tests::{
-    FaultProxy, JWT_SECRET, PostgresServer, ProxyMode, REDIS_URL, RedisServer, admin_token,
-    api_custody_env, assert_job, binary, create_source, eventually, free_port, pg_url, queue_name,
-    spawn_app, spawn_app_with_redis, test_jwt,
+    FaultProxy, JWT_SECRET, PostgresServer, ProxyMode, REDIS_URL, RedisServer, TEST_OUTBOUND_ALLOW,
+    admin_token, api_custody_env, assert_job, binary, create_source, eventually, free_port, pg_url,
+    queue_name, spawn_app, spawn_app_with_redis, test_jwt,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -54,6 +54,7 @@ impl ApiProcess {
             .env("REDIS_URL", REDIS_URL)
             .env("METASYNC_QUEUE", queue_name())
             .envs(api_custody_env())
+            .env("METASYNC_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
             .env("METASYNC_JWT_SECRET", JWT_SECRET)
             .env("METASYNC_API_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use metasync_shared::config::{DatabaseArgs, OpeningArgs, QueueArgs, parse_duration};
+use metasync_shared::config::{DatabaseArgs, OpeningArgs, OutboundArgs, QueueArgs, parse_duration};
 use metasync_shared::retry::RetryArgs;
 
 #[derive(Debug, Clone, Args)]
@@ -77,6 +77,8 @@ pub struct WorkerArgs {
     pub queue: QueueArgs,
     #[command(flatten)]
     pub opening: OpeningArgs,
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
 }

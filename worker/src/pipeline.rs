@@ -13,6 +13,7 @@ use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOu
 use metasync_shared::db::resources::ResourceWithSecret;
 use metasync_shared::domain::{ErrorClass, Phase, Progress, SyncStats};
 use metasync_shared::ids::JobId;
+use metasync_shared::outbound::{HostPolicy, PolicyError};
 use metasync_shared::queue::Queue;
 use metasync_shared::retry::RetryPolicy;
 use metasync_shared::submit::Submitter;
@@ -31,6 +32,8 @@ pub struct WorkerContext {
     pub queue: Queue,
     /// Opens sealed passwords (the private master keys).
     pub keys: OpeningKeys,
+    /// Where a source may be: checked (resolved once) right before each connection.
+    pub outbound: HostPolicy,
     pub worker_id: String,
     pub lease: Duration,
     pub job_timeout: Duration,
@@ -265,8 +268,18 @@ async fn run_attempt(
         .open(&resource.sealed_password(), &resource.target())
         .map_err(|e| JobError::permanent(e.to_string()))?;
 
+    // The address the policy checked is the one dialled: the name is not resolved again.
+    let address = ctx
+        .outbound
+        .connect_address(&resource.resource.host, resource.resource.port as u16)
+        .await
+        .map_err(|e| match e {
+            PolicyError::Unresolved => JobError::transient(e.to_string()),
+            PolicyError::Refused | PolicyError::Syntax => JobError::permanent(e.to_string()),
+        })?;
     let target = ScanTarget {
         resource: &resource.resource,
+        address: address.ip(),
         password: &password,
     };
     // Checkpoint: the scan stops as soon as a cancel is seen.

@@ -50,6 +50,7 @@ impl Worker {
             db: pool,
             queue,
             keys,
+            outbound: args.outbound.policy()?,
             worker_id,
             lease: args.lease,
             job_timeout: args.job_timeout,

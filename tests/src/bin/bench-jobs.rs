@@ -315,6 +315,10 @@ async fn catalog_statements_per_job(jobs: usize, engine: &str) -> anyhow::Result
             "METASYNC_OPENING_KEYS",
             &metasync_tests::test_master_key().0,
         )
+        .env(
+            "METASYNC_OUTBOUND_ALLOW",
+            metasync_tests::TEST_OUTBOUND_ALLOW,
+        )
         .env("METASYNC_RECONCILE_EVERY", "1h")
         // One server for every source; the default cap would throttle the default slots.
         .env("METASYNC_SOURCE_CONNECTIONS_PER_SERVER", "0")

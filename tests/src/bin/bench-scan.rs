@@ -318,6 +318,8 @@ async fn floor(app: &TestApp, source: &Source, rid: &str) -> anyhow::Result<f64>
     };
     let target = ScanTarget {
         resource: &resource,
+        // Every benchmark source is on this machine.
+        address: resource.host.parse()?,
         password,
     };
     let limits = ScanLimits {

@@ -21,6 +21,8 @@ use reuse::{Parking, SourceConnections, SourceKey, Taken};
 /// Where and how to scan. Holds the decrypted password, so it is deliberately not `Debug`.
 pub struct ScanTarget<'a> {
     pub resource: &'a Resource,
+    /// The address to dial, checked by the outbound policy (never the name again).
+    pub address: std::net::IpAddr,
     pub password: &'a str,
 }
 

@@ -17,7 +17,7 @@ pub(super) async fn open(
 ) -> Result<(SourceKey, Taken<MySqlConnection>), ScanError> {
     let resource = target.resource;
     let key = sources.key(
-        &resource.host,
+        &target.address.to_string(),
         resource.port as u16,
         &resource.database,
         &resource.username,
@@ -37,7 +37,7 @@ pub(super) async fn open(
 fn connect_options(target: &ScanTarget<'_>) -> MySqlConnectOptions {
     let resource = target.resource;
     let options = MySqlConnectOptions::new()
-        .host(&resource.host)
+        .host(&target.address.to_string())
         .port(resource.port as u16)
         .database(&resource.database)
         .username(&resource.username)

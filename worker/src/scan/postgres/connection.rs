@@ -17,7 +17,7 @@ pub(super) async fn open(
 ) -> Result<(SourceKey, Taken<PgConnection>), ScanError> {
     let resource = target.resource;
     let key = sources.key(
-        &resource.host,
+        &target.address.to_string(),
         resource.port as u16,
         database,
         &resource.username,
@@ -41,7 +41,7 @@ fn connect_options(
 ) -> PgConnectOptions {
     let resource = target.resource;
     PgConnectOptions::new()
-        .host(&resource.host)
+        .host(&target.address.to_string())
         .port(resource.port as u16)
         .database(database)
         .username(&resource.username)
