@@ -19,7 +19,7 @@ const TENANT: &str = "acme";
 async fn registration_refuses_every_spelling_of_a_denied_host() {
     // The production default: nothing but the public internet.
     let app = spawn_app_with(REDIS_URL, |args| {
-        args.outbound.outbound_allow = String::new()
+        args.outbound.outbound_allow = String::new();
     })
     .await
     .unwrap();
