@@ -8,7 +8,11 @@
 //! escape hatch for status codes and problem+json bodies.
 
 pub mod assert;
+pub mod chaos;
 pub mod fixtures;
+mod postgres_server;
+
+pub use crate::postgres_server::PostgresServer;
 
 use std::fmt::Display;
 use std::path::PathBuf;
@@ -701,99 +705,142 @@ impl TestApp {
         database: &str,
         count: usize,
     ) -> anyhow::Result<Vec<Uuid>> {
-        self.insert_resources_on(tenant, "postgres", 5432, database, "pw", count)
-            .await
-    }
-
-    /// Like [`TestApp::insert_resources`], for any local server (`kind` `postgres` or `mysql`;
-    /// the user is `root`).
-    pub async fn insert_resources_on(
-        &self,
-        tenant: &str,
-        kind: &str,
-        port: i32,
-        database: &str,
-        password: &str,
-        count: usize,
-    ) -> anyhow::Result<Vec<Uuid>> {
-        let secrets = SecretBox::new(&SECRET_KEY);
-        let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-        let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
-        let sealed: Vec<Vec<u8>> = ids
-            .iter()
-            .map(|id| secrets.seal(password, id.as_bytes()))
-            .collect();
-        sqlx::query(
-            "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                    password_sealed)
-             select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed
-             from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
-        )
-        .bind(tenant)
-        .bind(kind)
-        .bind(port)
-        .bind(database)
-        .bind(&ids)
-        .bind(&names)
-        .bind(&sealed)
-        .execute(&self.db)
-        .await?;
-        Ok(ids)
+        insert_resources_into(&self.db, tenant, "postgres", 5432, database, "pw", count).await
     }
 }
 
-/// A private `redis-server` on a free port of 127.0.0.1, without persistence, for tests that
-/// flush, stop or restart Redis: they never touch the shared server on 6379 that other tests
-/// are using. Started by [`RedisServer::start`], stopped (by its pid) when dropped.
+/// Inserts `count` resources into the catalog at `db` the way the API would (sealed
+/// passwords), each pointing at `database` on the local server at `port` (`kind` `postgres` or
+/// `mysql`; the user is `root`).
+pub async fn insert_resources_into(
+    db: &PgPool,
+    tenant: &str,
+    kind: &str,
+    port: i32,
+    database: &str,
+    password: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Uuid>> {
+    let secrets = SecretBox::new(&SECRET_KEY);
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
+    let sealed: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| secrets.seal(password, id.as_bytes()))
+        .collect();
+    sqlx::query(
+        "insert into resources (id, tenant_id, name, kind, host, port, database, username,
+                                password_sealed)
+         select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed
+         from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
+    )
+    .bind(tenant)
+    .bind(kind)
+    .bind(port)
+    .bind(database)
+    .bind(&ids)
+    .bind(&names)
+    .bind(&sealed)
+    .execute(db)
+    .await?;
+    Ok(ids)
+}
+
+/// Whether a [`RedisServer`] keeps its data on disk across a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing on disk: a restarted server is empty.
+    Off,
+    /// Append-only file, fsync every second (production Redis): a restart replays it.
+    Aof,
+}
+
+/// A private `redis-server` on a free port of 127.0.0.1, for tests that flush, kill or restart
+/// Redis: they never touch the shared server on 6379 that other tests are using. Started by
+/// [`RedisServer::start`] (no persistence) or [`RedisServer::start_with`], stopped (by its pid)
+/// when dropped.
 pub struct RedisServer {
     pub port: u16,
-    child: std::process::Child,
+    pub persistence: Persistence,
+    child: Option<std::process::Child>,
     dir: PathBuf,
 }
 
 impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Persistence::Off).await
+    }
+
+    pub async fn start_with(persistence: Persistence) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("mstest-redis-{}", Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self {
+            port: 0,
+            persistence,
+            child: None,
+            dir,
+        };
         // The port is free when picked but could be taken before redis-server binds it: then
         // the server exits at once, and another port is tried.
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            server.port = std::net::TcpListener::bind("127.0.0.1:0")?
                 .local_addr()?
                 .port();
-            let dir =
-                std::env::temp_dir().join(format!("mstest-redis-{}", Uuid::now_v7().simple()));
-            std::fs::create_dir_all(&dir)?;
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no", "--dir"])
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("starting redis-server")?;
-            let mut server = Self { port, child, dir };
-            let url = server.url();
-            let ready = eventually(Duration::from_secs(10), "redis-server to answer", || {
-                let url = url.clone();
-                let exited = server.child.try_wait().ok().flatten().is_some();
-                async move {
-                    anyhow::ensure!(!exited, "redis-server exited");
-                    let answered = async {
-                        let client = redis::Client::open(url.as_str())?;
-                        let mut conn = client.get_multiplexed_async_connection().await?;
-                        redis::cmd("PING").query_async::<String>(&mut conn).await
-                    }
-                    .await;
-                    Ok(answered.is_ok().then_some(()))
-                }
-            })
-            .await;
-            if ready.is_ok() {
+            if server.start_again().await.is_ok() {
                 return Ok(server);
             }
-            drop(server);
         }
         anyhow::bail!("redis-server did not start on a free port")
+    }
+
+    /// Starts the server again on the same port and directory (so an AOF is replayed); returns
+    /// once it answers `PING` (not `LOADING`).
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "redis-server is already running");
+        let appendonly = match self.persistence {
+            Persistence::Off => "no",
+            Persistence::Aof => "yes",
+        };
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", appendonly])
+            .args(["--appendfsync", "everysec", "--dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server")?;
+        let pid = child.id();
+        self.child = Some(child);
+        let url = self.url();
+        let ready = eventually(Duration::from_secs(30), "redis-server to answer", || {
+            let url = url.clone();
+            async move {
+                anyhow::ensure!(process_alive(pid), "redis-server exited");
+                let answered = async {
+                    let client = redis::Client::open(url.as_str())?;
+                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                }
+                .await;
+                Ok(answered.is_ok().then_some(()))
+            }
+        })
+        .await;
+        if ready.is_err() {
+            self.kill();
+        }
+        ready
+    }
+
+    /// `kill -9`: the server dies at once; with [`Persistence::Aof`], writes of the last second
+    /// may be lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn url(&self) -> String {
@@ -801,10 +848,15 @@ impl RedisServer {
     }
 }
 
+/// Whether `pid` is a live process (not a zombie).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')))
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -172,7 +172,11 @@ mod tests {
         let intact = source_error(text).message;
         assert!(intact.contains(text), "{intact}");
         for password in ["x", "sh", "exi"] {
-            assert_eq!(source_error(text).guarded(password).message, intact, "{password}");
+            assert_eq!(
+                source_error(text).guarded(password).message,
+                intact,
+                "{password}"
+            );
         }
     }
 
