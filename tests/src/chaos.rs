@@ -29,8 +29,7 @@ use uuid::Uuid;
 
 use crate::{
     FaultProxy, JWT_SECRET, Persistence, PostgresServer, ProxyMode, RedisServer, admin_token,
-    binary, create_source, drop_database, eventually, insert_resources_into, secret_key_base64,
-    test_jwt,
+    binary, create_source, eventually, insert_resources_into, secret_key_base64, test_jwt,
 };
 
 const TENANT: &str = "chaos";
@@ -252,19 +251,31 @@ impl fmt::Display for Outcome {
 
 /// Runs one scenario end to end and reports what it found; an `Err` means the harness itself
 /// could not run it (a service did not start), not that the fleet broke a promise.
-pub async fn run(scenario: Scenario, settings: &ChaosSettings) -> anyhow::Result<Outcome> {
+///
+/// `source` is the source database every resource points at, on the shared PostgreSQL (see
+/// [`source_database`]); runs only read it, so one can serve many.
+pub async fn run(
+    scenario: Scenario,
+    settings: &ChaosSettings,
+    source: &str,
+) -> anyhow::Result<Outcome> {
     let log_dir = settings
         .log_dir
         .join(format!("{}-{}", scenario.name(), Uuid::now_v7().simple()));
     std::fs::create_dir_all(&log_dir)?;
-    let mut fleet = Fleet::start(scenario, settings, &log_dir).await?;
+    let mut fleet = Fleet::start(scenario, settings, source, &log_dir).await?;
     let result = fleet.exercise().await;
     let outcome = match result {
         Ok(outcome) => outcome,
         Err(e) => {
             fleet.shutdown().await;
             fleet.cleanup().await;
-            anyhow::bail!("{}: {e:#} (logs in {})", scenario.name(), log_dir.display());
+            anyhow::bail!(
+                "{}: {e:#} (logs in {})\n   {}",
+                scenario.name(),
+                log_dir.display(),
+                fleet.timeline.join("\n   ")
+            );
         }
     };
     fleet.cleanup().await;
@@ -305,6 +316,7 @@ impl Fleet {
     async fn start(
         scenario: Scenario,
         settings: &ChaosSettings,
+        source: &str,
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
         let started = Instant::now();
@@ -317,7 +329,6 @@ impl Fleet {
             .acquire_timeout(Duration::from_secs(1))
             .connect(&catalog_url)
             .await?;
-        let source = create_source("create table t (id int);").await?;
         let proxy = if scenario.failing() {
             let proxy = FaultProxy::start(5432).await?;
             proxy.set_mode(ProxyMode::Refuse);
@@ -334,7 +345,7 @@ impl Fleet {
             catalog_url,
             db,
             queue: format!("chaos-{}", Uuid::now_v7().simple()),
-            source,
+            source: source.to_owned(),
             proxy,
             api: None,
             api_base: String::new(),
@@ -464,12 +475,15 @@ impl Fleet {
     /// inspects what is left.
     async fn exercise(&mut self) -> anyhow::Result<Outcome> {
         let healed = match self.scenario {
-            Scenario::ApiKilledAfterBatch => self.kill_api_after_batch().await?,
+            Scenario::ApiKilledAfterBatch => self
+                .kill_api_after_batch()
+                .await
+                .context("killing the API after the batch")?,
             _ => {
-                self.submit_batch().await?;
+                self.submit_batch().await.context("submitting the batch")?;
                 self.note(format!("batch of {} submitted", self.settings.jobs));
                 self.wait_for_flow().await?;
-                self.inject().await?
+                self.inject().await.context("injecting the fault")?
             }
         };
         let heal_to_terminal = self.wait_all_terminal(healed).await;
@@ -481,7 +495,9 @@ impl Fleet {
             None => self.note("not all terminal by the deadline"),
         }
         if heal_to_terminal.is_some() {
-            self.wait_queue_settled().await?;
+            self.wait_queue_settled()
+                .await
+                .context("reading the queue's keys")?;
         }
         self.shutdown().await;
         self.note("workers and api stopped");
@@ -733,7 +749,10 @@ impl Fleet {
                 async move { Ok(final_counts(&db).await.ok()) }
             })
             .await?;
-        let (leftover_keys, expiring_keys) = self.queue_keys().await?;
+        let (leftover_keys, expiring_keys) = self
+            .queue_keys()
+            .await
+            .context("reading the queue's keys at the end")?;
         let bound = self.settings.bound();
         let mut failures = Vec::new();
         match heal_to_terminal {
@@ -792,8 +811,15 @@ impl Fleet {
     }
 
     async fn redis_connection(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        // Generous timeouts: the machine may be loaded, and redis-rs's default response
+        // timeout (500 ms) would fail the harness rather than the fleet.
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(30)));
         let client = redis::Client::open(self.redis.url())?;
-        Ok(client.get_multiplexed_async_connection().await?)
+        Ok(client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?)
     }
 
     /// Every key of the queue: without a TTL as `key (type, size)`, with one as `key (ttl)`.
@@ -843,8 +869,8 @@ impl Fleet {
         Ok((leftover, expiring))
     }
 
-    /// Stops what is still running and removes the run's services and source database; the
-    /// catalog's server log joins the run's logs first.
+    /// Stops what is still running (its servers go when the fleet is dropped); the catalog's
+    /// server log joins the run's logs first.
     async fn cleanup(&mut self) {
         for mut worker in self.workers.drain(..) {
             let _ = worker.kill().await;
@@ -857,8 +883,14 @@ impl Fleet {
             self.log_dir.join("catalog-postgres.log"),
         );
         self.db.close().await;
-        let _ = drop_database(&self.source).await;
     }
+}
+
+/// A source database for [`run`]: one table, on the shared PostgreSQL, named like every test
+/// database (`mstest_src_*`). Dropping it (`drop_database`) forces a checkpoint of the shared
+/// server, which takes seconds to tens of seconds under load: create one per batch of runs.
+pub async fn source_database() -> anyhow::Result<String> {
+    create_source("create table t (id int);").await
 }
 
 async fn count_in_states(db: &PgPool, states: &[&str]) -> anyhow::Result<i64> {

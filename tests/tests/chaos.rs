@@ -25,7 +25,10 @@ async fn check(scenario: Scenario) {
         outage: Duration::from_secs(10),
         log_dir: std::env::temp_dir().join("metasync-chaos-tests"),
     };
-    let outcome = chaos::run(scenario, &settings).await.unwrap();
+    // Left for test.sh's clean-up, like every test's database: dropping it would force a
+    // checkpoint of the shared server.
+    let source = chaos::source_database().await.unwrap();
+    let outcome = chaos::run(scenario, &settings, &source).await.unwrap();
     println!("{outcome}");
     assert!(outcome.passed(), "{outcome}");
 }

@@ -49,14 +49,16 @@ async fn main() -> anyhow::Result<()> {
         settings.outage.as_secs(),
         settings.bound().as_secs()
     );
+    let source = chaos::source_database().await?;
     let mut summary = Vec::new();
     for scenario in scenarios {
         let started = Instant::now();
         // On SIGINT or SIGTERM the run is dropped mid-way: dropping it stops its processes
         // and removes its private Redis and PostgreSQL, so nothing outlives the command.
         let run = tokio::select! {
-            run = chaos::run(scenario, &settings) => run,
+            run = chaos::run(scenario, &settings, &source) => run,
             () = interrupted() => {
+                let _ = metasync_tests::drop_database(&source).await;
                 eprintln!("chaos: interrupted during {}; cleaned up", scenario.name());
                 std::process::exit(130);
             }
@@ -84,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         );
         summary.push((scenario.name(), line));
     }
+    metasync_tests::drop_database(&source).await?;
     println!(
         "summary (healed → all terminal, bound {} s):",
         settings.bound().as_secs()
