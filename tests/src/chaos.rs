@@ -185,7 +185,8 @@ pub struct Outcome {
     /// Up to 10 jobs not terminal at the end: `id state attempts worker cancel_requested`.
     pub stuck: Vec<String>,
     pub stuck_count: i64,
-    /// Queue keys without a TTL left once every process stopped: `key (type, size)`.
+    /// Queue keys without a TTL left once every process stopped: `key (type, size: a few
+    /// members …)`.
     pub leftover_keys: Vec<String>,
     /// Queue keys with a TTL left then: `key (ttl)`.
     pub expiring_keys: Vec<String>,
@@ -822,7 +823,8 @@ impl Fleet {
             .await?)
     }
 
-    /// Every key of the queue: without a TTL as `key (type, size)`, with one as `key (ttl)`.
+    /// Every key of the queue: without a TTL as `key (type, size: a few members …)`, with one
+    /// as `key (ttl)`.
     async fn queue_keys(&self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
         let mut redis = self.redis_connection().await?;
         let pattern = Keys::new(&self.queue).pattern();
@@ -864,7 +866,18 @@ impl Fleet {
                 .arg(&key)
                 .query_async(&mut redis)
                 .await?;
-            leftover.push(format!("{key} ({kind}, {size})"));
+            // A few members name the jobs whose deliveries were left, to look up in the logs.
+            let sample = match kind.as_str() {
+                "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(2).clone(),
+                "set" => redis::cmd("SRANDMEMBER").arg(&key).arg(3).clone(),
+                "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(2).clone(),
+                _ => {
+                    leftover.push(format!("{key} ({kind}, {size})"));
+                    continue;
+                }
+            };
+            let members: Vec<String> = sample.query_async(&mut redis).await?;
+            leftover.push(format!("{key} ({kind}, {size}: {} …)", members.join(" ")));
         }
         Ok((leftover, expiring))
     }

@@ -5,7 +5,8 @@
 //!
 //! Each test asserts that every job ends terminal within lease + reconcile period + 30 s of
 //! the fault healing, none is left unfinished, and no queue key is left once the processes
-//! stopped. They run two at a time at most (each is a whole fleet on a 2-core machine).
+//! stopped. They run two at a time at most (each is a whole fleet on a 2-core machine); the
+//! eight take about 70 s.
 
 use std::time::Duration;
 
