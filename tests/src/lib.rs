@@ -8,6 +8,7 @@
 //! escape hatch for status codes and problem+json bodies.
 
 pub mod assert;
+pub mod chaos;
 pub mod fixtures;
 
 use std::fmt::Display;
@@ -898,118 +899,139 @@ impl TestApp {
         database: &str,
         count: usize,
     ) -> anyhow::Result<Vec<Uuid>> {
-        self.insert_resources_on(tenant, "postgres", 5432, database, "pw", count)
-            .await
-    }
-
-    /// Like [`TestApp::insert_resources`], for any local server (`kind` `postgres` or `mysql`;
-    /// the user is `root`).
-    pub async fn insert_resources_on(
-        &self,
-        tenant: &str,
-        kind: &str,
-        port: i32,
-        database: &str,
-        password: &str,
-        count: usize,
-    ) -> anyhow::Result<Vec<Uuid>> {
-        let sealing = SealingKey::parse(&test_master_key().1)?;
-        let tenant_id = metasync_shared::ids::TenantId::new(tenant);
-        let engine: metasync_shared::domain::ResourceKind =
-            serde_json::from_value(serde_json::Value::String(kind.to_owned()))?;
-        let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
-        let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
-        let sealed: Vec<Vec<u8>> = ids
-            .iter()
-            .map(|id| {
-                let target = ConnectionTarget {
-                    tenant: &tenant_id,
-                    resource: (*id).into(),
-                    kind: engine,
-                    host: "127.0.0.1",
-                    port,
-                    username: "root",
-                    database,
-                };
-                sealing.seal(password, &target).record
-            })
-            .collect();
-        sqlx::query(
-            "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                    password_sealed, password_key_id)
-             select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8
-             from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
-        )
-        .bind(tenant)
-        .bind(kind)
-        .bind(port)
-        .bind(database)
-        .bind(&ids)
-        .bind(&names)
-        .bind(&sealed)
-        .bind(sealing.id())
-        .execute(&self.db)
-        .await?;
-        Ok(ids)
+        insert_resources_into(&self.db, tenant, "postgres", 5432, database, "pw", count).await
     }
 }
 
-/// A private `redis-server` on a free port of 127.0.0.1, without persistence, for tests that
-/// flush, stop or restart Redis: they never touch the shared server on 6379 that other tests
-/// are using. Started by [`RedisServer::start`], stopped (by its pid) when dropped.
+/// Inserts `count` resources into the catalog at `db` the way the API would (sealed
+/// passwords), each pointing at `database` on the local server at `port` (`kind` `postgres` or
+/// `mysql`; the user is `root`).
+pub async fn insert_resources_into(
+    db: &PgPool,
+    tenant: &str,
+    kind: &str,
+    port: i32,
+    database: &str,
+    password: &str,
+    count: usize,
+) -> anyhow::Result<Vec<Uuid>> {
+    let sealing = SealingKey::parse(&test_master_key().1)?;
+    let tenant_id = metasync_shared::ids::TenantId::new(tenant);
+    let engine: metasync_shared::domain::ResourceKind =
+        serde_json::from_value(serde_json::Value::String(kind.to_owned()))?;
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
+    let sealed: Vec<Vec<u8>> = ids
+        .iter()
+        .map(|id| {
+            let target = ConnectionTarget {
+                tenant: &tenant_id,
+                resource: (*id).into(),
+                kind: engine,
+                host: "127.0.0.1",
+                port,
+                username: "root",
+                database,
+            };
+            sealing.seal(password, &target).record
+        })
+        .collect();
+    sqlx::query(
+        "insert into resources (id, tenant_id, name, kind, host, port, database, username,
+                                password_sealed, password_key_id)
+         select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8
+         from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
+    )
+    .bind(tenant)
+    .bind(kind)
+    .bind(port)
+    .bind(database)
+    .bind(&ids)
+    .bind(&names)
+    .bind(&sealed)
+    .bind(sealing.id())
+    .execute(db)
+    .await?;
+    Ok(ids)
+}
+
+/// Whether a [`RedisServer`] keeps its data on disk across a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing on disk: a restarted server is empty.
+    Off,
+    /// Append-only file, fsync every second (production Redis): a restart replays it.
+    Aof,
+}
+
+/// A private `redis-server` on a free port of 127.0.0.1, for tests that flush, kill or restart
+/// Redis: they never touch the shared server on 6379 that other tests are using. Started by
+/// [`RedisServer::start`] (no persistence) or [`RedisServer::start_with`], stopped (by its pid)
+/// when dropped.
 pub struct RedisServer {
     pub port: u16,
-    child: std::process::Child,
+    pub persistence: Persistence,
+    child: Option<std::process::Child>,
     dir: PathBuf,
 }
 
 impl RedisServer {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(Persistence::Off).await
+    }
+
+    pub async fn start_with(persistence: Persistence) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(unique_name("mstest-redis", '-'));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self {
+            port: 0,
+            persistence,
+            child: None,
+            dir,
+        };
         // The port is free when picked but could be taken before redis-server binds it: then
         // the server exits at once, and another port is tried.
         for _ in 0..5 {
-            let port = free_port()?;
-            let dir = std::env::temp_dir().join(unique_name("mstest-redis", '-'));
-            std::fs::create_dir_all(&dir)?;
-            let child = Self::spawn(port, &dir)?;
-            let mut server = Self { port, child, dir };
-            if server.wait_until_ready().await.is_ok() {
+            server.port = free_port()?;
+            if server.start_again().await.is_ok() {
                 return Ok(server);
             }
-            drop(server);
         }
         anyhow::bail!("redis-server did not start on a free port")
     }
 
-    /// Kills the server (SIGKILL) and starts a new one on the same port: an empty Redis, as
-    /// after a crash without persistence. Clients see their connections break.
+    /// Kills the server (SIGKILL) and starts it again on the same port and directory: with
+    /// [`Persistence::Off`] an empty Redis, as after a crash. Clients see their connections break.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.child.kill()?;
-        self.child.wait()?;
-        self.child = Self::spawn(self.port, &self.dir)?;
-        self.wait_until_ready().await
+        self.kill();
+        self.start_again().await
     }
 
-    fn spawn(port: u16, dir: &std::path::Path) -> anyhow::Result<std::process::Child> {
-        std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(dir)
+    /// Starts the server again on the same port and directory (so an AOF is replayed); returns
+    /// once it answers `PING` (not `LOADING`).
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "redis-server is already running");
+        let appendonly = match self.persistence {
+            Persistence::Off => "no",
+            Persistence::Aof => "yes",
+        };
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", appendonly])
+            .args(["--appendfsync", "everysec", "--dir"])
+            .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting redis-server")
-    }
-
-    async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+            .context("starting redis-server")?;
+        let pid = child.id();
+        self.child = Some(child);
         let url = self.url();
-        let child = &mut self.child;
-        eventually(Duration::from_secs(10), "redis-server to answer", || {
+        let ready = eventually(Duration::from_secs(30), "redis-server to answer", || {
             let url = url.clone();
-            let exited = child.try_wait().ok().flatten().is_some();
             async move {
-                anyhow::ensure!(!exited, "redis-server exited");
+                anyhow::ensure!(process_alive(pid), "redis-server exited");
                 let answered = async {
                     let client = redis::Client::open(url.as_str())?;
                     let mut conn = client.get_multiplexed_async_connection().await?;
@@ -1019,7 +1041,20 @@ impl RedisServer {
                 Ok(answered.is_ok().then_some(()))
             }
         })
-        .await
+        .await;
+        if ready.is_err() {
+            self.kill();
+        }
+        ready
+    }
+
+    /// `kill -9`: the server dies at once; with [`Persistence::Aof`], writes of the last second
+    /// may be lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     pub fn url(&self) -> String {
@@ -1027,10 +1062,15 @@ impl RedisServer {
     }
 }
 
+/// Whether `pid` is a live process (not a zombie).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')))
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
@@ -1120,6 +1160,11 @@ impl PostgresServer {
     /// A URL for `database` as the `postgres` superuser.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The server's log (`pg_ctl -l`).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
     }
 
     /// A fresh database on this server, named like [`create_database`]'s.

@@ -106,7 +106,7 @@ async fn tiny_sources(app: &TestApp, engine: &str, jobs: usize) -> anyhow::Resul
             )))
             .execute(&admin)
             .await?;
-            app.insert_resources_on(TENANT, "mysql", 3306, &db, "", jobs)
+            metasync_tests::insert_resources_into(&app.db, TENANT, "mysql", 3306, &db, "", jobs)
                 .await?;
             Ok(Cleanup::Mysql(db))
         }
