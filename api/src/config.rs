@@ -2,6 +2,7 @@
 
 use clap::Args;
 use metasync_shared::config::{ConfigError, DatabaseArgs, QueueArgs, SecretKeyArgs};
+use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::retry::RetryArgs;
 
 /// Signing secret for bearer tokens.
@@ -54,4 +55,6 @@ pub struct ServeArgs {
     pub jwt: JwtArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
+    #[command(flatten)]
+    pub maintenance: MaintenanceArgs,
 }

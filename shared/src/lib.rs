@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod db;
 pub mod domain;
 pub mod ids;
+pub mod maintenance;
 pub mod queue;
 pub mod retry;
 pub mod scan_options;

@@ -25,6 +25,7 @@ use metasync_shared::crypto::SecretBox;
 use metasync_shared::db::job_reads::Attempt;
 use metasync_shared::db::jobs::Job;
 use metasync_shared::db::resources::Resource;
+use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::queue::Queue;
 use metasync_shared::retry::RetryArgs;
 use metasync_worker::config::WorkerArgs;
@@ -128,6 +129,16 @@ fn test_retry() -> RetryArgs {
     }
 }
 
+/// Maintenance settings for tests: a 3 s lease, a reconciler every second.
+fn test_maintenance() -> MaintenanceArgs {
+    MaintenanceArgs {
+        lease: Duration::from_secs(3),
+        reconcile_every: Duration::from_secs(1),
+        job_retention: Duration::from_secs(30 * 86_400),
+        stand_for_leader: true,
+    }
+}
+
 fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArgs {
     ServeArgs {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
@@ -149,6 +160,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
             max_attempts: 5,
             ..test_retry()
         },
+        maintenance: test_maintenance(),
     }
 }
 
@@ -193,10 +205,21 @@ pub async fn spawn_app() -> anyhow::Result<TestApp> {
 /// Like [`spawn_app`], with the API and its queue on the Redis at `redis_url` (e.g. a
 /// [`RedisServer`]). Workers the app spawns use the same Redis.
 pub async fn spawn_app_with_redis(redis_url: &str) -> anyhow::Result<TestApp> {
+    spawn_app_configured(redis_url, true).await
+}
+
+/// Like [`spawn_app`], but this API does not stand for maintenance leader: the test decides
+/// which processes run the fleet-wide duties (e.g. only an API process, or only workers).
+pub async fn spawn_app_without_maintenance() -> anyhow::Result<TestApp> {
+    spawn_app_configured(REDIS_URL, false).await
+}
+
+async fn spawn_app_configured(redis_url: &str, maintenance: bool) -> anyhow::Result<TestApp> {
     let database = create_database("mstest_cat").await?;
     let database_url = pg_url(&database);
     let queue_name = format!("test-{}", Uuid::now_v7().simple());
-    let args = serve_args(&database_url, redis_url, &queue_name);
+    let mut args = serve_args(&database_url, redis_url, &queue_name);
+    args.maintenance.stand_for_leader = maintenance;
     let application = Application::build(&args, None).await?;
     let base = format!("http://127.0.0.1:{}", application.port());
     let db = application.state().db.clone();
@@ -252,7 +275,6 @@ impl TestApp {
     pub fn worker_args(&self) -> WorkerArgs {
         WorkerArgs {
             concurrency: 4,
-            lease: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(3),
             source_idle: Duration::from_secs(5),
             source_max_parked: 16,
@@ -260,8 +282,7 @@ impl TestApp {
             job_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             retry: test_retry(),
-            reconcile_every: Duration::from_secs(1),
-            job_retention: Duration::from_secs(30 * 86_400),
+            maintenance: test_maintenance(),
             metrics_addr: None,
             worker_name: Some("test".to_owned()),
             database: DatabaseArgs {
@@ -298,29 +319,55 @@ impl TestApp {
         }
     }
 
-    /// Starts the real `metasync-worker` binary against this app's database and queue.
-    pub fn spawn_worker_process(
-        &self,
-        name: &str,
-        extra_env: &[(&str, &str)],
-    ) -> anyhow::Result<tokio::process::Child> {
-        let mut cmd = tokio::process::Command::new(binary("metasync-worker")?);
+    /// A command for workspace binary `name` with a clean environment naming this app's
+    /// database, Redis, queue and secret key, `RUST_LOG=warn`, stderr inherited, killed on drop.
+    pub fn process_command(&self, name: &str) -> anyhow::Result<tokio::process::Command> {
+        let mut cmd = tokio::process::Command::new(binary(name)?);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &self.database_url)
             .env("REDIS_URL", &self.redis_url)
             .env("METASYNC_QUEUE", &self.queue_name)
             .env("METASYNC_SECRET_KEY", secret_key_base64())
-            .env("METASYNC_WORKER_NAME", name)
-            .env("METASYNC_DB_MAX_CONNECTIONS", "8")
-            .env("METASYNC_RETRY_BASE", "100ms")
-            .env("METASYNC_RETRY_CAP", "1s")
-            .env("METASYNC_RECONCILE_EVERY", "1s")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        Ok(cmd)
+    }
+
+    /// Starts the real `metasync-worker` binary against this app's database and queue.
+    pub fn spawn_worker_process(
+        &self,
+        name: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<tokio::process::Child> {
+        let mut cmd = self.process_command("metasync-worker")?;
+        cmd.env("METASYNC_WORKER_NAME", name)
+            .env("METASYNC_DB_MAX_CONNECTIONS", "8")
+            .env("METASYNC_RETRY_BASE", "100ms")
+            .env("METASYNC_RETRY_CAP", "1s")
+            .env("METASYNC_RECONCILE_EVERY", "1s");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        Ok(cmd.spawn()?)
+    }
+
+    /// Starts the real `metasync-api serve` binary against this app's database and queue, on
+    /// `addr` (e.g. `127.0.0.1:<free port>`), with the tests' 3 s lease and 1 s reconciler.
+    pub fn spawn_api_process(
+        &self,
+        addr: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<tokio::process::Child> {
+        let mut cmd = self.process_command("metasync-api")?;
+        cmd.arg("serve")
+            .env("METASYNC_JWT_SECRET", JWT_SECRET)
+            .env("METASYNC_API_ADDR", addr)
+            .env("METASYNC_LEASE", "3s")
+            .env("METASYNC_RECONCILE_EVERY", "1s");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

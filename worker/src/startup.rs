@@ -12,7 +12,6 @@ use metasync_shared::submit::Submitter;
 
 use crate::RunOptions;
 use crate::config::{WorkerArgs, worker_id};
-use crate::maintenance::Duties;
 use crate::pipeline::WorkerContext;
 use crate::scan::ScanLimits;
 use crate::scan::reuse::SourceConnections;
@@ -41,7 +40,7 @@ impl Worker {
             queue,
             secrets,
             worker_id: worker_id(args.worker_name.as_deref()),
-            lease: args.lease,
+            lease: args.maintenance.lease,
             job_timeout: args.job_timeout,
             limits: ScanLimits {
                 connect_timeout: args.connect_timeout,
@@ -49,10 +48,7 @@ impl Worker {
             },
             sources: SourceConnections::new(args.source_idle, args.source_max_parked),
             retry,
-            duties: Duties {
-                reconcile_every: args.reconcile_every,
-                retention: args.job_retention,
-            },
+            maintenance: args.maintenance.clone(),
         };
         let options = RunOptions {
             concurrency: usize::from(args.concurrency),
