@@ -319,10 +319,11 @@ impl TestApp {
         }
     }
 
-    /// A command for workspace binary `name` with a clean environment naming this app's
-    /// database, Redis, queue and secret key, `RUST_LOG=warn`, stderr inherited, killed on drop.
-    pub fn process_command(&self, name: &str) -> anyhow::Result<tokio::process::Command> {
-        let mut cmd = tokio::process::Command::new(binary(name)?);
+    /// A command for `program` (e.g. [`binary`]`("metasync-worker")`) with a clean environment
+    /// naming this app's database, Redis, queue and secret key, `RUST_LOG=warn`, stderr
+    /// inherited, killed on drop.
+    pub fn process_command(&self, program: &std::path::Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("DATABASE_URL", &self.database_url)
@@ -334,7 +335,7 @@ impl TestApp {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        Ok(cmd)
+        cmd
     }
 
     /// Starts the real `metasync-worker` binary against this app's database and queue.
@@ -343,7 +344,7 @@ impl TestApp {
         name: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<tokio::process::Child> {
-        let mut cmd = self.process_command("metasync-worker")?;
+        let mut cmd = self.process_command(&binary("metasync-worker")?);
         cmd.env("METASYNC_WORKER_NAME", name)
             .env("METASYNC_DB_MAX_CONNECTIONS", "8")
             .env("METASYNC_RETRY_BASE", "100ms")
@@ -362,7 +363,7 @@ impl TestApp {
         addr: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<tokio::process::Child> {
-        let mut cmd = self.process_command("metasync-api")?;
+        let mut cmd = self.process_command(&binary("metasync-api")?);
         cmd.arg("serve")
             .env("METASYNC_JWT_SECRET", JWT_SECRET)
             .env("METASYNC_API_ADDR", addr)

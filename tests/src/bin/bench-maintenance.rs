@@ -3,7 +3,8 @@
 //! `cargo run --release -p metasync-tests --bin bench-maintenance -- [JOBS] [SECONDS] [FLEETS]`
 //! (defaults 100000 unfinished jobs, 60 s per phase, fleets `1,4`). Build the worker in
 //! release first (`cargo build --release --bins`): the fleet is the real `metasync-worker`
-//! binary, with its default settings (15 s lease, reconciler every 10 s, 8 slots).
+//! binary, with its default settings (15 s lease, reconciler every 10 s, 8 slots), or the one
+//! `BENCH_WORKER_BIN` names (e.g. a previous commit's release build, for a before/after).
 //!
 //! For each fleet size, on a fresh catalog database and queue (the in-process API does not
 //! stand for maintenance leader, so the workers are the whole fleet):
@@ -23,6 +24,7 @@
 //! with the number of processes.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -83,15 +85,15 @@ fn free_addr() -> anyhow::Result<String> {
     Ok(format!("127.0.0.1:{port}"))
 }
 
-/// Starts `n` release workers with default settings, counting their statement log lines.
-fn start_fleet(app: &TestApp, n: usize) -> anyhow::Result<Fleet> {
+/// Starts `n` workers (`program`) with default settings, counting their statement log lines.
+fn start_fleet(app: &TestApp, program: &Path, n: usize) -> anyhow::Result<Fleet> {
     let statements = Arc::new(Statements::default());
     let mut workers = Vec::new();
     let mut metrics = Vec::new();
     for i in 0..n {
         let addr = free_addr()?;
         let mut child = app
-            .process_command("metasync-worker")?
+            .process_command(program)
             .env("METASYNC_WORKER_NAME", format!("bench-{i}"))
             .env("METASYNC_METRICS_ADDR", &addr)
             .env("RUST_LOG", "warn,sqlx::query=debug")
@@ -220,17 +222,25 @@ struct Run {
     unfinished: i64,
 }
 
-async fn run(jobs: usize, seconds: u64, workers: usize) -> anyhow::Result<Run> {
+async fn run(jobs: usize, seconds: u64, program: &Path, workers: usize) -> anyhow::Result<Run> {
     let app = spawn_app_without_maintenance().await?;
     let source = create_source("create table t (id int primary key, v text);").await?;
     let ids = backlog(&app, &source, jobs).await?;
-    let mut fleet = start_fleet(&app, workers)?;
-    eventually(Duration::from_secs(30), "a maintenance leader", || async {
-        let leaders: i64 = sqlx::query_scalar("select count(*) from maintenance_leader")
-            .fetch_one(&app.db)
-            .await?;
-        Ok((leaders == 1).then_some(()))
-    })
+    let mut fleet = start_fleet(&app, program, workers)?;
+    eventually(
+        Duration::from_secs(30),
+        "the workers to register",
+        || async {
+            let mut conn = redis::Client::open(app.redis_url.as_str())?
+                .get_multiplexed_async_connection()
+                .await?;
+            let registered: usize = redis::cmd("ZCARD")
+                .arg(&app.queue.keys().workers)
+                .query_async(&mut conn)
+                .await?;
+            Ok((registered >= workers).then_some(()))
+        },
+    )
     .await?;
     // Past start-up (migrations, first reconcile pass), then count one window.
     tokio::time::sleep(Duration::from_secs(12)).await;
@@ -305,6 +315,12 @@ async fn main() -> anyhow::Result<()> {
         .map(str::parse)
         .collect::<Result<_, _>>()
         .context("fleets: a comma-separated list of worker counts such as 1,4")?;
+    // Another build's worker (e.g. the previous commit's) to compare against.
+    let program = match std::env::var_os("BENCH_WORKER_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => metasync_tests::binary("metasync-worker")?,
+    };
+    println!("worker binary: {}", program.display());
     println!(
         "bench-maintenance: {jobs} unfinished jobs, {seconds} s idle backlog + {seconds} s with {} runnable; lease {LEASE:?}, so renewals are due every {:?}",
         jobs / 10,
@@ -312,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut first: Option<f64> = None;
     for workers in fleets {
-        let run = run(jobs, seconds, workers).await?;
+        let run = run(jobs, seconds, &program, workers).await?;
         let baseline = *first.get_or_insert(run.statements_per_sec);
         let lags: Vec<String> = run
             .lags
