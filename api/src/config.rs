@@ -12,6 +12,7 @@ use metasync_shared::config::{
 
 use crate::auth::{JwtPolicy, JwtVerifier};
 use crate::quotas::Limits;
+use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::retry::RetryArgs;
 
 /// How bearer tokens are verified.
@@ -195,4 +196,6 @@ pub struct ServeArgs {
     pub quotas: QuotaArgs,
     #[command(flatten)]
     pub outbound: OutboundArgs,
+    #[command(flatten)]
+    pub maintenance: MaintenanceArgs,
 }

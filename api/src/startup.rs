@@ -1,12 +1,14 @@
 //! How the API starts, for `main` and for the tests alike (zero-to-production's
 //! `Application::build`): settings → catalog pool → migrations → Redis queue → state → a bound
 //! listener. Binding happens here, so a caller asking for port 0 learns the real port before
-//! serving.
+//! serving. While serving, the API also stands for election as maintenance leader, so the
+//! fleet-wide duties (schedules, retries, repairs, the backlog gauge) run with zero workers.
 
 use std::future::Future;
 
 use anyhow::Context as _;
 use metasync_shared::db;
+use metasync_shared::maintenance::{Fleet, Participant};
 use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -21,6 +23,8 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     header_timeout: std::time::Duration,
+    /// What the fleet-wide duties work on, when this process stands for leader.
+    fleet: Option<Fleet>,
 }
 
 impl Application {
@@ -41,8 +45,15 @@ impl Application {
         let queue = Queue::connect(&args.queue.redis_url, &args.queue.queue)
             .await
             .context("connecting to REDIS_URL")?;
+        let submitter = Submitter::new(pool.clone(), queue.clone(), retry.max_attempts);
+        let fleet = args.maintenance.stand_for_leader.then(|| Fleet {
+            db: pool.clone(),
+            queue: queue.clone(),
+            submitter: submitter.clone(),
+            settings: args.maintenance.settings(),
+        });
         let state = AppState {
-            submitter: Submitter::new(pool.clone(), queue.clone(), retry.max_attempts),
+            submitter,
             db: pool,
             queue,
             sealing_key,
@@ -59,6 +70,7 @@ impl Application {
             listener,
             state,
             header_timeout: args.quotas.header_timeout,
+            fleet,
         })
     }
 
@@ -75,12 +87,38 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Serves until `shutdown` resolves, then drains in-flight requests. Maintenance stops
+    /// (and the maintenance lease is resigned) as soon as `shutdown` resolves, not after the
+    /// drain.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "metasync-api listening");
-        crate::serve(self.listener, self.state, self.header_timeout, shutdown).await
+        let participant = self
+            .fleet
+            .map(|fleet| Participant::start(fleet, holder_id()));
+        // Dropped when `shutdown` resolves, or with the server if it fails first.
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let maintenance = tokio::spawn(async move {
+            let _ = stopped.await;
+            if let Some(participant) = participant {
+                participant.stop().await;
+            }
+        });
+        let served = crate::serve(self.listener, self.state, self.header_timeout, async move {
+            shutdown.await;
+            drop(stopping);
+        })
+        .await;
+        let _ = maintenance.await;
+        served
     }
+}
+
+/// This process's name in the maintenance election: `api-`, the hostname, a random suffix.
+fn holder_id() -> String {
+    let host = gethostname::gethostname();
+    let suffix: u32 = rand::random();
+    format!("api-{}-{suffix:08x}", host.to_string_lossy())
 }

@@ -13,6 +13,7 @@ pub mod custody;
 pub mod db;
 pub mod domain;
 pub mod ids;
+pub mod maintenance;
 pub mod outbound;
 pub mod queue;
 pub mod retry;

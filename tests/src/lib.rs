@@ -27,6 +27,7 @@ use metasync_shared::custody::{ConnectionTarget, SealingKey};
 use metasync_shared::db::job_reads::Attempt;
 use metasync_shared::db::jobs::Job;
 use metasync_shared::db::resources::Resource;
+use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::queue::Queue;
 use metasync_shared::retry::RetryArgs;
 use metasync_worker::config::WorkerArgs;
@@ -159,6 +160,16 @@ fn test_retry() -> RetryArgs {
     }
 }
 
+/// Maintenance settings for tests: a 3 s lease, a reconciler every second.
+fn test_maintenance() -> MaintenanceArgs {
+    MaintenanceArgs {
+        lease: Duration::from_secs(3),
+        reconcile_every: Duration::from_secs(1),
+        job_retention: Duration::from_secs(30 * 86_400),
+        stand_for_leader: true,
+    }
+}
+
 fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArgs {
     ServeArgs {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
@@ -182,6 +193,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
         },
         quotas: test_quotas(),
         outbound: test_outbound(),
+        maintenance: test_maintenance(),
     }
 }
 
@@ -245,6 +257,12 @@ pub async fn spawn_app() -> anyhow::Result<TestApp> {
 /// [`RedisServer`]). Workers the app spawns use the same Redis.
 pub async fn spawn_app_with_redis(redis_url: &str) -> anyhow::Result<TestApp> {
     spawn_app_with(redis_url, |_| {}).await
+}
+
+/// Like [`spawn_app`], but this API does not stand for maintenance leader: the test decides
+/// which processes run the fleet-wide duties (e.g. only an API process, or only workers).
+pub async fn spawn_app_without_maintenance() -> anyhow::Result<TestApp> {
+    spawn_app_with(REDIS_URL, |args| args.maintenance.stand_for_leader = false).await
 }
 
 /// Like [`spawn_app_with_redis`], with the settings changed by `edit` (e.g. a lower limit).
@@ -326,7 +344,6 @@ impl TestApp {
     pub fn worker_args(&self) -> WorkerArgs {
         WorkerArgs {
             concurrency: 4,
-            lease: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(3),
             source_idle: Duration::from_secs(5),
             source_max_parked: 16,
@@ -336,8 +353,7 @@ impl TestApp {
             job_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(5),
             retry: test_retry(),
-            reconcile_every: Duration::from_secs(1),
-            job_retention: Duration::from_secs(30 * 86_400),
+            maintenance: test_maintenance(),
             metrics_addr: None,
             worker_name: Some("test".to_owned()),
             database: DatabaseArgs {
@@ -373,6 +389,28 @@ impl TestApp {
         }
     }
 
+    /// A command for `program` (e.g. [`binary`]`("metasync-worker")`) with a clean environment
+    /// naming this app's database, Redis and queue, the test master key (both halves: the
+    /// tests do not separate the processes' custody), loopback allowed as a source,
+    /// `RUST_LOG=warn`, stderr inherited, killed on drop.
+    pub fn process_command(&self, program: &std::path::Path) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &self.database_url)
+            .env("REDIS_URL", &self.redis_url)
+            .env("METASYNC_QUEUE", &self.queue_name)
+            .env("METASYNC_OPENING_KEYS", &test_master_key().0)
+            .envs(api_custody_env())
+            .env("METASYNC_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// Starts the real `metasync-worker` binary against this app's database and queue.
     pub fn spawn_worker_process(
         &self,
@@ -389,29 +427,36 @@ impl TestApp {
         name: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<tokio::process::Command> {
-        let mut cmd = tokio::process::Command::new(binary("metasync-worker")?);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("DATABASE_URL", &self.database_url)
-            .env("REDIS_URL", &self.redis_url)
-            .env("METASYNC_QUEUE", &self.queue_name)
-            .env("METASYNC_OPENING_KEYS", &test_master_key().0)
-            .env("METASYNC_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
-            .env("METASYNC_WORKER_NAME", name)
+        let mut cmd = self.process_command(&binary("metasync-worker")?);
+        cmd.env("METASYNC_WORKER_NAME", name)
             .env("METASYNC_DB_MAX_CONNECTIONS", "8")
             .env("METASYNC_RETRY_BASE", "100ms")
             .env("METASYNC_RETRY_CAP", "1s")
             .env("METASYNC_RECONCILE_EVERY", "1s")
-            .env("METASYNC_SOURCE_CONNECTIONS_PER_SERVER", "64")
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .env("METASYNC_SOURCE_CONNECTIONS_PER_SERVER", "64");
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         Ok(cmd)
+    }
+
+    /// Starts the real `metasync-api serve` binary against this app's database and queue, on
+    /// `addr` (e.g. `127.0.0.1:<free port>`), with the tests' 3 s lease and 1 s reconciler.
+    pub fn spawn_api_process(
+        &self,
+        addr: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<tokio::process::Child> {
+        let mut cmd = self.process_command(&binary("metasync-api")?);
+        cmd.arg("serve")
+            .env("METASYNC_JWT_SECRET", JWT_SECRET)
+            .env("METASYNC_API_ADDR", addr)
+            .env("METASYNC_LEASE", "3s")
+            .env("METASYNC_RECONCILE_EVERY", "1s");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        Ok(cmd.spawn()?)
     }
 
     pub fn token(&self, tenant: &str) -> String {

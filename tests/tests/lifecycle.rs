@@ -11,7 +11,7 @@ use metasync_shared::domain::ErrorClass;
 use metasync_shared::ids::JobId;
 use metasync_tests::{
     FaultProxy, ProxyMode, REDIS_URL, RedisServer, TestApp, assert_job, create_source, eventually,
-    signal, spawn_app, spawn_app_with_redis,
+    signal, spawn_app, spawn_app_with_redis, spawn_app_without_maintenance,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -479,7 +479,8 @@ async fn sigterm_while_busy_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_schedulers_fire_each_tick_once() {
     let _serial = SERIAL.lock().await;
-    let app = spawn_app().await.unwrap();
+    // The workers are the only candidates for maintenance leader, so they fire the schedules.
+    let app = spawn_app_without_maintenance().await.unwrap();
     let source = create_source("create table t (id int);").await.unwrap();
     let mut resources = Vec::new();
     for i in 0..5 {
@@ -831,7 +832,9 @@ async fn attempts_that_record_no_outcome_are_taken_over_within_a_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leases_are_renewed_while_another_duty_is_stuck() {
     let _serial = SERIAL.lock().await;
-    let app = spawn_app().await.unwrap();
+    // The worker is the only candidate for maintenance leader, so the stuck schedule duty
+    // runs in the same process as the lease renewals.
+    let app = spawn_app_without_maintenance().await.unwrap();
     let (_proxy, resource) = stalled_source(&app, "steady", json!({})).await;
     let worker = app
         .spawn_worker_process("steady", &[("METASYNC_LEASE", "2s")])

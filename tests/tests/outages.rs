@@ -12,7 +12,7 @@ use metasync_shared::domain::ErrorClass;
 use metasync_tests::{
     FaultProxy, JWT_SECRET, PostgresServer, ProxyMode, REDIS_URL, RedisServer, TEST_OUTBOUND_ALLOW,
     admin_token, api_custody_env, assert_job, binary, create_source, eventually, free_port, pg_url,
-    queue_name, spawn_app, spawn_app_with_redis, test_jwt,
+    queue_name, spawn_app, spawn_app_with, spawn_app_with_redis, test_jwt,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -158,7 +158,13 @@ async fn a_catalog_outage_answers_503_at_once_and_the_api_recovers_with_the_data
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_first_sync_after_a_redis_restart_is_pushed() {
     let mut redis = RedisServer::start().await.unwrap();
-    let app = spawn_app_with_redis(&redis.url()).await.unwrap();
+    // No process runs a reconciler that could repair a lost push: the API stays out of the
+    // maintenance election, and the worker below reconciles once an hour.
+    let app = spawn_app_with(&redis.url(), |args| {
+        args.maintenance.stand_for_leader = false;
+    })
+    .await
+    .unwrap();
     let source = create_source("create table t (id int);").await.unwrap();
     let resource = app.register(T, "after-restart", &source).await.unwrap();
     let before = app.sync(T, resource.id).await.unwrap();
@@ -188,7 +194,7 @@ async fn the_first_sync_after_a_redis_restart_is_pushed() {
 
     // No reconciler to repair a lost push: the delivery above is what runs the job.
     let mut args = app.worker_args();
-    args.reconcile_every = Duration::from_secs(3600);
+    args.maintenance.reconcile_every = Duration::from_secs(3600);
     let _worker = app.spawn_worker_with(args).await;
     let done = app
         .wait_for_job(T, job.id, Duration::from_secs(30))

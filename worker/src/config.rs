@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use clap::Args;
 use metasync_shared::config::{DatabaseArgs, OpeningArgs, OutboundArgs, QueueArgs, parse_duration};
+use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::retry::RetryArgs;
 
 #[derive(Debug, Clone, Args)]
@@ -12,11 +13,6 @@ pub struct WorkerArgs {
     #[arg(long, env = "METASYNC_WORKER_CONCURRENCY", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: u16,
-
-    /// A delivery's lease. The worker renews it every third of this; if the worker dies, its
-    /// jobs are redelivered once it lapses. This bounds crash-recovery time.
-    #[arg(long, env = "METASYNC_LEASE", default_value = "15s", value_parser = parse_duration)]
-    pub lease: Duration,
 
     /// Limit for opening a connection to a source.
     #[arg(long, env = "METASYNC_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -55,14 +51,6 @@ pub struct WorkerArgs {
     #[arg(long, env = "METASYNC_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// How often to re-push jobs whose delivery is missing from Redis.
-    #[arg(long, env = "METASYNC_RECONCILE_EVERY", default_value = "10s", value_parser = parse_duration)]
-    pub reconcile_every: Duration,
-
-    /// Finished jobs older than this are deleted from PostgreSQL.
-    #[arg(long, env = "METASYNC_JOB_RETENTION", default_value = "720h", value_parser = parse_duration)]
-    pub job_retention: Duration,
-
     /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9091); off when unset.
     #[arg(long, env = "METASYNC_METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
@@ -81,6 +69,8 @@ pub struct WorkerArgs {
     pub outbound: OutboundArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
+    #[command(flatten)]
+    pub maintenance: MaintenanceArgs,
 }
 
 /// A unique id for this process: a name (hostname by default) plus a random suffix, so that two

@@ -1,48 +1,13 @@
-//! Background duties of every worker process, each an independent service on its own task
-//! with its own interval (River's shape): renew its leases (the Redis worker lease and the
-//! PostgreSQL leases of its in-flight attempts, each on its own task so neither ever waits
-//! behind other work), reap the deliveries of dead workers, end cancelled jobs whose worker
-//! was lost, promote due delayed deliveries, re-push jobs whose delivery was lost (Redis
-//! flushed, or a crash between insert and push), fire due schedules, prune old finished jobs,
-//! and export the queue gauges. Every duty is safe to run in every process at once; each
-//! reports its runs, errors and last success, and logs a repeated failure at most once per
-//! [`WARN_EVERY`](metasync_shared::warnings::WARN_EVERY) with a count.
+//! A worker's maintenance. Its own duties, each on its own task so neither ever waits behind
+//! other work: the Redis heartbeat (the lease of its claimed deliveries) and the PostgreSQL
+//! leases of its in-flight attempts. It also stands for election as maintenance leader and,
+//! while it leads, runs the fleet-wide duties (`metasync_shared::maintenance`).
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use metasync_shared::db::jobs;
+use metasync_shared::maintenance::{Duty, DutyFuture, DutySet, Fleet, Participant};
 
 use crate::in_flight::InFlight;
 use crate::pipeline::WorkerContext;
-use metasync_shared::db::jobs;
-use metasync_shared::ids::JobId;
-use metasync_shared::warnings::Warnings;
-
-/// How often due delayed deliveries (retries, deferrals) are promoted to `ready`.
-const PROMOTE_EVERY: Duration = Duration::from_millis(100);
-/// How often due schedules are fired.
-const SCHEDULE_EVERY: Duration = Duration::from_millis(500);
-/// How often old finished jobs are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// A queued job younger than this may still be waiting for its push; don't call it lost.
-const SETTLE: Duration = Duration::from_secs(2);
-
-/// Background duty settings, with the defaults operators get.
-#[derive(Debug, Clone, Copy)]
-pub struct Duties {
-    /// How often to look for jobs whose delivery is missing from Redis (default 10 s).
-    pub reconcile_every: Duration,
-    /// Finished jobs older than this are deleted (default 30 days).
-    pub retention: Duration,
-}
-
-impl Default for Duties {
-    fn default() -> Self {
-        Self {
-            reconcile_every: Duration::from_secs(10),
-            retention: Duration::from_secs(30 * 86_400),
-        }
-    }
-}
 
 /// Registers the worker before it takes any delivery, so a crash right after its first pickup
 /// is still covered by a lease that can lapse.
@@ -51,11 +16,17 @@ pub async fn register(ctx: &WorkerContext) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts every duty on its own task; they run until the returned guard is dropped.
+/// The worker's running maintenance: its own duties and its candidacy for leader.
+pub struct Maintenance {
+    own: DutySet,
+    fleet: Option<Participant>,
+}
+
+/// Starts the worker's own duties and, unless turned off, its candidacy for leader.
 /// `in_flight` holds the attempts whose PostgreSQL leases the heartbeat renews.
-pub fn spawn(ctx: WorkerContext, in_flight: InFlight) -> AbortOnDrop {
+pub fn spawn(ctx: WorkerContext, in_flight: InFlight) -> Maintenance {
     let heartbeat_every = ctx.lease / 3;
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut own = DutySet::default();
     let renew = move |ctx: WorkerContext| -> DutyFuture {
         let attempts = in_flight.leases();
         Box::pin(async move {
@@ -65,166 +36,41 @@ pub fn spawn(ctx: WorkerContext, in_flight: InFlight) -> AbortOnDrop {
             Ok(())
         })
     };
-    tasks.spawn(run_duty(
-        "lease_renewal",
-        heartbeat_every,
+    own.spawn(
+        Duty::new("lease_renewal", heartbeat_every).renewing("attempts"),
         ctx.clone(),
         renew,
-    ));
-    let mut duty = |name, every, run: fn(WorkerContext) -> DutyFuture| {
-        tasks.spawn(run_duty(name, every, ctx.clone(), run));
-    };
-    duty("redis_heartbeat", heartbeat_every, |ctx| {
-        Box::pin(async move {
-            ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await?;
-            Ok(())
-        })
-    });
-    duty("reap", heartbeat_every, |ctx| Box::pin(reap(ctx)));
-    // As often as leases are renewed, so a cancelled job whose worker died ends within one
-    // lease plus one heartbeat.
-    duty("rescue", heartbeat_every, |ctx| Box::pin(rescue(ctx)));
-    duty("queue_gauges", heartbeat_every, |ctx| Box::pin(gauges(ctx)));
-    duty("promote", PROMOTE_EVERY, |ctx| {
-        Box::pin(async move {
-            ctx.queue.promote_due().await?;
-            Ok(())
-        })
-    });
-    duty("reconcile", ctx.duties.reconcile_every, |ctx| {
-        Box::pin(async move {
-            reconcile_deliveries(&ctx).await?;
-            Ok(())
-        })
-    });
-    duty("schedule", SCHEDULE_EVERY, |ctx| {
-        Box::pin(async move { fire_schedules(&ctx).await })
-    });
-    duty("prune", PRUNE_EVERY, |ctx| Box::pin(prune(ctx)));
-    AbortOnDrop(tasks)
-}
-
-type DutyFuture = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
-
-/// Runs one duty every `every` (a late tick is delayed, never bunched), forever.
-async fn run_duty<F>(name: &'static str, every: Duration, ctx: WorkerContext, mut run: F)
-where
-    F: FnMut(WorkerContext) -> DutyFuture + Send + 'static,
-{
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warnings = Warnings::new(name);
-    loop {
-        interval.tick().await;
-        let started = Instant::now();
-        let result = run(ctx.clone()).await;
-        metrics::histogram!("metasync_maintenance_duration_seconds", "duty" => name)
-            .record(started.elapsed().as_secs_f64());
-        metrics::counter!("metasync_maintenance_runs_total", "duty" => name).increment(1);
-        match result {
-            Ok(()) => {
-                metrics::gauge!("metasync_maintenance_last_success_timestamp_seconds", "duty" => name)
-                    .set(unix_now());
-                warnings.succeeded();
-            }
-            Err(e) => {
-                metrics::counter!("metasync_maintenance_errors_total", "duty" => name).increment(1);
-                warnings.failed(&format_args!("{e:#}"));
-            }
-        }
-    }
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
-}
-
-async fn reap(ctx: WorkerContext) -> anyhow::Result<()> {
-    let n = ctx.queue.reap().await?;
-    if n > 0 {
-        tracing::info!(deliveries = n, "redelivered the work of lapsed workers");
-        metrics::counter!("metasync_deliveries_reaped_total").increment(n as u64);
-    }
-    Ok(())
-}
-
-async fn rescue(ctx: WorkerContext) -> anyhow::Result<()> {
-    let ended = jobs::rescue_cancelled(&ctx.db, None, 1_000).await?;
-    if !ended.is_empty() {
-        tracing::info!(
-            jobs = ended.len(),
-            "ended cancelled jobs whose worker was lost"
-        );
-        metrics::counter!("metasync_jobs_rescued_total").increment(ended.len() as u64);
-    }
-    Ok(())
-}
-
-async fn gauges(ctx: WorkerContext) -> anyhow::Result<()> {
-    let (ready, delayed) = ctx.queue.depth().await?;
-    metrics::gauge!("metasync_queue_ready_deliveries").set(ready as f64);
-    metrics::gauge!("metasync_queue_delayed_deliveries").set(delayed as f64);
-    Ok(())
-}
-
-async fn prune(ctx: WorkerContext) -> anyhow::Result<()> {
-    let n = jobs::prune_finished(&ctx.db, ctx.duties.retention, 1_000).await?;
-    if n > 0 {
-        tracing::info!(jobs = n, "pruned old finished jobs");
-    }
-    Ok(())
-}
-/// Re-pushes every unfinished job that has no delivery in Redis. PostgreSQL is the truth, so
-/// losing Redis loses no job: at worst it delays jobs by one reconcile period.
-pub async fn reconcile_deliveries(ctx: &WorkerContext) -> anyhow::Result<usize> {
-    let mut after: Option<JobId> = None;
-    let mut pushed = 0;
-    loop {
-        let ids = jobs::needing_delivery(&ctx.db, after, SETTLE, 1_000, None).await?;
-        let Some(last) = ids.last().copied() else {
-            break;
+    );
+    own.spawn(
+        Duty::new("redis_heartbeat", heartbeat_every).renewing("worker"),
+        ctx.clone(),
+        |ctx: WorkerContext| -> DutyFuture {
+            Box::pin(async move {
+                ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await?;
+                Ok(())
+            })
+        },
+    );
+    let fleet = ctx.maintenance.stand_for_leader.then(|| {
+        let fleet = Fleet {
+            db: ctx.db.clone(),
+            queue: ctx.queue.clone(),
+            submitter: ctx.submitter.clone(),
+            settings: ctx.maintenance.settings(),
         };
-        let mut missing = ctx.queue.missing(&ids).await?;
-        if !missing.is_empty() {
-            // Asked again: a job may have finished, and its delivery been acknowledged,
-            // between the two reads above. Pushing it would leave a stray delivery.
-            missing = jobs::needing_delivery(&ctx.db, None, SETTLE, 1_000, Some(&missing)).await?;
+        Participant::start(fleet, ctx.worker_id.clone())
+    });
+    Maintenance { own, fleet }
+}
+
+impl Maintenance {
+    /// Resigns the maintenance lease if held, then stops every duty and waits until none
+    /// runs, so that a heartbeat in flight cannot renew the worker's lease after shutdown has
+    /// released it.
+    pub async fn stop(self) {
+        if let Some(fleet) = self.fleet {
+            fleet.stop().await;
         }
-        if !missing.is_empty() {
-            ctx.queue.push(&missing).await?;
-            pushed += missing.len();
-        }
-        after = Some(last);
-    }
-    if pushed > 0 {
-        tracing::info!(jobs = pushed, "re-pushed jobs whose delivery was missing");
-        metrics::counter!("metasync_deliveries_repaired_total").increment(pushed as u64);
-    }
-    Ok(pushed)
-}
-
-async fn fire_schedules(ctx: &WorkerContext) -> anyhow::Result<()> {
-    ctx.submitter.fire_schedules(100).await?;
-    Ok(())
-}
-
-/// Aborts every duty when dropped.
-pub struct AbortOnDrop(tokio::task::JoinSet<()>);
-
-impl AbortOnDrop {
-    /// Aborts every duty and waits until none runs, so that a heartbeat in flight cannot
-    /// renew the worker's lease after shutdown has released it.
-    pub async fn stop(mut self) {
-        self.0.abort_all();
-        while self.0.join_next().await.is_some() {}
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort_all();
+        self.own.stop().await;
     }
 }

@@ -13,6 +13,7 @@ use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOu
 use metasync_shared::db::resources::ResourceWithSecret;
 use metasync_shared::domain::{ErrorClass, Phase, Progress, SyncStats};
 use metasync_shared::ids::JobId;
+use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::outbound::{HostPolicy, PolicyError};
 use metasync_shared::queue::Queue;
 use metasync_shared::retry::RetryPolicy;
@@ -21,7 +22,6 @@ use sqlx::PgPool;
 
 use crate::error::JobError;
 use crate::in_flight::InFlight;
-use crate::maintenance::Duties;
 use crate::scan::reuse::SourceConnections;
 use crate::scan::{self, ScanError, ScanLimits, ScanTarget};
 
@@ -42,7 +42,8 @@ pub struct WorkerContext {
     pub sources: SourceConnections,
     /// The deployment's retry policy; each job applies its resource's overrides.
     pub retry: RetryPolicy,
-    pub duties: Duties,
+    /// The lease, the fleet-wide duties' cadences, and whether to stand for leader.
+    pub maintenance: MaintenanceArgs,
     /// Creates the jobs that schedules fire.
     pub submitter: Submitter,
 }

@@ -11,7 +11,6 @@ use metasync_shared::submit::Submitter;
 
 use crate::RunOptions;
 use crate::config::{WorkerArgs, worker_id};
-use crate::maintenance::Duties;
 use crate::pipeline::WorkerContext;
 use crate::scan::ScanLimits;
 use crate::scan::permits::ServerPermits;
@@ -41,7 +40,7 @@ impl Worker {
             &args.queue.queue,
             &worker_id,
             args.source_connections_per_server,
-            args.lease,
+            args.maintenance.lease,
         )
         .await
         .context("connecting to REDIS_URL")?;
@@ -52,7 +51,7 @@ impl Worker {
             keys,
             outbound: args.outbound.policy()?,
             worker_id,
-            lease: args.lease,
+            lease: args.maintenance.lease,
             job_timeout: args.job_timeout,
             limits: ScanLimits {
                 connect_timeout: args.connect_timeout,
@@ -61,10 +60,7 @@ impl Worker {
             sources: SourceConnections::new(args.source_idle, args.source_max_parked)
                 .with_permits(permits),
             retry,
-            duties: Duties {
-                reconcile_every: args.reconcile_every,
-                retention: args.job_retention,
-            },
+            maintenance: args.maintenance.clone(),
         };
         let options = RunOptions {
             concurrency: usize::from(args.concurrency),

@@ -1,0 +1,149 @@
+//! The fleet-wide duties, run by the maintenance leader alone: reap the deliveries of dead
+//! workers, end cancelled jobs whose worker was lost, promote due delayed deliveries, re-push
+//! jobs whose delivery was lost (Redis flushed, or a crash between insert and push), fire due
+//! schedules, prune old finished jobs and export the queue gauges. Each is still safe to run
+//! in several processes at once, so the moment of a leadership change needs no care.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::Settings;
+use super::duty::{Duty, DutyError, DutySet};
+use crate::db::jobs;
+use crate::ids::JobId;
+use crate::queue::Queue;
+use crate::submit::Submitter;
+
+/// How often due delayed deliveries (retries, deferrals) are promoted to `ready`.
+const PROMOTE_EVERY: Duration = Duration::from_millis(100);
+/// How often due schedules are fired.
+const SCHEDULE_EVERY: Duration = Duration::from_millis(500);
+/// How often old finished jobs are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// A queued job younger than this may still be waiting for its push; don't call it lost.
+const SETTLE: Duration = Duration::from_secs(2);
+
+/// What the fleet-wide duties work on. Cheap to clone.
+#[derive(Clone)]
+pub struct Fleet {
+    /// The catalog database.
+    pub db: PgPool,
+    /// The delivery queue.
+    pub queue: Queue,
+    /// Creates the jobs that schedules fire.
+    pub submitter: Submitter,
+    /// Cadences and retention.
+    pub settings: Settings,
+}
+
+/// Starts every fleet-wide duty, each on its own task.
+pub(crate) fn spawn(fleet: &Fleet) -> DutySet {
+    let every_third_of_lease = fleet.settings.lease / 3;
+    let mut duties = DutySet::default();
+    let mut duty = |name, every, run: fn(Fleet) -> super::DutyFuture| {
+        duties.spawn(Duty::new(name, every), fleet.clone(), run);
+    };
+    duty("reap", every_third_of_lease, |fleet| Box::pin(reap(fleet)));
+    // As often as leases are renewed, so a cancelled job whose worker died ends within one
+    // lease plus one heartbeat.
+    duty("rescue", every_third_of_lease, |fleet| {
+        Box::pin(rescue(fleet))
+    });
+    duty("queue_gauges", every_third_of_lease, |fleet| {
+        Box::pin(gauges(fleet))
+    });
+    duty("promote", PROMOTE_EVERY, |fleet| {
+        Box::pin(async move {
+            fleet.queue.promote_due().await?;
+            Ok(())
+        })
+    });
+    duty("reconcile", fleet.settings.reconcile_every, |fleet| {
+        Box::pin(async move {
+            reconcile_deliveries(&fleet).await?;
+            Ok(())
+        })
+    });
+    duty("schedule", SCHEDULE_EVERY, |fleet| {
+        Box::pin(async move {
+            fleet.submitter.fire_schedules(100).await?;
+            Ok(())
+        })
+    });
+    duty("prune", PRUNE_EVERY, |fleet| Box::pin(prune(fleet)));
+    duties
+}
+
+async fn reap(fleet: Fleet) -> Result<(), DutyError> {
+    let n = fleet.queue.reap().await?;
+    if n > 0 {
+        tracing::info!(deliveries = n, "redelivered the work of lapsed workers");
+        metrics::counter!("metasync_deliveries_reaped_total").increment(n as u64);
+    }
+    Ok(())
+}
+
+async fn rescue(fleet: Fleet) -> Result<(), DutyError> {
+    let ended = jobs::rescue_cancelled(&fleet.db, None, 1_000).await?;
+    if !ended.is_empty() {
+        tracing::info!(
+            jobs = ended.len(),
+            "ended cancelled jobs whose worker was lost"
+        );
+        metrics::counter!("metasync_jobs_rescued_total").increment(ended.len() as u64);
+    }
+    Ok(())
+}
+
+async fn gauges(fleet: Fleet) -> Result<(), DutyError> {
+    let (ready, delayed) = fleet.queue.depth().await?;
+    metrics::gauge!("metasync_queue_ready_deliveries").set(ready as f64);
+    metrics::gauge!("metasync_queue_delayed_deliveries").set(delayed as f64);
+    Ok(())
+}
+
+/// Zeroes the queue gauges when this process stops leading, so that a sum or max across
+/// processes reads only the leader's figures, not a former leader's stale ones.
+pub(crate) fn clear_gauges() {
+    metrics::gauge!("metasync_queue_ready_deliveries").set(0.0);
+    metrics::gauge!("metasync_queue_delayed_deliveries").set(0.0);
+}
+
+async fn prune(fleet: Fleet) -> Result<(), DutyError> {
+    let n = jobs::prune_finished(&fleet.db, fleet.settings.retention, 1_000).await?;
+    if n > 0 {
+        tracing::info!(jobs = n, "pruned old finished jobs");
+    }
+    Ok(())
+}
+
+/// Re-pushes every unfinished job that has no delivery in Redis. PostgreSQL is the truth, so
+/// losing Redis loses no job: at worst it delays jobs by one reconcile period.
+pub async fn reconcile_deliveries(fleet: &Fleet) -> Result<usize, DutyError> {
+    let mut after: Option<JobId> = None;
+    let mut pushed = 0;
+    loop {
+        let ids = jobs::needing_delivery(&fleet.db, after, SETTLE, 1_000, None).await?;
+        let Some(last) = ids.last().copied() else {
+            break;
+        };
+        let mut missing = fleet.queue.missing(&ids).await?;
+        if !missing.is_empty() {
+            // Asked again: a job may have finished, and its delivery been acknowledged,
+            // between the two reads above. Pushing it would leave a stray delivery.
+            missing =
+                jobs::needing_delivery(&fleet.db, None, SETTLE, 1_000, Some(&missing)).await?;
+        }
+        if !missing.is_empty() {
+            fleet.queue.push(&missing).await?;
+            pushed += missing.len();
+        }
+        after = Some(last);
+    }
+    if pushed > 0 {
+        tracing::info!(jobs = pushed, "re-pushed jobs whose delivery was missing");
+        metrics::counter!("metasync_deliveries_repaired_total").increment(pushed as u64);
+    }
+    Ok(pushed)
+}

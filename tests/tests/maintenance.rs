@@ -1,0 +1,307 @@
+//! Maintenance as independent services: the fleet-wide duties run in the one process holding
+//! the maintenance lease, which API processes stand for too. With zero workers an API process
+//! fires schedules, promotes due retries, repairs lost deliveries and exports the backlog
+//! gauge; a leader killed with -9 is replaced within a lease, and one that stops gracefully
+//! resigns and notifies, so a follower takes over at once. Real processes and signals.
+
+use std::time::{Duration, Instant};
+
+use metasync_shared::ids::JobId;
+use metasync_tests::{TestApp, create_source, eventually, signal, spawn_app_without_maintenance};
+use redis::AsyncCommands as _;
+use serde_json::json;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+const T: &str = "maintenance";
+
+fn free_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// A metric's value on a process's `/metrics`, if it exports it.
+async fn metric(addr: &str, name: &str) -> anyhow::Result<Option<f64>> {
+    let body = reqwest::get(format!("http://{addr}/metrics"))
+        .await?
+        .text()
+        .await?;
+    Ok(body.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    }))
+}
+
+/// The current maintenance leader's holder id, if any holds an unexpired lease.
+async fn leader(app: &TestApp) -> anyhow::Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "select holder from maintenance_leader where name = 'fleet' and expires_at > now()",
+    )
+    .fetch_optional(&app.db)
+    .await?)
+}
+
+async fn redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(app.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Whether the job's delivery waits in `ready`.
+async fn in_ready(app: &TestApp, job: JobId) -> anyhow::Result<bool> {
+    let position: Option<i64> = redis::cmd("LPOS")
+        .arg(&app.queue.keys().ready)
+        .arg(job.to_string())
+        .query_async(&mut redis(app).await)
+        .await?;
+    Ok(position.is_some())
+}
+
+/// Removes the job's delivery from Redis, as a Redis restart without persistence would.
+async fn lose_delivery(app: &TestApp, job: JobId) {
+    let mut conn = redis(app).await;
+    let keys = app.queue.keys();
+    let _: () = conn.lrem(&keys.ready, 0, job.to_string()).await.unwrap();
+    let _: () = conn.srem(&keys.pending, job.to_string()).await.unwrap();
+}
+
+/// Two worker processes standing for leader with lease `lease`, once one leads and the other
+/// follows.
+struct Candidates {
+    leader: tokio::process::Child,
+    follower: tokio::process::Child,
+    /// The follower's worker id prefix (`<name>-`) and metrics address.
+    follower_name: String,
+    follower_metrics: String,
+}
+
+async fn two_candidates(app: &TestApp, names: [&str; 2], lease: &str) -> Candidates {
+    let metrics = [free_addr(), free_addr()];
+    let mut children = Vec::new();
+    for (name, addr) in names.iter().zip(&metrics) {
+        let env = [
+            ("METASYNC_LEASE", lease),
+            ("METASYNC_METRICS_ADDR", addr.as_str()),
+        ];
+        children.push(app.spawn_worker_process(name, &env).unwrap());
+    }
+    let first = eventually(Duration::from_secs(20), "a leader", || leader(app))
+        .await
+        .unwrap();
+    let second = children.pop().unwrap();
+    let first_child = children.pop().unwrap();
+    let a_leads = first.starts_with(&format!("{}-", names[0]));
+    let (leader, follower, follower_index) = if a_leads {
+        (first_child, second, 1)
+    } else {
+        (second, first_child, 0)
+    };
+    let candidates = Candidates {
+        leader,
+        follower,
+        follower_name: format!("{}-", names[follower_index]),
+        follower_metrics: metrics[follower_index].clone(),
+    };
+    eventually(Duration::from_secs(20), "the follower to start", || async {
+        let gauge = metric(&candidates.follower_metrics, "metasync_maintenance_leader").await;
+        Ok((gauge.ok().flatten() == Some(0.0)).then_some(()))
+    })
+    .await
+    .unwrap();
+    candidates
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_zero_workers_the_api_process_keeps_everything_moving() {
+    let _serial = SERIAL.lock().await;
+    // The in-process API only answers requests; the API process does the maintenance.
+    let app = spawn_app_without_maintenance().await.unwrap();
+    let api_addr = free_addr();
+    let mut api = app.spawn_api_process(&api_addr, &[]).unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+
+    // A lost delivery: queued in PostgreSQL, nothing in Redis.
+    let lost = app.register(T, "lost", &source).await.unwrap();
+    let lost = app.sync(T, lost.id).await.unwrap().id;
+    lose_delivery(&app, lost).await;
+
+    // A retry that falls due shortly, waiting as a delayed delivery.
+    let retried = app.register(T, "retried", &source).await.unwrap();
+    let retried = app.sync(T, retried.id).await.unwrap().id;
+    lose_delivery(&app, retried).await;
+    sqlx::query(
+        "update jobs set state = 'retrying', attempts = 1,
+                         next_attempt_at = now() + interval '300 milliseconds'
+         where id = $1",
+    )
+    .bind(retried)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    app.queue
+        .push_delayed(retried, Duration::from_millis(300))
+        .await
+        .unwrap();
+
+    // A schedule, every second.
+    let scheduled = app
+        .register_via(
+            T,
+            "scheduled",
+            &source,
+            5432,
+            json!({ "schedule": { "interval_seconds": 1 } }),
+        )
+        .await
+        .unwrap();
+
+    let fired: Uuid = eventually(Duration::from_secs(20), "the schedule to fire", || async {
+        Ok(sqlx::query_scalar(
+            "select id from jobs where resource_id = $1 and scheduled_for is not null",
+        )
+        .bind(scheduled.id)
+        .fetch_optional(&app.db)
+        .await?)
+    })
+    .await
+    .unwrap();
+    let fired = JobId(fired);
+    for (what, job) in [
+        ("the scheduled job's delivery", fired),
+        ("the due retry to be promoted", retried),
+        ("the lost delivery to be repaired", lost),
+    ] {
+        eventually(Duration::from_secs(20), what, || async {
+            Ok(in_ready(&app, job).await?.then_some(()))
+        })
+        .await
+        .unwrap();
+    }
+    let delayed: u64 = redis(&app)
+        .await
+        .zcard(&app.queue.keys().delayed)
+        .await
+        .unwrap();
+    assert_eq!(delayed, 0, "the due retry left the delayed set");
+
+    // The backlog gauge, on the API process's own /metrics.
+    eventually(
+        Duration::from_secs(20),
+        "the API to export the backlog gauge",
+        || async {
+            let ready = metric(&api_addr, "metasync_queue_ready_deliveries").await?;
+            Ok(ready.filter(|n| *n >= 3.0).map(|_| ()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        metric(&api_addr, "metasync_maintenance_leader")
+            .await
+            .unwrap(),
+        Some(1.0)
+    );
+
+    // A worker started later drains it all.
+    let worker = app.spawn_worker().await;
+    for job in [lost, retried, fired] {
+        let done = app
+            .wait_for_job(T, job, Duration::from_secs(60))
+            .await
+            .unwrap();
+        metasync_tests::assert_job(&done).succeeded();
+    }
+    worker.stop().await.unwrap();
+    signal(&api, "TERM").unwrap();
+    assert!(api.wait().await.unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_within_a_lease() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app_without_maintenance().await.unwrap();
+    let lease = Duration::from_secs(3);
+    let Candidates {
+        leader: mut killed,
+        follower: mut survivor,
+        follower_name: survivor_name,
+        follower_metrics: survivor_metrics,
+    } = two_candidates(&app, ["lead-a", "lead-b"], "3s").await;
+
+    signal(&killed, "KILL").unwrap();
+    let killed_at = Instant::now();
+    killed.wait().await.unwrap();
+    eventually(lease * 2, "the survivor to take over", || async {
+        Ok(leader(&app)
+            .await?
+            .filter(|holder| holder.starts_with(&survivor_name)))
+    })
+    .await
+    .unwrap();
+    let takeover = killed_at.elapsed();
+    eprintln!("a leader killed with -9 was replaced after {takeover:?}");
+    assert!(
+        takeover <= lease + Duration::from_millis(500),
+        "took {takeover:?} to replace a killed leader; the lease is {lease:?}"
+    );
+    eventually(Duration::from_secs(5), "the new leader's gauge", || async {
+        Ok(
+            (metric(&survivor_metrics, "metasync_maintenance_leader").await? == Some(1.0))
+                .then_some(()),
+        )
+    })
+    .await
+    .unwrap();
+
+    signal(&survivor, "TERM").unwrap();
+    assert!(survivor.wait().await.unwrap().success());
+    let rows: i64 = sqlx::query_scalar("select count(*) from maintenance_leader")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "the last leader resigned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_leader_resigns_and_a_follower_takes_over_at_once() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app_without_maintenance().await.unwrap();
+    // A long lease: a follower polls only every 10 s, so a takeover within a second can only
+    // come from the resignation's notification.
+    let Candidates {
+        leader: mut stopping,
+        mut follower,
+        follower_name,
+        ..
+    } = two_candidates(&app, ["calm-a", "calm-b"], "30s").await;
+
+    signal(&stopping, "TERM").unwrap();
+    let stopped_at = Instant::now();
+    eventually(
+        Duration::from_secs(40),
+        "the follower to take over",
+        || async {
+            Ok(leader(&app)
+                .await?
+                .filter(|holder| holder.starts_with(&follower_name)))
+        },
+    )
+    .await
+    .unwrap();
+    let handover = stopped_at.elapsed();
+    eprintln!("a leader stopped with SIGTERM was replaced after {handover:?}");
+    assert!(
+        handover <= Duration::from_secs(2),
+        "took {handover:?} to hand over after a graceful stop (followers poll every 10 s)"
+    );
+    assert!(stopping.wait().await.unwrap().success());
+    signal(&follower, "TERM").unwrap();
+    assert!(follower.wait().await.unwrap().success());
+}
