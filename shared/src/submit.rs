@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use crate::db::jobs::{self, Enqueued};
 use crate::db::{batches, schedules};
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
-use crate::queue::Queue;
+use crate::queue::{Delivery, Queue};
 
 /// What started a job; the label of `metasync_jobs_enqueued_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +80,8 @@ impl Submitter {
             } else {
                 Trigger::Manual
             };
-            self.deliver(&[job.id], trigger).await;
+            self.deliver(&[Delivery::manual(job.id, tenant.clone())], trigger)
+                .await;
         }
         Ok(enqueued)
     }
@@ -95,7 +96,11 @@ impl Submitter {
         let id = batches::create(&self.db, tenant).await?;
         let jobs =
             jobs::enqueue_many(&self.db, tenant, resources, self.max_attempts, Some(id)).await?;
-        self.deliver(&jobs, Trigger::Batch).await;
+        let deliveries: Vec<Delivery> = jobs
+            .iter()
+            .map(|id| Delivery::manual(*id, tenant.clone()))
+            .collect();
+        self.deliver(&deliveries, Trigger::Batch).await;
         Ok(SubmittedBatch { id, jobs })
     }
 
@@ -108,11 +113,13 @@ impl Submitter {
                 return Ok(fired);
             }
             fired += created.len();
-            self.deliver(&created, Trigger::Schedule).await;
+            // Routed by the jobs' rows: a page of schedules spans tenants.
+            let deliveries = jobs::deliveries(&self.db, &created).await?;
+            self.deliver(&deliveries, Trigger::Schedule).await;
         }
     }
 
-    async fn deliver(&self, jobs: &[JobId], trigger: Trigger) {
+    async fn deliver(&self, jobs: &[Delivery], trigger: Trigger) {
         if jobs.is_empty() {
             return;
         }

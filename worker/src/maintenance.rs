@@ -58,6 +58,12 @@ pub async fn register(ctx: &WorkerContext) -> anyhow::Result<()> {
 pub fn spawn(ctx: WorkerContext, in_flight: InFlight) -> AbortOnDrop {
     let heartbeat_every = ctx.lease / 3;
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(run_duty(
+        "claimed_audit",
+        heartbeat_every,
+        ctx.clone(),
+        crate::audit::claimed_audit(in_flight.clone()),
+    ));
     let renew = move |ctx: WorkerContext| -> DutyFuture {
         let attempts = in_flight.leases();
         Box::pin(async move {
@@ -190,7 +196,7 @@ impl Warnings {
 }
 
 async fn reap(ctx: WorkerContext) -> anyhow::Result<()> {
-    let n = ctx.queue.reap().await?;
+    let n = ctx.queue.reap(ctx.lease).await?;
     if n > 0 {
         tracing::info!(deliveries = n, "redelivered the work of lapsed workers");
         metrics::counter!("metasync_deliveries_reaped_total").increment(n as u64);
@@ -241,7 +247,9 @@ pub async fn reconcile_deliveries(ctx: &WorkerContext) -> anyhow::Result<usize> 
             missing = jobs::needing_delivery(&ctx.db, None, SETTLE, 1_000, Some(&missing)).await?;
         }
         if !missing.is_empty() {
-            ctx.queue.push(&missing).await?;
+            ctx.queue
+                .push(&jobs::deliveries(&ctx.db, &missing).await?)
+                .await?;
             pushed += missing.len();
         }
         after = Some(last);
