@@ -344,3 +344,46 @@ async fn a_restored_expired_lease_of_a_live_worker_is_not_reaped() {
         orphan
     );
 }
+
+/// Through the API and a real worker: tenant A's batch of 300 syncs is queued first, then one
+/// sync of tenant B; B's job is among the first pickups instead of the 301st.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenants_sync_overtakes_a_queued_batch() {
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int primary key);")
+        .await
+        .unwrap();
+    app.insert_resources("tenant-a", &source, 300)
+        .await
+        .unwrap();
+    let b = app.register("tenant-b", "b", &source).await.unwrap();
+    let (status, _, body) = app
+        .call(
+            "tenant-a",
+            reqwest::Method::POST,
+            "/v1/syncs",
+            Some(serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    let b_job = app.sync("tenant-b", b.id).await.unwrap();
+
+    let worker = app.spawn_worker().await;
+    let b_job = app
+        .wait_for_job("tenant-b", b_job.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let started = b_job.started_at.expect("a started job");
+    let (a_before,): (i64,) = sqlx::query_as(
+        "select count(*) from jobs where tenant_id = 'tenant-a' and started_at < $1",
+    )
+    .bind(started)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    // One pickup of A comes first (A was first in the ring); the worker's 4 slots may claim
+    // a few more of A's before B's claim commits, but never the batch.
+    assert!(a_before <= 4, "{a_before} of A's jobs started before B's");
+    worker.stop().await.unwrap();
+}
