@@ -387,3 +387,33 @@ async fn another_tenants_sync_overtakes_a_queued_batch() {
     assert!(a_before <= 4, "{a_before} of A's jobs started before B's");
     worker.stop().await.unwrap();
 }
+
+/// A bare job id left in the single FIFO list of the queue before fair scheduling comes out as
+/// garbage once nothing else is ready; acknowledging it takes the job out of `pending`, so the
+/// reconciler pushes it again as a routed delivery.
+#[tokio::test]
+async fn a_bare_job_id_from_the_old_fifo_list_is_handed_to_the_reconciler() {
+    let name = format!("test-{}", Uuid::now_v7().simple());
+    let queue = Queue::connect(REDIS_URL, &name).await.unwrap();
+    let job = JobId::new_v7();
+    let client = redis::Client::open(REDIS_URL).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::pipe()
+        .lpush(format!("metasync:{{{name}}}:ready"), job.to_string())
+        .sadd(&queue.keys().pending, job.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let routed = delivery("t", Class::Manual);
+    queue.push(std::slice::from_ref(&routed)).await.unwrap();
+
+    let mut fetcher = queue.fetcher("w").await.unwrap();
+    assert_eq!(take(&mut fetcher).await, routed, "routed deliveries first");
+    let Some(Pickup::Garbage(payload)) = fetcher.next(Duration::from_secs(1)).await.unwrap() else {
+        panic!("the bare id comes out as garbage");
+    };
+    queue.ack_garbage("w", &payload).await.unwrap();
+    assert_eq!(queue.missing(&[job]).await.unwrap(), vec![job]);
+    assert_eq!(queue.claimed("w").await.unwrap(), vec![routed.payload()]);
+    drop_keys(&queue).await;
+}

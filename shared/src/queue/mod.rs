@@ -129,6 +129,9 @@ pub struct Keys {
     pub pending: String,
     /// Prefix of the ready lists, `metasync:{q}:ready:` + `<class>:<tenant>`.
     ready_prefix: String,
+    /// The one FIFO list of bare job ids that the queue had before fair scheduling
+    /// (`metasync:{q}:ready`), drained when nothing else is ready.
+    legacy_ready: String,
     claimed_prefix: String,
     base: String,
 }
@@ -144,6 +147,7 @@ impl Keys {
             workers: format!("{base}:workers"),
             pending: format!("{base}:pending"),
             ready_prefix: format!("{base}:ready:"),
+            legacy_ready: format!("{base}:ready"),
             claimed_prefix: format!("{base}:claimed:"),
             base,
         }
@@ -565,6 +569,7 @@ impl Fetcher {
             .key(&self.keys.ring)
             .key(&self.keys.signal)
             .key(&self.claimed)
+            .key(&self.keys.legacy_ready)
             .arg(&self.keys.ready_prefix)
             .invoke_async(&mut self.conn)
             .await?;
@@ -576,13 +581,22 @@ impl Fetcher {
 }
 
 impl Queue {
-    /// Removes a payload that is not a delivery from a worker's claimed list.
+    /// Removes a payload that is not a delivery from a worker's claimed list. One that starts
+    /// with a job id (a bare id from before fair scheduling) also leaves `pending`, so the
+    /// reconciler pushes that job again as a proper delivery.
     pub async fn ack_garbage(&self, worker: &str, payload: &str) -> Result<(), QueueError> {
-        let _: () = self
-            .conn
-            .clone()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .lrem(self.keys.claimed(worker), 1, payload)
-            .await?;
+            .ignore();
+        let job = payload
+            .split('|')
+            .next()
+            .and_then(|id| Uuid::parse_str(id).ok());
+        if let Some(job) = job {
+            pipe.srem(&self.keys.pending, job.to_string()).ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
     }
 }

@@ -2,7 +2,9 @@
 -- recently), its manual list first, else its scheduled one; the tenant then moves to the back
 -- of the ring, or leaves it when it has nothing more. The delivery lands in the worker's
 -- claimed list in the same step, so it is always in exactly one place.
--- KEYS[1] ring, KEYS[2] signal, KEYS[3] claimed list; ARGV[1] ready-list prefix.
+-- KEYS[1] ring, KEYS[2] signal, KEYS[3] claimed list, KEYS[4] the single FIFO list of the
+-- queue before fair scheduling (its bare job ids come out as garbage, and their acknowledgement
+-- lets the reconciler push them again, routed); ARGV[1] ready-list prefix.
 -- Returns the delivery, or false when nothing is ready.
 for _ = 1, 64 do
   local head = redis.call('ZRANGE', KEYS[1], 0, 0)
@@ -34,4 +36,4 @@ for _ = 1, 64 do
 end
 -- Nothing ready: any wake-up token left is stale.
 redis.call('DEL', KEYS[2])
-return false
+return redis.call('RPOPLPUSH', KEYS[4], KEYS[3])
