@@ -4,7 +4,7 @@
 # alike; absolute figures move with that load, the ratios much less. Prints each build's medians
 # (over every sample of every round) and the ratios.
 #
-#   deploy/local/bench-compare.sh OLD_TARGET_DIR NEW_TARGET_DIR bench-scan|bench-jobs [BENCH ARGS]
+#   deploy/local/bench-compare.sh OLD_TARGET_DIR NEW_TARGET_DIR bench-scan|bench-jobs|bench-fairness [BENCH ARGS]
 #   e.g. deploy/local/bench-compare.sh /var/tmp/old /var/tmp/new bench-scan --runs 3 --scales 1
 #        BENCH_ROUNDS=2 deploy/local/bench-compare.sh /var/tmp/old /var/tmp/new bench-jobs 2000 3 postgres 2
 #
@@ -12,7 +12,8 @@
 # `metasync-worker` next to itself, so each build measures its own worker. BENCH_ROUNDS (default
 # 3) is how many times each build's bench runs. The raw outputs stay in a temporary directory,
 # named at the end. "perf" is new speed over old (old/new for times and sizes, new/old for rates):
-# below 0.95 is flagged.
+# below 0.95 is flagged. bench-fairness talks only HTTP and SQL, so its file also builds into an
+# older commit (copy tests/src/bin/bench-fairness.rs into it) to measure that commit's queue.
 set -euo pipefail
 
 usage() {
@@ -79,6 +80,12 @@ for ((round = 1; round <= rounds; round++)); do
                 if (match($0, /p50 ([0-9.]+) ms/, m)) emit(fleet " idle pickup p50 ms", m[1], "lower")
                 if (match($0, /p99 ([0-9.]+) ms/, m)) emit(fleet " idle pickup p99 ms", m[1], "lower")
                 if (match($0, /redis ([0-9.]+) commands/, m)) emit(fleet " redis commands/job", m[1], "lower")
+            }
+            # bench-fairness: one "fairness:" line per run.
+            /^fairness: / {
+                if (match($0, /: ([0-9.]+) jobs\/s/, m)) emit("fairness: tenant A jobs/s", m[1], "higher")
+                if (match($0, /p50 ([0-9.]+) ms/, m)) emit("fairness: tenant B claim wait p50 ms", m[1], "lower")
+                if (match($0, /p99 ([0-9.]+) ms/, m)) emit("fairness: tenant B claim wait p99 ms", m[1], "lower")
             }
             match($0, /^catalog PostgreSQL statements per job.*: ([0-9.]+)$/, m) {
                 emit("catalog statements/job (1 worker)", m[1], "lower")

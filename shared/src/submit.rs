@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use crate::db::jobs::{self, Enqueued};
 use crate::db::schedules;
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
-use crate::queue::{Queue, QueueError};
+use crate::queue::{Delivery, Queue, QueueError};
 
 /// What started a job; the label of `metasync_jobs_enqueued_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,8 @@ impl Submitter {
             } else {
                 Trigger::Manual
             };
-            self.deliver(&[job.id], trigger).await;
+            self.deliver(&[Delivery::manual(job.id, tenant.clone())], trigger)
+                .await;
         }
         Ok(enqueued)
     }
@@ -99,7 +100,11 @@ impl Submitter {
         let id = BatchId::new_v7();
         let jobs =
             jobs::enqueue_many(&self.db, tenant, resources, self.max_attempts, Some(id)).await?;
-        self.deliver(&jobs, Trigger::Batch).await;
+        let deliveries: Vec<Delivery> = jobs
+            .iter()
+            .map(|id| Delivery::manual(*id, tenant.clone()))
+            .collect();
+        self.deliver(&deliveries, Trigger::Batch).await;
         Ok(SubmittedBatch {
             id: (!jobs.is_empty()).then_some(id),
             jobs,
@@ -115,11 +120,13 @@ impl Submitter {
                 return Ok(fired);
             }
             fired += created.len();
-            self.deliver(&created, Trigger::Schedule).await;
+            // Routed by the jobs' rows: a page of schedules spans tenants.
+            let deliveries = jobs::deliveries(&self.db, &created).await?;
+            self.deliver(&deliveries, Trigger::Schedule).await;
         }
     }
 
-    async fn deliver(&self, jobs: &[JobId], trigger: Trigger) {
+    async fn deliver(&self, jobs: &[Delivery], trigger: Trigger) {
         if jobs.is_empty() {
             return;
         }

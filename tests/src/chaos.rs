@@ -22,7 +22,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use metasync_shared::queue::Keys;
+use metasync_shared::ids::TenantId;
+use metasync_shared::queue::{Class, Keys};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use uuid::Uuid;
@@ -647,7 +648,7 @@ impl Fleet {
         }
         self.note(format!("{jobs} jobs committed; API killed (SIGKILL)"));
         let ready_before: u64 = redis::cmd("LLEN")
-            .arg(Keys::new(&self.queue).ready)
+            .arg(Keys::new(&self.queue).ready(&TenantId::new(TENANT), Class::Manual))
             .query_async(&mut redis)
             .await?;
         let _: () = redis::cmd("CLIENT")

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use metasync_shared::db::jobs;
 use metasync_shared::ids::TenantId;
+use metasync_shared::queue::Delivery;
 use metasync_tests::{TestApp, assert_job, create_source, eventually, spawn_app};
 use tokio::process::Child;
 use tokio::sync::Mutex;
@@ -104,7 +105,11 @@ async fn a_burst_of_20000_jobs_drains_and_leaves_nothing_in_redis() {
         .await
         .unwrap();
     assert_eq!(ids.len(), JOBS);
-    app.queue.push(&ids).await.unwrap();
+    let deliveries: Vec<Delivery> = ids
+        .iter()
+        .map(|id| Delivery::manual(*id, TenantId::new(TENANT)))
+        .collect();
+    app.queue.push(&deliveries).await.unwrap();
     assert_eq!(app.queue.depth().await.unwrap(), (JOBS as u64, 0));
 
     let started = Instant::now();

@@ -6,7 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use metasync_shared::ids::JobId;
+use metasync_shared::ids::{JobId, TenantId};
+use metasync_shared::queue::{Class, Delivery};
 use metasync_tests::{TestApp, create_source, eventually, signal, spawn_app_without_maintenance};
 use redis::AsyncCommands as _;
 use serde_json::json;
@@ -54,22 +55,47 @@ async fn redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// Whether the job's delivery waits in `ready`.
+/// The job's delivery in either class of the tenant's ready lists, as `(list, payload)`.
+fn ready_places(app: &TestApp, job: JobId) -> Vec<(String, String)> {
+    let tenant = TenantId::new(T);
+    [Class::Manual, Class::Scheduled]
+        .into_iter()
+        .map(|class| {
+            let delivery = Delivery {
+                job_id: job,
+                tenant: tenant.clone(),
+                class,
+            };
+            (app.queue.keys().ready(&tenant, class), delivery.payload())
+        })
+        .collect()
+}
+
+/// Whether the job's delivery waits in its tenant's ready lists.
 async fn in_ready(app: &TestApp, job: JobId) -> anyhow::Result<bool> {
-    let position: Option<i64> = redis::cmd("LPOS")
-        .arg(&app.queue.keys().ready)
-        .arg(job.to_string())
-        .query_async(&mut redis(app).await)
-        .await?;
-    Ok(position.is_some())
+    for (list, payload) in ready_places(app, job) {
+        let position: Option<i64> = redis::cmd("LPOS")
+            .arg(&list)
+            .arg(&payload)
+            .query_async(&mut redis(app).await)
+            .await?;
+        if position.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Removes the job's delivery from Redis, as a Redis restart without persistence would.
 async fn lose_delivery(app: &TestApp, job: JobId) {
     let mut conn = redis(app).await;
-    let keys = app.queue.keys();
-    let _: () = conn.lrem(&keys.ready, 0, job.to_string()).await.unwrap();
-    let _: () = conn.srem(&keys.pending, job.to_string()).await.unwrap();
+    for (list, payload) in ready_places(app, job) {
+        let _: () = conn.lrem(&list, 0, &payload).await.unwrap();
+    }
+    let _: () = conn
+        .srem(&app.queue.keys().pending, job.to_string())
+        .await
+        .unwrap();
 }
 
 /// Two worker processes standing for leader with lease `lease`, once one leads and the other
@@ -146,7 +172,10 @@ async fn with_zero_workers_the_api_process_keeps_everything_moving() {
     .await
     .unwrap();
     app.queue
-        .push_delayed(retried, Duration::from_millis(300))
+        .push_delayed(
+            &Delivery::manual(retried, TenantId::new(T)),
+            Duration::from_millis(300),
+        )
         .await
         .unwrap();
 

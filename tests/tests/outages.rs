@@ -179,8 +179,13 @@ async fn the_first_sync_after_a_redis_restart_is_pushed() {
     // Read with a client of our own: the API's queue handle would reconnect the API.
     let client = redis::Client::open(redis.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let tenant = metasync_shared::ids::TenantId::new(T);
     let ready: Vec<String> = redis::cmd("LRANGE")
-        .arg(&app.queue.keys().ready)
+        .arg(
+            app.queue
+                .keys()
+                .ready(&tenant, metasync_shared::queue::Class::Manual),
+        )
         .arg(0)
         .arg(-1)
         .query_async(&mut conn)
@@ -188,7 +193,7 @@ async fn the_first_sync_after_a_redis_restart_is_pushed() {
         .unwrap();
     assert_eq!(
         ready,
-        vec![job.id.to_string()],
+        vec![metasync_shared::queue::Delivery::manual(job.id, tenant).payload()],
         "the push after the restart"
     );
 

@@ -17,19 +17,15 @@ use apalis_core::backend::finalize::Ephemeral;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
-use metasync_shared::ids::JobId;
 use metasync_shared::queue::{Fetcher, Pickup, Queue, QueueError};
 use metasync_shared::warnings::Warnings;
 use tower::layer::util::Identity;
 use uuid::Uuid;
 
-/// What a worker receives: the id of the job to run. Never a credential.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Delivery {
-    pub job_id: JobId,
-}
+/// What a worker receives: the id of the job to run and where it queued. Never a credential.
+pub use metasync_shared::queue::Delivery;
 
-/// How long one `BLMOVE` blocks before the pickup loop checks in again.
+/// How long one blocking wait for a wake-up lasts before the pickup loop looks again.
 const BLOCK: Duration = Duration::from_secs(2);
 
 type PickupFuture = BoxFuture<'static, (Option<Fetcher>, Result<Option<Pickup>, QueueError>)>;
@@ -123,8 +119,8 @@ impl Backend for RedisBackend {
                     self.failures = 0;
                     self.warnings.succeeded();
                     match pickup {
-                        Some(Pickup::Job(job_id)) => {
-                            return Poll::Ready(Some(Ok(Task::new(Delivery { job_id }))));
+                        Some(Pickup::Job(delivery)) => {
+                            return Poll::Ready(Some(Ok(Task::new(delivery))));
                         }
                         Some(Pickup::Garbage(payload)) => {
                             tracing::warn!(%payload, "dropping a delivery that is not a job id");
@@ -153,7 +149,7 @@ impl Backend for RedisBackend {
         _: &mut Context<'_>,
         _: &WorkerContext,
     ) -> Poll<Result<(), Self::Error>> {
-        // Dropping an in-flight BLMOVE may still move one delivery into our claimed list;
+        // Dropping an in-flight pickup may still move one delivery into our claimed list;
         // `Queue::release` at shutdown hands it back.
         self.pending = None;
         self.fetcher = None;

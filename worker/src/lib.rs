@@ -1,6 +1,7 @@
 //! The metasync worker: pulls deliveries from Redis, runs the sync pipeline
 //! ([`pipeline`]) under apalis 1.0's runtime, and records every outcome in PostgreSQL.
 
+pub mod audit;
 pub mod backend;
 pub mod config;
 pub mod custody;
@@ -101,7 +102,7 @@ async fn handle(
     // A panic outside the attempt (which records its own as a failure) is handled like an
     // infrastructure error: the delivery comes back later, and the attempt, no longer in
     // `in_flight`, loses its lease on time.
-    let handled = AssertUnwindSafe(pipeline::handle_delivery(&ctx, &in_flight, delivery.job_id))
+    let handled = AssertUnwindSafe(pipeline::handle_delivery(&ctx, &in_flight, &delivery))
         .catch_unwind()
         .await
         .unwrap_or_else(|panic| {
@@ -120,15 +121,10 @@ async fn handle(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .failed(&format_args!("job {}: {e:#}", delivery.job_id));
-            let job_id = delivery.job_id;
-            if ctx
+            let _ = ctx
                 .queue
-                .push_delayed(job_id, Duration::from_secs(1))
-                .await
-                .is_ok()
-            {
-                let _ = ctx.queue.ack(&ctx.worker_id, job_id).await;
-            }
+                .redeliver_later(&ctx.worker_id, &delivery, Duration::from_secs(1))
+                .await;
             Err(e.into())
         }
     }

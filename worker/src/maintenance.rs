@@ -27,6 +27,12 @@ pub struct Maintenance {
 pub fn spawn(ctx: WorkerContext, in_flight: InFlight) -> Maintenance {
     let heartbeat_every = ctx.lease / 3;
     let mut own = DutySet::default();
+    // Per worker, not the leader's: only this process knows which attempts it holds.
+    own.spawn(
+        Duty::new("claimed_audit", heartbeat_every),
+        ctx.clone(),
+        crate::audit::claimed_audit(in_flight.clone()),
+    );
     let renew = move |ctx: WorkerContext| -> DutyFuture {
         let attempts = in_flight.leases();
         Box::pin(async move {

@@ -15,7 +15,7 @@ use metasync_shared::domain::{ErrorClass, Phase, Progress, SyncStats};
 use metasync_shared::ids::JobId;
 use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::outbound::{HostPolicy, PolicyError};
-use metasync_shared::queue::Queue;
+use metasync_shared::queue::{Delivery, Queue};
 use metasync_shared::retry::RetryPolicy;
 use metasync_shared::submit::Submitter;
 use sqlx::PgPool;
@@ -85,19 +85,22 @@ impl Outcome {
 /// Handles one delivery and acknowledges it. Errors here are infrastructure failures (the
 /// catalog database or Redis); the delivery then stays claimed and is redelivered. The attempt
 /// is in `in_flight` (its lease renewed) from its claim until this returns.
-#[tracing::instrument(skip_all, fields(job_id = %job_id, worker = %ctx.worker_id))]
+#[tracing::instrument(skip_all, fields(job_id = %delivery.job_id, worker = %ctx.worker_id))]
 pub async fn handle_delivery(
     ctx: &WorkerContext,
     in_flight: &InFlight,
-    job_id: JobId,
+    delivery: &Delivery,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let (outcome, redeliver) = process(ctx, in_flight, job_id).await?;
-    // Acknowledge before pushing again: the ack clears the job's `pending` mark, which the
-    // new delivery sets again. A crash in between leaves a job the reconciler re-pushes.
-    ctx.queue.ack(&ctx.worker_id, job_id).await?;
-    if let Some(delay) = redeliver {
-        ctx.queue.push_delayed(job_id, delay).await?;
+    let (outcome, redeliver) = process(ctx, in_flight, delivery.job_id).await?;
+    // A job that must run again keeps its delivery, moved to the delayed set in one step.
+    match redeliver {
+        Some(delay) => {
+            ctx.queue
+                .redeliver_later(&ctx.worker_id, delivery, delay)
+                .await?;
+        }
+        None => ctx.queue.ack(&ctx.worker_id, delivery).await?,
     }
     let label = outcome.label();
     metrics::counter!("metasync_jobs_total", "outcome" => label).increment(1);

@@ -15,6 +15,7 @@ use crate::db::job_reads;
 use crate::db::resources::{self, ResourceWithSecret};
 use crate::domain::{ErrorClass, JobState, Progress, SyncStats};
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
+use crate::queue::{Class, Delivery};
 use crate::retry::RetryOverrides;
 
 /// A job as clients see it.
@@ -657,6 +658,33 @@ pub async fn needing_delivery(
     .bind(among)
     .fetch_all(db)
     .await
+}
+
+/// The deliveries of these jobs: each routed to its tenant, as scheduled work when a schedule
+/// fired it and as manual work otherwise. Ids that are not jobs are left out.
+pub async fn deliveries(
+    db: impl PgExecutor<'_>,
+    job_ids: &[JobId],
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let ids: Vec<Uuid> = job_ids.iter().map(|id| id.uuid()).collect();
+    let rows: Vec<(JobId, TenantId, bool)> = sqlx::query_as(
+        "select id, tenant_id, scheduled_for is not null from jobs where id = any($1) order by id",
+    )
+    .bind(&ids)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(job_id, tenant, scheduled)| Delivery {
+            job_id,
+            tenant,
+            class: if scheduled {
+                Class::Scheduled
+            } else {
+                Class::Manual
+            },
+        })
+        .collect())
 }
 
 /// Deletes finished jobs older than `retention`, at most `limit` at a time. Returns how many.

@@ -76,7 +76,7 @@ pub(crate) fn spawn(fleet: &Fleet) -> DutySet {
 }
 
 async fn reap(fleet: Fleet) -> Result<(), DutyError> {
-    let n = fleet.queue.reap().await?;
+    let n = fleet.queue.reap(fleet.settings.lease).await?;
     if n > 0 {
         tracing::info!(deliveries = n, "redelivered the work of lapsed workers");
         metrics::counter!("metasync_deliveries_reaped_total").increment(n as u64);
@@ -136,7 +136,10 @@ pub async fn reconcile_deliveries(fleet: &Fleet) -> Result<usize, DutyError> {
                 jobs::needing_delivery(&fleet.db, None, SETTLE, 1_000, Some(&missing)).await?;
         }
         if !missing.is_empty() {
-            fleet.queue.push(&missing).await?;
+            fleet
+                .queue
+                .push(&jobs::deliveries(&fleet.db, &missing).await?)
+                .await?;
             pushed += missing.len();
         }
         after = Some(last);

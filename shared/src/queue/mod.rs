@@ -1,8 +1,13 @@
 //! The Redis delivery queue. PostgreSQL holds the truth about jobs; Redis only carries
-//! deliveries, each of which is nothing but a job id (never a credential).
+//! deliveries. A delivery is `<job id>|<class>|<tenant>` ([`Delivery`]): the job's id and where it
+//! queues (its tenant, and `manual` or `scheduled`), never a credential.
 //!
 //! Keys (all hash-tagged `{queue}` so they share one Redis Cluster slot):
-//! - `metasync:{q}:ready`: list of deliveries, pushed left, taken right (FIFO);
+//! - `metasync:{q}:ready:<class>:<tenant>`: a tenant's ready deliveries of one class, pushed left,
+//!   taken right (FIFO);
+//! - `metasync:{q}:ring`: sorted set of the tenants with ready work, scored by when they were
+//!   last served (scores only grow), so the head is the tenant served least recently;
+//! - `metasync:{q}:signal`: wake-up tokens for blocked pickups, present only while work is ready;
 //! - `metasync:{q}:delayed`: sorted set of deliveries by due time (ms), promoted in batches;
 //! - `metasync:{q}:workers`: sorted set of live workers by lease expiry (ms);
 //! - `metasync:{q}:claimed:<worker>`: list of deliveries a worker has taken;
@@ -10,37 +15,125 @@
 //!   reconciler can find jobs whose delivery was lost (Redis flushed or restarted empty, or a
 //!   crash between the PostgreSQL insert and the push).
 //!
-//! Pickup is `BLMOVE ready -> claimed:<worker>`: blocking (an idle worker wakes the moment a
-//! delivery arrives) and atomic (a delivery is always in exactly one list, even if the worker
-//! dies mid-pickup). A delivery's lease is its worker's lease, renewed by heartbeat; when it
-//! lapses, [`Queue::reap`] moves the worker's claimed deliveries back to `ready`. Acknowledging
-//! removes the delivery, so nothing per job outlives the job.
+//! Scheduling is fair across tenants and puts manual work first (docs/scheduling.md): a pickup
+//! is one Lua script (`pop.lua`) that takes the ring's head tenant, moves one delivery from its
+//! manual list (else its scheduled one) to `claimed:<worker>`, and sends the tenant to the back
+//! of the ring (or drops it when it has nothing left). A tenant that pushes while another has
+//! a backlog of thousands is therefore served within one pickup per other tenant with ready
+//! work. The move is atomic, so a delivery is always in exactly one place, even if the worker
+//! dies mid-pickup. An idle worker blocks on `BLPOP signal` and runs the pop script when woken:
+//! every push adds tokens (at most 64, trimmed), a pop that leaves work behind adds one for the
+//! next idle worker, and a pop that finds the ring empty deletes the stale ones.
+//!
+//! A delivery's lease is its worker's lease, renewed by heartbeat; when it lapses, [`Queue::reap`]
+//! moves the worker's claimed deliveries back to the front of their lists. Leases are judged only
+//! once Redis has been up for a full lease, so a lease restored from disk after a restart never
+//! reaps a worker that is alive but has not renewed yet. Each worker audits its own claimed list
+//! against the attempts it runs and hands back what it does not hold ([`Queue::requeue`]).
+//! Acknowledging removes the delivery (retried on failure), so nothing per job outlives the job.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{ExponentialBuilder, Retryable as _};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncCommands as _, AsyncConnectionConfig, Direction, Script};
+use redis::{AsyncCommands as _, AsyncConnectionConfig, Script};
 use uuid::Uuid;
 
-use crate::ids::JobId;
+use crate::ids::{JobId, TenantId};
 
 /// A Redis failure. Always transient from the job's point of view: PostgreSQL keeps the job.
 #[derive(Debug, thiserror::Error)]
 #[error("redis: {0}")]
 pub struct QueueError(#[from] redis::RedisError);
 
+/// Where a job queues within its tenant: manual work is always taken before scheduled work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Asked for by a user: a sync, a batch of syncs, a retry.
+    Manual,
+    /// Fired by a resource's schedule.
+    Scheduled,
+}
+
+impl Class {
+    /// The class's name in deliveries and key names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Scheduled => "scheduled",
+        }
+    }
+}
+
+/// One delivery of a job: its id and where it queues. Nothing in it is secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Delivery {
+    /// The job to run.
+    pub job_id: JobId,
+    /// The job's tenant: whose turn in the ring the delivery waits for.
+    pub tenant: TenantId,
+    /// Manual or scheduled work.
+    pub class: Class,
+}
+
+impl Delivery {
+    /// A manual delivery of `job_id` for `tenant`.
+    pub fn manual(job_id: JobId, tenant: TenantId) -> Self {
+        Self {
+            job_id,
+            tenant,
+            class: Class::Manual,
+        }
+    }
+
+    /// The delivery as stored in Redis: `<job id>|<class>|<tenant>` (the tenant last, so it may
+    /// contain anything).
+    pub fn payload(&self) -> String {
+        format!(
+            "{}|{}|{}",
+            self.job_id,
+            self.class.as_str(),
+            self.tenant.as_str()
+        )
+    }
+
+    /// Reads a stored delivery; `None` for anything else.
+    pub fn parse(payload: &str) -> Option<Self> {
+        let (id, rest) = payload.split_once('|')?;
+        let (class, tenant) = rest.split_once('|')?;
+        let class = match class {
+            "manual" => Class::Manual,
+            "scheduled" => Class::Scheduled,
+            _ => return None,
+        };
+        Some(Self {
+            job_id: JobId(Uuid::parse_str(id).ok()?),
+            tenant: TenantId::new(tenant),
+            class,
+        })
+    }
+}
+
 /// Key names of one queue.
 #[derive(Debug, Clone)]
 pub struct Keys {
-    /// List of deliveries waiting for a worker (`metasync:{q}:ready`).
-    pub ready: String,
+    /// Tenants with ready deliveries, scored by when last served (`metasync:{q}:ring`).
+    pub ring: String,
+    /// Wake-up tokens for blocked pickups (`metasync:{q}:signal`).
+    pub signal: String,
     /// Deliveries scored by due time in ms (`metasync:{q}:delayed`).
     pub delayed: String,
     /// Live workers scored by lease expiry in ms (`metasync:{q}:workers`).
     pub workers: String,
     /// Job ids with a delivery outstanding (`metasync:{q}:pending`).
     pub pending: String,
+    /// Prefix of the ready lists, `metasync:{q}:ready:` + `<class>:<tenant>`.
+    ready_prefix: String,
+    /// The one FIFO list of bare job ids that the queue had before fair scheduling
+    /// (`metasync:{q}:ready`), drained when nothing else is ready.
+    legacy_ready: String,
     claimed_prefix: String,
+    base: String,
 }
 
 impl Keys {
@@ -48,12 +141,26 @@ impl Keys {
     pub fn new(queue: &str) -> Self {
         let base = format!("metasync:{{{queue}}}");
         Self {
-            ready: format!("{base}:ready"),
+            ring: format!("{base}:ring"),
+            signal: format!("{base}:signal"),
             delayed: format!("{base}:delayed"),
             workers: format!("{base}:workers"),
             pending: format!("{base}:pending"),
+            ready_prefix: format!("{base}:ready:"),
+            legacy_ready: format!("{base}:ready"),
             claimed_prefix: format!("{base}:claimed:"),
+            base,
         }
+    }
+
+    /// The list of ready deliveries of one tenant and class.
+    pub fn ready(&self, tenant: &TenantId, class: Class) -> String {
+        format!(
+            "{}{}:{}",
+            self.ready_prefix,
+            class.as_str(),
+            tenant.as_str()
+        )
     }
 
     /// The list of deliveries `worker` has taken.
@@ -63,7 +170,33 @@ impl Keys {
 
     /// A pattern that matches every key of this queue, for inspection and tests.
     pub fn pattern(&self) -> String {
-        format!("{}*", self.ready.trim_end_matches("ready"))
+        format!("{}:*", self.base)
+    }
+}
+
+/// The queue's Lua scripts; the ones that make deliveries ready share `route.lua`.
+#[derive(Clone)]
+struct Scripts {
+    push: Script,
+    pop: Script,
+    promote: Script,
+    reap: Script,
+    requeue: Script,
+    depth: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        let routed =
+            |body: &str| Script::new(&format!("{}\n{body}", include_str!("lua/route.lua")));
+        Self {
+            push: routed(include_str!("lua/push.lua")),
+            pop: routed(include_str!("lua/pop.lua")),
+            promote: routed(include_str!("lua/promote.lua")),
+            reap: routed(include_str!("lua/reap.lua")),
+            requeue: routed(include_str!("lua/requeue.lua")),
+            depth: Script::new(include_str!("lua/depth.lua")),
+        }
     }
 }
 
@@ -74,8 +207,7 @@ pub struct Queue {
     client: redis::Client,
     conn: ConnectionManager,
     keys: Keys,
-    promote: Script,
-    reap: Script,
+    scripts: Scripts,
 }
 
 impl std::fmt::Debug for Queue {
@@ -84,7 +216,7 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-/// Most deliveries moved by one promotion or reap script call.
+/// Most deliveries moved by one push, promotion or reap script call.
 const BATCH: usize = 1_000;
 
 fn now_ms() -> i64 {
@@ -92,6 +224,24 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// How a write that must not be lost (an acknowledgement) is retried: about 6 s in all, enough
+/// for a Redis restart or a short `LOADING`; past that the worker's audit of its claimed list
+/// cleans up.
+fn write_retries() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(6)
+        .with_jitter()
+}
+
+fn note_retry(op: &'static str) -> impl FnMut(&QueueError, Duration) {
+    move |e, delay| {
+        tracing::debug!(error = %e, ?delay, op, "queue write failed; retrying");
+        metrics::counter!("metasync_queue_write_retries_total", "op" => op).increment(1);
+    }
 }
 
 impl Queue {
@@ -107,8 +257,7 @@ impl Queue {
             client,
             conn,
             keys: Keys::new(queue),
-            promote: Script::new(include_str!("lua/promote.lua")),
-            reap: Script::new(include_str!("lua/reap.lua")),
+            scripts: Scripts::new(),
         })
     }
 
@@ -117,32 +266,35 @@ impl Queue {
         &self.keys
     }
 
-    /// Pushes deliveries for jobs that are ready now, in pipelined chunks.
-    pub async fn push(&self, job_ids: &[JobId]) -> Result<(), QueueError> {
+    /// Makes deliveries ready now, 1,000 per script call.
+    pub async fn push(&self, deliveries: &[Delivery]) -> Result<(), QueueError> {
         let mut conn = self.conn.clone();
-        for chunk in job_ids.chunks(BATCH) {
-            let payloads: Vec<String> = chunk.iter().map(JobId::to_string).collect();
-            let _: () = redis::pipe()
-                .atomic()
-                .sadd(&self.keys.pending, &payloads)
-                .ignore()
-                .lpush(&self.keys.ready, &payloads)
-                .ignore()
-                .query_async(&mut conn)
-                .await?;
+        for chunk in deliveries.chunks(BATCH) {
+            let mut call = self.scripts.push.prepare_invoke();
+            call.key(&self.keys.ring)
+                .key(&self.keys.signal)
+                .key(&self.keys.pending)
+                .arg(&self.keys.ready_prefix);
+            for delivery in chunk {
+                call.arg(delivery.payload());
+            }
+            let _: usize = call.invoke_async(&mut conn).await?;
         }
         Ok(())
     }
 
-    /// Schedules a delivery for later; [`Queue::promote_due`] moves it to `ready` once due.
-    pub async fn push_delayed(&self, job_id: JobId, delay: Duration) -> Result<(), QueueError> {
+    /// Schedules a delivery for later; [`Queue::promote_due`] makes it ready once due.
+    pub async fn push_delayed(
+        &self,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
         let due = now_ms() + delay.as_millis() as i64;
-        let payload = job_id.to_string();
         let _: () = redis::pipe()
             .atomic()
-            .sadd(&self.keys.pending, &payload)
+            .sadd(&self.keys.pending, delivery.job_id.to_string())
             .ignore()
-            .zadd(&self.keys.delayed, &payload, due)
+            .zadd(&self.keys.delayed, delivery.payload(), due)
             .ignore()
             .query_async(&mut self.conn.clone())
             .await?;
@@ -156,11 +308,14 @@ impl Queue {
         let mut total = 0;
         loop {
             let moved: usize = self
+                .scripts
                 .promote
                 .key(&self.keys.delayed)
-                .key(&self.keys.ready)
+                .key(&self.keys.ring)
+                .key(&self.keys.signal)
                 .arg(now_ms())
                 .arg(BATCH)
+                .arg(&self.keys.ready_prefix)
                 .invoke_async(&mut conn)
                 .await?;
             total += moved;
@@ -181,18 +336,58 @@ impl Queue {
         Ok(())
     }
 
-    /// Removes a handled delivery: from the worker's claimed list and from `pending`.
-    pub async fn ack(&self, worker: &str, job_id: JobId) -> Result<(), QueueError> {
-        let payload = job_id.to_string();
-        let _: () = redis::pipe()
-            .atomic()
-            .lrem(self.keys.claimed(worker), 1, &payload)
-            .ignore()
-            .srem(&self.keys.pending, &payload)
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(())
+    /// Removes a handled delivery: from the worker's claimed list and from `pending`. Retried
+    /// (about 6 s) when Redis fails, so a restart does not leave the delivery of a finished job
+    /// behind.
+    pub async fn ack(&self, worker: &str, delivery: &Delivery) -> Result<(), QueueError> {
+        let claimed = self.keys.claimed(worker);
+        let payload = delivery.payload();
+        let job = delivery.job_id.to_string();
+        (|| async {
+            let _: () = redis::pipe()
+                .atomic()
+                .lrem(&claimed, 1, &payload)
+                .ignore()
+                .srem(&self.keys.pending, &job)
+                .ignore()
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(())
+        })
+        .retry(write_retries())
+        .notify(note_retry("ack"))
+        .await
+    }
+
+    /// Moves a handled delivery from the worker's claimed list to the delayed set, due after
+    /// `delay`, in one step (the job stays `pending`). Retried like [`Queue::ack`]; repeating it
+    /// is harmless, since the delayed set holds each delivery once.
+    pub async fn redeliver_later(
+        &self,
+        worker: &str,
+        delivery: &Delivery,
+        delay: Duration,
+    ) -> Result<(), QueueError> {
+        let claimed = self.keys.claimed(worker);
+        let payload = delivery.payload();
+        let job = delivery.job_id.to_string();
+        (|| async {
+            let due = now_ms() + delay.as_millis() as i64;
+            let _: () = redis::pipe()
+                .atomic()
+                .lrem(&claimed, 1, &payload)
+                .ignore()
+                .sadd(&self.keys.pending, &job)
+                .ignore()
+                .zadd(&self.keys.delayed, &payload, due)
+                .ignore()
+                .query_async(&mut self.conn.clone())
+                .await?;
+            Ok(())
+        })
+        .retry(write_retries())
+        .notify(note_retry("redeliver"))
+        .await
     }
 
     /// Of these jobs, the ones with no delivery outstanding in Redis.
@@ -214,27 +409,52 @@ impl Queue {
             .collect())
     }
 
-    /// Gives the deliveries of workers whose lease lapsed back to `ready`. Any process may run
-    /// it; the script is atomic, so concurrent reapers never double a delivery.
-    pub async fn reap(&self) -> Result<usize, QueueError> {
+    /// Gives the deliveries of workers whose lease lapsed back to their ready lists. Any
+    /// process may run it; the script is atomic, so concurrent reapers never double a delivery.
+    ///
+    /// Leases are judged only once Redis has been up for `lease`: a lease restored from disk
+    /// (AOF) after a restart was written before the outage and has usually expired, while its
+    /// worker may be alive and about to renew it. Every live worker renews within a lease of
+    /// Redis coming back, so after that an expired lease means a lost worker.
+    pub async fn reap(&self, lease: Duration) -> Result<usize, QueueError> {
+        if self.uptime().await? < lease {
+            return Ok(0);
+        }
         self.reap_before(now_ms()).await
+    }
+
+    /// How long the Redis server has been up (whole seconds, rounded down).
+    async fn uptime(&self) -> Result<Duration, QueueError> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let seconds = info
+            .lines()
+            .find_map(|line| line.strip_prefix("uptime_in_seconds:"))
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(Duration::from_secs(seconds))
     }
 
     async fn reap_before(&self, cutoff_ms: i64) -> Result<usize, QueueError> {
         let mut conn = self.conn.clone();
         let mut total = 0;
         loop {
-            let moved: usize = self
+            let (workers, moved): (usize, usize) = self
+                .scripts
                 .reap
                 .key(&self.keys.workers)
-                .key(&self.keys.ready)
+                .key(&self.keys.ring)
+                .key(&self.keys.signal)
                 .arg(cutoff_ms)
                 .arg(&self.keys.claimed_prefix)
                 .arg(BATCH)
+                .arg(&self.keys.ready_prefix)
                 .invoke_async(&mut conn)
                 .await?;
             total += moved;
-            if moved == 0 {
+            if workers < BATCH {
                 return Ok(total);
             }
         }
@@ -251,13 +471,41 @@ impl Queue {
         self.reap_before(0).await
     }
 
+    /// The deliveries in a worker's claimed list, as stored.
+    pub async fn claimed(&self, worker: &str) -> Result<Vec<String>, QueueError> {
+        let payloads: Vec<String> = self
+            .conn
+            .clone()
+            .lrange(self.keys.claimed(worker), 0, -1)
+            .await?;
+        Ok(payloads)
+    }
+
+    /// Moves these stored deliveries (as [`Queue::claimed`] lists them) from a worker's claimed
+    /// list back to the front of their ready lists, each only if it is still claimed. Returns
+    /// how many moved.
+    pub async fn requeue(&self, worker: &str, payloads: &[String]) -> Result<usize, QueueError> {
+        if payloads.is_empty() {
+            return Ok(0);
+        }
+        let mut call = self.scripts.requeue.prepare_invoke();
+        call.key(self.keys.claimed(worker))
+            .key(&self.keys.ring)
+            .key(&self.keys.signal)
+            .arg(&self.keys.ready_prefix)
+            .arg(payloads);
+        Ok(call.invoke_async(&mut self.conn.clone()).await?)
+    }
+
     /// Deliveries waiting: `(ready, delayed)`. Drives the autoscaler's backlog metric.
     pub async fn depth(&self) -> Result<(u64, u64), QueueError> {
-        let mut conn = self.conn.clone();
-        let (ready, delayed): (u64, u64) = redis::pipe()
-            .llen(&self.keys.ready)
-            .zcard(&self.keys.delayed)
-            .query_async(&mut conn)
+        let (ready, delayed): (u64, u64) = self
+            .scripts
+            .depth
+            .key(&self.keys.ring)
+            .key(&self.keys.delayed)
+            .arg(&self.keys.ready_prefix)
+            .invoke_async(&mut self.conn.clone())
             .await?;
         Ok((ready, delayed))
     }
@@ -275,7 +523,8 @@ impl Queue {
             .await?;
         Ok(Fetcher {
             conn,
-            ready: self.keys.ready.clone(),
+            pop: self.scripts.pop.clone(),
+            keys: self.keys.clone(),
             claimed: self.keys.claimed(worker),
         })
     }
@@ -284,47 +533,87 @@ impl Queue {
 /// Blocking pickup for one worker.
 pub struct Fetcher {
     conn: MultiplexedConnection,
-    ready: String,
+    pop: Script,
+    keys: Keys,
     claimed: String,
 }
 
 /// What came off the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pickup {
-    /// A delivery for this job.
-    Job(JobId),
-    /// A payload that is not a job id: acknowledge it and move on.
+    /// A delivery of a job.
+    Job(Delivery),
+    /// A payload that is not a delivery: acknowledge it and move on.
     Garbage(String),
 }
 
 impl Fetcher {
-    /// Waits up to `block` for a delivery and moves it to this worker's claimed list.
+    /// Takes the next delivery into this worker's claimed list, waiting up to `block` for one
+    /// when nothing is ready.
     pub async fn next(&mut self, block: Duration) -> Result<Option<Pickup>, QueueError> {
-        let payload: Option<String> = self
+        if let Some(pickup) = self.pop().await? {
+            return Ok(Some(pickup));
+        }
+        // Woken by a push, or timed out: either way, look again (a token may have been taken
+        // by a pickup that found nothing after all; the timeout bounds that wait).
+        let _: Option<(String, String)> = self
             .conn
-            .blmove(
-                &self.ready,
-                &self.claimed,
-                Direction::Right,
-                Direction::Left,
-                block.as_secs_f64(),
-            )
+            .blpop(&self.keys.signal, block.as_secs_f64())
             .await?;
-        Ok(payload.map(|p| match Uuid::parse_str(&p) {
-            Ok(id) => Pickup::Job(JobId(id)),
-            Err(_) => Pickup::Garbage(p),
+        self.pop().await
+    }
+
+    async fn pop(&mut self) -> Result<Option<Pickup>, QueueError> {
+        let payload: Option<String> = self
+            .pop
+            .key(&self.keys.ring)
+            .key(&self.keys.signal)
+            .key(&self.claimed)
+            .key(&self.keys.legacy_ready)
+            .arg(&self.keys.ready_prefix)
+            .invoke_async(&mut self.conn)
+            .await?;
+        Ok(payload.map(|p| match Delivery::parse(&p) {
+            Some(delivery) => Pickup::Job(delivery),
+            None => Pickup::Garbage(p),
         }))
     }
 }
 
 impl Queue {
-    /// Removes a payload that is not a job id from a worker's claimed list.
+    /// Removes a payload that is not a delivery from a worker's claimed list. One that starts
+    /// with a job id (a bare id from before fair scheduling) also leaves `pending`, so the
+    /// reconciler pushes that job again as a proper delivery.
     pub async fn ack_garbage(&self, worker: &str, payload: &str) -> Result<(), QueueError> {
-        let _: () = self
-            .conn
-            .clone()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .lrem(self.keys.claimed(worker), 1, payload)
-            .await?;
+            .ignore();
+        let job = payload
+            .split('|')
+            .next()
+            .and_then(|id| Uuid::parse_str(id).ok());
+        if let Some(job) = job {
+            pipe.srem(&self.keys.pending, job.to_string()).ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_reads_back_as_written() {
+        let delivery = Delivery {
+            job_id: JobId::new_v7(),
+            tenant: TenantId::new("acme|eu:1"),
+            class: Class::Scheduled,
+        };
+        assert_eq!(Delivery::parse(&delivery.payload()), Some(delivery));
+        assert_eq!(Delivery::parse(&JobId::new_v7().to_string()), None);
+        assert_eq!(Delivery::parse("x|manual|t"), None);
     }
 }

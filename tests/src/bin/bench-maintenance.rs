@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use metasync_shared::ids::{JobId, TenantId};
+use metasync_shared::queue::Delivery;
 use metasync_tests::{
     TestApp, create_source, drop_database, eventually, signal, spawn_app_without_maintenance,
 };
@@ -165,11 +167,12 @@ async fn backlog(app: &TestApp, source: &str, jobs: usize) -> anyhow::Result<Vec
         .get_multiplexed_async_connection()
         .await?;
     for chunk in ids.chunks(1_000) {
-        let payloads: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+        let job_ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+        let payloads = payloads(chunk);
         let scored: Vec<(i64, &String)> = payloads.iter().map(|p| (due, p)).collect();
         let _: () = redis::pipe()
             .atomic()
-            .sadd(&keys.pending, &payloads)
+            .sadd(&keys.pending, &job_ids)
             .ignore()
             .zadd_multiple(&keys.delayed, &scored)
             .ignore()
@@ -192,17 +195,27 @@ async fn make_runnable(app: &TestApp, ids: &[Uuid]) -> anyhow::Result<()> {
         .get_multiplexed_async_connection()
         .await?;
     for chunk in ids.chunks(1_000) {
-        let payloads: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
         let _: () = redis::pipe()
-            .atomic()
-            .zrem(&app.queue.keys().delayed, &payloads)
-            .ignore()
-            .lpush(&app.queue.keys().ready, &payloads)
+            .zrem(&app.queue.keys().delayed, payloads(chunk))
             .ignore()
             .query_async(&mut conn)
             .await?;
+        // Through the queue, so each lands in its tenant's list and wakes the workers.
+        app.queue.push(&deliveries(chunk)).await?;
     }
     Ok(())
+}
+
+/// Manual deliveries of `ids` for the bench's tenant.
+fn deliveries(ids: &[Uuid]) -> Vec<Delivery> {
+    ids.iter()
+        .map(|id| Delivery::manual(JobId(*id), TenantId::new(TENANT)))
+        .collect()
+}
+
+/// How `ids`' deliveries are stored in Redis.
+fn payloads(ids: &[Uuid]) -> Vec<String> {
+    deliveries(ids).iter().map(Delivery::payload).collect()
 }
 
 async fn count_where(app: &TestApp, condition: &str) -> anyhow::Result<i64> {
