@@ -11,7 +11,9 @@ use std::time::Duration;
 use metasync_shared::db::jobs::{self, Enqueued};
 use metasync_shared::ids::{JobId, TenantId};
 use metasync_shared::queue::{Class, Delivery, Pickup, Queue};
-use metasync_tests::{REDIS_URL, RedisServer, create_source, eventually, spawn_app};
+use metasync_tests::{
+    FaultProxy, ProxyMode, REDIS_URL, RedisServer, create_source, eventually, spawn_app,
+};
 use uuid::Uuid;
 
 fn delivery(tenant: &str, class: Class) -> Delivery {
@@ -385,6 +387,67 @@ async fn another_tenants_sync_overtakes_a_queued_batch() {
     // One pickup of A comes first (A was first in the ring); the worker's 4 slots may claim
     // a few more of A's before B's claim commits, but never the batch.
     assert!(a_before <= 4, "{a_before} of A's jobs started before B's");
+    worker.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tarpit_tenant_holding_every_slot_does_not_stop_another_tenants_job() {
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int primary key);")
+        .await
+        .unwrap();
+    // Tenant A's sources accept sessions and never answer a statement: each attempt holds a
+    // slot until the statement timeout plus the client's grace.
+    let tarpit = FaultProxy::start(5432).await.unwrap();
+    tarpit.set_mode(ProxyMode::StallQueries);
+    let mut args = app.worker_args();
+    args.concurrency = 4;
+    args.statement_timeout = Duration::from_secs(3);
+    let worker = app.spawn_worker_with(args).await;
+    for i in 0..8 {
+        let resource = app
+            .register_via(
+                "tarpit-a",
+                &format!("a{i}"),
+                &source,
+                tarpit.port,
+                serde_json::json!({ "retry_policy": { "max_attempts": 1 } }),
+            )
+            .await
+            .unwrap();
+        app.sync("tarpit-a", resource.id).await.unwrap();
+    }
+    // A holds all 4 slots, 4 more of its jobs waiting; then B asks for one sync.
+    eventually(Duration::from_secs(30), "A to hold every slot", || async {
+        let (running,): (i64,) = sqlx::query_as(
+            "select count(*) from jobs where tenant_id = 'tarpit-a' and state = 'running'",
+        )
+        .fetch_one(&app.db)
+        .await?;
+        Ok((running == 4).then_some(()))
+    })
+    .await
+    .unwrap();
+    let b = app.register("tenant-b", "b", &source).await.unwrap();
+    let b_job = app.sync("tenant-b", b.id).await.unwrap();
+    let b_job = app
+        .wait_for_job("tenant-b", b_job.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    metasync_tests::assert::assert_job(&b_job).succeeded();
+    // B waited for a slot A gave back, and then at most one pickup (A was ahead in the ring):
+    // not for A's backlog.
+    let (a_before,): (i64,) = sqlx::query_as(
+        "select count(*) from jobs where tenant_id = 'tarpit-a' and started_at < $1",
+    )
+    .bind(b_job.started_at.expect("a started job"))
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(
+        (4..=5).contains(&a_before),
+        "{a_before} of A's jobs started before B's: 4 held the slots, at most 1 more may"
+    );
     worker.stop().await.unwrap();
 }
 
