@@ -113,7 +113,8 @@ main() {
     mysql -h127.0.0.1 -uroot -e 'create database if not exists test'
 
     if (($# == 0)); then
-        set -- -- --test-threads=4
+        # Every suite runs even when one fails, so the totals below count them all.
+        set -- --no-fail-fast -- --test-threads=4
     fi
     deploy/local/unused-deps.sh
     echo "test.sh: cargo build --bins && cargo test --workspace $* (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
