@@ -268,8 +268,12 @@ async fn a_renamed_or_repointed_resource_is_reflected_on_the_next_sync() {
     run_pg(&second, "create table two (id int)").await;
     let rid = s.register("postgres", &first, 5432, Value::Null).await;
     s.sync(rid).await;
-    s.patch(rid, json!({"name": "renamed", "database": second}))
-        .await;
+    s.patch(
+        rid,
+        // A new target takes the password again: it is sealed for the old one.
+        json!({"name": "renamed", "database": second, "password": "unused"}),
+    )
+    .await;
     let job = s.sync(rid).await;
     assert_eq!(stats(&job).tables_added, 1, "{job:?}");
     assert_eq!(stats(&job).tables_removed, 1, "{job:?}");
