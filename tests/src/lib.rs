@@ -653,6 +653,24 @@ pub fn sealing_args() -> SealingArgs {
     }
 }
 
+/// A TCP listener on 127.0.0.1 that counts the connections it is offered (and drops them): a
+/// trap that proves nothing dialled it.
+pub async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback port");
+    let port = listener.local_addr().expect("a bound port").port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    (port, accepted)
+}
+
 /// Every source of the tests is on this machine: loopback is allowed explicitly, as the
 /// outbound policy requires.
 pub const TEST_OUTBOUND_ALLOW: &str = "127.0.0.0/8,::1/128";

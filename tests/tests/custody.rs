@@ -3,8 +3,7 @@
 //! changed in the database), and `metasync-worker rotate-master-key` re-seals every password,
 //! earlier-scheme ones included, under a new master key.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,28 +11,15 @@ use base64::engine::general_purpose::STANDARD;
 use metasync_shared::crypto::SecretBox;
 use metasync_shared::custody::{self, LEGACY_KEY_ID};
 use metasync_tests::assert::assert_job;
-use metasync_tests::{FINGERPRINT_KEY, binary, create_source, spawn_app, test_master_key};
+use metasync_tests::{
+    FINGERPRINT_KEY, binary, counting_listener, create_source, spawn_app, test_master_key,
+};
 use reqwest::Method;
 use serde_json::json;
 use uuid::Uuid;
 
 const TENANT: &str = "acme";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A TCP listener on 127.0.0.1 that counts the connections it is offered (and drops them).
-async fn counting_listener() -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(socket);
-        }
-    });
-    (port, accepted)
-}
 
 #[tokio::test]
 async fn a_stored_password_is_never_sent_to_a_new_target() {

@@ -4,12 +4,11 @@
 //! refuses before it dials. Every host here is a literal or a name this machine answers itself
 //! (`localhost`, metadata names refused before resolving), so no DNS query leaves the machine.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use metasync_tests::assert::assert_job;
-use metasync_tests::{REDIS_URL, create_source, spawn_app_with};
+use metasync_tests::{REDIS_URL, counting_listener, create_source, spawn_app_with};
 use reqwest::Method;
 use serde_json::json;
 
@@ -79,16 +78,7 @@ async fn a_worker_refuses_a_denied_host_before_it_dials() {
     // The API allows loopback (to register), the worker does not: as if the row had been
     // changed, or the policy tightened, after registration.
     let app = spawn_app_with(REDIS_URL, |_| {}).await.unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let offered = Arc::new(AtomicUsize::new(0));
-    let counter = offered.clone();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(socket);
-        }
-    });
+    let (port, offered) = counting_listener().await;
     let source = create_source("").await.unwrap();
     let resource = app
         .register_via(TENANT, "trap", &source, port, json!({}))
