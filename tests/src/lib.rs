@@ -447,6 +447,15 @@ impl TestApp {
         addr: &str,
         extra_env: &[(&str, &str)],
     ) -> anyhow::Result<tokio::process::Child> {
+        Ok(self.api_command(addr, extra_env)?.spawn()?)
+    }
+
+    /// The command [`TestApp::spawn_api_process`] runs, to change before spawning.
+    pub fn api_command(
+        &self,
+        addr: &str,
+        extra_env: &[(&str, &str)],
+    ) -> anyhow::Result<tokio::process::Command> {
         let mut cmd = self.process_command(&binary("metasync-api")?);
         cmd.arg("serve")
             .env("METASYNC_JWT_SECRET", JWT_SECRET)
@@ -456,7 +465,7 @@ impl TestApp {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        Ok(cmd.spawn()?)
+        Ok(cmd)
     }
 
     pub fn token(&self, tenant: &str) -> String {
@@ -717,6 +726,29 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A TCP port of 127.0.0.1 that was free a moment ago (for a server a test starts).
+/// The lines a child writes to stderr (which must be piped), collected as it runs.
+pub fn capture_stderr(
+    child: &mut tokio::process::Child,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    capture_lines(child.stderr.take().expect("stderr piped"))
+}
+
+/// The lines of `stream` (a child's piped output), collected as they come.
+pub fn capture_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use tokio::io::AsyncBufReadExt as _;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?

@@ -11,28 +11,13 @@ use std::time::{Duration, Instant};
 use metasync_shared::domain::ErrorClass;
 use metasync_tests::{
     FaultProxy, JWT_SECRET, PostgresServer, ProxyMode, REDIS_URL, RedisServer, TEST_OUTBOUND_ALLOW,
-    admin_token, api_custody_env, assert_job, binary, create_source, eventually, free_port, pg_url,
-    queue_name, spawn_app, spawn_app_with, spawn_app_with_redis, test_jwt,
+    admin_token, api_custody_env, assert_job, binary, capture_stderr, create_source, eventually,
+    free_port, pg_url, queue_name, spawn_app, spawn_app_with, spawn_app_with_redis, test_jwt,
 };
 use reqwest::Method;
 use serde_json::json;
-use tokio::io::AsyncBufReadExt as _;
 
 const T: &str = "outages";
-
-/// Collects a child's stderr lines as they come.
-fn capture_stderr(child: &mut tokio::process::Child) -> Arc<Mutex<Vec<String>>> {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let stderr = child.stderr.take().expect("stderr piped");
-    let sink = lines.clone();
-    tokio::spawn(async move {
-        let mut reader = tokio::io::BufReader::new(stderr).lines();
-        while let Ok(Some(line)) = reader.next_line().await {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    lines
-}
 
 /// The real `metasync-api` binary on a free port, its stderr captured.
 struct ApiProcess {

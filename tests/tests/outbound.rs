@@ -102,3 +102,53 @@ async fn a_worker_refuses_a_denied_host_before_it_dials() {
         "the worker dialled a denied host"
     );
 }
+
+/// A port that answers with something other than the engine's protocol, and one that refuses:
+/// the job's error is one generic message per class that names the server as registered, with
+/// nothing of what answered (no banner, no markup, no driver detail).
+#[tokio::test]
+async fn connect_failures_are_generic_and_carry_no_banner() {
+    let app = spawn_app_with(REDIS_URL, |_| {}).await.unwrap();
+    let banner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let banner_port = banner.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        while let Ok((mut socket, _)) = banner.accept().await {
+            let mut startup = [0u8; 512];
+            let _ = socket.read(&mut startup).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 400 Bad Request\r\nServer: <script>alert(1)</script>\r\n\r\n")
+                .await;
+        }
+    });
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let once = json!({ "retry_policy": { "max_attempts": 1 } });
+    let _worker = app.spawn_worker().await;
+    for (name, port, says) in [
+        // Read as a message header and then cut off, or as an unknown message: either way a
+        // generic sentence.
+        ("banner", banner_port, "PostgreSQL server"),
+        ("closed", closed_port, "the connection was refused"),
+    ] {
+        let resource = app
+            .register_via(TENANT, name, "x", port, once.clone())
+            .await
+            .unwrap();
+        let job = app.sync(TENANT, resource.id).await.unwrap();
+        let job = app
+            .wait_for_job(TENANT, job.id, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let error = job.error.clone().unwrap_or_default();
+        assert_job(&job)
+            .failed()
+            .error_contains(&format!("connecting to 127.0.0.1:{port}: "))
+            .error_contains(says);
+        for leaked in ["script", "HTTP", "400", "os error", "Connection refused"] {
+            assert!(!error.contains(leaked), "{name}: {error}");
+        }
+    }
+}

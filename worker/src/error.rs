@@ -60,6 +60,49 @@ impl JobError {
         )
     }
 
+    /// A failed connection to `server` (the host and port as registered), in one generic
+    /// message per class: refused, unreachable, timed out, or not a database of that kind. No
+    /// driver detail and no text from whatever answered, so the worker is no port scanner and
+    /// a banner is never stored. An error the server sent in its own protocol (bad password,
+    /// unknown database) proves it is a database of that kind, and is kept.
+    pub fn from_connect(server: &str, engine: &str, e: &sqlx::Error) -> Self {
+        use std::io::ErrorKind;
+        let what = format!("connecting to {server}");
+        let (class, why) = match e {
+            sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => {
+                return Self::from_source(&what, e);
+            }
+            sqlx::Error::Io(io) => match io.kind() {
+                ErrorKind::ConnectionRefused => (
+                    ErrorClass::Transient,
+                    "the connection was refused".to_owned(),
+                ),
+                ErrorKind::TimedOut => (ErrorClass::Transient, "timed out".to_owned()),
+                ErrorKind::UnexpectedEof
+                | ErrorKind::ConnectionReset
+                | ErrorKind::ConnectionAborted
+                | ErrorKind::BrokenPipe
+                | ErrorKind::InvalidData => (
+                    ErrorClass::Transient,
+                    format!(
+                        "the server closed the connection during the handshake (is it a {engine} server?)"
+                    ),
+                ),
+                _ => (
+                    ErrorClass::Transient,
+                    "the server is unreachable".to_owned(),
+                ),
+            },
+            sqlx::Error::Tls(_) => (ErrorClass::Permanent, "the TLS handshake failed".to_owned()),
+            // Anything else is the driver failing to make sense of what answered.
+            _ => (
+                ErrorClass::Permanent,
+                format!("the server did not answer like a {engine} server"),
+            ),
+        };
+        Self::new(class, format!("{what}: {why}"), Some(what))
+    }
+
     /// The last guard before an error leaves the attempt: if the message contains the
     /// password (in any case, or reversed), the whole message is dropped for one that says
     /// what failed and why its text is withheld. Never masks inside a message: a masked
@@ -189,6 +232,53 @@ mod tests {
         let e = source_error(&huge);
         assert!(e.message.len() <= MAX_MESSAGE_BYTES, "{}", e.message.len());
         assert!(e.message.ends_with('…'));
+    }
+
+    #[test]
+    fn connect_failures_say_one_generic_thing_per_class() {
+        let server = "db.example:5432";
+        let cases = [
+            (
+                sqlx::Error::Io(std::io::ErrorKind::ConnectionRefused.into()),
+                ErrorClass::Transient,
+                "the connection was refused",
+            ),
+            (
+                sqlx::Error::Io(std::io::ErrorKind::HostUnreachable.into()),
+                ErrorClass::Transient,
+                "the server is unreachable",
+            ),
+            (
+                sqlx::Error::Io(std::io::Error::other("No route to host 10.9.8.7")),
+                ErrorClass::Transient,
+                "the server is unreachable",
+            ),
+            (
+                sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()),
+                ErrorClass::Transient,
+                "during the handshake",
+            ),
+            (
+                sqlx::Error::Protocol("unknown message type: 'H' <script>".into()),
+                ErrorClass::Permanent,
+                "did not answer like a PostgreSQL server",
+            ),
+        ];
+        for (e, class, says) in cases {
+            let got = JobError::from_connect(server, "PostgreSQL", &e);
+            assert_eq!(got.class, class, "{e}");
+            assert!(
+                got.message.starts_with("connecting to db.example:5432: "),
+                "{}",
+                got.message
+            );
+            assert!(got.message.contains(says), "{}", got.message);
+            assert!(
+                !got.message.contains("script") && !got.message.contains("10.9.8.7"),
+                "{}",
+                got.message
+            );
+        }
     }
 
     #[test]

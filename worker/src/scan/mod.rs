@@ -26,6 +26,26 @@ pub struct ScanTarget<'a> {
     pub password: &'a str,
 }
 
+impl ScanTarget<'_> {
+    /// The server as the tenant registered it, for error messages: `host:port`, an IPv6
+    /// literal in brackets. Never the resolved address, which the tenant did not write.
+    fn server_name(&self) -> String {
+        let host = &self.resource.host;
+        if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{}", self.resource.port)
+        } else {
+            format!("{host}:{}", self.resource.port)
+        }
+    }
+
+    fn engine_name(&self) -> &'static str {
+        match self.resource.kind {
+            ResourceKind::Postgres => "PostgreSQL",
+            ResourceKind::Mysql => "MySQL/MariaDB",
+        }
+    }
+}
+
 /// Time limits for talking to a source.
 #[derive(Debug, Clone, Copy)]
 pub struct ScanLimits {
@@ -113,18 +133,24 @@ pub async fn scan(
     })
 }
 
-/// Opens a source connection within the connect timeout. A timeout is transient; a refusal is
-/// classified by the driver's error (e.g. bad credentials are permanent).
-async fn connect<C>(options: &C, limits: ScanLimits) -> Result<C::Connection, JobError>
+/// Opens a source connection within the connect timeout. A timeout is transient; other
+/// failures are classified by [`JobError::from_connect`] (e.g. bad credentials are permanent,
+/// a port that does not speak the engine's protocol too).
+async fn connect<C>(
+    target: &ScanTarget<'_>,
+    options: &C,
+    limits: ScanLimits,
+) -> Result<C::Connection, JobError>
 where
     C: sqlx::ConnectOptions,
     C::Connection: Sized,
 {
+    let server = target.server_name();
     match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
         Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(JobError::from_source("connecting to the source", &e)),
+        Ok(Err(e)) => Err(JobError::from_connect(&server, target.engine_name(), &e)),
         Err(_) => Err(JobError::transient(format!(
-            "connecting to the source: timed out after {:?}",
+            "connecting to {server}: timed out after {:?}",
             limits.connect_timeout
         ))),
     }
@@ -136,6 +162,7 @@ where
 /// parked connection or a permit for up to [`PERMIT_WAIT`]; then it is deferred. Redis failing
 /// counts as no permit: the job is deferred, not failed.
 async fn open<C>(
+    target: &ScanTarget<'_>,
     sources: &SourceConnections,
     parking: &Parking<C::Connection>,
     key: &SourceKey,
@@ -154,7 +181,9 @@ where
             break taken;
         }
         match sources.permits.try_acquire(host, port).await {
-            Ok(Some(permit)) => break Taken::fresh(connect(&options(), limits).await?, permit),
+            Ok(Some(permit)) => {
+                break Taken::fresh(connect(target, &options(), limits).await?, permit);
+            }
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "no connection permit: redis failed"),
         }

@@ -24,6 +24,7 @@ pub(super) async fn open(
         target.password,
     );
     let taken = scan::open(
+        target,
         sources,
         &sources.postgres,
         &key,
