@@ -137,10 +137,10 @@ pub const MAX_PATTERNS: usize = 32;
 pub const MAX_PATTERN: usize = 500;
 /// Compiled size bound per pattern (the regex crate's `size_limit`): a real filter compiles to
 /// a few KB; Unicode-class repetitions such as `\w{20}` are what exceed it.
-const PATTERN_SIZE_LIMIT: usize = 256 * 1024;
+const PATTERN_SIZE_LIMIT: usize = 64 * 1024;
 /// Lazy-DFA cache bound per pattern (`dfa_size_limit`), the memory matching may grow to.
-const PATTERN_DFA_LIMIT: usize = 256 * 1024;
-// Together: at most MAX_PATTERNS × (PATTERN_SIZE_LIMIT + PATTERN_DFA_LIMIT) = 16 MiB for the
+const PATTERN_DFA_LIMIT: usize = 64 * 1024;
+// Together: at most MAX_PATTERNS × (PATTERN_SIZE_LIMIT + PATTERN_DFA_LIMIT) = 4 MiB for the
 // worst options a resource may hold, in the API while parsing and in a worker per sync.
 
 impl ScanOptions {

@@ -726,6 +726,17 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// A TCP port of 127.0.0.1 that was free a moment ago (for a server a test starts).
+/// Waits until the server at `base` (`http://host:port`) answers `/healthz`.
+pub async fn wait_until_listening(base: &str) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(20), "the server to listen", || async {
+        Ok(reqwest::get(format!("{base}/healthz"))
+            .await
+            .is_ok()
+            .then_some(()))
+    })
+    .await
+}
+
 /// The lines a child writes to stderr (which must be piped), collected as it runs.
 pub fn capture_stderr(
     child: &mut tokio::process::Child,

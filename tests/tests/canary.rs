@@ -8,8 +8,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use metasync_tests::{
-    TestApp, capture_lines, capture_stderr, create_source, eventually, free_port, signal,
-    spawn_app_without_maintenance,
+    TestApp, capture_lines, capture_stderr, create_source, free_port, signal,
+    spawn_app_without_maintenance, wait_until_listening,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -102,14 +102,7 @@ async fn canary_run(format: &str) {
         http: reqwest::Client::new(),
         seen: Vec::new(),
     };
-    eventually(Duration::from_secs(20), "the API to listen", || async {
-        Ok(reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok()
-            .then_some(()))
-    })
-    .await
-    .unwrap();
+    wait_until_listening(&client.base).await.unwrap();
 
     let source = create_source("create table t (id int);").await.unwrap();
     let postgres = json!({
