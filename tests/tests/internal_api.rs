@@ -4,10 +4,14 @@
 //! whether it changed anything (a re-sent password by its fingerprint), keeps the password
 //! rule of `PATCH`, and is audited under the key's id.
 
+use std::process::Stdio;
 use std::time::Duration;
 
 use metasync_tests::assert::assert_job;
-use metasync_tests::{REDIS_URL, TestApp, create_source, spawn_app, spawn_app_with};
+use metasync_tests::{
+    JWT_SECRET, REDIS_URL, TestApp, binary, create_source, eventually, free_port, signal,
+    spawn_app, spawn_app_with,
+};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -368,4 +372,84 @@ async fn concurrent_first_pushes_create_one_resource() {
         .await
         .unwrap();
     assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn the_key_never_reaches_a_log() {
+    let app = spawn_app().await.unwrap();
+    let binary = binary("metasync-api").unwrap();
+    // A secret too short stops start-up with a message that does not echo it.
+    let short = "short-secret-0123456789";
+    let output = app
+        .process_command(&binary)
+        .arg("serve")
+        .env("METASYNC_JWT_SECRET", JWT_SECRET)
+        .env("METASYNC_INTERNAL_API_KEYS", format!("platform:{short}"))
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("METASYNC_INTERNAL_API_KEYS"), "{stderr}");
+    assert!(!stderr.contains(short), "{stderr}");
+
+    // Serving at trace level, through failed and successful calls.
+    let port = free_port().unwrap();
+    let mut api = app
+        .process_command(&binary)
+        .arg("serve")
+        .env("METASYNC_JWT_SECRET", JWT_SECRET)
+        .env("METASYNC_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("METASYNC_INTERNAL_API_KEYS", format!("platform:{KEY_OLD}"))
+        .env("RUST_LOG", "trace")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = api.stderr.take().unwrap();
+    let reading = tokio::spawn(async move {
+        let mut text = Vec::new();
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut log, &mut text).await;
+        text
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(30), "the API to listen", || {
+        let (client, base) = (&client, &base);
+        async move {
+            Ok(client
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .ok()
+                .map(|_| ()))
+        }
+    })
+    .await
+    .unwrap();
+    let target = format!("{base}{}", path(TENANT, "ext-1"));
+    let almost = format!("{}x", &KEY_OLD[..KEY_OLD.len() - 1]);
+    for key in [KEY_OLD, almost.as_str(), KEY_OLD] {
+        client
+            .put(&target)
+            .bearer_auth(key)
+            .json(&definition("shop"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let answer = client
+        .get(format!("{base}/v1/resources"))
+        .bearer_auth(KEY_OLD)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 401);
+    signal(&api, "TERM").unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), api.wait()).await;
+    let log = String::from_utf8_lossy(&reading.await.unwrap()).into_owned();
+    // The upsert's statements are there, the key is not.
+    assert!(log.contains("insert into audit_events"), "{log}");
+    assert!(!log.contains(KEY_OLD) && !log.contains(&almost));
+    assert!(!log.contains(&KEY_OLD[..16]));
 }
