@@ -22,6 +22,9 @@ const PROMOTE_EVERY: Duration = Duration::from_millis(100);
 const SCHEDULE_EVERY: Duration = Duration::from_millis(500);
 /// How often old finished jobs are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Audit events deleted per statement, and statements per prune run at most.
+const AUDIT_PRUNE_PAGE: i64 = 10_000;
+const AUDIT_PRUNE_PAGES: usize = 10;
 /// A queued job younger than this may still be waiting for its push; don't call it lost.
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -117,9 +120,18 @@ async fn prune(fleet: Fleet) -> Result<(), DutyError> {
     if n > 0 {
         tracing::info!(jobs = n, "pruned old finished jobs");
     }
-    let n = audit::prune(&fleet.db, fleet.settings.retention, 10_000).await?;
-    if n > 0 {
-        tracing::info!(events = n, "pruned old audit events");
+    // Every manual sync is an event, so a busy tenant can add more than a page a minute: take
+    // a few pages per run, each its own short statement.
+    let mut pruned = 0;
+    for _ in 0..AUDIT_PRUNE_PAGES {
+        let n = audit::prune(&fleet.db, fleet.settings.retention, AUDIT_PRUNE_PAGE).await?;
+        pruned += n;
+        if n < AUDIT_PRUNE_PAGE as u64 {
+            break;
+        }
+    }
+    if pruned > 0 {
+        tracing::info!(events = pruned, "pruned old audit events");
     }
     Ok(())
 }
