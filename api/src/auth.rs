@@ -6,6 +6,9 @@
 //! whose type says what the handler needs: `Tenant` (alias of `Tenant<Read>`) reads,
 //! `Tenant<Operate>` also syncs, cancels and retries, `Tenant<Manage>` also changes resources.
 //! A handler that forgets to ask for a permission gets read access, never more.
+//!
+//! `/internal/*` routes take no token but an internal API key ([`InternalCaller`]), compared in
+//! constant time against every configured key; neither credential works on the other's routes.
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -18,8 +21,11 @@ use axum::http::header;
 use axum::http::request::Parts;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use metasync_shared::db::audit::Actor;
 use metasync_shared::ids::TenantId;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use subtle::{ConditionallySelectable as _, ConstantTimeEq as _};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -310,9 +316,11 @@ impl JwtVerifier {
                 "the bearer token's lifetime exceeds the maximum this server accepts",
             ));
         }
+        // A token may not pass itself off as the internal API key in the audit log.
         if claims.sub.is_empty()
             || claims.sub.len() > 256
             || claims.sub.chars().any(char::is_control)
+            || claims.sub.starts_with(Actor::INTERNAL_KEY_PREFIX)
         {
             return Err(ApiError::Unauthorized(
                 "the bearer token's subject is invalid",
@@ -420,6 +428,15 @@ impl Permission for Manage {
     const WHAT: &'static str = "change resources";
 }
 
+/// Read the audit log.
+#[derive(Debug)]
+pub struct ReadAudit;
+
+impl Permission for ReadAudit {
+    const LEAST_ROLE: Role = Role::Admin;
+    const WHAT: &'static str = "read the audit log";
+}
+
 /// The caller's tenant, from a verified bearer token whose role has permission `P`.
 #[derive(Debug)]
 pub struct Tenant<P: Permission = Read> {
@@ -447,6 +464,11 @@ impl<P: Permission> Tenant<P> {
     /// Who is calling.
     pub fn subject(&self) -> &str {
         &self.subject
+    }
+
+    /// Who is calling, as the audit log records it.
+    pub fn actor(&self) -> Actor {
+        Actor::token(&self.subject)
     }
 }
 
@@ -477,6 +499,11 @@ impl<P: Permission> FromRequestParts<AppState> for Tenant<P> {
 }
 
 fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    state.jwt.verify(bearer(parts)?)
+}
+
+/// The credential of `Authorization: Bearer <credential>`.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
         .headers
         .get(header::AUTHORIZATION)
@@ -491,7 +518,134 @@ fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
         .ok_or(ApiError::Unauthorized(
             "the Authorization header must be `Bearer <token>`",
         ))?;
-    state.jwt.verify(token.trim())
+    Ok(token.trim())
+}
+
+/// Shortest internal API key secret accepted.
+pub const MIN_INTERNAL_KEY_BYTES: usize = 32;
+
+/// The internal API keys (`METASYNC_INTERNAL_API_KEYS`): `id:secret` pairs, several at once so
+/// a key can be rotated without downtime. Only SHA-256 digests of the secrets are kept, and a
+/// presented secret is hashed and compared with every key in constant time, so neither the
+/// time taken nor an early exit tells how much of it matched, or which key did. Empty: off.
+#[derive(Clone, Default)]
+pub struct InternalKeys(Arc<[InternalKey]>);
+
+struct InternalKey {
+    id: String,
+    digest: [u8; 32],
+}
+
+impl std::fmt::Debug for InternalKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|key| &key.id))
+            .finish()
+    }
+}
+
+impl InternalKeys {
+    /// Parses `id:secret[,id:secret…]`. Ids are 1–64 of `A-Z a-z 0-9 . _ -`; secrets at least
+    /// [`MIN_INTERNAL_KEY_BYTES`] bytes. Errors never contain a secret.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut keys: Vec<InternalKey> = Vec::new();
+        for (n, pair) in text.split(',').enumerate() {
+            let n = n + 1;
+            let (id, secret) = pair
+                .trim()
+                .split_once(':')
+                .ok_or_else(|| format!("entry {n} is not `id:secret`"))?;
+            let id_ok = (1..=64).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+            if !id_ok {
+                return Err(format!(
+                    "entry {n}: the key id must be 1-64 of A-Z a-z 0-9 . _ -"
+                ));
+            }
+            if secret.len() < MIN_INTERNAL_KEY_BYTES {
+                return Err(format!(
+                    "key {id}: the secret must be at least {MIN_INTERNAL_KEY_BYTES} bytes"
+                ));
+            }
+            if secret.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(format!(
+                    "key {id}: the secret must not contain spaces or control characters"
+                ));
+            }
+            let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+            if keys.iter().any(|k| k.id == id) {
+                return Err(format!("key {id} is given twice"));
+            }
+            if keys.iter().any(|k| k.digest == digest) {
+                return Err(format!("key {id} has the same secret as another key"));
+            }
+            keys.push(InternalKey {
+                id: id.to_owned(),
+                digest,
+            });
+        }
+        Ok(Self(keys.into()))
+    }
+
+    /// Whether no key is configured (the internal routes then accept nothing).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The id of the key whose secret is `presented`, comparing with every key.
+    pub fn verify(&self, presented: &str) -> Option<&str> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        // 1 + the index of the matching key; 0 for none.
+        let mut matched = 0u32;
+        for (i, key) in self.0.iter().enumerate() {
+            let index = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            matched.conditional_assign(&index, key.digest.ct_eq(&digest));
+        }
+        let index = usize::try_from(matched.checked_sub(1)?).ok()?;
+        self.0.get(index).map(|key| key.id.as_str())
+    }
+}
+
+/// A caller of an `/internal/*` route, authenticated by an internal API key sent as
+/// `Authorization: Bearer <secret>`. A JWT is not a key, so it is refused here like any wrong
+/// secret (and a key is no JWT, so `/v1` refuses it).
+#[derive(Debug, Clone)]
+pub struct InternalCaller {
+    key_id: String,
+}
+
+impl InternalCaller {
+    /// The id of the key the caller presented (never the secret).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Who is calling, as the audit log records it: `internal-key:<id>`.
+    pub fn actor(&self) -> Actor {
+        Actor::internal_key(&self.key_id)
+    }
+}
+
+impl FromRequestParts<AppState> for InternalCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let presented = bearer(parts)?;
+        if state.internal_keys.is_empty() {
+            return Err(ApiError::Unauthorized(
+                "no internal API key is configured on this server",
+            ));
+        }
+        let key_id = state
+            .internal_keys
+            .verify(presented)
+            .ok_or(ApiError::Unauthorized("the internal API key is invalid"))?;
+        Ok(Self {
+            key_id: key_id.to_owned(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -773,5 +927,38 @@ dPy1JMuGdMFw1ahL6h4/aivzOMZesC/p2rzErnzgkx6E0glNcSyd4LjO
                 .is_err()
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn internal_keys_parse_strictly_and_verify_every_key() {
+        let a = "a".repeat(32);
+        let b = "b".repeat(40);
+        let keys = InternalKeys::parse(&format!("old:{a}, new:{b}")).unwrap();
+        assert_eq!(keys.verify(&a), Some("old"));
+        assert_eq!(keys.verify(&b), Some("new"));
+        assert_eq!(keys.verify(&"a".repeat(31)), None);
+        assert_eq!(keys.verify(""), None);
+        assert_eq!(format!("{keys:?}"), r#"["old", "new"]"#);
+        for (bad, said) in [
+            (format!("k:{}", "s".repeat(31)), "at least 32 bytes"),
+            ("s".repeat(40), "not `id:secret`"),
+            (format!(":{a}"), "key id"),
+            (format!("k k:{a}"), "key id"),
+            (format!("k:{a},k:{b}"), "twice"),
+            (format!("k:{a},j:{a}"), "same secret"),
+            (format!("k:{a},"), "not `id:secret`"),
+        ] {
+            let err = InternalKeys::parse(&bad).unwrap_err();
+            assert!(err.contains(said), "{bad}: {err}");
+            assert!(!err.contains(&a) && !err.contains(&b), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_token_cannot_claim_an_internal_key_subject() {
+        let v = JwtVerifier::hs256(SECRET, JwtPolicy::default());
+        let mut c = claims(Some(Role::Admin), Some("acme".into()));
+        c.sub = "internal-key:platform".into();
+        assert!(v.verify(&v.sign(&c).unwrap()).is_err());
     }
 }

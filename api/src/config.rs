@@ -10,7 +10,7 @@ use metasync_shared::config::{
     ConfigError, DatabaseArgs, OutboundArgs, QueueArgs, SealingArgs, parse_duration,
 };
 
-use crate::auth::{JwtPolicy, JwtVerifier};
+use crate::auth::{InternalKeys, JwtPolicy, JwtVerifier};
 use crate::quotas::Limits;
 use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::retry::RetryArgs;
@@ -125,6 +125,37 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
     }
 }
 
+/// The internal API keys, for a platform's system service on `/internal/*`.
+#[derive(Clone, Default, Args)]
+pub struct InternalKeyArgs {
+    /// `id:secret[,id:secret…]`: the keys accepted on `/internal/*` as
+    /// `Authorization: Bearer <secret>` (several, to rotate one without downtime); secrets at
+    /// least 32 bytes. Unset: the internal routes accept nothing.
+    #[arg(
+        long = "internal-api-keys",
+        env = "METASYNC_INTERNAL_API_KEYS",
+        hide_env_values = true
+    )]
+    pub internal_api_keys: Option<String>,
+}
+
+impl std::fmt::Debug for InternalKeyArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InternalKeyArgs").finish_non_exhaustive()
+    }
+}
+
+impl InternalKeyArgs {
+    /// The keys these settings describe (none when unset); a bad setting stops start-up.
+    pub fn keys(&self) -> Result<InternalKeys, ConfigError> {
+        match &self.internal_api_keys {
+            None => Ok(InternalKeys::default()),
+            Some(text) => InternalKeys::parse(text)
+                .map_err(|e| ConfigError::invalid("METASYNC_INTERNAL_API_KEYS", e)),
+        }
+    }
+}
+
 /// Per-tenant limits and HTTP server timeouts (see [`crate::quotas`]).
 #[derive(Debug, Clone, Args)]
 pub struct QuotaArgs {
@@ -190,6 +221,8 @@ pub struct ServeArgs {
     pub sealing: SealingArgs,
     #[command(flatten)]
     pub jwt: JwtArgs,
+    #[command(flatten)]
+    pub internal: InternalKeyArgs,
     #[command(flatten)]
     pub retry: RetryArgs,
     #[command(flatten)]

@@ -77,7 +77,8 @@ pub async fn guard(request: Request, next: Next) -> Response {
         return ApiError::BadRequest("the URL contains a NUL character (%00)".into())
             .into_response();
     }
-    let tenant_data = request.uri().path().starts_with("/v1/");
+    let path = request.uri().path();
+    let tenant_data = path.starts_with("/v1/") || path.starts_with("/internal/");
     let mut response = next.run(request).await;
     if tenant_data && !response.headers().contains_key(header::CACHE_CONTROL) {
         response.headers_mut().insert(

@@ -36,6 +36,8 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::jobs::router())
         .merge(routes::catalog::router())
         .merge(routes::health::router())
+        .merge(routes::audit::router())
+        .merge(routes::internal::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(edge::MAX_BODY_BYTES))

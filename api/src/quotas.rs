@@ -134,7 +134,11 @@ impl Quotas {
     }
 
     /// A `403` when `tenant` already has the most resources allowed.
-    pub async fn check_resource_cap(&self, db: &PgPool, tenant: &TenantId) -> Result<(), ApiError> {
+    pub async fn check_resource_cap(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        tenant: &TenantId,
+    ) -> Result<(), ApiError> {
         let have = resources::count(db, tenant).await?;
         if have >= i64::from(self.limits.max_resources) {
             return Err(ApiError::QuotaExceeded(format!(

@@ -37,6 +37,7 @@ impl Application {
         let sealing_key = args.sealing.sealing_key()?;
         let fingerprinter = args.sealing.fingerprinter()?;
         let jwt = args.jwt.verifier()?;
+        let internal_keys = args.internal.keys()?;
         let retry = args.retry.policy()?;
         let pool = db::connect_with_acquire_timeout(&args.database, args.db_acquire_timeout)
             .await
@@ -59,6 +60,7 @@ impl Application {
             sealing_key,
             fingerprinter,
             jwt,
+            internal_keys,
             metrics,
             quotas: Quotas::new(args.quotas.limits()),
             outbound: args.outbound.policy()?,

@@ -7,7 +7,7 @@ use metasync_shared::submit::Submitter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
-use crate::auth::JwtVerifier;
+use crate::auth::{InternalKeys, JwtVerifier};
 use crate::quotas::Quotas;
 
 #[derive(Clone)]
@@ -19,6 +19,8 @@ pub struct AppState {
     /// Fingerprints passwords, to compare a re-sent one with the stored one.
     pub fingerprinter: Fingerprinter,
     pub jwt: JwtVerifier,
+    /// The keys of `/internal/*` (empty: those routes accept nothing).
+    pub internal_keys: InternalKeys,
     /// Creates jobs and pushes their deliveries.
     pub submitter: Submitter,
     pub metrics: Option<PrometheusHandle>,

@@ -9,6 +9,7 @@
 
 use sqlx::PgPool;
 
+use crate::db::audit::{self, Actor, AuditAction, AuditDetails};
 use crate::db::jobs::{self, Enqueued};
 use crate::db::schedules;
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
@@ -68,16 +69,31 @@ impl Submitter {
         }
     }
 
-    /// A sync of one resource, or its active job (single flight). `None` when the resource is
-    /// not the tenant's.
+    /// A sync of one resource, or its active job (single flight), requested by `actor`: a job
+    /// created is recorded in the audit log in the same transaction (`resource.sync`, or
+    /// `job.retry` of `retry_of`). `None` when the resource is not the tenant's.
     pub async fn sync(
         &self,
         tenant: &TenantId,
         resource: ResourceId,
         retry_of: Option<JobId>,
+        actor: &Actor,
     ) -> Result<Option<Enqueued>, sqlx::Error> {
+        let mut tx = self.db.begin().await?;
         let enqueued =
-            jobs::enqueue(&self.db, tenant, resource, self.max_attempts, retry_of).await?;
+            jobs::enqueue_on(&mut tx, tenant, resource, self.max_attempts, retry_of).await?;
+        if let Some(Enqueued::Created(job)) = &enqueued {
+            let (action, object) = match retry_of {
+                Some(old) => (AuditAction::JobRetry, old.uuid()),
+                None => (AuditAction::ResourceSync, resource.uuid()),
+            };
+            let details = AuditDetails {
+                job_id: Some(job.id),
+                ..AuditDetails::default()
+            };
+            audit::record(&mut *tx, tenant, actor, action, object, details).await?;
+        }
+        tx.commit().await?;
         if let Some(Enqueued::Created(job)) = &enqueued {
             let trigger = if retry_of.is_some() {
                 Trigger::Retry
@@ -91,15 +107,27 @@ impl Submitter {
     }
 
     /// Syncs of many resources of one tenant (all of them when `resources` is `None`) as one
-    /// batch; resources with an active job keep it and are not part of the batch.
+    /// batch requested by `actor`; resources with an active job keep it and are not part of
+    /// the batch. A batch created is recorded in the audit log in the same transaction.
     pub async fn batch(
         &self,
         tenant: &TenantId,
         resources: Option<&[ResourceId]>,
+        actor: &Actor,
     ) -> Result<SubmittedBatch, sqlx::Error> {
         let id = BatchId::new_v7();
+        let mut tx = self.db.begin().await?;
         let jobs =
-            jobs::enqueue_many(&self.db, tenant, resources, self.max_attempts, Some(id)).await?;
+            jobs::enqueue_many_on(&mut tx, tenant, resources, self.max_attempts, Some(id)).await?;
+        if !jobs.is_empty() {
+            let details = AuditDetails {
+                jobs: Some(jobs.len() as i64),
+                ..AuditDetails::default()
+            };
+            let action = AuditAction::BatchCreate;
+            audit::record(&mut *tx, tenant, actor, action, id.uuid(), details).await?;
+        }
+        tx.commit().await?;
         let deliveries: Vec<Delivery> = jobs
             .iter()
             .map(|id| Delivery::manual(*id, tenant.clone()))

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use metasync_api::auth::{JwtVerifier, Role};
-use metasync_api::config::{JwtArgs, QuotaArgs, ServeArgs};
+use metasync_api::config::{InternalKeyArgs, JwtArgs, QuotaArgs, ServeArgs};
 use metasync_api::startup::Application;
 use metasync_shared::config::{DatabaseArgs, OpeningArgs, OutboundArgs, QueueArgs, SealingArgs};
 use metasync_shared::custody::{ConnectionTarget, SealingKey};
@@ -187,6 +187,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
         },
         sealing: sealing_args(),
         jwt: JwtArgs::hs256(JWT_SECRET),
+        internal: InternalKeyArgs::default(),
         retry: RetryArgs {
             max_attempts: 5,
             ..test_retry()
@@ -484,15 +485,35 @@ impl TestApp {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<(u16, String, Value)> {
+        self.call_with(&self.token(tenant), method, path, body)
+            .await
+    }
+
+    /// Sends a request with `Authorization: Bearer <bearer>` (any token, or an internal API
+    /// key) and returns `(status, content-type, body)`.
+    pub async fn call_with(
+        &self,
+        bearer: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, String, Value)> {
         let mut request = self
             .http
             .request(method, self.url(path))
-            .bearer_auth(self.token(tenant));
+            .bearer_auth(bearer);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await?;
         read(response).await
+    }
+
+    /// An hour-long token for `subject` with `role` in `tenant`.
+    pub fn token_for(&self, subject: &str, role: Role, tenant: &str) -> String {
+        self.jwt
+            .issue(subject, role, Some(tenant), Duration::from_secs(3600))
+            .expect("HS256 issues tokens")
     }
 
     /// Sends a request as `tenant` and decodes a `2xx` answer as `T`; any other status is an

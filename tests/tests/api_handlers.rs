@@ -177,6 +177,7 @@ async fn each_role_does_what_it_may_and_gets_a_403_problem_otherwise() {
             Role::Viewer,
         ),
         (Method::GET, "/v1/jobs".into(), None, Role::Viewer),
+        (Method::GET, "/v1/audit".into(), None, Role::Admin),
         (
             Method::GET,
             format!("/v1/resources/{rid}/tables"),

@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use metasync_shared::db::audit::{self, AuditAction, AuditDetails};
 use metasync_shared::db::job_reads::{self, Attempt, JobFilter};
 use metasync_shared::db::jobs::{self, Cancelled, Enqueued, Job};
 use metasync_shared::db::{batches, resources};
@@ -55,12 +56,13 @@ async fn cancel(
     tenant: Tenant<Operate>,
     AppPath(id): AppPath<JobId>,
 ) -> ApiResult<Response> {
-    let outcome = jobs::cancel(&state.db, tenant.id(), id)
+    let mut tx = state.db.begin().await?;
+    let outcome = jobs::cancel_on(&mut tx, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
-    let (status, job) = match outcome {
-        Cancelled::Now(job) => (StatusCode::OK, job),
-        Cancelled::Requested(job) => (StatusCode::ACCEPTED, job),
+    let (status, job, outcome) = match outcome {
+        Cancelled::Now(job) => (StatusCode::OK, job, "cancelled"),
+        Cancelled::Requested(job) => (StatusCode::ACCEPTED, job, "requested"),
         Cancelled::AlreadyFinished(job) => {
             return Err(ApiError::Conflict(format!(
                 "job already finished as `{}`",
@@ -68,6 +70,13 @@ async fn cancel(
             )));
         }
     };
+    let details = AuditDetails {
+        outcome: Some(outcome.into()),
+        ..AuditDetails::default()
+    };
+    let (actor, action) = (tenant.actor(), AuditAction::JobCancel);
+    audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
+    tx.commit().await?;
     let document = JobDocument {
         job,
         attempt_history: None,
@@ -98,7 +107,7 @@ async fn retry(
         .await?;
     let enqueued = state
         .submitter
-        .sync(tenant.id(), old.resource_id, Some(old.id))
+        .sync(tenant.id(), old.resource_id, Some(old.id), &tenant.actor())
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
     Ok(enqueued_response(enqueued))
@@ -149,7 +158,7 @@ async fn sync_many(
         .await?;
     let batch = state
         .submitter
-        .batch(tenant.id(), body.resource_ids.as_deref())
+        .batch(tenant.id(), body.resource_ids.as_deref(), &tenant.actor())
         .await?;
     let Some(id) = batch.id else {
         // Nothing to run: no batch is recorded, and nothing was accepted for later.

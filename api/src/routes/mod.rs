@@ -1,6 +1,8 @@
 //! One module per HTTP resource; [`crate::app`] merges their routers.
 
+pub mod audit;
 pub mod catalog;
 pub mod health;
+pub mod internal;
 pub mod jobs;
 pub mod resources;

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
 use metasync_shared::custody::ConnectionTarget;
+use metasync_shared::db::audit::{self, AuditAction, AuditDetails};
 use metasync_shared::db::resources::{
     self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch, StoredPassword, StoredSchedule,
 };
@@ -77,7 +78,7 @@ fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-fn check_schedule(state: &AppState, spec: &ScheduleSpec) -> ApiResult<StoredSchedule> {
+pub(crate) fn check_schedule(state: &AppState, spec: &ScheduleSpec) -> ApiResult<StoredSchedule> {
     let schedule = Schedule::parse(spec).map_err(ApiError::Unprocessable)?;
     state.quotas.check_schedule(&schedule)?;
     let now = Utc::now();
@@ -94,12 +95,12 @@ fn check_schedule(state: &AppState, spec: &ScheduleSpec) -> ApiResult<StoredSche
     })
 }
 
-fn check_retry_policy(policy: RetryOverrides) -> ApiResult<RetryOverrides> {
+pub(crate) fn check_retry_policy(policy: RetryOverrides) -> ApiResult<RetryOverrides> {
     policy.validate().map_err(ApiError::Unprocessable)?;
     Ok(policy)
 }
 
-fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+pub(crate) fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
     if value.trim().is_empty() {
         return Err(ApiError::Unprocessable(format!(
             "`{field}` must not be empty"
@@ -120,7 +121,7 @@ fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
 
 /// One host name or IP address that the outbound policy allows (a name that does not resolve
 /// here is accepted: the workers check it again, resolved, right before they connect).
-async fn check_host(state: &AppState, host: &str) -> ApiResult<()> {
+pub(crate) async fn check_host(state: &AppState, host: &str) -> ApiResult<()> {
     check_text("host", host, 253)?;
     state
         .outbound
@@ -129,7 +130,7 @@ async fn check_host(state: &AppState, host: &str) -> ApiResult<()> {
         .map_err(|e| ApiError::Unprocessable(e.to_string()))
 }
 
-fn check_port(port: i64) -> ApiResult<i32> {
+pub(crate) fn check_port(port: i64) -> ApiResult<i32> {
     if (1..=65_535).contains(&port) {
         Ok(port as i32)
     } else {
@@ -139,7 +140,7 @@ fn check_port(port: i64) -> ApiResult<i32> {
     }
 }
 
-fn check_password(password: &str) -> ApiResult<()> {
+pub(crate) fn check_password(password: &str) -> ApiResult<()> {
     if password.len() > 1024 {
         return Err(ApiError::Unprocessable(
             "`password` must be at most 1024 bytes".into(),
@@ -152,11 +153,11 @@ fn check_password(password: &str) -> ApiResult<()> {
 /// that names the key (serde's own message would not).
 #[derive(Deserialize)]
 #[serde(transparent)]
-struct OptionsBody(serde_json::Value);
+pub(crate) struct OptionsBody(serde_json::Value);
 
 /// Scan options are parsed with the worker's own parser, so what is accepted here is exactly
 /// what the worker can run; what was parsed is what gets stored.
-fn check_options(options: Option<OptionsBody>) -> ApiResult<ScanOptions> {
+pub(crate) fn check_options(options: Option<OptionsBody>) -> ApiResult<ScanOptions> {
     match options {
         None => Ok(ScanOptions::default()),
         Some(OptionsBody(value)) => ScanOptions::parse(&value).map_err(ApiError::Unprocessable),
@@ -164,7 +165,7 @@ fn check_options(options: Option<OptionsBody>) -> ApiResult<ScanOptions> {
 }
 
 /// Seals `password` for `target` and fingerprints it.
-fn store_password(
+pub(crate) fn store_password(
     state: &AppState,
     password: &str,
     target: &ConnectionTarget<'_>,
@@ -175,7 +176,7 @@ fn store_password(
     }
 }
 
-fn name_taken(e: sqlx::Error) -> ApiError {
+pub(crate) fn name_taken(e: sqlx::Error) -> ApiError {
     match &e {
         sqlx::Error::Database(db) if db.constraint() == Some(NAME_TAKEN_CONSTRAINT) => {
             ApiError::Conflict("a resource with this name already exists".into())
@@ -219,8 +220,9 @@ async fn create(
         database: &body.database,
     };
     let password = store_password(&state, &body.password, &target);
+    let mut tx = state.db.begin().await?;
     let resource = resources::insert(
-        &state.db,
+        &mut *tx,
         tenant.id(),
         id,
         NewResource {
@@ -234,10 +236,18 @@ async fn create(
             options,
             schedule,
             retry_policy,
+            external_id: None,
         },
     )
     .await
     .map_err(name_taken)?;
+    let details = AuditDetails {
+        name: Some(resource.name.clone()),
+        ..AuditDetails::default()
+    };
+    let (actor, action) = (tenant.actor(), AuditAction::ResourceCreate);
+    audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
+    tx.commit().await?;
     let location = format!("/v1/resources/{}", resource.id);
     Ok((
         StatusCode::CREATED,
@@ -348,7 +358,9 @@ async fn update(
             Some(Some(policy)) => Some(Some(check_retry_policy(policy)?)),
         },
     };
-    let resource = resources::update(&state.db, tenant.id(), &current, patch)
+    let password_given = patch.password.is_some();
+    let mut tx = state.db.begin().await?;
+    let resource = resources::update(&mut *tx, tenant.id(), &current, patch)
         .await
         .map_err(name_taken)?
         .ok_or_else(|| {
@@ -356,6 +368,17 @@ async fn update(
                 "the resource was changed or deleted meanwhile: read it and try again".into(),
             )
         })?;
+    let mut fields = current.changed_fields(&resource);
+    if password_given {
+        fields.push("password".into());
+    }
+    let details = AuditDetails {
+        fields,
+        ..AuditDetails::default()
+    };
+    let (actor, action) = (tenant.actor(), AuditAction::ResourceUpdate);
+    audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
+    tx.commit().await?;
     Ok(axum::Json(resource).into_response())
 }
 
@@ -365,11 +388,18 @@ async fn remove(
     AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<StatusCode> {
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
-    if resources::delete(&state.db, tenant.id(), id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("resource"))
-    }
+    let mut tx = state.db.begin().await?;
+    let name = resources::delete(&mut *tx, tenant.id(), id)
+        .await?
+        .ok_or(ApiError::NotFound("resource"))?;
+    let details = AuditDetails {
+        name: Some(name),
+        ..AuditDetails::default()
+    };
+    let (actor, action) = (tenant.actor(), AuditAction::ResourceDelete);
+    audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Enqueues a sync: `202` with the new job, or `200` with the active job when one exists.
@@ -385,7 +415,7 @@ async fn sync(
         .await?;
     let enqueued = state
         .submitter
-        .sync(tenant.id(), id, None)
+        .sync(tenant.id(), id, None, &tenant.actor())
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
     Ok(crate::routes::jobs::enqueued_response(enqueued))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::db::job_reads;
@@ -81,6 +81,20 @@ pub async fn enqueue(
     max_attempts: i32,
     retry_of: Option<JobId>,
 ) -> Result<Option<Enqueued>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    enqueue_on(&mut conn, tenant, resource_id, max_attempts, retry_of).await
+}
+
+/// [`enqueue`] on `conn`, e.g. inside the transaction that also records the request in the
+/// audit log. Each statement sees what committed before it (read committed), so the retry
+/// loop works the same inside a transaction.
+pub async fn enqueue_on(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    resource_id: ResourceId,
+    max_attempts: i32,
+    retry_of: Option<JobId>,
+) -> Result<Option<Enqueued>, sqlx::Error> {
     // The active job may finish between our failed insert and the read; then insert again.
     for _ in 0..5 {
         let created: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -96,7 +110,7 @@ pub async fn enqueue(
         .bind(resource_id)
         .bind(max_attempts)
         .bind(retry_of)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
         if let Some(job) = created {
             return Ok(Some(Enqueued::Created(job)));
@@ -108,7 +122,7 @@ pub async fn enqueue(
         )))
         .bind(tenant)
         .bind(resource_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
         if let Some(job) = active {
             return Ok(Some(Enqueued::Deduplicated(job)));
@@ -117,7 +131,7 @@ pub async fn enqueue(
             sqlx::query_as("select id from resources where tenant_id = $1 and id = $2")
                 .bind(tenant)
                 .bind(resource_id)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *conn)
                 .await?;
         if exists.is_none() {
             return Ok(None);
@@ -139,12 +153,25 @@ pub async fn enqueue_many(
     max_attempts: i32,
     batch_id: Option<BatchId>,
 ) -> Result<Vec<JobId>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    enqueue_many_on(&mut conn, tenant, resource_ids, max_attempts, batch_id).await
+}
+
+/// [`enqueue_many`] on `conn` (e.g. the transaction that also records the batch in the audit
+/// log).
+pub async fn enqueue_many_on(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    resource_ids: Option<&[ResourceId]>,
+    max_attempts: i32,
+    batch_id: Option<BatchId>,
+) -> Result<Vec<JobId>, sqlx::Error> {
     let resource_ids: Vec<Uuid> = match resource_ids {
         Some(ids) => ids.iter().map(|id| id.uuid()).collect(),
         None => {
             sqlx::query_scalar("select id from resources where tenant_id = $1 order by id")
                 .bind(tenant)
-                .fetch_all(pool)
+                .fetch_all(&mut *conn)
                 .await?
         }
     };
@@ -172,7 +199,7 @@ pub async fn enqueue_many(
     .bind(&job_ids)
     .bind(max_attempts)
     .bind(batch_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }
 
@@ -482,6 +509,16 @@ pub async fn cancel(
     tenant: &TenantId,
     id: JobId,
 ) -> Result<Option<Cancelled>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    cancel_on(&mut conn, tenant, id).await
+}
+
+/// [`cancel`] on `conn` (e.g. the transaction that also records the cancel in the audit log).
+pub async fn cancel_on(
+    conn: &mut PgConnection,
+    tenant: &TenantId,
+    id: JobId,
+) -> Result<Option<Cancelled>, sqlx::Error> {
     // SET expressions read the row as it was before this update.
     let changed: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update jobs set cancel_requested = true,
@@ -493,7 +530,7 @@ pub async fn cancel(
     )))
     .bind(tenant)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *conn)
     .await?;
     if let Some(job) = changed {
         return Ok(Some(if job.state == JobState::Cancelled {
@@ -504,7 +541,7 @@ pub async fn cancel(
     }
     // Matched nothing, so the job is finished or gone; finished states never change, so this
     // read cannot race with anything that would have made the cancel apply.
-    Ok(job_reads::get(pool, tenant, id)
+    Ok(job_reads::get(&mut *conn, tenant, id)
         .await?
         .map(Cancelled::AlreadyFinished))
 }

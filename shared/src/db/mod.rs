@@ -1,6 +1,7 @@
 //! The catalog PostgreSQL: pool set-up, migrations and one module per table family. Queries
 //! are runtime-checked (`sqlx::query_as`) so the workspace builds without a live database.
 
+pub mod audit;
 pub mod batches;
 pub mod catalog;
 pub mod job_reads;

@@ -41,6 +41,10 @@ pub struct Resource {
     pub created_at: DateTime<Utc>,
     /// When the resource was last changed through the API.
     pub updated_at: DateTime<Utc>,
+    /// Its id in the platform whose system service pushes it through the internal API;
+    /// `None` for resources registered through `/v1`.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// What the worker needs to connect: the resource plus its sealed password.
@@ -73,6 +77,29 @@ impl ResourceWithSecret {
 }
 
 impl Resource {
+    /// Names of the client-visible fields (besides the password, which is not here) that differ
+    /// between `self` and `other`, for the audit log.
+    pub fn changed_fields(&self, other: &Resource) -> Vec<String> {
+        let options = |r: &Resource| serde_json::to_value(&r.options.0).ok();
+        let schedule = |r: &Resource| r.schedule.as_ref().map(|s| s.0.clone());
+        let retry = |r: &Resource| r.retry_policy.as_ref().map(|p| p.0.clone());
+        [
+            ("name", self.name != other.name),
+            ("kind", self.kind != other.kind),
+            ("host", self.host != other.host),
+            ("port", self.port != other.port),
+            ("database", self.database != other.database),
+            ("username", self.username != other.username),
+            ("options", options(self) != options(other)),
+            ("schedule", schedule(self) != schedule(other)),
+            ("retry_policy", retry(self) != retry(other)),
+        ]
+        .into_iter()
+        .filter(|(_, changed)| *changed)
+        .map(|(field, _)| field.to_owned())
+        .collect()
+    }
+
     /// The connection target of this resource in `tenant`: what its password is bound to.
     pub fn target<'a>(&'a self, tenant: &'a TenantId) -> ConnectionTarget<'a> {
         ConnectionTarget {
@@ -119,6 +146,9 @@ pub struct NewResource<'a> {
     pub schedule: Option<StoredSchedule>,
     /// `None` keeps the worker's default retry policy.
     pub retry_policy: Option<RetryOverrides>,
+    /// Its id in the platform that pushed it through the internal API (see
+    /// [`EXTERNAL_ID_TAKEN_CONSTRAINT`]); `None` through `/v1`.
+    pub external_id: Option<&'a str>,
 }
 
 /// A schedule as stored: one of the two columns, plus the first due time.
@@ -136,10 +166,13 @@ pub(crate) const COLUMNS: &str = "id, name, kind, host, port, database, username
      case when sync_interval_seconds is not null
                then jsonb_build_object('interval_seconds', sync_interval_seconds)
           when sync_cron is not null then jsonb_build_object('cron', sync_cron) end as schedule,
-     next_sync_at, retry_policy, created_at, updated_at";
+     next_sync_at, retry_policy, created_at, updated_at, external_id";
 
 /// The unique constraint on `(tenant_id, name)`, for turning a violation into a 409.
 pub const NAME_TAKEN_CONSTRAINT: &str = "resources_tenant_id_name_key";
+
+/// The unique constraint on `(tenant_id, external_id)`: two pushes of a new resource raced.
+pub const EXTERNAL_ID_TAKEN_CONSTRAINT: &str = "resources_tenant_id_external_id_key";
 
 /// Stores a new resource for the tenant and returns it as clients see it.
 pub async fn insert(
@@ -151,8 +184,9 @@ pub async fn insert(
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
                                 password_sealed, options, sync_interval_seconds, sync_cron,
-                                next_sync_at, retry_policy, password_key_id, password_fingerprint)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                                next_sync_at, retry_policy, password_key_id, password_fingerprint,
+                                external_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          returning {COLUMNS}"
     )))
     .bind(id)
@@ -171,6 +205,7 @@ pub async fn insert(
     .bind(new.retry_policy.map(Json))
     .bind(&new.password.sealed.key_id)
     .bind(&new.password.fingerprint)
+    .bind(new.external_id)
     .fetch_one(db)
     .await
 }
@@ -306,18 +341,46 @@ pub async fn update(
     .await
 }
 
-/// Deletes a resource with its jobs and catalog. Returns whether it existed.
+/// Deletes a resource with its jobs and catalog. Returns its name, or `None` if it did not
+/// exist.
 pub async fn delete(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
     id: ResourceId,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from resources where tenant_id = $1 and id = $2")
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("delete from resources where tenant_id = $1 and id = $2 returning name")
         .bind(tenant)
         .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+        .fetch_optional(db)
+        .await
+}
+
+/// A resource pushed through the internal API, with its password's fingerprint.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExternalResource {
+    /// The fields clients see.
+    #[sqlx(flatten)]
+    pub resource: Resource,
+    /// The stored password's fingerprint; `None` for a record not fingerprinted yet.
+    pub password_fingerprint: Option<Vec<u8>>,
+}
+
+/// The tenant's resource with `external_id`, locked for the rest of the transaction (an
+/// upsert reads, compares and writes it).
+pub async fn get_external_for_update(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    external_id: &str,
+) -> Result<Option<ExternalResource>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS}, password_fingerprint from resources
+         where tenant_id = $1 and external_id = $2
+         for update"
+    )))
+    .bind(tenant)
+    .bind(external_id)
+    .fetch_optional(db)
+    .await
 }
 
 /// Up to `limit` resources whose password is not sealed under `key_id`, after `after` in id

@@ -1,8 +1,9 @@
 //! The fleet-wide duties, run by the maintenance leader alone: reap the deliveries of dead
 //! workers, end cancelled jobs whose worker was lost, promote due delayed deliveries, re-push
 //! jobs whose delivery was lost (Redis flushed, or a crash between insert and push), fire due
-//! schedules, prune old finished jobs and export the queue gauges. Each is still safe to run
-//! in several processes at once, so the moment of a leadership change needs no care.
+//! schedules, prune old finished jobs (and audit events as old) and export the queue gauges.
+//! Each is still safe to run in several processes at once, so the moment of a leadership
+//! change needs no care.
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use sqlx::PgPool;
 
 use super::Settings;
 use super::duty::{Duty, DutyError, DutySet};
-use crate::db::jobs;
+use crate::db::{audit, jobs};
 use crate::ids::JobId;
 use crate::queue::Queue;
 use crate::submit::Submitter;
@@ -21,6 +22,9 @@ const PROMOTE_EVERY: Duration = Duration::from_millis(100);
 const SCHEDULE_EVERY: Duration = Duration::from_millis(500);
 /// How often old finished jobs are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Audit events deleted per statement, and statements per prune run at most.
+const AUDIT_PRUNE_PAGE: i64 = 10_000;
+const AUDIT_PRUNE_PAGES: usize = 10;
 /// A queued job younger than this may still be waiting for its push; don't call it lost.
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -110,10 +114,24 @@ pub(crate) fn clear_gauges() {
     metrics::gauge!("metasync_queue_delayed_deliveries").set(0.0);
 }
 
+/// Old finished jobs, and audit events as old: the audit log is kept as long as jobs are.
 async fn prune(fleet: Fleet) -> Result<(), DutyError> {
     let n = jobs::prune_finished(&fleet.db, fleet.settings.retention, 1_000).await?;
     if n > 0 {
         tracing::info!(jobs = n, "pruned old finished jobs");
+    }
+    // Every manual sync is an event, so a busy tenant can add more than a page a minute: take
+    // a few pages per run, each its own short statement.
+    let mut pruned = 0;
+    for _ in 0..AUDIT_PRUNE_PAGES {
+        let n = audit::prune(&fleet.db, fleet.settings.retention, AUDIT_PRUNE_PAGE).await?;
+        pruned += n;
+        if n < AUDIT_PRUNE_PAGE as u64 {
+            break;
+        }
+    }
+    if pruned > 0 {
+        tracing::info!(events = pruned, "pruned old audit events");
     }
     Ok(())
 }

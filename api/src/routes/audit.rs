@@ -1,0 +1,63 @@
+//! `/v1/audit`: the tenant's audit log, newest first, for admins.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use metasync_shared::db::audit::{self, AuditAction, AuditFilter};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::{ReadAudit, Tenant};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::AppQuery;
+use crate::pagination::{self, Cursor, Limit, Page};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/audit", get(list))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    /// Only events about this resource, job or batch.
+    object_id: Option<Uuid>,
+    /// Only this action (`resource.create`, `job.cancel`, …).
+    action: Option<AuditAction>,
+    /// Only events at or after this RFC 3339 time.
+    since: Option<String>,
+    cursor: Option<Cursor>,
+    #[serde(default)]
+    limit: Limit,
+}
+
+/// Lists who changed what in the caller's tenant, newest first.
+async fn list(
+    State(state): State<AppState>,
+    tenant: Tenant<ReadAudit>,
+    AppQuery(query): AppQuery<AuditQuery>,
+) -> ApiResult<Response> {
+    let since = query
+        .since
+        .as_deref()
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::BadRequest(
+                        "`since` must be an RFC 3339 time, e.g. 2026-11-27T10:00:00Z".into(),
+                    )
+                })
+        })
+        .transpose()?;
+    let filter = AuditFilter {
+        object_id: query.object_id,
+        action: query.action,
+        since,
+        before: pagination::after(query.cursor.as_ref())?,
+        limit: query.limit.get(),
+    };
+    let items = audit::list(&state.db, tenant.id(), &filter).await?;
+    Ok(axum::Json(Page::new(items, query.limit, |event| (event.at, event.id))).into_response())
+}

@@ -1,0 +1,356 @@
+//! `/internal/v1`: a platform's own system service pushes its resource definitions with an
+//! internal API key ([`InternalCaller`]), naming the tenant in the path, so the names and
+//! kinds stored here never go stale. `PUT …/resources/{external_id}` is an idempotent upsert:
+//! a definition sent twice changes nothing the second time.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use metasync_shared::custody::ConnectionTarget;
+use metasync_shared::db::audit::{self, Actor, AuditAction, AuditDetails};
+use metasync_shared::db::resources::{
+    self, EXTERNAL_ID_TAKEN_CONSTRAINT, ExternalResource, NewResource, Resource, ResourcePatch,
+};
+use metasync_shared::domain::ResourceKind;
+use metasync_shared::ids::{ResourceId, TenantId};
+use metasync_shared::retry::RetryOverrides;
+use metasync_shared::schedule::ScheduleSpec;
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+
+use crate::auth::InternalCaller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{AppJson, AppPath};
+use crate::routes::resources::{
+    OptionsBody, check_host, check_options, check_password, check_port, check_retry_policy,
+    check_schedule, check_text, name_taken, store_password,
+};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route(
+        "/internal/v1/tenants/{tenant}/resources/{external_id}",
+        put(put_resource),
+    )
+}
+
+/// Longest external id accepted.
+const MAX_EXTERNAL_ID: usize = 200;
+
+/// The whole definition of a resource (a `PUT` replaces it): like the body of
+/// `POST /v1/resources`, but `password` may be left out of an update that keeps the
+/// connection target. Absent `options`, `schedule` and `retry_policy` mean the defaults.
+// Not Debug: it carries a password.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutResource {
+    name: String,
+    kind: ResourceKind,
+    host: String,
+    port: i64,
+    database: String,
+    username: String,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    options: Option<OptionsBody>,
+    #[serde(default)]
+    schedule: Option<ScheduleSpec>,
+    #[serde(default)]
+    retry_policy: Option<RetryOverrides>,
+}
+
+/// The resource after an upsert, and whether this request changed it.
+#[derive(Debug, Serialize)]
+struct Upserted {
+    #[serde(flatten)]
+    resource: Resource,
+    changed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct UpsertPath {
+    tenant: String,
+    external_id: String,
+}
+
+/// `201` with the resource when it was created, `200` with `"changed": true|false` otherwise.
+async fn put_resource(
+    State(state): State<AppState>,
+    caller: InternalCaller,
+    AppPath(path): AppPath<UpsertPath>,
+    AppJson(body): AppJson<PutResource>,
+) -> ApiResult<Response> {
+    let tenant = TenantId::parse(&path.tenant).map_err(|_| {
+        ApiError::BadRequest(format!(
+            "the tenant in the path must be 1-{} of A-Z a-z 0-9 . _ - : @, starting with a \
+             letter or digit",
+            TenantId::MAX_LEN
+        ))
+    })?;
+    let external_id = path.external_id.as_str();
+    if external_id.is_empty()
+        || external_id.chars().count() > MAX_EXTERNAL_ID
+        || external_id.chars().any(char::is_control)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the external id in the path must be 1-{MAX_EXTERNAL_ID} characters, none a \
+             control character"
+        )));
+    }
+    let definition = Definition::check(&state, body).await?;
+    let actor = caller.actor();
+    // Two first pushes of one resource race to insert; the loser tries again and finds the
+    // winner's row. Only the second try's unique violations are what they say.
+    for retry_on_race in [true, false] {
+        let upserted = upsert(
+            &state,
+            &tenant,
+            external_id,
+            &definition,
+            &actor,
+            retry_on_race,
+        );
+        if let Some(response) = upserted.await? {
+            return Ok(response);
+        }
+    }
+    Err(ApiError::Conflict(
+        "the resource is being pushed concurrently: try again".into(),
+    ))
+}
+
+/// A checked definition.
+struct Definition {
+    name: String,
+    kind: ResourceKind,
+    host: String,
+    port: i32,
+    database: String,
+    username: String,
+    password: Option<String>,
+    options: metasync_shared::scan_options::ScanOptions,
+    schedule: Option<ScheduleSpec>,
+    retry_policy: Option<RetryOverrides>,
+}
+
+impl Definition {
+    /// The same checks as `POST /v1/resources` (outbound host policy included).
+    async fn check(state: &AppState, body: PutResource) -> ApiResult<Self> {
+        check_text("name", &body.name, 200)?;
+        check_host(state, &body.host).await?;
+        let port = check_port(body.port)?;
+        check_text("database", &body.database, 255)?;
+        check_text("username", &body.username, 255)?;
+        if let Some(password) = &body.password {
+            check_password(password)?;
+        }
+        let options = check_options(body.options)?;
+        if let Some(spec) = &body.schedule {
+            check_schedule(state, spec)?;
+        }
+        let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
+        Ok(Self {
+            name: body.name.trim().to_owned(),
+            kind: body.kind,
+            host: body.host,
+            port,
+            database: body.database,
+            username: body.username,
+            password: body.password,
+            options,
+            schedule: body.schedule,
+            retry_policy,
+        })
+    }
+
+    fn target<'a>(&'a self, tenant: &'a TenantId, id: ResourceId) -> ConnectionTarget<'a> {
+        ConnectionTarget {
+            tenant,
+            resource: id,
+            kind: self.kind,
+            host: &self.host,
+            port: self.port,
+            username: &self.username,
+            database: &self.database,
+        }
+    }
+}
+
+/// The unique constraint `e` violates, if that is what it is.
+fn violated(e: &sqlx::Error) -> Option<&str> {
+    e.as_database_error()?.constraint()
+}
+
+/// One try of the upsert, in one transaction with its audit record. With `retry_on_race`,
+/// `None` when the insert of a new resource hit a unique violation (a concurrent push may have
+/// created it first: try again, and it is an update).
+async fn upsert(
+    state: &AppState,
+    tenant: &TenantId,
+    external_id: &str,
+    definition: &Definition,
+    actor: &Actor,
+    retry_on_race: bool,
+) -> ApiResult<Option<Response>> {
+    let mut tx = state.db.begin().await?;
+    let Some(current) = resources::get_external_for_update(&mut *tx, tenant, external_id).await?
+    else {
+        let Some(password) = &definition.password else {
+            return Err(ApiError::Unprocessable(
+                "`password` is required to create a resource".into(),
+            ));
+        };
+        // On this transaction's connection: a second one per request could exhaust the pool.
+        state.quotas.check_resource_cap(&mut *tx, tenant).await?;
+        let id = ResourceId::new_v7();
+        let password = store_password(state, password, &definition.target(tenant, id));
+        let schedule = definition
+            .schedule
+            .as_ref()
+            .map(|spec| check_schedule(state, spec))
+            .transpose()?;
+        let inserted = resources::insert(
+            &mut *tx,
+            tenant,
+            id,
+            NewResource {
+                name: &definition.name,
+                kind: definition.kind,
+                host: &definition.host,
+                port: definition.port,
+                database: &definition.database,
+                username: &definition.username,
+                password,
+                options: definition.options.clone(),
+                schedule,
+                retry_policy: definition.retry_policy.clone(),
+                external_id: Some(external_id),
+            },
+        )
+        .await;
+        // A concurrent first push of this resource may make the loser hit either constraint.
+        let resource = match inserted {
+            Err(e) if retry_on_race && violated(&e).is_some() => return Ok(None),
+            Err(e) if violated(&e) == Some(EXTERNAL_ID_TAKEN_CONSTRAINT) => {
+                return Err(ApiError::Conflict(
+                    "the resource is being pushed concurrently: try again".into(),
+                ));
+            }
+            other => other.map_err(name_taken)?,
+        };
+        let details = AuditDetails {
+            name: Some(resource.name.clone()),
+            external_id: Some(external_id.to_owned()),
+            ..AuditDetails::default()
+        };
+        let action = AuditAction::ResourceCreate;
+        audit::record(&mut *tx, tenant, actor, action, id.uuid(), details).await?;
+        tx.commit().await?;
+        let location = format!("/v1/resources/{id}");
+        let body = Upserted {
+            resource,
+            changed: true,
+        };
+        return Ok(Some(
+            (
+                StatusCode::CREATED,
+                [(header::LOCATION, location)],
+                axum::Json(body),
+            )
+                .into_response(),
+        ));
+    };
+    let ExternalResource {
+        resource: current,
+        password_fingerprint,
+    } = current;
+    let id = current.id;
+    let target = definition.target(tenant, id);
+    let target_changed = target != current.target(tenant);
+    // A re-sent password is compared by its fingerprint: nothing is opened. A new target
+    // needs the password sealed again for it, changed or not.
+    let password = match &definition.password {
+        None if target_changed => {
+            return Err(ApiError::Unprocessable(
+                "changing `kind`, `host`, `port`, `username` or `database` needs `password` \
+                 again: the stored password is sealed for the current target and is never sent \
+                 to another"
+                    .into(),
+            ));
+        }
+        None => None,
+        Some(password) => {
+            let same = password_fingerprint
+                .as_deref()
+                .is_some_and(|stored| state.fingerprinter.matches(id, password, stored));
+            (target_changed || !same).then(|| store_password(state, password, &target))
+        }
+    };
+    let mut desired = current.clone();
+    desired.name.clone_from(&definition.name);
+    desired.kind = definition.kind;
+    desired.host.clone_from(&definition.host);
+    desired.port = definition.port;
+    desired.database.clone_from(&definition.database);
+    desired.username.clone_from(&definition.username);
+    desired.options = Json(definition.options.clone());
+    desired.schedule = definition.schedule.clone().map(Json);
+    desired.retry_policy = definition.retry_policy.clone().map(Json);
+    let mut fields = current.changed_fields(&desired);
+    if password.is_some() {
+        fields.push("password".into());
+    }
+    if fields.is_empty() {
+        tx.commit().await?;
+        let body = Upserted {
+            resource: current,
+            changed: false,
+        };
+        return Ok(Some(axum::Json(body).into_response()));
+    }
+    let changed = |field: &str| fields.iter().any(|f| f == field);
+    let patch = ResourcePatch {
+        kind: changed("kind").then_some(definition.kind),
+        name: changed("name").then_some(definition.name.as_str()),
+        host: changed("host").then_some(definition.host.as_str()),
+        port: changed("port").then_some(definition.port),
+        database: changed("database").then_some(definition.database.as_str()),
+        username: changed("username").then_some(definition.username.as_str()),
+        password,
+        options: changed("options").then(|| definition.options.clone()),
+        // An unchanged schedule keeps its next due time.
+        schedule: match &definition.schedule {
+            _ if !changed("schedule") => None,
+            None => Some(None),
+            Some(spec) => Some(Some(check_schedule(state, spec)?)),
+        },
+        retry_policy: changed("retry_policy").then(|| definition.retry_policy.clone()),
+    };
+    let resource = resources::update(&mut *tx, tenant, &current, patch)
+        .await
+        .map_err(name_taken)?
+        .ok_or(ApiError::NotFound("resource"))?;
+    let details = AuditDetails {
+        fields,
+        external_id: Some(external_id.to_owned()),
+        ..AuditDetails::default()
+    };
+    audit::record(
+        &mut *tx,
+        tenant,
+        actor,
+        AuditAction::ResourceUpdate,
+        id.uuid(),
+        details,
+    )
+    .await?;
+    tx.commit().await?;
+    let body = Upserted {
+        resource,
+        changed: true,
+    };
+    Ok(Some(axum::Json(body).into_response()))
+}
