@@ -498,6 +498,38 @@ impl<P: Permission> FromRequestParts<AppState> for Tenant<P> {
     }
 }
 
+/// A caller with the `fleet` role: may read fleet-wide state (workers, the queue), which
+/// belongs to no tenant, and nothing else. Tenant tokens, admins included, are refused: the
+/// fleet's state shows every tenant's load.
+#[derive(Debug)]
+pub struct FleetReader {
+    subject: String,
+}
+
+impl FleetReader {
+    /// Who is calling.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+impl FromRequestParts<AppState> for FleetReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = caller(parts, state)?;
+        if caller.role != Role::Fleet {
+            return Err(ApiError::Forbidden(format!(
+                "a {} token may not read fleet-wide state: the role fleet is needed",
+                caller.role.as_str()
+            )));
+        }
+        Ok(Self {
+            subject: caller.subject,
+        })
+    }
+}
+
 fn caller(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
     state.jwt.verify(bearer(parts)?)
 }

@@ -71,6 +71,9 @@ pub enum ApiError {
     /// [`RETRY_AFTER_SECS`]. The cause is logged (rate-limited), not returned.
     #[error("the catalog database is unavailable; retry shortly")]
     Unavailable(sqlx::Error),
+    /// 503: Redis cannot be reached right now (only routes that read the queue itself).
+    #[error("the queue is unavailable; retry shortly")]
+    QueueUnavailable(#[from] metasync_shared::queue::QueueError),
 }
 
 /// The `Retry-After` of a 503: about how long a database restart or failover takes to notice.
@@ -78,6 +81,8 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// One warning per 10 s for the whole process while the catalog database is unreachable.
 static CATALOG_UNAVAILABLE: Mutex<Warnings> = Mutex::new(Warnings::new("catalog database"));
+/// Likewise for Redis, on the routes that read the queue.
+static QUEUE_UNAVAILABLE: Mutex<Warnings> = Mutex::new(Warnings::new("redis"));
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
@@ -141,7 +146,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -154,6 +159,12 @@ impl IntoResponse for ApiError {
             Self::Unavailable(e) => {
                 // A poisoned lock only means a panic elsewhere mid-warning; keep counting.
                 let mut warnings = CATALOG_UNAVAILABLE
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                warnings.failed(e);
+            }
+            Self::QueueUnavailable(e) => {
+                let mut warnings = QUEUE_UNAVAILABLE
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 warnings.failed(e);

@@ -37,6 +37,7 @@ pub fn app(state: AppState) -> Router {
         .merge(routes::catalog::router())
         .merge(routes::health::router())
         .merge(routes::audit::router())
+        .merge(routes::fleet::router())
         .merge(routes::internal::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

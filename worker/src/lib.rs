@@ -43,9 +43,10 @@ pub async fn run(
     options: RunOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    maintenance::register(&ctx).await?;
+    let concurrency = u16::try_from(options.concurrency).unwrap_or(u16::MAX);
+    maintenance::register(&ctx, concurrency).await?;
     let in_flight = InFlight::default();
-    let maintenance = maintenance::spawn(ctx.clone(), in_flight.clone());
+    let maintenance = maintenance::spawn(ctx.clone(), in_flight.clone(), concurrency);
     tracing::info!(worker = %ctx.worker_id, concurrency = options.concurrency, "worker started");
 
     let factory_ctx = ctx.clone();

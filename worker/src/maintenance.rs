@@ -11,8 +11,9 @@ use crate::pipeline::WorkerContext;
 
 /// Registers the worker before it takes any delivery, so a crash right after its first pickup
 /// is still covered by a lease that can lapse.
-pub async fn register(ctx: &WorkerContext) -> anyhow::Result<()> {
+pub async fn register(ctx: &WorkerContext, concurrency: u16) -> anyhow::Result<()> {
     ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await?;
+    ctx.queue.announce(&ctx.worker_id, concurrency).await?;
     Ok(())
 }
 
@@ -24,7 +25,7 @@ pub struct Maintenance {
 
 /// Starts the worker's own duties and, unless turned off, its candidacy for leader.
 /// `in_flight` holds the attempts whose PostgreSQL leases the heartbeat renews.
-pub fn spawn(ctx: WorkerContext, in_flight: InFlight) -> Maintenance {
+pub fn spawn(ctx: WorkerContext, in_flight: InFlight, concurrency: u16) -> Maintenance {
     let heartbeat_every = ctx.lease / 3;
     let mut own = DutySet::default();
     // Per worker, not the leader's: only this process knows which attempts it holds.
@@ -50,9 +51,10 @@ pub fn spawn(ctx: WorkerContext, in_flight: InFlight) -> Maintenance {
     own.spawn(
         Duty::new("redis_heartbeat", heartbeat_every).renewing("worker"),
         ctx.clone(),
-        |ctx: WorkerContext| -> DutyFuture {
+        move |ctx: WorkerContext| -> DutyFuture {
             Box::pin(async move {
                 ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await?;
+                ctx.queue.announce(&ctx.worker_id, concurrency).await?;
                 Ok(())
             })
         },

@@ -107,3 +107,38 @@ pub async fn count_active(
     .fetch_one(db)
     .await
 }
+
+/// The fleet's unfinished work, from PostgreSQL (the truth; Redis holds only deliveries).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Backlog {
+    /// Jobs waiting for their first attempt.
+    pub queued: i64,
+    /// Jobs with an attempt in progress.
+    pub running: i64,
+    /// Jobs between attempts (due or not).
+    pub retrying: i64,
+    /// Retrying jobs whose next attempt is due: waiting for a worker like queued ones.
+    pub retrying_due: i64,
+    /// How long the longest-waiting job has waited for a worker, in seconds: a queued job
+    /// since it was created, a due retry since its next attempt fell due. `None` when none
+    /// waits.
+    pub oldest_waiting_seconds: Option<f64>,
+}
+
+/// Counts unfinished jobs of every tenant by state, over the partial index of unfinished jobs.
+pub async fn backlog(db: impl PgExecutor<'_>) -> Result<Backlog, sqlx::Error> {
+    sqlx::query_as(
+        "select count(*) filter (where state = 'queued') as queued,
+                count(*) filter (where state = 'running') as running,
+                count(*) filter (where state = 'retrying') as retrying,
+                count(*) filter (where state = 'retrying' and next_attempt_at <= now())
+                    as retrying_due,
+                extract(epoch from now() - min(
+                    case when state = 'queued' then created_at
+                         when state = 'retrying' and next_attempt_at <= now()
+                             then next_attempt_at end))::float8 as oldest_waiting_seconds
+         from jobs where state in ('queued', 'running', 'retrying')",
+    )
+    .fetch_one(db)
+    .await
+}

@@ -114,6 +114,21 @@ impl Delivery {
     }
 }
 
+/// A worker as the queue sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkerView {
+    /// The worker's id (`METASYNC_WORKER_NAME` plus a per-process suffix).
+    pub worker: String,
+    /// When its lease lapses unless renewed (ms since the epoch).
+    pub lease_expires_ms: i64,
+    /// Whether the lease is current: a lapsed worker is dead or cut off from Redis.
+    pub live: bool,
+    /// Deliveries it has claimed and not yet acked.
+    pub in_flight: u64,
+    /// Jobs it runs at once, as it announced (none until its first heartbeat).
+    pub concurrency: Option<u16>,
+}
+
 /// Key names of one queue.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -127,6 +142,8 @@ pub struct Keys {
     pub workers: String,
     /// Job ids with a delivery outstanding (`metasync:{q}:pending`).
     pub pending: String,
+    /// Each live worker's concurrency (`metasync:{q}:worker-info`), for `GET /v1/workers`.
+    pub worker_info: String,
     /// Prefix of the ready lists, `metasync:{q}:ready:` + `<class>:<tenant>`.
     ready_prefix: String,
     /// The one FIFO list of bare job ids that the queue had before fair scheduling
@@ -146,6 +163,7 @@ impl Keys {
             delayed: format!("{base}:delayed"),
             workers: format!("{base}:workers"),
             pending: format!("{base}:pending"),
+            worker_info: format!("{base}:worker-info"),
             ready_prefix: format!("{base}:ready:"),
             legacy_ready: format!("{base}:ready"),
             claimed_prefix: format!("{base}:claimed:"),
@@ -336,6 +354,47 @@ impl Queue {
         Ok(())
     }
 
+    /// Tells the fleet how many jobs `worker` runs at once. Renewed with the heartbeat, so it
+    /// comes back after Redis loses it; removed with the worker's lease by the reaper.
+    pub async fn announce(&self, worker: &str, concurrency: u16) -> Result<(), QueueError> {
+        let _: () = self
+            .conn
+            .clone()
+            .hset(&self.keys.worker_info, worker, concurrency)
+            .await?;
+        Ok(())
+    }
+
+    /// Every worker with a lease (lapsed ones included, until reaped), with its claimed
+    /// deliveries and announced concurrency, by worker id.
+    pub async fn workers(&self) -> Result<Vec<WorkerView>, QueueError> {
+        let mut conn = self.conn.clone();
+        let leases: Vec<(String, i64)> = conn.zrange_withscores(&self.keys.workers, 0, -1).await?;
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (worker, _) in &leases {
+            pipe.llen(self.keys.claimed(worker));
+            pipe.hget(&self.keys.worker_info, worker);
+        }
+        let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let now = now_ms();
+        let mut views: Vec<WorkerView> = leases
+            .into_iter()
+            .zip(answers.chunks(2))
+            .map(|((worker, expires_ms), answer)| WorkerView {
+                worker,
+                lease_expires_ms: expires_ms,
+                live: expires_ms > now,
+                in_flight: redis::from_redis_value(answer[0].clone()).unwrap_or(0),
+                concurrency: redis::from_redis_value(answer[1].clone()).ok(),
+            })
+            .collect();
+        views.sort_by(|a, b| a.worker.cmp(&b.worker));
+        Ok(views)
+    }
+
     /// Removes a handled delivery: from the worker's claimed list and from `pending`. Retried
     /// (about 6 s) when Redis fails, so a restart does not leave the delivery of a finished job
     /// behind.
@@ -447,6 +506,7 @@ impl Queue {
                 .key(&self.keys.workers)
                 .key(&self.keys.ring)
                 .key(&self.keys.signal)
+                .key(&self.keys.worker_info)
                 .arg(cutoff_ms)
                 .arg(&self.keys.claimed_prefix)
                 .arg(BATCH)
