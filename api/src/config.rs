@@ -207,6 +207,13 @@ pub struct ServeArgs {
     )]
     pub addr: std::net::SocketAddr,
 
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`), apart from the public API
+    /// so that neither scrapes nor probes need a token and the public port exposes no metrics;
+    /// `off` for none.
+    #[arg(long, env = "METASYNC_METRICS_ADDR", default_value = "127.0.0.1:9091",
+          value_parser = metasync_shared::ops::parse_listen_addr)]
+    pub metrics_addr: metasync_shared::ops::ListenAddr,
+
     /// How long a request waits for a catalog database connection before it answers 503 with
     /// `Retry-After` (the database is down, restarting or out of connections).
     #[arg(long, env = "METASYNC_API_DB_ACQUIRE_TIMEOUT", default_value = "500ms",

@@ -9,9 +9,13 @@ use std::future::Future;
 use anyhow::Context as _;
 use metasync_shared::db;
 use metasync_shared::maintenance::{Fleet, Participant};
+use metasync_shared::ops::{self, ReadinessCheck};
 use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+
+use crate::routes::health;
 use tokio::net::TcpListener;
 
 use crate::config::ServeArgs;
@@ -25,6 +29,8 @@ pub struct Application {
     header_timeout: std::time::Duration,
     /// What the fleet-wide duties work on, when this process stands for leader.
     fleet: Option<Fleet>,
+    /// The operations listener and the recorder it renders, when both are configured.
+    ops: Option<(TcpListener, PrometheusHandle)>,
 }
 
 impl Application {
@@ -61,18 +67,27 @@ impl Application {
             fingerprinter,
             jwt,
             internal_keys,
-            metrics,
             quotas: Quotas::new(args.quotas.limits()),
             outbound: args.outbound.policy()?,
         };
         let listener = TcpListener::bind(args.addr)
             .await
             .with_context(|| format!("binding METASYNC_API_ADDR {}", args.addr))?;
+        let ops = match (metrics, args.metrics_addr.0) {
+            (Some(metrics), Some(addr)) => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding METASYNC_METRICS_ADDR {addr}"))?;
+                Some((listener, metrics))
+            }
+            _ => None,
+        };
         Ok(Self {
             listener,
             state,
             header_timeout: args.quotas.header_timeout,
             fleet,
+            ops,
         })
     }
 
@@ -97,6 +112,15 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "metasync-api listening");
+        if let Some((listener, metrics)) = self.ops {
+            tracing::info!(addr = %listener.local_addr()?, "operations listener (metrics, probes)");
+            let state = self.state.clone();
+            let check: ReadinessCheck = Arc::new(move || {
+                let state = state.clone();
+                Box::pin(async move { health::readiness(&state).await })
+            });
+            ops::spawn(listener, metrics, check);
+        }
         let participant = self
             .fleet
             .map(|fleet| Participant::start(fleet, holder_id()));

@@ -4,7 +4,6 @@ use metasync_shared::custody::{Fingerprinter, SealingKey};
 use metasync_shared::outbound::HostPolicy;
 use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 use crate::auth::{InternalKeys, JwtVerifier};
@@ -23,7 +22,6 @@ pub struct AppState {
     pub internal_keys: InternalKeys,
     /// Creates jobs and pushes their deliveries.
     pub submitter: Submitter,
-    pub metrics: Option<PrometheusHandle>,
     /// Per-tenant buckets and caps.
     pub quotas: Quotas,
     /// Which hosts a resource may name.

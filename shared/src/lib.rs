@@ -14,6 +14,7 @@ pub mod db;
 pub mod domain;
 pub mod ids;
 pub mod maintenance;
+pub mod ops;
 pub mod outbound;
 pub mod queue;
 pub mod retry;

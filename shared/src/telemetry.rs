@@ -1,8 +1,6 @@
 //! Logging and metrics set-up for both binaries. Metric names follow
 //! `metasync_<name>_<unit>[_total]`; `docs/metrics.md` is their contract.
 
-use std::net::SocketAddr;
-
 use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -28,13 +26,7 @@ fn prometheus() -> Result<PrometheusBuilder, BuildError> {
     ])
 }
 
-/// Installs the Prometheus recorder and serves `/metrics` on its own listener (the worker).
-/// Must run inside a Tokio runtime.
-pub fn serve_metrics(listen: SocketAddr) -> Result<(), BuildError> {
-    prometheus()?.with_http_listener(listen).install()
-}
-
-/// Installs the Prometheus recorder; the caller renders the handle (the API's `/metrics`).
+/// Installs the Prometheus recorder; the operations listener (`crate::ops`) renders the handle.
 pub fn install_metrics() -> Result<PrometheusHandle, BuildError> {
     prometheus()?.install_recorder()
 }

@@ -405,6 +405,7 @@ impl Fleet {
             ("METASYNC_RETRY_CAP", "2s".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
             ("NO_COLOR", "1".to_owned()),
+            ("METASYNC_METRICS_ADDR", "off".to_owned()),
         ]
     }
 

@@ -173,6 +173,7 @@ fn test_maintenance() -> MaintenanceArgs {
 fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArgs {
     ServeArgs {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
+        metrics_addr: metasync_shared::ops::ListenAddr(None),
         // Generous: a test machine running many suites at once can take longer than the
         // production default to hand out a connection, which is not what these tests test
         // (the outage tests run the API binary with its default).
@@ -355,7 +356,7 @@ impl TestApp {
             shutdown_grace: Duration::from_secs(5),
             retry: test_retry(),
             maintenance: test_maintenance(),
-            metrics_addr: None,
+            metrics_addr: metasync_shared::ops::ListenAddr(None),
             worker_name: Some("test".to_owned()),
             database: DatabaseArgs {
                 database_url: self.database_url.clone(),
@@ -404,6 +405,8 @@ impl TestApp {
             .env("METASYNC_OPENING_KEYS", &test_master_key().0)
             .envs(api_custody_env())
             .env("METASYNC_OUTBOUND_ALLOW", TEST_OUTBOUND_ALLOW)
+            // No operations listener unless a test asks (the API's default port is shared).
+            .env("METASYNC_METRICS_ADDR", "off")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -348,7 +348,7 @@ async fn a_closed_port_fails_with_connection_refused() {
     assert_job(&job)
         .failed_transiently()
         .attempts(5)
-        .error_contains("onnection refused")
+        .error_contains("the connection was refused")
         .never_mentions(password);
     assert_eq!(app.attempts("acme", job.id).await.unwrap().len(), 5);
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use metasync_api::auth::Role;
-use metasync_tests::{create_source, eventually, spawn_app};
+use metasync_tests::{create_source, eventually, free_port, spawn_app, wait_until_listening};
 use serde_json::Value;
 
 const T: &str = "fleet-state";
@@ -91,4 +91,49 @@ async fn only_a_fleet_token_reads_workers_and_the_queue() {
     })
     .await
     .unwrap();
+}
+
+/// The operations listener of both binaries: `/metrics`, `/healthz` and `/readyz`, and a 404
+/// for anything else; the public API no longer serves `/metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_probes_live_on_the_operations_listener_only() {
+    let app = spawn_app().await.unwrap();
+    let public = format!("127.0.0.1:{}", free_port().unwrap());
+    let api_ops = format!("127.0.0.1:{}", free_port().unwrap());
+    let _api = app
+        .spawn_api_process(&public, &[("METASYNC_METRICS_ADDR", api_ops.as_str())])
+        .unwrap();
+    let worker_ops = format!("127.0.0.1:{}", free_port().unwrap());
+    let _worker = app
+        .spawn_worker_process("ops", &[("METASYNC_METRICS_ADDR", worker_ops.as_str())])
+        .unwrap();
+    wait_until_listening(&format!("http://{public}"))
+        .await
+        .unwrap();
+    for ops in [&api_ops, &worker_ops] {
+        let base = format!("http://{ops}");
+        wait_until_listening(&base).await.unwrap();
+        // Ready once registered (the worker) or connected (the API).
+        eventually(Duration::from_secs(20), "ready", || async {
+            let response = reqwest::get(format!("{base}/readyz")).await?;
+            Ok((response.status() == 200).then_some(()))
+        })
+        .await
+        .unwrap();
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        assert!(metrics.text().await.unwrap().contains("metasync_"), "{ops}");
+        for path in ["/", "/v1/resources", "/metrics/x", "/healthz/../metrics2"] {
+            let status = reqwest::get(format!("{base}{path}"))
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 404, "{ops}{path}");
+        }
+    }
+    let status = reqwest::get(format!("http://{public}/metrics"))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404, "the public API serves /metrics");
 }

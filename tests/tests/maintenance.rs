@@ -150,7 +150,10 @@ async fn with_zero_workers_the_api_process_keeps_everything_moving() {
     // The in-process API only answers requests; the API process does the maintenance.
     let app = spawn_app_without_maintenance().await.unwrap();
     let api_addr = free_addr();
-    let mut api = app.spawn_api_process(&api_addr, &[]).unwrap();
+    let ops_addr = free_addr();
+    let mut api = app
+        .spawn_api_process(&api_addr, &[("METASYNC_METRICS_ADDR", ops_addr.as_str())])
+        .unwrap();
     let source = create_source("create table t (id int);").await.unwrap();
 
     // A lost delivery: queued in PostgreSQL, nothing in Redis.
@@ -220,19 +223,19 @@ async fn with_zero_workers_the_api_process_keeps_everything_moving() {
         .unwrap();
     assert_eq!(delayed, 0, "the due retry left the delayed set");
 
-    // The backlog gauge, on the API process's own /metrics.
+    // The backlog gauge, on the API process's operations listener.
     eventually(
         Duration::from_secs(20),
         "the API to export the backlog gauge",
         || async {
-            let ready = metric(&api_addr, "metasync_queue_ready_deliveries").await?;
+            let ready = metric(&ops_addr, "metasync_queue_ready_deliveries").await?;
             Ok(ready.filter(|n| *n >= 3.0).map(|_| ()))
         },
     )
     .await
     .unwrap();
     assert_eq!(
-        metric(&api_addr, "metasync_maintenance_leader")
+        metric(&ops_addr, "metasync_maintenance_leader")
             .await
             .unwrap(),
         Some(1.0)

@@ -43,6 +43,7 @@ impl ApiProcess {
             .env("METASYNC_JWT_SECRET", JWT_SECRET)
             .env("METASYNC_API_ADDR", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "warn")
+            .env("METASYNC_METRICS_ADDR", "off")
             .env("METASYNC_LOG_FORMAT", "json")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

@@ -51,9 +51,11 @@ pub struct WorkerArgs {
     #[arg(long, env = "METASYNC_SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
-    /// Serve Prometheus metrics on this address (e.g. 0.0.0.0:9091); off when unset.
-    #[arg(long, env = "METASYNC_METRICS_ADDR")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`), e.g. 0.0.0.0:9091; `off`
+    /// (the default) for none.
+    #[arg(long, env = "METASYNC_METRICS_ADDR", default_value = "off",
+          value_parser = metasync_shared::ops::parse_listen_addr)]
+    pub metrics_addr: metasync_shared::ops::ListenAddr,
 
     /// Prefix of the worker id; the hostname when unset. A random suffix is always added.
     #[arg(long, env = "METASYNC_WORKER_NAME")]

@@ -66,9 +66,13 @@ pub async fn run(
         // counts the grace from the signal, not from start-up.
         .with_terminator(async move { tokio::time::sleep(options.shutdown_grace).await });
     let result = monitor
-        .run_with_signal(async move {
-            shutdown.await;
-            Ok(())
+        .run_with_signal({
+            let readiness = ctx.readiness.clone();
+            async move {
+                shutdown.await;
+                readiness.drain();
+                Ok(())
+            }
         })
         .await;
     maintenance.stop().await;

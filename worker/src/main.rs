@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use metasync_shared::telemetry;
+use metasync_shared::{ops, telemetry};
 use metasync_worker::config::WorkerArgs;
 use metasync_worker::custody;
 use metasync_worker::startup::Worker;
@@ -24,13 +24,15 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = Cli::parse().args;
     telemetry::init_tracing();
-    if let Some(addr) = args.metrics_addr {
-        telemetry::serve_metrics(addr).context("serving METASYNC_METRICS_ADDR")?;
+    let worker = Worker::build(&args).await?;
+    if let Some(addr) = args.metrics_addr.0 {
+        let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding METASYNC_METRICS_ADDR {addr}"))?;
+        ops::spawn(listener, metrics, worker.readiness().as_check());
     }
-    Worker::build(&args)
-        .await?
-        .run_until(shutdown_signal())
-        .await
+    worker.run_until(shutdown_signal()).await
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -14,6 +14,7 @@ use crate::pipeline::WorkerContext;
 pub async fn register(ctx: &WorkerContext, concurrency: u16) -> anyhow::Result<()> {
     ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await?;
     ctx.queue.announce(&ctx.worker_id, concurrency).await?;
+    ctx.readiness.beat();
     Ok(())
 }
 
@@ -54,6 +55,7 @@ pub fn spawn(ctx: WorkerContext, in_flight: InFlight, concurrency: u16) -> Maint
         move |ctx: WorkerContext| -> DutyFuture {
             Box::pin(async move {
                 ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await?;
+                ctx.readiness.beat();
                 ctx.queue.announce(&ctx.worker_id, concurrency).await?;
                 Ok(())
             })

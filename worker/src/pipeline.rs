@@ -14,6 +14,7 @@ use metasync_shared::db::resources::ResourceWithSecret;
 use metasync_shared::domain::{ErrorClass, Phase, Progress, SyncStats};
 use metasync_shared::ids::JobId;
 use metasync_shared::maintenance::MaintenanceArgs;
+use metasync_shared::ops::Readiness;
 use metasync_shared::outbound::{HostPolicy, PolicyError};
 use metasync_shared::queue::{Delivery, Queue};
 use metasync_shared::retry::RetryPolicy;
@@ -46,6 +47,8 @@ pub struct WorkerContext {
     pub maintenance: MaintenanceArgs,
     /// Creates the jobs that schedules fire.
     pub submitter: Submitter,
+    /// What `/readyz` on the operations listener answers: heartbeat current, not draining.
+    pub readiness: Readiness,
 }
 
 /// How a delivery ended, for logs, metrics and the apalis event stream.

@@ -1,11 +1,12 @@
 //! How a worker starts, for `main` and for the tests alike: settings → catalog pool → Redis
 //! queue → [`WorkerContext`] → [`run`](crate::run). Serving metrics stays with `main`, since
-//! the recorder is global to the process.
+//! the recorder is global to the process; [`Worker::readiness`] is what its `/readyz` reads.
 
 use std::future::Future;
 
 use anyhow::Context as _;
 use metasync_shared::db;
+use metasync_shared::ops::Readiness;
 use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
 
@@ -61,12 +62,18 @@ impl Worker {
                 .with_permits(permits),
             retry,
             maintenance: args.maintenance.clone(),
+            readiness: Readiness::new(args.maintenance.lease),
         };
         let options = RunOptions {
             concurrency: usize::from(args.concurrency),
             shutdown_grace: args.shutdown_grace,
         };
         Ok(Self { ctx, options })
+    }
+
+    /// What the operations listener's `/readyz` reports for this worker.
+    pub fn readiness(&self) -> &Readiness {
+        &self.ctx.readiness
     }
 
     /// This process's worker id, as recorded on the jobs it claims.

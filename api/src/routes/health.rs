@@ -1,4 +1,5 @@
-//! Liveness, readiness and metrics: no authentication, for probes and Prometheus.
+//! Liveness and readiness: no authentication, for probes. Served on the public port and on the
+//! operations listener (`metasync_shared::ops`), which also serves `/metrics`.
 
 use axum::Router;
 use axum::extract::State;
@@ -12,28 +13,24 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(render_metrics))
 }
 
 /// Ready when both PostgreSQL and Redis answer.
-async fn ready(State(state): State<AppState>) -> Response {
+pub async fn readiness(state: &AppState) -> (bool, serde_json::Value) {
     let db = sqlx::query("select 1").execute(&state.db).await.is_ok();
     let redis = state.queue.depth().await.is_ok();
-    let status = if db && redis {
+    (
+        db && redis,
+        serde_json::json!({ "postgres": db, "redis": redis }),
+    )
+}
+
+async fn ready(State(state): State<AppState>) -> Response {
+    let (ok, body) = readiness(&state).await;
+    let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(serde_json::json!({ "postgres": db, "redis": redis })),
-    )
-        .into_response()
-}
-
-async fn render_metrics(State(state): State<AppState>) -> Response {
-    match &state.metrics {
-        Some(handle) => handle.render().into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
+    (status, axum::Json(body)).into_response()
 }
