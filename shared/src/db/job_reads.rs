@@ -10,7 +10,7 @@ use crate::domain::{ErrorClass, JobState};
 use crate::ids::{JobId, ResourceId, TenantId};
 
 /// One attempt of a job, for its history.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Attempt {
     /// Attempt number, from 1.
     pub attempt: i32,
