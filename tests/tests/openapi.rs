@@ -156,3 +156,29 @@ async fn a_resource_deleted_under_a_sync_request_is_skipped_not_a_500() {
         }
     }
 }
+
+/// Found by the fuzzing: serde reads a struct from a JSON array by field order, so `[null]`
+/// was a valid `POST /v1/syncs` body (and an array of fields a resource). Bodies are objects.
+#[tokio::test]
+async fn a_body_that_is_not_an_object_is_a_422() {
+    let app = spawn_router().await.unwrap();
+    let token = app.token("acme");
+    for (uri, body) in [
+        ("/v1/syncs", "[null]"),
+        ("/v1/syncs", "[[]]"),
+        (
+            "/v1/resources",
+            r#"["shop", "postgres", "db.internal", 5432, "app", "reader", "pw"]"#,
+        ),
+    ] {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        let response = app.router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 422, "{uri} {body}");
+    }
+}

@@ -194,23 +194,30 @@ struct BatchStatus {
 async fn sync_many(
     State(state): State<AppState>,
     tenant: Tenant<Operate>,
-    body: axum::body::Bytes,
+    raw: axum::body::Bytes,
 ) -> ApiResult<Response> {
     // The body is optional: no body (or `null`) means every resource of the tenant.
-    let body: SyncMany = if body.iter().all(u8::is_ascii_whitespace) {
+    let body: SyncMany = if raw.iter().all(u8::is_ascii_whitespace) {
         SyncMany::default()
     } else {
-        if crate::edge::json_has_nul(&body) {
+        if crate::edge::json_has_nul(&raw) {
             return Err(ApiError::BadRequest(
                 "the body contains a NUL character (\\u0000), which no field accepts".into(),
             ));
         }
-        serde_json::from_slice::<Option<SyncMany>>(&body)
-            .map_err(|e| match e.classify() {
+        let body =
+            serde_json::from_slice::<Option<SyncMany>>(&raw).map_err(|e| match e.classify() {
                 serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
                 _ => ApiError::BadRequest(format!("invalid JSON: {e}")),
-            })?
-            .unwrap_or_default()
+            })?;
+        // serde also reads a struct from an array (`[null]`, found by the fuzzing): only an
+        // object (or `null`) is a body here.
+        if body.is_some() && !crate::extract::is_object(&raw) {
+            return Err(ApiError::Unprocessable(
+                "the body must be a JSON object or null".into(),
+            ));
+        }
+        body.unwrap_or_default()
     };
     if body
         .resource_ids
