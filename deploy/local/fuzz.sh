@@ -26,6 +26,7 @@ VENV="${METASYNC_FUZZ_VENV:-/var/tmp/metasync-fuzz-venv}"
 SCHEMATHESIS_VERSION='schemathesis>=4.32,<5'
 WORK="$(mktemp -d)"
 API_PID=""
+TOKEN=""
 # Named like the test harness's (`mstest_…_r<pid>_<uuid v7 hex>`, `test-r<pid>-…`), so that
 # test.sh removes what a killed run leaves behind.
 RUN_ID="$(printf '%012x' "$(date +%s%3N)")$(od -An -N10 -tx1 /dev/urandom | tr -d ' \n')"
@@ -73,11 +74,12 @@ ensure_schemathesis() {
 fuzz_part() {
     local name="$1" base="$2" seed="$3"
     shift 3
-    "$VENV/bin/schemathesis" --config-file deploy/local/schemathesis.toml --no-color \
+    # The token goes in through the environment (schemathesis.toml reads it), not `ps`.
+    METASYNC_FUZZ_TOKEN="$TOKEN" "$VENV/bin/schemathesis" \
+        --config-file deploy/local/schemathesis.toml --no-color \
         run "$base/openapi.json" \
         --checks all \
         --max-examples "$EXAMPLES" \
-        --header "$(cat "$WORK/auth.header")" \
         --workers 1 \
         --request-timeout 10 \
         --seed "$seed" \
@@ -130,10 +132,7 @@ main() {
         ((tries-- > 0)) || { log "metasync-api not ready after 30 s"; exit 1; }
         sleep 0.2
     done
-    local token
-    token="$("$api_bin" token --tenant fuzz --role admin --ttl 1h 2>/dev/null)"
-    # Through a file, so the token does not show up in `ps`.
-    printf 'Authorization: Bearer %s\n' "$token" >"$WORK/auth.header"
+    TOKEN="$("$api_bin" token --tenant fuzz --role admin --ttl 1h 2>/dev/null)"
 
     log "schemathesis against $base/openapi.json: $EXAMPLES cases per operation, every check"
     # Two schemathesis processes, one on the /v1/resources tree, one on the rest: each is
