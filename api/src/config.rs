@@ -174,6 +174,9 @@ pub struct QuotaArgs {
     /// Most long-polls (`?wait=`) per tenant at once.
     #[arg(long, env = "METASYNC_MAX_WAITERS", default_value = "20")]
     pub max_waiters: u32,
+    /// The longest a long-poll holds, whatever `?wait=` asks for.
+    #[arg(long, env = "METASYNC_MAX_WAIT", default_value = "60s", value_parser = parse_duration)]
+    pub max_wait: Duration,
     /// Shortest schedule interval, and shortest gap between two firings of a cron schedule.
     #[arg(long, env = "METASYNC_MIN_SCHEDULE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub min_schedule_interval: Duration,
@@ -192,6 +195,7 @@ impl QuotaArgs {
             max_resources: self.max_resources,
             max_active_jobs: self.max_active_jobs,
             max_waiters: self.max_waiters,
+            max_wait: self.max_wait,
             min_schedule_interval: self.min_schedule_interval,
         }
     }

@@ -120,12 +120,21 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: the body of every error response (`application/problem+json`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status says what kind of problem it is.
     #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
+    #[schema(example = "about:blank")]
+    kind: &'static str,
+    /// The status's reason phrase.
+    #[schema(example = "Not Found")]
+    title: &'static str,
+    /// The HTTP status.
+    #[schema(example = 404)]
     status: u16,
+    /// What went wrong, for a person to read; never a secret or an internal detail.
+    #[schema(example = "resource not found")]
     detail: String,
 }
 

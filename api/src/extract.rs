@@ -34,12 +34,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AppJson<T> {
                 "the body contains a NUL character (\\u0000), which no field accepts".into(),
             ));
         }
+        // serde reads a struct from a JSON array too (`["shop", "postgres", …]` by field
+        // order): only an object is a body here.
+        if !is_object(&bytes) {
+            return Err(ApiError::Unprocessable(
+                "the body must be a JSON object".into(),
+            ));
+        }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(JsonRejection::JsonDataError(e)) => Err(ApiError::Unprocessable(e.body_text())),
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
     }
+}
+
+/// Whether JSON text is an object (judged by its first character; the parser checks the rest).
+pub fn is_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 fn json_content_type(headers: &HeaderMap) -> bool {

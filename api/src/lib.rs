@@ -6,6 +6,7 @@ pub mod config;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod pagination;
 pub mod quotas;
 pub mod routes;
@@ -31,14 +32,8 @@ pub use crate::state::AppState;
 
 /// The whole HTTP surface, testable with `oneshot` and no socket.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .merge(routes::resources::router())
-        .merge(routes::jobs::router())
-        .merge(routes::catalog::router())
-        .merge(routes::health::router())
-        .merge(routes::audit::router())
-        .merge(routes::fleet::router())
-        .merge(routes::internal::router())
+    let (router, _) = openapi::routes().split_for_parts();
+    router
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(edge::MAX_BODY_BYTES))

@@ -1,4 +1,4 @@
-//! `metasync-api serve | migrate | token`.
+//! `metasync-api serve | migrate | token | openapi`.
 
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ enum Command {
         #[command(flatten)]
         jwt: JwtArgs,
     },
+    /// Print the OpenAPI 3.1 document (what `GET /openapi.json` serves) and exit.
+    Openapi,
 }
 
 #[tokio::main]
@@ -83,6 +85,10 @@ async fn main() -> anyhow::Result<()> {
                 "metasync-api token: a development token; production tokens come from your identity provider"
             );
             println!("{token}");
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", metasync_api::openapi::document_json());
             Ok(())
         }
     }

@@ -31,6 +31,23 @@ impl Default for Limit {
     }
 }
 
+impl utoipa::PartialSchema for Limit {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::Integer)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Int64,
+            )))
+            .minimum(Some(1))
+            .maximum(Some(MAX_LIMIT))
+            .default(Some(DEFAULT_LIMIT.into()))
+            .description(Some("Items per page"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Limit {}
+
 impl<'de> Deserialize<'de> for Limit {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let n = i64::deserialize(d).map_err(|_| {
@@ -48,8 +65,8 @@ impl<'de> Deserialize<'de> for Limit {
     }
 }
 
-/// An opaque page cursor, as the API issued it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An opaque page cursor: a previous page's `next_cursor`, copied as is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 pub struct Cursor(String);
 
@@ -81,9 +98,11 @@ pub fn after<K: DeserializeOwned>(cursor: Option<&Cursor>) -> ApiResult<Option<K
 
 /// `{items, next_cursor}`: a full page carries the cursor of its last item; a shorter page is
 /// the last one. `Deserialize` is for clients (the tests read pages as this type).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Page<T> {
+    /// This page's items.
     pub items: Vec<T>,
+    /// The next page's cursor; `null` on the last page.
     pub next_cursor: Option<Cursor>,
 }
 

@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_active_jobs: u32,
     /// Most long-polls (`?wait=`) a tenant may hold open at once.
     pub max_waiters: u32,
+    /// The longest one long-poll holds.
+    pub max_wait: Duration,
     /// Shortest schedule interval (and shortest gap between cron firings).
     pub min_schedule_interval: Duration,
 }
@@ -245,6 +247,7 @@ mod tests {
             max_resources: 10,
             max_active_jobs: 10,
             max_waiters: 2,
+            max_wait: Duration::from_secs(60),
             min_schedule_interval: Duration::from_secs(300),
         }
     }

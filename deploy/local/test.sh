@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the workspace tests against the local PostgreSQL, Redis and MariaDB (started or
-# installed as needed). Extra arguments go to `cargo test`; without any, the tests run
-# with `-- --test-threads=4`.
+# installed as needed), then fuzzes the API (deploy/local/fuzz.sh; FUZZ=0 skips it). Extra
+# arguments go to `cargo test`; without any, the tests run with `-- --test-threads=4`.
 #
 #   deploy/local/test.sh
 #   deploy/local/test.sh -- a_mysql_source      # only tests whose name matches
@@ -123,8 +123,13 @@ main() {
     local log status=0
     log="$(mktemp)"
     cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+    # The API fuzzed from its OpenAPI document (about 3 minutes); FUZZ=0 skips it. Its verdict
+    # ("fuzz: 1 passed, 0 failed") joins the totals below.
+    if [[ "${FUZZ:-1}" != 0 ]]; then
+        deploy/local/fuzz.sh 2>&1 | tee -a "$log" || status=$?
+    fi
     # cargo ends on the (empty) doc-test and binary suites; close with the totals instead.
-    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+    awk '/^(test result|fuzz):/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
     rm -f "$log"
     return "$status"

@@ -39,7 +39,7 @@ pub struct SchemaInfo {
 /// A table or view as a scan reads it, and as the catalog stores its definition: the stored
 /// table ([`crate::db::catalog::TableDetail`]) is this plus where it is stored. Read back from
 /// `catalog_tables` with `schema_name as schema`; [`Self::columns`] comes from a second query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TableInfo {
     /// Name of the schema the table is in.
     pub schema: String,
@@ -71,7 +71,7 @@ pub struct TableInfo {
 }
 
 /// A column as a scan reads it and as `catalog_columns` stores it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ColumnInfo {
     /// Ordinal position, from 1.
     pub position: i32,
@@ -90,7 +90,7 @@ pub struct ColumnInfo {
 }
 
 /// A table constraint.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ConstraintInfo {
     /// Constraint name; unique within the table.
     pub name: String,
@@ -110,7 +110,19 @@ pub struct ConstraintInfo {
 /// sent as the same string (`primary_key`, …). The variants are in the order of those strings,
 /// so sorting by kind orders as sorting the strings did (the MySQL scanner sorts by it, and a
 /// table's fingerprint hashes the sorted list).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ConstraintKind {
     /// `CHECK (…)`.
@@ -124,7 +136,7 @@ pub enum ConstraintKind {
 }
 
 /// The referenced side of a foreign key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ForeignKeyTarget {
     /// Schema of the referenced table.
     pub schema: String,
@@ -135,7 +147,7 @@ pub struct ForeignKeyTarget {
 }
 
 /// An index of a table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IndexInfo {
     /// Index name; MySQL names the primary key's index `PRIMARY`.
     pub name: String,
@@ -203,7 +215,9 @@ impl TableInfo {
 
 /// What kind of difference a change-history entry records. Stored as text in
 /// `catalog_changes.kind` and sent as the same string (`table_added`, …).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ChangeKind {

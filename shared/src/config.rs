@@ -8,7 +8,7 @@ use base64::Engine as _;
 use clap::Args;
 
 use crate::custody::{Fingerprinter, OpeningKeys, SealingKey};
-use crate::outbound::{HostPolicy, SystemResolver};
+use crate::outbound::{HostPolicy, Resolver, StaticResolver, SystemResolver};
 
 /// Connection settings for the catalog PostgreSQL.
 #[derive(Debug, Clone, Args)]
@@ -127,15 +127,52 @@ pub struct OutboundArgs {
         default_value = ""
     )]
     pub outbound_allow: String,
+    /// How host names are resolved: `system` (the default: the operating system's resolver),
+    /// or `static:NAME=ADDR,…`, a fixed map used instead of DNS (a name may repeat, once per
+    /// address; every other name does not resolve), for runs that must send no DNS query
+    /// off the machine, such as the API fuzzing.
+    #[arg(
+        long = "outbound-resolver",
+        env = "METASYNC_OUTBOUND_RESOLVER",
+        default_value = "system"
+    )]
+    pub outbound_resolver: String,
 }
 
 impl OutboundArgs {
-    /// The policy, resolving names with the system resolver.
+    /// The policy, resolving names as `METASYNC_OUTBOUND_RESOLVER` says.
     pub fn policy(&self) -> Result<HostPolicy, ConfigError> {
         let allow = HostPolicy::parse_allowlist(&self.outbound_allow)
             .map_err(|e| ConfigError::invalid("METASYNC_OUTBOUND_ALLOW", e))?;
-        Ok(HostPolicy::new(allow, std::sync::Arc::new(SystemResolver)))
+        let resolver = parse_resolver(&self.outbound_resolver)
+            .map_err(|e| ConfigError::invalid("METASYNC_OUTBOUND_RESOLVER", e))?;
+        Ok(HostPolicy::new(allow, resolver))
     }
+}
+
+/// `system` (or empty) or `static:NAME=ADDR,…`.
+fn parse_resolver(text: &str) -> Result<std::sync::Arc<dyn Resolver>, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "system" {
+        return Ok(std::sync::Arc::new(SystemResolver));
+    }
+    let Some(map) = text.strip_prefix("static:") else {
+        return Err(format!(
+            "{text:?}: expected `system` or `static:NAME=ADDR,…`"
+        ));
+    };
+    let mut names: Vec<(String, Vec<std::net::IpAddr>)> = Vec::new();
+    for entry in map.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (name, addr) = entry
+            .split_once('=')
+            .and_then(|(name, addr)| Some((name.trim(), addr.trim().parse().ok()?)))
+            .ok_or_else(|| format!("{entry:?} is not NAME=ADDR (e.g. localhost=127.0.0.1)"))?;
+        match names.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            Some((_, addrs)) => addrs.push(addr),
+            None => names.push((name.to_ascii_lowercase(), vec![addr])),
+        }
+    }
+    Ok(std::sync::Arc::new(StaticResolver(names)))
 }
 
 /// Decodes a base64 32-byte key. The error names the setting and never the value.
@@ -210,5 +247,33 @@ mod tests {
             .to_string();
         assert!(err.contains("METASYNC_SECRET_KEY"), "{err}");
         assert!(!err.contains("c2hvcnQ="), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_static_resolver_answers_only_its_names() {
+        let args = OutboundArgs {
+            outbound_allow: "127.0.0.0/8,::1/128".into(),
+            outbound_resolver: "static:localhost=127.0.0.1, LOCALHOST=::1".into(),
+        };
+        let policy = args.policy().unwrap();
+        assert_eq!(
+            policy.resolve("localhost").await.unwrap(),
+            [
+                "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            policy.resolve("db.example.com").await,
+            Err(crate::outbound::PolicyError::Unresolved)
+        );
+        for bad in ["dns", "static:localhost", "static:a=not-an-ip"] {
+            let args = OutboundArgs {
+                outbound_resolver: bad.into(),
+                ..OutboundArgs::default()
+            };
+            let err = args.policy().unwrap_err().to_string();
+            assert!(err.contains("METASYNC_OUTBOUND_RESOLVER"), "{bad}: {err}");
+        }
     }
 }

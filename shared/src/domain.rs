@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The engine a source speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ResourceKind {
@@ -25,7 +27,18 @@ impl ResourceKind {
 
 /// A job's place in its lifecycle. PostgreSQL holds it; Redis only carries deliveries.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
@@ -74,7 +87,9 @@ impl JobState {
 }
 
 /// Whether retrying can help. Decided where the error arises, never guessed from text later.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ErrorClass {
@@ -96,7 +111,7 @@ impl ErrorClass {
 
 /// What a finished sync reports in the job's `stats`: counted by
 /// [`crate::db::catalog::write_snapshot`] as it diffs the snapshot against the stored catalog.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncStats {
     /// Databases scanned.
     pub databases: u64,
@@ -119,7 +134,7 @@ pub struct SyncStats {
 }
 
 /// Where a running attempt is, for clients polling its job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     /// The step the attempt is in.
     pub phase: Phase,
@@ -129,7 +144,7 @@ pub struct Progress {
 }
 
 /// The steps of an attempt that a client can see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     /// Reading the source's catalog (set by the claim).

@@ -81,16 +81,20 @@ impl RetryPolicy {
 }
 
 /// A resource's overrides of the deployment's retry policy; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryOverrides {
     /// First backoff ceiling, in milliseconds.
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub base_ms: Option<u64>,
     /// Growth of the ceiling per attempt.
+    #[schema(minimum = 1, maximum = 10)]
     pub factor: Option<f64>,
     /// Largest backoff ceiling, in milliseconds.
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub cap_ms: Option<u64>,
     /// Attempts before the job ends `failed`.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<i32>,
 }
 

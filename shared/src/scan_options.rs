@@ -143,6 +143,50 @@ const PATTERN_DFA_LIMIT: usize = 64 * 1024;
 // Together: at most MAX_PATTERNS × (PATTERN_SIZE_LIMIT + PATTERN_DFA_LIMIT) = 4 MiB for the
 // worst options a resource may hold, in the API while parsing and in a worker per sync.
 
+/// The `options` object as the OpenAPI document describes it (written by hand: the type is
+/// parsed from JSON, not derived).
+impl utoipa::PartialSchema for ScanOptions {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let patterns = |what: &str| {
+            json!({
+                "type": "array",
+                "maxItems": MAX_PATTERNS,
+                "items": { "type": "string", "maxLength": MAX_PATTERN },
+                "description": format!("Regexes matching the whole {what} name."),
+            })
+        };
+        let schema = json!({
+            "type": "object",
+            "description": "What a sync reads; an empty object (the default) is the resource's own \
+                database, every schema and table, depth 3. Unknown keys are a 422.",
+            "additionalProperties": false,
+            "properties": {
+                "databases": {
+                    "description": "`all`, or a list of database names; absent: the resource's `database`.",
+                    "oneOf": [
+                        { "type": "string", "enum": ["all"] },
+                        {
+                            "type": "array", "minItems": 1, "maxItems": MAX_LIST,
+                            "items": { "type": "string", "minLength": 1, "maxLength": 255 },
+                        },
+                    ],
+                },
+                "depth": {
+                    "type": "integer", "enum": [1, 2, 3],
+                    "description": "1 databases and schemas, 2 also tables and views, 3 also columns, constraints and indexes.",
+                },
+                "include_schemas": patterns("schema"),
+                "exclude_schemas": patterns("schema"),
+                "include_tables": patterns("table"),
+                "exclude_tables": patterns("table"),
+            },
+        });
+        serde_json::from_value(schema).expect("a valid schema")
+    }
+}
+
+impl utoipa::ToSchema for ScanOptions {}
+
 impl ScanOptions {
     /// Parses a resource's `options`. The error says which key is wrong and why.
     pub fn parse(options: &Value) -> Result<Self, String> {

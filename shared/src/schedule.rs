@@ -18,6 +18,38 @@ pub struct ScheduleSpec {
     pub cron: Option<String>,
 }
 
+/// One of the two shapes, as the OpenAPI document describes it (written by hand: the derive
+/// cannot say "exactly one of").
+impl utoipa::PartialSchema for ScheduleSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let schema = serde_json::json!({
+            "description": "How a resource's syncs recur (UTC); the deployment sets the shortest \
+                interval (METASYNC_MIN_SCHEDULE_INTERVAL, default 300 s), for cron the shortest gap.",
+            "oneOf": [
+                {
+                    "type": "object", "additionalProperties": false, "required": ["interval_seconds"],
+                    "properties": {
+                        "interval_seconds": { "type": "integer", "format": "int32", "minimum": 1, "maximum": i32::MAX },
+                    },
+                },
+                {
+                    "type": "object", "additionalProperties": false, "required": ["cron"],
+                    "properties": {
+                        "cron": {
+                            "type": "string",
+                            "description": "Five fields (or six, seconds first), e.g. `0 3 * * *`.",
+                            "examples": ["0 3 * * *"],
+                        },
+                    },
+                },
+            ],
+        });
+        serde_json::from_value(schema).expect("a valid schema")
+    }
+}
+
+impl utoipa::ToSchema for ScheduleSpec {}
+
 /// A validated schedule.
 #[derive(Debug, Clone)]
 pub enum Schedule {

@@ -209,6 +209,7 @@ pub fn test_quotas() -> QuotaArgs {
         max_resources: 1_000_000,
         max_active_jobs: 10_000_000,
         max_waiters: 1_000,
+        max_wait: Duration::from_secs(60),
         min_schedule_interval: Duration::from_secs(1),
         header_timeout: Duration::from_secs(10),
     }
@@ -712,6 +713,7 @@ pub const TEST_OUTBOUND_ALLOW: &str = "127.0.0.0/8,::1/128";
 pub fn test_outbound() -> OutboundArgs {
     OutboundArgs {
         outbound_allow: TEST_OUTBOUND_ALLOW.to_owned(),
+        ..OutboundArgs::default()
     }
 }
 

@@ -1,38 +1,55 @@
 //! `/v1/audit`: the tenant's audit log, newest first, for admins.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
-use metasync_shared::db::audit::{self, AuditAction, AuditFilter};
+use metasync_shared::db::audit::{self, AuditAction, AuditEvent, AuditFilter};
 use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{ReadAudit, Tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::AppQuery;
+use crate::openapi::Authed;
 use crate::pagination::{self, Cursor, Limit, Page};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/audit", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// Only events about this resource, job or batch.
     object_id: Option<Uuid>,
     /// Only this action (`resource.create`, `job.cancel`, …).
     action: Option<AuditAction>,
     /// Only events at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     since: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
+    #[param(value_type = Option<Limit>)]
     limit: Limit,
 }
 
-/// Lists who changed what in the caller's tenant, newest first.
+/// Lists who changed what in the caller's tenant, newest first (admins only).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    operation_id = "listAudit",
+    tag = "audit",
+    security(("bearer" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of audit events", body = Page<AuditEvent>),
+        Authed,
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     tenant: Tenant<ReadAudit>,

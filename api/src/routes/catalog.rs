@@ -2,31 +2,45 @@
 //! across the caller's tenant. Every read answers with an `ETag` (a hash of the body) and
 //! `304 Not Modified` when `If-None-Match` already holds it.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
-use metasync_shared::db::catalog::{self, TableFilter};
+use metasync_shared::db::catalog::{
+    self, SchemaSummary, SearchHit, StoredChange, TableDetail, TableFilter, TableSummary,
+};
 use metasync_shared::db::resources;
 use metasync_shared::ids::{ResourceId, TableId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
+use crate::openapi::{Authed, problem};
 use crate::pagination::{self, Cursor, Limit, Page};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/resources/{id}/tables", get(list_tables))
-        .route("/v1/resources/{id}/schemas", get(list_schemas))
-        .route("/v1/resources/{id}/changes", get(list_changes))
-        .route("/v1/tables/{id}", get(read_table))
-        .route("/v1/search", get(search))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tables))
+        .routes(routes!(list_schemas))
+        .routes(routes!(list_changes))
+        .routes(routes!(read_table))
+        .routes(routes!(search))
+}
+
+/// The `If-None-Match` request header every catalog read honours.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Only described: the handlers read the header map.
+struct Conditional {
+    /// An `ETag` from an earlier answer: `304` if the answer is still the same.
+    #[param(rename = "If-None-Match")]
+    if_none_match: Option<String>,
 }
 
 /// A page of the catalog, with its `ETag`.
@@ -78,16 +92,36 @@ async fn check_resource(state: &AppState, tenant: &Tenant, id: ResourceId) -> Ap
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TablesQuery {
+    /// Only tables in this schema.
     schema: Option<String>,
+    /// Only this kind (`table`, `view`, …).
     kind: Option<String>,
+    /// Only tables whose name contains this.
     q: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
+    #[param(value_type = Option<Limit>)]
     limit: Limit,
 }
 
+/// A resource's stored tables and views, by database, schema and name.
+#[utoipa::path(
+    get,
+    path = "/v1/resources/{id}/tables",
+    operation_id = "listTables",
+    tag = "catalog",
+    security(("bearer" = [])),
+    params(("id" = ResourceId, Path, description = "Resource id"), TablesQuery, Conditional),
+    responses(
+        (status = 200, description = "A page of tables", body = Page<TableSummary>, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag", headers(("ETag" = String))),
+        Authed,
+        (status = 404, response = problem::NotFound),
+    ),
+)]
 async fn list_tables(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -109,13 +143,30 @@ async fn list_tables(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PageQuery {
     cursor: Option<Cursor>,
     #[serde(default)]
+    #[param(value_type = Option<Limit>)]
     limit: Limit,
 }
 
+/// A resource's stored schemas (per database), with their table counts.
+#[utoipa::path(
+    get,
+    path = "/v1/resources/{id}/schemas",
+    operation_id = "listSchemas",
+    tag = "catalog",
+    security(("bearer" = [])),
+    params(("id" = ResourceId, Path, description = "Resource id"), PageQuery, Conditional),
+    responses(
+        (status = 200, description = "A page of schemas", body = Page<SchemaSummary>, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag", headers(("ETag" = String))),
+        Authed,
+        (status = 404, response = problem::NotFound),
+    ),
+)]
 async fn list_schemas(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -131,14 +182,33 @@ async fn list_schemas(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ChangesQuery {
+    /// Only changes at or after this RFC 3339 time.
+    #[param(format = DateTime)]
     since: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
+    #[param(value_type = Option<Limit>)]
     limit: Limit,
 }
 
+/// A resource's change history, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/resources/{id}/changes",
+    operation_id = "listChanges",
+    tag = "catalog",
+    security(("bearer" = [])),
+    params(("id" = ResourceId, Path, description = "Resource id"), ChangesQuery, Conditional),
+    responses(
+        (status = 200, description = "A page of changes", body = Page<StoredChange>, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag", headers(("ETag" = String))),
+        Authed,
+        (status = 404, response = problem::NotFound),
+    ),
+)]
 async fn list_changes(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -166,6 +236,21 @@ async fn list_changes(
     Ok(page(&headers, items, query.limit, |c| (c.created_at, c.id)))
 }
 
+/// One stored table with its columns, constraints and indexes.
+#[utoipa::path(
+    get,
+    path = "/v1/tables/{id}",
+    operation_id = "readTable",
+    tag = "catalog",
+    security(("bearer" = [])),
+    params(("id" = TableId, Path, description = "Stored table id"), Conditional),
+    responses(
+        (status = 200, description = "The table", body = TableDetail, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag", headers(("ETag" = String))),
+        Authed,
+        (status = 404, response = problem::NotFound),
+    ),
+)]
 async fn read_table(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -178,17 +263,35 @@ async fn read_table(
     Ok(conditional(&headers, &table))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
+    /// Text the table or column name contains (3-200 characters).
+    #[param(required = true, min_length = 3, max_length = 200)]
     q: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
+    #[param(value_type = Option<Limit>)]
     limit: Limit,
 }
 
 /// Shorter text cannot use the trigram indexes and would scan every column in the tenant.
 const MIN_SEARCH_CHARS: usize = 3;
 
+/// Tables and columns of the caller's tenant whose name contains `q`.
+#[utoipa::path(
+    get,
+    path = "/v1/search",
+    operation_id = "search",
+    tag = "catalog",
+    security(("bearer" = [])),
+    params(SearchQuery, Conditional),
+    responses(
+        (status = 200, description = "A page of hits", body = Page<SearchHit>, headers(("ETag" = String))),
+        (status = 304, description = "Unchanged since the `If-None-Match` tag", headers(("ETag" = String))),
+        Authed,
+    ),
+)]
 async fn search(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -1,25 +1,26 @@
 //! `/v1/workers` and `/v1/queue`: the fleet's state, for the `fleet` role only. Neither names a
 //! tenant, so neither shows a job, resource or tenant id.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use metasync_shared::db::job_reads::{self, Backlog};
 use serde::Serialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::FleetReader;
 use crate::error::ApiResult;
+use crate::openapi::Authed;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workers", get(workers))
-        .route("/v1/queue", get(queue))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(workers))
+        .routes(routes!(queue))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct WorkerItem {
     id: String,
     /// Whether its lease is current; a lapsed worker's deliveries go back to the queue
@@ -33,11 +34,28 @@ struct WorkerItem {
     concurrency: Option<u16>,
 }
 
-/// Every worker with a lease in Redis, live or lapsed-but-not-yet-reaped.
+/// The workers' list.
+#[derive(Debug, Serialize, ToSchema)]
+struct Workers {
+    items: Vec<WorkerItem>,
+}
+
+/// Every worker with a lease in Redis, live or lapsed-but-not-yet-reaped (`fleet` role).
+#[utoipa::path(
+    get,
+    path = "/v1/workers",
+    operation_id = "listWorkers",
+    tag = "fleet",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The workers", body = Workers),
+        Authed,
+    ),
+)]
 async fn workers(
     State(state): State<AppState>,
     _caller: FleetReader,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Workers>> {
     let items: Vec<WorkerItem> = state
         .queue
         .workers()
@@ -51,10 +69,10 @@ async fn workers(
             concurrency: w.concurrency,
         })
         .collect();
-    Ok(axum::Json(json!({ "items": items })))
+    Ok(axum::Json(Workers { items }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct QueueState {
     /// Deliveries waiting for a worker now.
     ready: u64,
@@ -66,7 +84,18 @@ struct QueueState {
     jobs: Backlog,
 }
 
-/// The queue's depth from Redis and the jobs behind it from PostgreSQL.
+/// The queue's depth from Redis and the jobs behind it from PostgreSQL (`fleet` role).
+#[utoipa::path(
+    get,
+    path = "/v1/queue",
+    operation_id = "readQueue",
+    tag = "fleet",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The queue", body = QueueState),
+        Authed,
+    ),
+)]
 async fn queue(
     State(state): State<AppState>,
     _caller: FleetReader,

@@ -3,11 +3,9 @@
 //! kinds stored here never go stale. `PUT …/resources/{external_id}` is an idempotent upsert:
 //! a definition sent twice changes nothing the second time.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::put;
 use metasync_shared::custody::ConnectionTarget;
 use metasync_shared::db::audit::{self, Actor, AuditAction, AuditDetails};
 use metasync_shared::db::resources::{
@@ -16,24 +14,26 @@ use metasync_shared::db::resources::{
 use metasync_shared::domain::ResourceKind;
 use metasync_shared::ids::{ResourceId, TenantId};
 use metasync_shared::retry::RetryOverrides;
+use metasync_shared::scan_options::ScanOptions;
 use metasync_shared::schedule::ScheduleSpec;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::InternalCaller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath};
+use crate::openapi::{Edge, problem};
 use crate::routes::resources::{
     OptionsBody, check_host, check_options, check_password, check_port, check_retry_policy,
     check_schedule, check_text, name_taken, store_password,
 };
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/internal/v1/tenants/{tenant}/resources/{external_id}",
-        put(put_resource),
-    )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(put_resource))
 }
 
 /// Longest external id accepted.
@@ -43,18 +43,26 @@ const MAX_EXTERNAL_ID: usize = 200;
 /// `POST /v1/resources`, but `password` may be left out of an update that keeps the
 /// connection target. Absent `options`, `schedule` and `retry_policy` mean the defaults.
 // Not Debug: it carries a password.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutResource {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     kind: ResourceKind,
+    #[schema(min_length = 1, max_length = 253)]
     host: String,
+    #[schema(minimum = 1, maximum = 65535)]
     port: i64,
+    #[schema(min_length = 1, max_length = 200)]
     database: String,
+    #[schema(min_length = 1, max_length = 200)]
     username: String,
+    /// Required when the resource is new or its target changes; sealed on arrival.
     #[serde(default)]
+    #[schema(max_length = 1024, format = Password)]
     password: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<ScanOptions>)]
     options: Option<OptionsBody>,
     #[serde(default)]
     schedule: Option<ScheduleSpec>,
@@ -63,20 +71,46 @@ struct PutResource {
 }
 
 /// The resource after an upsert, and whether this request changed it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Upserted {
     #[serde(flatten)]
     resource: Resource,
     changed: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
 struct UpsertPath {
+    /// The tenant: 1-64 of `A-Z a-z 0-9 . _ - : @`.
     tenant: String,
+    /// The platform's own id of the resource, 1-200 characters.
     external_id: String,
 }
 
-/// `201` with the resource when it was created, `200` with `"changed": true|false` otherwise.
+/// Creates or replaces the resource with this external id. `201` with the resource when it was
+/// created, `200` with `"changed": true|false` otherwise.
+#[utoipa::path(
+    put,
+    path = "/internal/v1/tenants/{tenant}/resources/{external_id}",
+    operation_id = "putInternalResource",
+    tag = "internal",
+    security(("internalKey" = [])),
+    params(UpsertPath),
+    request_body = PutResource,
+    responses(
+        (status = 201, description = "Created", body = Upserted,
+            headers(("Location" = String, description = "`/v1/resources/{id}`"))),
+        (status = 200, description = "Already there: `changed` says whether this changed it", body = Upserted),
+        Edge,
+        (status = 401, response = problem::Unauthorized),
+        (status = 403, response = problem::Forbidden),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 503, response = problem::Unavailable),
+    ),
+)]
 async fn put_resource(
     State(state): State<AppState>,
     caller: InternalCaller,

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use axum::Router;
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use metasync_shared::db::audit::{self, AuditAction, AuditDetails};
 use metasync_shared::db::job_reads::{self, Attempt, JobFilter};
 use metasync_shared::db::jobs::{self, Cancelled, Enqueued, Job};
@@ -14,23 +14,26 @@ use metasync_shared::db::{batches, resources};
 use metasync_shared::domain::JobState;
 use metasync_shared::ids::{BatchId, JobId, ResourceId};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Operate, Tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppPath, AppQuery};
+use crate::openapi::{Authed, problem};
 use crate::pagination::{self, Cursor, Limit, Page};
 use crate::quotas::Bucket;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/jobs", get(list))
-        .route("/v1/jobs/{id}", get(read))
-        .route("/v1/jobs/{id}/cancel", post(cancel))
-        .route("/v1/jobs/{id}/retry", post(retry))
-        .route("/v1/syncs", post(sync_many))
-        .route("/v1/batches/{id}", get(read_batch))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(read))
+        .routes(routes!(cancel))
+        .routes(routes!(retry))
+        .routes(routes!(sync_many))
+        .routes(routes!(read_batch))
 }
 
 /// `202` + `Location` for a new job (its delivery already pushed by the submitter), `200` with
@@ -51,6 +54,21 @@ pub fn enqueued_response(enqueued: Enqueued) -> Response {
 
 /// Cancels a job: `200` with the cancelled job if it had not started, `202` if it is running
 /// and will stop at its next checkpoint, `409` if it already finished.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    operation_id = "cancelJob",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = JobId, Path, description = "Job id")),
+    responses(
+        (status = 200, description = "Cancelled before it ran", body = JobDocument),
+        (status = 202, description = "Running: it stops at its next checkpoint and writes nothing more", body = JobDocument),
+        Authed,
+        (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict),
+    ),
+)]
 async fn cancel(
     State(state): State<AppState>,
     tenant: Tenant<Operate>,
@@ -86,6 +104,24 @@ async fn cancel(
 }
 
 /// Starts a new job, linked to a failed or cancelled one.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    operation_id = "retryJob",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = JobId, Path, description = "A failed or cancelled job")),
+    responses(
+        (status = 202, description = "A new job with `retry_of`", body = JobDocument,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 200, description = "The resource's active job (`deduplicated: true`)", body = JobDocument,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        Authed,
+        (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict),
+        (status = 429, response = problem::TooManyRequests),
+    ),
+)]
 async fn retry(
     State(state): State<AppState>,
     tenant: Tenant<Operate>,
@@ -113,29 +149,84 @@ async fn retry(
     Ok(enqueued_response(enqueued))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Which resources to sync; an empty body syncs all of the tenant's.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SyncMany {
     /// A subset of the tenant's resources; all of them when absent.
+    #[schema(max_items = 100_000)]
     resource_ids: Option<Vec<ResourceId>>,
+}
+
+/// What `POST /v1/syncs` enqueued.
+#[derive(Debug, Serialize, ToSchema)]
+struct BatchAccepted {
+    /// The batch; `null` when every resource already had an active job.
+    batch_id: Option<BatchId>,
+    /// Jobs in the batch.
+    jobs: usize,
+}
+
+/// A batch's progress.
+#[derive(Debug, Serialize, ToSchema)]
+struct BatchStatus {
+    id: BatchId,
+    /// Jobs in the batch.
+    jobs: i64,
+    /// Jobs by state; states with none are absent.
+    by_state: BTreeMap<JobState, i64>,
+    /// Whether every job is finished.
+    done: bool,
 }
 
 /// Enqueues many resources as a batch: `202` with the batch. Resources with an active job keep
 /// it and are not part of the batch; when that leaves nothing to run, `200` with
 /// `"batch_id": null` and `"jobs": 0`, and no batch is recorded.
+#[utoipa::path(
+    post,
+    path = "/v1/syncs",
+    operation_id = "syncMany",
+    tag = "jobs",
+    security(("bearer" = [])),
+    request_body(content = Option<SyncMany>, description = "Optional: no body (or `null`) syncs every resource"),
+    responses(
+        (status = 202, description = "A batch", body = BatchAccepted,
+            headers(("Location" = String, description = "`/v1/batches/{id}`")),
+            links(("readBatch" = (operation_id = "readBatch", parameters(("id" = "$response.body#/batch_id")))))),
+        (status = 200, description = "Nothing to run: every resource already had an active job", body = BatchAccepted),
+        Authed,
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 422, response = problem::Unprocessable),
+        (status = 429, response = problem::TooManyRequests),
+    ),
+)]
 async fn sync_many(
     State(state): State<AppState>,
     tenant: Tenant<Operate>,
-    body: axum::body::Bytes,
+    raw: axum::body::Bytes,
 ) -> ApiResult<Response> {
-    // The body is optional: no body means every resource of the tenant.
-    let body: SyncMany = if body.iter().all(u8::is_ascii_whitespace) {
+    // The body is optional: no body (or `null`) means every resource of the tenant.
+    let body: SyncMany = if raw.iter().all(u8::is_ascii_whitespace) {
         SyncMany::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
-            _ => ApiError::BadRequest(format!("invalid JSON: {e}")),
-        })?
+        if crate::edge::json_has_nul(&raw) {
+            return Err(ApiError::BadRequest(
+                "the body contains a NUL character (\\u0000), which no field accepts".into(),
+            ));
+        }
+        let body =
+            serde_json::from_slice::<Option<SyncMany>>(&raw).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => ApiError::Unprocessable(e.to_string()),
+                _ => ApiError::BadRequest(format!("invalid JSON: {e}")),
+            })?;
+        // serde also reads a struct from an array (`[null]`, found by the fuzzing): only an
+        // object (or `null`) is a body here.
+        if body.is_some() && !crate::extract::is_object(&raw) {
+            return Err(ApiError::Unprocessable(
+                "the body must be a JSON object or null".into(),
+            ));
+        }
+        body.unwrap_or_default()
     };
     if body
         .resource_ids
@@ -162,16 +253,37 @@ async fn sync_many(
         .await?;
     let Some(id) = batch.id else {
         // Nothing to run: no batch is recorded, and nothing was accepted for later.
-        return Ok(axum::Json(json!({ "batch_id": null, "jobs": 0 })).into_response());
+        let nothing = BatchAccepted {
+            batch_id: None,
+            jobs: 0,
+        };
+        return Ok(axum::Json(nothing).into_response());
     };
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, format!("/v1/batches/{id}"))],
-        axum::Json(json!({ "batch_id": id, "jobs": batch.jobs.len() })),
+        axum::Json(BatchAccepted {
+            batch_id: Some(id),
+            jobs: batch.jobs.len(),
+        }),
     )
         .into_response())
 }
 
+/// A batch's jobs counted by state.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}",
+    operation_id = "readBatch",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = BatchId, Path, description = "Batch id")),
+    responses(
+        (status = 200, description = "The batch", body = BatchStatus),
+        Authed,
+        (status = 404, response = problem::NotFound),
+    ),
+)]
 async fn read_batch(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -186,33 +298,55 @@ async fn read_batch(
         .filter(|(s, _)| s.is_terminal())
         .map(|(_, n)| n)
         .sum();
-    Ok(axum::Json(json!({
-        "id": id, "jobs": total, "by_state": by_state, "done": finished == total
-    }))
+    Ok(axum::Json(BatchStatus {
+        id,
+        jobs: total,
+        by_state,
+        done: finished == total,
+    })
     .into_response())
 }
 
 /// A job as the API returns it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct JobDocument {
     #[serde(flatten)]
     pub job: Job,
+    /// Every attempt, oldest first (`GET /v1/jobs/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none", rename = "attempt_history")]
     pub attempt_history: Option<Vec<Attempt>>,
+    /// Whether this is the resource's already active job (sync requests only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deduplicated: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ReadQuery {
-    /// Long-poll: wait up to this many seconds (max 60) for the job's state to change.
-    wait: Option<u64>,
+    /// Long-poll: wait up to this many seconds for the job's state to change (at most
+    /// `METASYNC_MAX_WAIT`, default 60, are waited).
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    wait: Option<u32>,
 }
 
 /// How often a long-poll re-reads the job row.
 const WAIT_POLL: Duration = Duration::from_millis(50);
-const MAX_WAIT: Duration = Duration::from_secs(60);
 
+/// A job with its attempt history; `?wait=` long-polls for a change.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    operation_id = "readJob",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(("id" = JobId, Path, description = "Job id"), ReadQuery),
+    responses(
+        (status = 200, description = "The job", body = JobDocument),
+        Authed,
+        (status = 404, response = problem::NotFound),
+        (status = 429, response = problem::TooManyRequests),
+    ),
+)]
 async fn read(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -224,7 +358,8 @@ async fn read(
         .ok_or(ApiError::NotFound("job"))?;
     if let Some(wait) = query.wait.filter(|_| !job.state.is_terminal()) {
         let _slot = state.quotas.wait_slot(tenant.id())?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(wait).min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(wait.into()).min(state.quotas.limits.max_wait);
         let seen = (job.state, job.attempts);
         while !job.state.is_terminal() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(WAIT_POLL).await;
@@ -245,15 +380,32 @@ async fn read(
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this resource's jobs.
     resource_id: Option<ResourceId>,
+    /// Only jobs in this state.
     state: Option<JobState>,
     cursor: Option<Cursor>,
     #[serde(default)]
+    #[param(value_type = Option<Limit>)]
     limit: Limit,
 }
 
+/// The tenant's jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    operation_id = "listJobs",
+    tag = "jobs",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs", body = Page<Job>),
+        Authed,
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     tenant: Tenant,

@@ -1,15 +1,14 @@
 //! `/v1/resources`: register, read, change and remove sources, and ask for a sync.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use chrono::Utc;
 use metasync_shared::custody::ConnectionTarget;
 use metasync_shared::db::audit::{self, AuditAction, AuditDetails};
 use metasync_shared::db::resources::{
-    self, NAME_TAKEN_CONSTRAINT, NewResource, ResourcePatch, StoredPassword, StoredSchedule,
+    self, NAME_TAKEN_CONSTRAINT, NewResource, Resource, ResourcePatch, StoredPassword,
+    StoredSchedule,
 };
 use metasync_shared::domain::ResourceKind;
 use metasync_shared::ids::ResourceId;
@@ -17,33 +16,69 @@ use metasync_shared::retry::RetryOverrides;
 use metasync_shared::scan_options::ScanOptions;
 use metasync_shared::schedule::{Schedule, ScheduleSpec};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Manage, Operate, Tenant};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath, AppQuery};
+use crate::openapi::{Authed, problem};
 use crate::pagination::{self, Cursor, Limit, Page};
 use crate::quotas::Bucket;
+use crate::routes::jobs::JobDocument;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/resources", post(create).get(list))
-        .route("/v1/resources/{id}", get(read).patch(update).delete(remove))
-        .route("/v1/resources/{id}/sync", post(sync))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(sync))
 }
 
+// The patterns: text fields hold something besides spaces and no control characters; a host
+// is one name (labels of letters, digits, `-`, `_`) or IP literal, as
+// `outbound::check_host_syntax` accepts it (the outbound policy is checked beyond that).
+
+/// A source to register.
 // Not Debug: it carries a password.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateResource {
+    /// Unique in the tenant; 1-200 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
     kind: ResourceKind,
+    /// One host name or IP address (no port, path or list), allowed by the outbound policy.
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?)$"
+    )]
     host: String,
+    #[schema(minimum = 1, maximum = 65535)]
     port: i64,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     database: String,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     username: String,
+    /// Sealed for the workers on arrival; never returned.
+    #[schema(max_length = 1024, format = Password)]
     password: String,
     #[serde(default)]
+    #[schema(value_type = Option<ScanOptions>)]
     options: Option<OptionsBody>,
     #[serde(default)]
     schedule: Option<ScheduleSpec>,
@@ -51,23 +86,50 @@ struct CreateResource {
     retry_policy: Option<RetryOverrides>,
 }
 
+/// Changes to a resource; absent fields stay as they are. Changing `kind`, `host`, `port`,
+/// `username` or `database` needs `password` again.
 // Not Debug: it carries a password.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PatchResource {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?)$"
+    )]
     host: Option<String>,
+    #[schema(minimum = 1, maximum = 65535)]
     port: Option<i64>,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     database: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     username: Option<String>,
+    #[schema(max_length = 1024, format = Password)]
     password: Option<String>,
+    #[schema(value_type = Option<ScanOptions>)]
     options: Option<OptionsBody>,
     kind: Option<ResourceKind>,
     /// Absent: unchanged; `null`: removed.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<ScheduleSpec>)]
     schedule: Option<Option<ScheduleSpec>>,
     /// Absent: unchanged; `null`: removed.
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RetryOverrides>)]
     retry_policy: Option<Option<RetryOverrides>>,
 }
 
@@ -185,6 +247,25 @@ pub(crate) fn name_taken(e: sqlx::Error) -> ApiError {
     }
 }
 
+/// Register a source.
+#[utoipa::path(
+    post,
+    path = "/v1/resources",
+    operation_id = "createResource",
+    tag = "resources",
+    security(("bearer" = [])),
+    request_body = CreateResource,
+    responses(
+        (status = 201, description = "Registered", body = Resource,
+            headers(("Location" = String, description = "`/v1/resources/{id}`"))),
+        Authed,
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 429, response = problem::TooManyRequests),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     tenant: Tenant<Manage>,
@@ -257,13 +338,28 @@ async fn create(
         .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     cursor: Option<Cursor>,
     #[serde(default)]
+    #[param(value_type = Option<Limit>)]
     limit: Limit,
 }
 
+/// The tenant's resources, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/resources",
+    operation_id = "listResources",
+    tag = "resources",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of resources", body = Page<Resource>),
+        Authed,
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -274,6 +370,20 @@ async fn list(
     Ok(axum::Json(Page::new(items, query.limit, |r| r.id)).into_response())
 }
 
+/// One resource (never its password).
+#[utoipa::path(
+    get,
+    path = "/v1/resources/{id}",
+    operation_id = "readResource",
+    tag = "resources",
+    security(("bearer" = [])),
+    params(("id" = ResourceId, Path, description = "Resource id")),
+    responses(
+        (status = 200, description = "The resource", body = Resource),
+        Authed,
+        (status = 404, response = problem::NotFound),
+    ),
+)]
 async fn read(
     State(state): State<AppState>,
     tenant: Tenant,
@@ -285,6 +395,26 @@ async fn read(
     Ok(axum::Json(resource).into_response())
 }
 
+/// Change a resource.
+#[utoipa::path(
+    patch,
+    path = "/v1/resources/{id}",
+    operation_id = "updateResource",
+    tag = "resources",
+    security(("bearer" = [])),
+    params(("id" = ResourceId, Path, description = "Resource id")),
+    request_body = PatchResource,
+    responses(
+        (status = 200, description = "Changed", body = Resource),
+        Authed,
+        (status = 404, response = problem::NotFound),
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 429, response = problem::TooManyRequests),
+    ),
+)]
 async fn update(
     State(state): State<AppState>,
     tenant: Tenant<Manage>,
@@ -382,6 +512,21 @@ async fn update(
     Ok(axum::Json(resource).into_response())
 }
 
+/// Remove a resource, its jobs and its stored catalog.
+#[utoipa::path(
+    delete,
+    path = "/v1/resources/{id}",
+    operation_id = "deleteResource",
+    tag = "resources",
+    security(("bearer" = [])),
+    params(("id" = ResourceId, Path, description = "Resource id")),
+    responses(
+        (status = 204, description = "Removed"),
+        Authed,
+        (status = 404, response = problem::NotFound),
+        (status = 429, response = problem::TooManyRequests),
+    ),
+)]
 async fn remove(
     State(state): State<AppState>,
     tenant: Tenant<Manage>,
@@ -403,6 +548,23 @@ async fn remove(
 }
 
 /// Enqueues a sync: `202` with the new job, or `200` with the active job when one exists.
+#[utoipa::path(
+    post,
+    path = "/v1/resources/{id}/sync",
+    operation_id = "syncResource",
+    tag = "resources",
+    security(("bearer" = [])),
+    params(("id" = ResourceId, Path, description = "Resource id")),
+    responses(
+        (status = 202, description = "A new job", body = JobDocument,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 200, description = "The resource's active job (`deduplicated: true`)", body = JobDocument,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        Authed,
+        (status = 404, response = problem::NotFound),
+        (status = 429, response = problem::TooManyRequests),
+    ),
+)]
 async fn sync(
     State(state): State<AppState>,
     tenant: Tenant<Operate>,

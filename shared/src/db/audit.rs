@@ -12,7 +12,9 @@ use uuid::Uuid;
 use crate::ids::{JobId, TenantId};
 
 /// What was done. A fixed vocabulary, checked by the table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[sqlx(type_name = "text")]
 pub enum AuditAction {
     /// A resource was registered (through `/v1` or the internal API).
@@ -60,7 +62,9 @@ impl AuditAction {
 }
 
 /// The kind of object an event is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ObjectType {
@@ -97,7 +101,7 @@ impl Actor {
 }
 
 /// Non-secret details of an event. Each field is present only where it applies.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditDetails {
     /// Names of the fields a change set (`password` when a new password was given).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -121,7 +125,7 @@ pub struct AuditDetails {
 }
 
 /// One recorded event, as `GET /v1/audit` returns it.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEvent {
     /// Event id (v7).
     pub id: Uuid,
@@ -136,6 +140,7 @@ pub struct AuditEvent {
     /// When (the change's transaction time).
     pub at: DateTime<Utc>,
     /// What changed, without secrets.
+    #[schema(value_type = AuditDetails)]
     pub details: Json<AuditDetails>,
 }
 

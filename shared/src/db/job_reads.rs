@@ -10,7 +10,7 @@ use crate::domain::{ErrorClass, JobState};
 use crate::ids::{JobId, ResourceId, TenantId};
 
 /// One attempt of a job, for its history.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Attempt {
     /// Attempt number, from 1.
     pub attempt: i32,
@@ -109,7 +109,7 @@ pub async fn count_active(
 }
 
 /// The fleet's unfinished work, from PostgreSQL (the truth; Redis holds only deliveries).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Backlog {
     /// Jobs waiting for their first attempt.
     pub queued: i64,

@@ -19,7 +19,7 @@ use crate::queue::{Class, Delivery};
 use crate::retry::RetryOverrides;
 
 /// A job as clients see it.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Job {
     /// Job id; v7, so ordering by id orders by creation.
     pub id: JobId,
@@ -44,8 +44,10 @@ pub struct Job {
     /// Whether `error` is worth retrying; set with it.
     pub error_class: Option<ErrorClass>,
     /// What the successful attempt read and wrote; `None` until the job succeeds.
+    #[schema(value_type = Option<SyncStats>)]
     pub stats: Option<Json<SyncStats>>,
     /// Only while an attempt runs.
+    #[schema(value_type = Option<Progress>)]
     pub progress: Option<Json<Progress>>,
     /// A cancel was asked for while the job ran; the worker stops at its next check.
     pub cancel_requested: bool,
@@ -96,11 +98,14 @@ pub async fn enqueue_on(
     retry_of: Option<JobId>,
 ) -> Result<Option<Enqueued>, sqlx::Error> {
     // The active job may finish between our failed insert and the read; then insert again.
+    // `for key share`: a resource deleted meanwhile is skipped (no job, so a 404) instead of
+    // failing the jobs' foreign key; one deleted after waits for this insert.
     for _ in 0..5 {
         let created: Option<Job> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into jobs (id, tenant_id, resource_id, state, max_attempts, retry_of)
              select $1, tenant_id, id, 'queued', {MAX_ATTEMPTS}, $5 from resources
              where tenant_id = $2 and id = $3
+             for key share
              on conflict (resource_id) where state in ('queued', 'running', 'retrying')
              do nothing
              returning {COLUMNS}"
@@ -178,13 +183,15 @@ pub async fn enqueue_many_on(
     let job_ids: Vec<Uuid> = resource_ids.iter().map(|_| Uuid::now_v7()).collect();
     sqlx::query_scalar(
         // The jobs' foreign key to the batch is checked at the end of the statement, once
-        // the batch row exists.
+        // the batch row exists. `for key share`: resources deleted since they were listed are
+        // skipped instead of failing the foreign key to them (a 500 the fuzzing found).
         "with created as (
              insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
              select j.id, r.tenant_id, r.id, 'queued',
                     greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), $5
              from unnest($2::uuid[], $3::uuid[]) as j (resource_id, id)
              join resources r on r.id = j.resource_id and r.tenant_id = $1
+             for key share of r
              on conflict (resource_id) where state in ('queued', 'running', 'retrying')
              do nothing
              returning id

@@ -13,7 +13,7 @@ use crate::scan_options::ScanOptions;
 use crate::schedule::ScheduleSpec;
 
 /// A registered source as clients see it: every field but the password.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Resource {
     /// Resource id; v7, so ordering by id orders by creation.
     pub id: ResourceId,
@@ -30,12 +30,15 @@ pub struct Resource {
     /// Login role on the source.
     pub username: String,
     /// Which databases, schemas and tables a sync reads.
+    #[schema(value_type = ScanOptions)]
     pub options: Json<ScanOptions>,
     /// `{"interval_seconds": n}` or `{"cron": "…"}`; `null` when syncs are only on request.
+    #[schema(value_type = Option<ScheduleSpec>)]
     pub schedule: Option<Json<ScheduleSpec>>,
     /// When the scheduler next submits a sync; `None` without a schedule.
     pub next_sync_at: Option<DateTime<Utc>>,
     /// Per-resource changes to the worker's default retry policy; `None` keeps the defaults.
+    #[schema(value_type = Option<RetryOverrides>)]
     pub retry_policy: Option<Json<RetryOverrides>>,
     /// When the resource was registered.
     pub created_at: DateTime<Utc>,

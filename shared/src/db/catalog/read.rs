@@ -11,7 +11,7 @@ use crate::ids::{ChangeId, JobId, ResourceId, SchemaId, TableId, TenantId};
 
 /// A stored table in a listing: where it is stored and the few facts a list shows, not its
 /// definition (see [`TableDetail`]).
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TableSummary {
     /// Stored table id, stable across syncs while the table exists.
     pub id: TableId,
@@ -97,7 +97,7 @@ pub fn escape_like(s: &str) -> String {
 
 /// A stored table with everything known about it: where it is stored, and its definition as
 /// the last sync that changed it scanned it.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TableDetail {
     /// Stored table id.
     pub id: TableId,
@@ -142,7 +142,7 @@ pub async fn get_table(
 }
 
 /// A stored schema in a listing.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SchemaSummary {
     /// Stored schema id.
     pub id: SchemaId,
@@ -188,7 +188,7 @@ pub async fn list_schemas(
 }
 
 /// One change-history entry.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StoredChange {
     /// Entry id; v7, so ordering by id orders by time.
     pub id: ChangeId,
@@ -243,7 +243,18 @@ pub async fn list_changes(
 
 /// What a [`SearchHit`] matched.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    sqlx::Type,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
@@ -255,7 +266,7 @@ pub enum SearchHitKind {
 }
 
 /// A table or column whose name matched a search.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct SearchHit {
     /// Whether a table or a column matched.
     pub kind: SearchHitKind,
