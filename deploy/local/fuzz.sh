@@ -27,6 +27,8 @@ SCHEMATHESIS_VERSION='schemathesis>=4.32,<5'
 WORK="$(mktemp -d)"
 API_PID=""
 TOKEN=""
+FLEET_TOKEN=""
+INTERNAL_KEY="$(head -c 48 /dev/urandom | base64 | tr -d '/+=')"
 # Named like the test harness's (`mstest_…_r<pid>_<uuid v7 hex>`, `test-r<pid>-…`), so that
 # test.sh removes what a killed run leaves behind.
 RUN_ID="$(printf '%012x' "$(date +%s%3N)")$(od -An -N10 -tx1 /dev/urandom | tr -d ' \n')"
@@ -75,7 +77,8 @@ fuzz_part() {
     local name="$1" base="$2" seed="$3"
     shift 3
     # The token goes in through the environment (schemathesis.toml reads it), not `ps`.
-    METASYNC_FUZZ_TOKEN="$TOKEN" "$VENV/bin/schemathesis" \
+    METASYNC_FUZZ_TOKEN="$TOKEN" METASYNC_FUZZ_FLEET_TOKEN="$FLEET_TOKEN" \
+        METASYNC_FUZZ_INTERNAL_KEY="$INTERNAL_KEY" "$VENV/bin/schemathesis" \
         --config-file deploy/local/schemathesis.toml --no-color \
         run "$base/openapi.json" \
         --checks all \
@@ -124,6 +127,8 @@ main() {
     export METASYNC_MAINTENANCE=false
     # Metrics and probes are not fuzzed; no operations listener (its default port may be taken).
     export METASYNC_METRICS_ADDR=off
+    # The internal API's key, so its route is fuzzed past authentication.
+    export METASYNC_INTERNAL_API_KEYS="fuzz:$INTERNAL_KEY"
     export RUST_LOG="${RUST_LOG:-warn}" NO_COLOR=1
 
     "$api_bin" serve >"$WORK/api.log" 2>&1 &
@@ -135,6 +140,7 @@ main() {
         sleep 0.2
     done
     TOKEN="$("$api_bin" token --tenant fuzz --role admin --ttl 1h 2>/dev/null)"
+    FLEET_TOKEN="$("$api_bin" token --role fleet --ttl 1h 2>/dev/null)"
 
     log "schemathesis against $base/openapi.json: $EXAMPLES cases per operation, every check"
     # Two schemathesis processes, one on the /v1/resources tree, one on the rest: each is

@@ -46,16 +46,32 @@ const MAX_EXTERNAL_ID: usize = 200;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutResource {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
     kind: ResourceKind,
-    #[schema(min_length = 1, max_length = 253)]
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?)$"
+    )]
     host: String,
     #[schema(minimum = 1, maximum = 65535)]
     port: i64,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     database: String,
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     username: String,
     /// Required when the resource is new or its target changes; sealed on arrival.
     #[serde(default)]
@@ -81,9 +97,11 @@ struct Upserted {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 struct UpsertPath {
-    /// The tenant: 1-64 of `A-Z a-z 0-9 . _ - : @`.
+    /// The tenant: 1-64 of `A-Z a-z 0-9 . _ - : @`, starting with a letter or digit.
+    #[param(pattern = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}$")]
     tenant: String,
-    /// The platform's own id of the resource, 1-200 characters.
+    /// The platform's own id of the resource, 1-200 characters, none a control character.
+    #[param(pattern = r"^[^\u0000-\u001f\u007f-\u009f]{1,200}$")]
     external_id: String,
 }
 
