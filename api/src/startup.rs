@@ -10,7 +10,6 @@ use anyhow::Context as _;
 use metasync_shared::db;
 use metasync_shared::maintenance::{Fleet, Participant};
 use metasync_shared::ops::{self, ReadinessCheck};
-use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -49,7 +48,9 @@ impl Application {
             .await
             .context("connecting to DATABASE_URL")?;
         db::migrate(&pool).await.context("applying migrations")?;
-        let queue = Queue::connect(&args.queue.redis_url, &args.queue.queue)
+        let queue = args
+            .queue
+            .connect()
             .await
             .context("connecting to REDIS_URL")?;
         let submitter = Submitter::new(pool.clone(), queue.clone(), retry.max_attempts);

@@ -36,6 +36,23 @@ pub struct QueueArgs {
         default_value = "metasync-sync"
     )]
     pub queue: String,
+
+    /// A PEM file of the CA certificate(s) Redis's certificate is verified against, for a
+    /// `rediss://` URL; unset: the Mozilla roots built in.
+    #[arg(long = "redis-ca", env = "METASYNC_REDIS_CA")]
+    pub redis_ca: Option<std::path::PathBuf>,
+}
+
+impl QueueArgs {
+    /// A Redis client for `REDIS_URL` (TLS for `rediss://`, with `METASYNC_REDIS_CA`).
+    pub fn client(&self) -> Result<redis::Client, crate::queue::QueueError> {
+        crate::queue::redis_client(&self.redis_url, self.redis_ca.as_deref())
+    }
+
+    /// Connects the queue with [`QueueArgs::client`].
+    pub async fn connect(&self) -> Result<crate::queue::Queue, crate::queue::QueueError> {
+        crate::queue::Queue::connect_client(self.client()?, &self.queue).await
+    }
 }
 
 /// What the API needs to store passwords (see [`crate::custody`]): the fleet's public sealing

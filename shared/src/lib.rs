@@ -22,4 +22,5 @@ pub mod scan_options;
 pub mod schedule;
 pub mod submit;
 pub mod telemetry;
+pub mod tls;
 pub mod warnings;

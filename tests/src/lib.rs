@@ -10,6 +10,7 @@
 pub mod assert;
 pub mod chaos;
 pub mod fixtures;
+pub mod tls;
 
 use std::fmt::Display;
 use std::num::NonZeroU32;
@@ -137,6 +138,8 @@ pub struct TestApp {
     pub queue: Queue,
     /// The Redis the queue lives on (the shared one, or a test's own [`RedisServer`]).
     pub redis_url: String,
+    /// The CA file of a `rediss://` [`TestApp::redis_url`], for workers.
+    pub redis_ca: Option<PathBuf>,
     pub jwt: JwtVerifier,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -185,6 +188,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
         queue: QueueArgs {
             redis_url: redis_url.to_owned(),
             queue: queue_name.to_owned(),
+            redis_ca: None,
         },
         sealing: sealing_args(),
         jwt: JwtArgs::hs256(JWT_SECRET),
@@ -283,7 +287,8 @@ pub async fn spawn_app_with_urls(database_url: &str, redis_url: &str) -> anyhow:
     spawn_app_at(database_url, redis_url, |_| {}).await
 }
 
-async fn spawn_app_at(
+/// Like [`spawn_app_with_urls`], with the settings changed by `edit` (e.g. a Redis CA).
+pub async fn spawn_app_at(
     database_url: &str,
     redis_url: &str,
     edit: impl FnOnce(&mut ServeArgs),
@@ -308,6 +313,7 @@ async fn spawn_app_at(
         queue_name,
         queue,
         redis_url: redis_url.to_owned(),
+        redis_ca: args.queue.redis_ca.clone(),
         jwt: test_jwt(),
         shutdown: Some(tx),
     })
@@ -366,6 +372,7 @@ impl TestApp {
             queue: QueueArgs {
                 redis_url: self.redis_url.clone(),
                 queue: self.queue_name.clone(),
+                redis_ca: self.redis_ca.clone(),
             },
             opening: opening_args(),
             outbound: test_outbound(),
@@ -1105,6 +1112,13 @@ pub struct RedisServer {
     pub persistence: Persistence,
     child: Option<std::process::Child>,
     dir: PathBuf,
+    tls: Option<RedisTls>,
+}
+
+/// A TLS-only [`RedisServer`]'s certificate and the CA file that verifies it.
+struct RedisTls {
+    cert: tls::ServerCert,
+    ca_file: PathBuf,
 }
 
 impl RedisServer {
@@ -1113,6 +1127,22 @@ impl RedisServer {
     }
 
     pub async fn start_with(persistence: Persistence) -> anyhow::Result<Self> {
+        Self::start_inner(persistence, None).await
+    }
+
+    /// A Redis that speaks TLS only (its plain port is off), with a certificate from `ca` for
+    /// `127.0.0.1` and `localhost`; [`RedisServer::url`] is `rediss://`, and
+    /// [`RedisServer::ca_file`] verifies it.
+    pub async fn start_tls(ca: &tls::TestCa) -> anyhow::Result<Self> {
+        let cert = ca.issue("redis", &["127.0.0.1", "localhost"])?;
+        let tls = RedisTls {
+            cert,
+            ca_file: ca.ca_file(),
+        };
+        Self::start_inner(Persistence::Off, Some(tls)).await
+    }
+
+    async fn start_inner(persistence: Persistence, tls: Option<RedisTls>) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique_name("mstest-redis", '-'));
         std::fs::create_dir_all(&dir)?;
         let mut server = Self {
@@ -1120,6 +1150,7 @@ impl RedisServer {
             persistence,
             child: None,
             dir,
+            tls,
         };
         // The port is free when picked but could be taken before redis-server binds it: then
         // the server exits at once, and another port is tried.
@@ -1147,8 +1178,21 @@ impl RedisServer {
             Persistence::Off => "no",
             Persistence::Aof => "yes",
         };
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = std::process::Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &self.port.to_string()]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert.cert_file)
+                .arg("--tls-key-file")
+                .arg(&tls.cert.key_file)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_file)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", appendonly])
             .args(["--appendfsync", "everysec", "--dir"])
             .arg(&self.dir)
@@ -1160,14 +1204,17 @@ impl RedisServer {
         let pid = child.id();
         self.child = Some(child);
         let url = self.url();
+        let ca_file = self.ca_file();
         let ready = eventually(Duration::from_secs(30), "redis-server to answer", || {
             let url = url.clone();
+            let ca_file = ca_file.clone();
             async move {
                 anyhow::ensure!(process_alive(pid), "redis-server exited");
                 let answered = async {
-                    let client = redis::Client::open(url.as_str())?;
+                    let client = metasync_shared::queue::redis_client(&url, ca_file.as_deref())?;
                     let mut conn = client.get_multiplexed_async_connection().await?;
-                    redis::cmd("PING").query_async::<String>(&mut conn).await
+                    redis::cmd("PING").query_async::<String>(&mut conn).await?;
+                    anyhow::Ok(())
                 }
                 .await;
                 Ok(answered.is_ok().then_some(()))
@@ -1190,7 +1237,15 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}", self.port),
+            Some(_) => format!("rediss://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The CA file that verifies a TLS server's certificate.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|tls| tls.ca_file.clone())
     }
 }
 
@@ -1215,18 +1270,47 @@ impl Drop for RedisServer {
 pub struct PostgresServer {
     pub port: u16,
     dir: PathBuf,
+    /// With TLS: the certificate's and key's files in `dir`.
+    tls: Option<tls::ServerCert>,
 }
 
 impl PostgresServer {
     /// Runs `initdb`, then starts the server and waits until it accepts connections.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_inner(None).await
+    }
+
+    /// A server that accepts TCP connections over TLS only (`hostssl` in `pg_hba.conf`), with
+    /// a certificate from `ca` for `127.0.0.1` and `localhost`.
+    pub async fn start_tls(ca: &tls::TestCa) -> anyhow::Result<Self> {
+        Self::start_inner(Some(ca)).await
+    }
+
+    async fn start_inner(ca: Option<&tls::TestCa>) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique_name("mstest-pg", '-'));
         std::fs::create_dir_all(&dir)?;
-        let mut server = Self { port: 0, dir };
+        let mut server = Self {
+            port: 0,
+            dir,
+            tls: None,
+        };
+        if let Some(ca) = ca {
+            // The key must belong to the server's user, mode 0600: PostgreSQL checks both.
+            let issued = ca.issue("postgres", &["127.0.0.1", "localhost"])?;
+            let cert = tls::ServerCert {
+                cert_file: server.dir.join("server.crt"),
+                key_file: server.dir.join("server.key"),
+            };
+            std::fs::copy(&issued.cert_file, &cert.cert_file)?;
+            std::fs::copy(&issued.key_file, &cert.key_file)?;
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&cert.key_file, std::fs::Permissions::from_mode(0o600))?;
+            server.tls = Some(cert);
+        }
         if running_as_root() {
             run_checked(
                 tokio::process::Command::new("chown")
-                    .arg("postgres")
+                    .args(["-R", "postgres"])
                     .arg(&server.dir),
             )
             .await?;
@@ -1240,6 +1324,13 @@ impl PostgresServer {
         )
         .await
         .context("initdb")?;
+        if server.tls.is_some() {
+            // TCP over TLS only: a session that is not encrypted cannot connect at all.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            )?;
+        }
         // The port is free when picked but could be taken before the server binds it.
         for _ in 0..5 {
             server.port = free_port()?;
@@ -1253,11 +1344,18 @@ impl PostgresServer {
     /// Starts the server again (after [`PostgresServer::stop`] or a kill), on the same port
     /// and data directory, and waits until it accepts connections.
     pub async fn start_again(&self) -> anyhow::Result<()> {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port,
             self.dir.display()
         );
+        if let Some(cert) = &self.tls {
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.cert_file.display(),
+                cert.key_file.display()
+            ));
+        }
         run_checked(
             self.command("pg_ctl")
                 .args(["-w", "-t", "30", "-D"])

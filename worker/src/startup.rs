@@ -7,7 +7,6 @@ use std::future::Future;
 use anyhow::Context as _;
 use metasync_shared::db;
 use metasync_shared::ops::Readiness;
-use metasync_shared::queue::Queue;
 use metasync_shared::submit::Submitter;
 
 use crate::RunOptions;
@@ -32,12 +31,14 @@ impl Worker {
         let pool = db::connect(&args.database)
             .await
             .context("connecting to DATABASE_URL")?;
-        let queue = Queue::connect(&args.queue.redis_url, &args.queue.queue)
+        let queue = args
+            .queue
+            .connect()
             .await
             .context("connecting to REDIS_URL")?;
         let worker_id = worker_id(args.worker_name.as_deref());
         let permits = ServerPermits::connect(
-            &args.queue.redis_url,
+            args.queue.client().context("connecting to REDIS_URL")?,
             &args.queue.queue,
             &worker_id,
             args.source_connections_per_server,

@@ -262,10 +262,37 @@ fn note_retry(op: &'static str) -> impl FnMut(&QueueError, Duration) {
     }
 }
 
+/// A Redis client for `url`. A `rediss://` URL is TLS (rustls), verified against `ca` (a PEM
+/// file of CA certificates) when given, else against the Mozilla roots built in; `ca` with a
+/// plain `redis://` URL is refused rather than ignored, so a typo cannot silently turn TLS off.
+pub fn redis_client(url: &str, ca: Option<&std::path::Path>) -> Result<redis::Client, QueueError> {
+    crate::tls::install_crypto_provider();
+    let Some(ca) = ca else {
+        return Ok(redis::Client::open(url)?);
+    };
+    let root_cert = std::fs::read(ca).map_err(|e| {
+        redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "cannot read the Redis CA file (METASYNC_REDIS_CA)",
+            e.to_string(),
+        ))
+    })?;
+    let certificates = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(root_cert),
+    };
+    Ok(redis::Client::build_with_tls(url, certificates)?)
+}
+
 impl Queue {
-    /// Connects to Redis at `url`, retrying lost connections; `queue` names the key set.
+    /// Connects to Redis at `url` (no CA of its own: see [`redis_client`]), retrying lost
+    /// connections; `queue` names the key set.
     pub async fn connect(url: &str, queue: &str) -> Result<Self, QueueError> {
-        let client = redis::Client::open(url)?;
+        Self::connect_client(redis_client(url, None)?, queue).await
+    }
+
+    /// Like [`Queue::connect`], with a client built by [`redis_client`] (e.g. with a CA).
+    pub async fn connect_client(client: redis::Client, queue: &str) -> Result<Self, QueueError> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))

@@ -76,7 +76,7 @@ impl ServerPermits {
     /// At most `cap` connections per source server across every process on `queue`; `0`
     /// means no cap. Permits held by a process that stops renewing lapse after `lease`.
     pub async fn connect(
-        redis_url: &str,
+        client: redis::Client,
         queue: &str,
         worker_id: &str,
         cap: u32,
@@ -85,7 +85,6 @@ impl ServerPermits {
         if cap == 0 {
             return Ok(Self::unlimited());
         }
-        let client = redis::Client::open(redis_url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
