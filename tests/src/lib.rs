@@ -716,11 +716,22 @@ pub async fn counting_listener() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
 /// outbound policy requires.
 pub const TEST_OUTBOUND_ALLOW: &str = "127.0.0.0/8,::1/128";
 
-/// The outbound policy settings of the tests' API and workers.
+/// A name that resolves to loopback in tests but that no test certificate carries (the TLS
+/// tests' wrong name).
+pub const TEST_OTHER_NAME: &str = "other-name.test";
+
+/// How the tests' API and workers resolve names: a static map (`localhost`,
+/// [`TEST_OTHER_NAME`], and the inet_aton spellings that getaddrinfo turns into 127.0.0.1
+/// itself), so no test sends a DNS query off the machine.
+pub const TEST_OUTBOUND_RESOLVER: &str = "static:localhost=127.0.0.1,localhost=::1,\
+     other-name.test=127.0.0.1,2130706433=127.0.0.1,0x7f000001=127.0.0.1,127.1=127.0.0.1";
+
+/// The outbound policy settings of the tests' API and workers: loopback allowed, names
+/// resolved by [`TEST_OUTBOUND_RESOLVER`].
 pub fn test_outbound() -> OutboundArgs {
     OutboundArgs {
         outbound_allow: TEST_OUTBOUND_ALLOW.to_owned(),
-        ..OutboundArgs::default()
+        outbound_resolver: TEST_OUTBOUND_RESOLVER.to_owned(),
     }
 }
 

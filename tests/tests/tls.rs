@@ -1,12 +1,20 @@
 //! TLS everywhere: the catalog PostgreSQL and Redis take TLS from their URLs (`sslmode=…`,
-//! `rediss://` with `METASYNC_REDIS_CA`). Each test makes its own CA and starts servers of
-//! its own that accept TLS only, so a sync that succeeds can only have been encrypted; the
-//! servers' own views (`pg_stat_ssl`) confirm it.
+//! `rediss://` with `METASYNC_REDIS_CA`), and sources from their resource's `tls` setting.
+//! Each test makes its own CA and starts servers of its own that accept TLS only, so a sync
+//! that succeeds can only have been encrypted; the servers' own views (`pg_stat_ssl`) confirm
+//! it. Fake servers in the tests check what a client sends when asked for a password.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metasync_tests::tls::TestCa;
-use metasync_tests::{PostgresServer, RedisServer, assert_job, create_source, spawn_app_at};
+use metasync_tests::{
+    PostgresServer, RedisServer, TEST_OTHER_NAME, assert_job, create_source, spawn_app,
+    spawn_app_at,
+};
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const T: &str = "tls";
 
@@ -115,4 +123,292 @@ async fn a_catalog_or_redis_certificate_from_another_ca_is_refused() {
     let client =
         metasync_shared::queue::redis_client("redis://127.0.0.1:6379", Some(&ca.ca_file()));
     assert!(client.is_err());
+}
+
+/// What a fake server saw: how often it asked for a password, and every byte it received
+/// after asking.
+#[derive(Default)]
+struct Seen {
+    asked: usize,
+    after_asking: Vec<u8>,
+}
+
+/// A fake PostgreSQL server on a free port of 127.0.0.1 that declines TLS and asks every
+/// client for its password in clear text (AuthenticationCleartextPassword).
+async fn cleartext_asking_postgres() -> (u16, Arc<Mutex<Seen>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                // SSLRequest (declined: 'N') or straight away the startup message.
+                let mut message = read_startup_message(&mut socket).await?;
+                if message == [0x04, 0xd2, 0x16, 0x2f] {
+                    socket.write_all(b"N").await?;
+                    message = read_startup_message(&mut socket).await?;
+                }
+                anyhow::ensure!(!message.is_empty(), "no startup message");
+                // 'R', length 8, 3: AuthenticationCleartextPassword.
+                socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await?;
+                record.lock().unwrap().asked += 1;
+                let mut buf = [0u8; 1024];
+                loop {
+                    let read =
+                        tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf)).await;
+                    match read {
+                        Ok(Ok(n)) if n > 0 => {
+                            record.lock().unwrap().after_asking.extend(&buf[..n]);
+                        }
+                        _ => break,
+                    }
+                }
+                anyhow::Ok(())
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A startup-phase message: a length (itself included), then the body.
+async fn read_startup_message(socket: &mut tokio::net::TcpStream) -> anyhow::Result<Vec<u8>> {
+    let len = socket.read_u32().await? as usize;
+    anyhow::ensure!(
+        (4..=10_000).contains(&len),
+        "a startup message of {len} bytes"
+    );
+    let mut body = vec![0; len - 4];
+    socket.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_asks_for_a_cleartext_password_without_tls_receives_nothing() {
+    let (port, seen) = cleartext_asking_postgres().await;
+    let app = spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+    let password = "s3cret-never-in-clear";
+    // The default mode (`prefer`: the server declines TLS) and `disable`.
+    for (name, tls) in [
+        ("default", None),
+        ("disable", Some(json!({"mode": "disable"}))),
+    ] {
+        let mut body = json!({
+            "name": name, "kind": "postgres", "host": "127.0.0.1", "port": port,
+            "database": "shop", "username": "u", "password": password,
+        });
+        if let Some(tls) = tls {
+            body["tls"] = tls;
+        }
+        let resource = app.create_resource(T, body).await.unwrap();
+        let job = app.sync(T, resource.id).await.unwrap();
+        let done = app
+            .wait_for_job(T, job.id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_job(&done)
+            .failed_permanently()
+            .attempts(1)
+            .error_contains("clear text")
+            .never_mentions(password);
+    }
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.asked, 2);
+    assert!(
+        seen.after_asking.is_empty(),
+        "the server received {:?}",
+        String::from_utf8_lossy(&seen.after_asking)
+    );
+}
+
+/// Registers a resource on the private PostgreSQL `server` under `host`, with `tls`.
+async fn register_tls_source(
+    app: &metasync_tests::TestApp,
+    server: &PostgresServer,
+    database: &str,
+    name: &str,
+    host: &str,
+    tls: Value,
+) -> metasync_shared::db::resources::Resource {
+    app.create_resource(
+        T,
+        json!({
+            "name": name, "kind": "postgres", "host": host, "port": server.port,
+            "database": database, "username": "postgres", "password": "unused-by-trust-auth",
+            "tls": tls,
+        }),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_source_is_verified_by_the_name_it_was_registered_under() {
+    let ca = TestCa::new().unwrap();
+    let other = TestCa::new().unwrap();
+    // TLS only (`hostssl`): a scan that succeeds was encrypted.
+    let server = PostgresServer::start_tls(&ca).await.unwrap();
+    let database = server.create_database("mstest_src").await.unwrap();
+    let app = spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+
+    // The worker dials the address it resolved (127.0.0.1) and checks the certificate against
+    // the name as registered: `localhost` is in the certificate, TEST_OTHER_NAME is not.
+    let cases = [
+        (
+            "full",
+            "localhost",
+            json!({"mode": "verify-full", "ca": ca.cert_pem}),
+            true,
+        ),
+        (
+            "full-wrong-name",
+            TEST_OTHER_NAME,
+            json!({"mode": "verify-full", "ca": ca.cert_pem}),
+            false,
+        ),
+        (
+            "ca-any-name",
+            TEST_OTHER_NAME,
+            json!({"mode": "verify-ca", "ca": ca.cert_pem}),
+            true,
+        ),
+        (
+            "full-other-ca",
+            "localhost",
+            json!({"mode": "verify-full", "ca": other.cert_pem}),
+            false,
+        ),
+        (
+            "full-public-roots",
+            "localhost",
+            json!({"mode": "verify-full"}),
+            false,
+        ),
+        ("require", "localhost", json!({"mode": "require"}), true),
+        ("default", "localhost", json!({}), true),
+        ("disable", "localhost", json!({"mode": "disable"}), false),
+    ];
+    let mut jobs = Vec::new();
+    for (name, host, tls, _) in &cases {
+        let resource = register_tls_source(&app, &server, &database, name, host, tls.clone()).await;
+        assert_eq!(resource.tls.0, serde_json::from_value(tls.clone()).unwrap());
+        jobs.push(app.sync(T, resource.id).await.unwrap());
+    }
+    for ((name, _, _, succeeds), job) in cases.iter().zip(&jobs) {
+        let done = app
+            .wait_for_job(T, job.id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        if *succeeds {
+            assert_job(&done).succeeded();
+        } else {
+            assert_job(&done).failed_permanently().attempts(1);
+        }
+        eprintln!("{name}: {:?}", done.error);
+    }
+    let wrong_name = app.job(T, jobs[1].id).await.unwrap();
+    assert_job(&wrong_name).error_contains("certificate");
+    let disabled = app.job(T, jobs[7].id).await.unwrap();
+    assert_job(&disabled).error_contains("no encryption");
+
+    // The server's view: the worker's parked sessions are encrypted.
+    let admin = sqlx::PgPool::connect(&server.url(&database)).await.unwrap();
+    let (sessions, encrypted): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where s.ssl) from pg_stat_activity a \
+         join pg_stat_ssl s using (pid) where a.application_name = 'metasync'",
+    )
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(sessions, encrypted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_settings_are_checked_and_weakening_them_takes_the_password_again() {
+    let ca = TestCa::new().unwrap();
+    let app = spawn_app().await.unwrap();
+    let create = |name: &str, tls: Value| {
+        json!({
+            "name": name, "kind": "postgres", "host": "127.0.0.1", "port": 5432,
+            "database": "x", "username": "u", "password": "p", "tls": tls,
+        })
+    };
+    for (i, bad) in [
+        json!({"mode": "require", "ca": ca.cert_pem}),
+        json!({"mode": "verify-ca", "ca": "not a certificate"}),
+        json!({"mode": "verify-full", "ca": "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"}),
+        json!({"mode": "verify-full", "ca": "a".repeat(70_000)}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, _, problem) = app
+            .call(T, Method::POST, "/v1/resources", Some(create(&format!("bad{i}"), bad)))
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{problem}");
+    }
+    for bad in [
+        json!({"mode": "verify"}),
+        json!({"mode": "require", "other": 1}),
+    ] {
+        let (status, _, problem) = app
+            .call(T, Method::POST, "/v1/resources", Some(create("bad", bad)))
+            .await
+            .unwrap();
+        assert!(status == 400 || status == 422, "{status} {problem}");
+    }
+
+    let full = json!({"mode": "verify-full", "ca": ca.cert_pem});
+    let resource = app
+        .create_resource(T, create("r", json!({"mode": "require"})))
+        .await
+        .unwrap();
+    let path = format!("/v1/resources/{}", resource.id);
+    // Stricter: no password needed.
+    let (status, _, body) = app
+        .call(T, Method::PATCH, &path, Some(json!({"tls": full})))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["tls"], full);
+    // Laxer, or another CA: the password again.
+    for weaker in [
+        json!({"mode": "verify-ca", "ca": ca.cert_pem}),
+        json!({"mode": "verify-full"}),
+        json!({"mode": "prefer"}),
+    ] {
+        let (status, _, problem) = app
+            .call(T, Method::PATCH, &path, Some(json!({"tls": weaker})))
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{problem}");
+        assert!(
+            problem["detail"].as_str().unwrap().contains("password"),
+            "{problem}"
+        );
+        let (status, _, body) = app
+            .call(
+                T,
+                Method::PATCH,
+                &path,
+                Some(json!({"tls": weaker, "password": "p"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let (status, _, body) = app
+            .call(
+                T,
+                Method::PATCH,
+                &path,
+                Some(json!({"tls": full, "password": "p"})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
 }

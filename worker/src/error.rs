@@ -68,6 +68,16 @@ impl JobError {
     pub fn from_connect(server: &str, engine: &str, e: &sqlx::Error) -> Self {
         use std::io::ErrorKind;
         let what = format!("connecting to {server}");
+        // rustls reports a failed handshake (a certificate that does not verify) as I/O.
+        if let sqlx::Error::Io(io) = e
+            && let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>())
+        {
+            return Self::new(
+                ErrorClass::Permanent,
+                format!("{what}: {}", tls_failure(tls)),
+                Some(what),
+            );
+        }
         let (class, why) = match e {
             sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => {
                 return Self::from_source(&what, e);
@@ -93,7 +103,9 @@ impl JobError {
                     "the server is unreachable".to_owned(),
                 ),
             },
-            sqlx::Error::Tls(_) => (ErrorClass::Permanent, "the TLS handshake failed".to_owned()),
+            // Our own words (sqlx's, or our patch's: a cleartext password refused), never the
+            // server's: a server without TLS where it is required, a bad CA in the settings.
+            sqlx::Error::Tls(tls) => (ErrorClass::Permanent, format!("TLS: {tls}")),
             // Anything else is the driver failing to make sense of what answered.
             _ => (
                 ErrorClass::Permanent,
@@ -121,6 +133,29 @@ impl JobError {
             );
         }
         self
+    }
+}
+
+/// A failed TLS handshake in our own words, one per class: a certificate's names and issuer
+/// are whatever answered, so they are not repeated (the worker is no scanner of certificates).
+fn tls_failure(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(
+            C::NotValidForName | C::NotValidForNameContext { .. },
+        ) => {
+            "TLS: the server's certificate is not valid for the host name (verify-full checks \
+             the name as registered)"
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+            "TLS: the server's certificate is not signed by a trusted CA (`tls.ca`, or the \
+             public roots without it)"
+        }
+        rustls::Error::InvalidCertificate(
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. },
+        ) => "TLS: the server's certificate has expired or is not valid yet",
+        rustls::Error::InvalidCertificate(_) => "TLS: the server's certificate is not valid",
+        _ => "the TLS handshake failed",
     }
 }
 
@@ -181,7 +216,13 @@ fn classify(e: &sqlx::Error) -> ErrorClass {
                 ErrorClass::Transient
             }
         }
-        sqlx::Error::Configuration(_) => ErrorClass::Permanent,
+        // A certificate that does not verify, a server without TLS where it is required, a
+        // cleartext password refused: settings to fix, not to retry.
+        sqlx::Error::Configuration(_) | sqlx::Error::Tls(_) => ErrorClass::Permanent,
+        // rustls reports a failed handshake (a certificate that does not verify) as I/O.
+        sqlx::Error::Io(io) if matches!(io.get_ref(), Some(e) if e.is::<rustls::Error>()) => {
+            ErrorClass::Permanent
+        }
         _ => ErrorClass::Transient,
     }
 }
@@ -257,6 +298,19 @@ mod tests {
                 sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()),
                 ErrorClass::Transient,
                 "during the handshake",
+            ),
+            (
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName),
+                )),
+                ErrorClass::Permanent,
+                "not valid for the host name",
+            ),
+            (
+                sqlx::Error::Tls("the server asked for the password in clear text".into()),
+                ErrorClass::Permanent,
+                "TLS: the server asked for the password in clear text",
             ),
             (
                 sqlx::Error::Protocol("unknown message type: 'H' <script>".into()),

@@ -16,6 +16,7 @@ use metasync_shared::ids::{ResourceId, TenantId};
 use metasync_shared::retry::RetryOverrides;
 use metasync_shared::scan_options::ScanOptions;
 use metasync_shared::schedule::ScheduleSpec;
+use metasync_shared::tls::SourceTls;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use utoipa::{IntoParams, ToSchema};
@@ -28,7 +29,7 @@ use crate::extract::{AppJson, AppPath};
 use crate::openapi::{Edge, problem};
 use crate::routes::resources::{
     OptionsBody, check_host, check_options, check_password, check_port, check_retry_policy,
-    check_schedule, check_text, name_taken, store_password,
+    check_schedule, check_text, check_tls, name_taken, store_password,
 };
 use crate::state::AppState;
 
@@ -41,7 +42,8 @@ const MAX_EXTERNAL_ID: usize = 200;
 
 /// The whole definition of a resource (a `PUT` replaces it): like the body of
 /// `POST /v1/resources`, but `password` may be left out of an update that keeps the
-/// connection target. Absent `options`, `schedule` and `retry_policy` mean the defaults.
+/// connection target or weakens `tls`. Absent `options`, `schedule`, `retry_policy` and `tls`
+/// mean the defaults.
 // Not Debug: it carries a password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +86,8 @@ struct PutResource {
     schedule: Option<ScheduleSpec>,
     #[serde(default)]
     retry_policy: Option<RetryOverrides>,
+    #[serde(default)]
+    tls: Option<SourceTls>,
 }
 
 /// The resource after an upsert, and whether this request changed it.
@@ -186,6 +190,7 @@ struct Definition {
     options: metasync_shared::scan_options::ScanOptions,
     schedule: Option<ScheduleSpec>,
     retry_policy: Option<RetryOverrides>,
+    tls: SourceTls,
 }
 
 impl Definition {
@@ -204,6 +209,7 @@ impl Definition {
             check_schedule(state, spec)?;
         }
         let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
+        let tls = check_tls(body.tls.unwrap_or_default())?;
         Ok(Self {
             name: body.name.trim().to_owned(),
             kind: body.kind,
@@ -215,6 +221,7 @@ impl Definition {
             options,
             schedule: body.schedule,
             retry_policy,
+            tls,
         })
     }
 
@@ -280,6 +287,7 @@ async fn upsert(
                 schedule,
                 retry_policy: definition.retry_policy.clone(),
                 external_id: Some(external_id),
+                tls: definition.tls.clone(),
             },
         )
         .await;
@@ -333,6 +341,14 @@ async fn upsert(
                     .into(),
             ));
         }
+        // As on PATCH: the password was given for the TLS settings it goes out under.
+        None if !definition.tls.keeps_guarantees_of(&current.tls) => {
+            return Err(ApiError::Unprocessable(
+                "weakening `tls` (a laxer mode, or another CA) needs `password` again: the \
+                 stored password was given for the current TLS settings"
+                    .into(),
+            ));
+        }
         None => None,
         Some(password) => {
             let same = password_fingerprint
@@ -351,6 +367,7 @@ async fn upsert(
     desired.options = Json(definition.options.clone());
     desired.schedule = definition.schedule.clone().map(Json);
     desired.retry_policy = definition.retry_policy.clone().map(Json);
+    desired.tls = Json(definition.tls.clone());
     let mut fields = current.changed_fields(&desired);
     if password.is_some() {
         fields.push("password".into());
@@ -380,6 +397,7 @@ async fn upsert(
             Some(spec) => Some(Some(check_schedule(state, spec)?)),
         },
         retry_policy: changed("retry_policy").then(|| definition.retry_policy.clone()),
+        tls: changed("tls").then(|| definition.tls.clone()),
     };
     let resource = resources::update(&mut *tx, tenant, &current, patch)
         .await

@@ -15,6 +15,7 @@ use metasync_shared::ids::ResourceId;
 use metasync_shared::retry::RetryOverrides;
 use metasync_shared::scan_options::ScanOptions;
 use metasync_shared::schedule::{Schedule, ScheduleSpec};
+use metasync_shared::tls::SourceTls;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -84,6 +85,9 @@ struct CreateResource {
     schedule: Option<ScheduleSpec>,
     #[serde(default)]
     retry_policy: Option<RetryOverrides>,
+    /// Absent: `{"mode": "prefer"}`.
+    #[serde(default)]
+    tls: Option<SourceTls>,
 }
 
 /// Changes to a resource; absent fields stay as they are. Changing `kind`, `host`, `port`,
@@ -131,6 +135,7 @@ struct PatchResource {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<RetryOverrides>)]
     retry_policy: Option<Option<RetryOverrides>>,
+    tls: Option<SourceTls>,
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -155,6 +160,11 @@ pub(crate) fn check_schedule(state: &AppState, spec: &ScheduleSpec) -> ApiResult
         cron: spec.cron.clone(),
         next_sync_at,
     })
+}
+
+pub(crate) fn check_tls(tls: SourceTls) -> ApiResult<SourceTls> {
+    tls.validate().map_err(ApiError::Unprocessable)?;
+    Ok(tls)
 }
 
 pub(crate) fn check_retry_policy(policy: RetryOverrides) -> ApiResult<RetryOverrides> {
@@ -284,6 +294,7 @@ async fn create(
         .map(|spec| check_schedule(&state, spec))
         .transpose()?;
     let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
+    let tls = check_tls(body.tls.unwrap_or_default())?;
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
     state
         .quotas
@@ -318,6 +329,7 @@ async fn create(
             schedule,
             retry_policy,
             external_id: None,
+            tls,
         },
     )
     .await
@@ -438,6 +450,7 @@ async fn update(
         check_password(password)?;
     }
     let options = body.options.map(|o| check_options(Some(o))).transpose()?;
+    let tls = body.tls.map(check_tls).transpose()?;
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
     let current = resources::get(&state.db, tenant.id(), id)
         .await?
@@ -464,6 +477,18 @@ async fn update(
                     .into(),
             ));
         }
+        // The password was also given for the TLS settings it goes out under: weakening them
+        // (a laxer mode, another CA) takes it again; making them stricter does not.
+        None if tls
+            .as_ref()
+            .is_some_and(|tls| !tls.keeps_guarantees_of(&current.tls)) =>
+        {
+            return Err(ApiError::Unprocessable(
+                "weakening `tls` (a laxer mode, or another CA) needs `password` again: the \
+                 stored password was given for the current TLS settings"
+                    .into(),
+            ));
+        }
         None => None,
     };
     // A retyped resource (e.g. a database moved from PostgreSQL to MariaDB) is scanned with
@@ -487,6 +512,7 @@ async fn update(
             Some(None) => Some(None),
             Some(Some(policy)) => Some(Some(check_retry_policy(policy)?)),
         },
+        tls,
     };
     let password_given = patch.password.is_some();
     let mut tx = state.db.begin().await?;

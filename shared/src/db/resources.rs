@@ -11,6 +11,7 @@ use crate::ids::{ResourceId, TenantId};
 use crate::retry::RetryOverrides;
 use crate::scan_options::ScanOptions;
 use crate::schedule::ScheduleSpec;
+use crate::tls::SourceTls;
 
 /// A registered source as clients see it: every field but the password.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -40,6 +41,8 @@ pub struct Resource {
     /// Per-resource changes to the worker's default retry policy; `None` keeps the defaults.
     #[schema(value_type = Option<RetryOverrides>)]
     pub retry_policy: Option<Json<RetryOverrides>>,
+    /// How workers secure the connection (TLS mode and CA).
+    pub tls: Json<SourceTls>,
     /// When the resource was registered.
     pub created_at: DateTime<Utc>,
     /// When the resource was last changed through the API.
@@ -96,6 +99,7 @@ impl Resource {
             ("options", options(self) != options(other)),
             ("schedule", schedule(self) != schedule(other)),
             ("retry_policy", retry(self) != retry(other)),
+            ("tls", self.tls.0 != other.tls.0),
         ]
         .into_iter()
         .filter(|(_, changed)| *changed)
@@ -152,6 +156,8 @@ pub struct NewResource<'a> {
     /// Its id in the platform that pushed it through the internal API (see
     /// [`EXTERNAL_ID_TAKEN_CONSTRAINT`]); `None` through `/v1`.
     pub external_id: Option<&'a str>,
+    /// How workers secure the connection.
+    pub tls: SourceTls,
 }
 
 /// A schedule as stored: one of the two columns, plus the first due time.
@@ -169,7 +175,7 @@ pub(crate) const COLUMNS: &str = "id, name, kind, host, port, database, username
      case when sync_interval_seconds is not null
                then jsonb_build_object('interval_seconds', sync_interval_seconds)
           when sync_cron is not null then jsonb_build_object('cron', sync_cron) end as schedule,
-     next_sync_at, retry_policy, created_at, updated_at, external_id";
+     next_sync_at, retry_policy, tls, created_at, updated_at, external_id";
 
 /// The unique constraint on `(tenant_id, name)`, for turning a violation into a 409.
 pub const NAME_TAKEN_CONSTRAINT: &str = "resources_tenant_id_name_key";
@@ -188,8 +194,9 @@ pub async fn insert(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
                                 password_sealed, options, sync_interval_seconds, sync_cron,
                                 next_sync_at, retry_policy, password_key_id, password_fingerprint,
-                                external_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                                external_id, tls)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18)
          returning {COLUMNS}"
     )))
     .bind(id)
@@ -209,6 +216,7 @@ pub async fn insert(
     .bind(&new.password.sealed.key_id)
     .bind(&new.password.fingerprint)
     .bind(new.external_id)
+    .bind(Json(new.tls))
     .fetch_one(db)
     .await
 }
@@ -270,10 +278,13 @@ pub struct ResourcePatch<'a> {
     pub schedule: Option<Option<StoredSchedule>>,
     /// `Some(None)` removes the overrides.
     pub retry_policy: Option<Option<RetryOverrides>>,
+    /// New TLS settings, replacing the old ones whole.
+    pub tls: Option<SourceTls>,
 }
 
 /// Applies `patch` to the tenant's resource `current`, read just before: `None` if it is gone,
-/// or if its connection target (kind, host, port, database, user) changed since that read, so a
+/// or if its connection target (kind, host, port, database, user) or TLS settings changed
+/// since that read, so a
 /// password sealed for the target the caller saw is never stored beside another.
 pub async fn update(
     db: impl PgExecutor<'_>,
@@ -297,9 +308,11 @@ pub async fn update(
              next_sync_at = case when $10 then $13 else next_sync_at end,
              retry_policy = case when $14 then $15 else retry_policy end,
              kind = coalesce($16, kind),
+             tls = coalesce($24, tls),
              updated_at = now()
          where tenant_id = $1 and id = $2
            and kind = $17 and host = $18 and port = $19 and database = $20 and username = $21
+           and tls = $25
          returning {COLUMNS}"
     )))
     .bind(tenant)
@@ -340,6 +353,8 @@ pub async fn update(
     .bind(&current.username)
     .bind(patch.password.as_ref().map(|p| &p.sealed.key_id))
     .bind(patch.password.as_ref().map(|p| &p.fingerprint))
+    .bind(patch.tls.map(Json))
+    .bind(&current.tls)
     .fetch_optional(db)
     .await
 }

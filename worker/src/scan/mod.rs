@@ -44,6 +44,18 @@ impl ScanTarget<'_> {
             ResourceKind::Mysql => "MySQL/MariaDB",
         }
     }
+
+    /// What, besides the address and credentials, a parked connection must share with a new
+    /// one to stand in for it: the TLS settings and the name the certificate was checked for.
+    pub fn tls_session(&self) -> String {
+        let tls = &self.resource.tls.0;
+        format!(
+            "{}|{}|{}",
+            tls.mode.as_str(),
+            self.resource.host,
+            tls.ca.as_deref().unwrap_or_default()
+        )
+    }
 }
 
 /// Time limits for talking to a source.

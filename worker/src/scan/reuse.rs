@@ -97,10 +97,14 @@ impl SourceConnections {
         database: &str,
         username: &str,
         password: &str,
+        tls_session: &str,
     ) -> SourceKey {
         let mut digest = Sha256::new();
         digest.update(self.salt);
         digest.update(password.as_bytes());
+        // The length between them, so no password and TLS settings run into another pair's.
+        digest.update((password.len() as u64).to_le_bytes());
+        digest.update(tls_session.as_bytes());
         SourceKey {
             host: host.to_owned(),
             port,

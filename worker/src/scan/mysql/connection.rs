@@ -2,6 +2,7 @@
 //! alive, else a new one), and the session it reads in: a statement timeout, then a READ ONLY
 //! transaction, one statement each.
 
+use metasync_shared::tls::{self, TlsMode};
 use sqlx::mysql::{MySqlConnectOptions, MySqlSslMode};
 use sqlx::{ConnectOptions as _, Connection as _, MySql, MySqlConnection, Transaction};
 
@@ -22,6 +23,7 @@ pub(super) async fn open(
         &resource.database,
         &resource.username,
         target.password,
+        &target.tls_session(),
     );
     let taken = scan::open(
         target,
@@ -37,13 +39,32 @@ pub(super) async fn open(
 
 fn connect_options(target: &ScanTarget<'_>) -> MySqlConnectOptions {
     let resource = target.resource;
+    let tls = &resource.tls.0;
+    let ssl_mode = match tls.mode {
+        TlsMode::Disable => MySqlSslMode::Disabled,
+        TlsMode::Prefer => MySqlSslMode::Preferred,
+        TlsMode::Require => MySqlSslMode::Required,
+        TlsMode::VerifyCa => MySqlSslMode::VerifyCa,
+        TlsMode::VerifyFull => MySqlSslMode::VerifyIdentity,
+    };
+    // `host` is the name as registered, for the certificate (verify-full) and SNI; the
+    // connection goes to the checked address (`host_addr`, our sqlx patch: see vendor/).
+    // mysql_clear_password only where TLS is certain; sqlx refuses it otherwise, also as the
+    // server's first choice (our patch). The full caching_sha2_password exchange sends the
+    // password over TLS only: without TLS it would need RSA, which is not built in, so it fails.
     let options = MySqlConnectOptions::new()
-        .host(&target.address.to_string())
+        .host(tls::server_name(&resource.host))
+        .host_addr(target.address)
         .port(resource.port as u16)
         .database(&resource.database)
         .username(&resource.username)
-        .ssl_mode(MySqlSslMode::Disabled)
+        .ssl_mode(ssl_mode)
+        .enable_cleartext_plugin(tls.mode.requires_tls())
         .disable_statement_logging();
+    let options = match &tls.ca {
+        Some(ca) => options.ssl_ca_from_pem(ca.as_bytes().to_vec()),
+        None => options,
+    };
     // An empty password means "none": sending an empty one fails where none is expected.
     if target.password.is_empty() {
         options

@@ -2,6 +2,7 @@
 //! is alive, else a new one whose session is set up at connect time (in the startup packet,
 //! so no extra statement): READ ONLY by default and a statement timeout.
 
+use metasync_shared::tls::{self, TlsMode};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 use sqlx::{ConnectOptions as _, PgConnection};
 
@@ -22,6 +23,7 @@ pub(super) async fn open(
         database,
         &resource.username,
         target.password,
+        &target.tls_session(),
     );
     let taken = scan::open(
         target,
@@ -41,14 +43,26 @@ fn connect_options(
     limits: ScanLimits,
 ) -> PgConnectOptions {
     let resource = target.resource;
-    PgConnectOptions::new()
-        .host(&target.address.to_string())
+    let tls = &resource.tls.0;
+    let ssl_mode = match tls.mode {
+        TlsMode::Disable => PgSslMode::Disable,
+        TlsMode::Prefer => PgSslMode::Prefer,
+        TlsMode::Require => PgSslMode::Require,
+        TlsMode::VerifyCa => PgSslMode::VerifyCa,
+        TlsMode::VerifyFull => PgSslMode::VerifyFull,
+    };
+    // `host` is the name as registered, for the certificate (verify-full) and SNI; the
+    // connection goes to the checked address (`host_addr`, our sqlx patch: see vendor/).
+    let options = PgConnectOptions::new()
+        .host(tls::server_name(&resource.host))
+        .host_addr(target.address)
+        .refuse_cleartext_password_without_tls(true)
+        .ssl_mode(ssl_mode)
         .port(resource.port as u16)
         .database(database)
         .username(&resource.username)
         .password(target.password)
         .application_name("metasync")
-        .ssl_mode(PgSslMode::Disable)
         .options([
             (
                 "statement_timeout",
@@ -56,5 +70,9 @@ fn connect_options(
             ),
             ("default_transaction_read_only", "on".to_owned()),
         ])
-        .disable_statement_logging()
+        .disable_statement_logging();
+    match &tls.ca {
+        Some(ca) => options.ssl_root_cert_from_pem(ca.as_bytes().to_vec()),
+        None => options,
+    }
 }
