@@ -84,3 +84,19 @@ impl Drop for TestCa {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+impl ServerCert {
+    /// A TLS acceptor presenting this certificate, for fake servers in tests.
+    pub fn acceptor(&self) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        metasync_shared::tls::install_crypto_provider();
+        let certs =
+            CertificateDer::pem_file_iter(&self.cert_file)?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(&self.key_file)?;
+        let config = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        Ok(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)))
+    }
+}
