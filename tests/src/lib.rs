@@ -1473,3 +1473,96 @@ async fn run_checked(cmd: &mut tokio::process::Command) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A private MariaDB server on a free port of 127.0.0.1 that accepts TLS connections only
+/// (`require_secure_transport`), with a certificate from a test's CA for `127.0.0.1` and
+/// `localhost`; `root` has no password. Killed (by its pid) and its directory removed when
+/// dropped.
+pub struct MariaDbServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl MariaDbServer {
+    pub async fn start_tls(ca: &tls::TestCa) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(unique_name("mstest-mariadb", '-'));
+        std::fs::create_dir_all(&dir)?;
+        let mut server = Self {
+            port: 0,
+            child: None,
+            dir,
+        };
+        run_checked(
+            tokio::process::Command::new("mariadb-install-db")
+                .args(["--no-defaults", "--user=root", "--skip-test-db"])
+                .args(["--auth-root-authentication-method=normal"])
+                .arg(format!("--datadir={}", server.dir.join("data").display()))
+                .stdout(Stdio::null()),
+        )
+        .await
+        .context("mariadb-install-db")?;
+        let cert = ca.issue("mariadb", &["127.0.0.1", "localhost"])?;
+        for _ in 0..5 {
+            server.port = free_port()?;
+            let child = std::process::Command::new("mariadbd")
+                .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1"])
+                .arg(format!("--port={}", server.port))
+                .arg(format!("--datadir={}", server.dir.join("data").display()))
+                .arg(format!("--socket={}", server.dir.join("sock").display()))
+                .arg(format!("--pid-file={}", server.dir.join("pid").display()))
+                .arg(format!(
+                    "--log-error={}",
+                    server.dir.join("error.log").display()
+                ))
+                .arg(format!("--ssl-cert={}", cert.cert_file.display()))
+                .arg(format!("--ssl-key={}", cert.key_file.display()))
+                .arg(format!("--ssl-ca={}", ca.ca_file().display()))
+                .args(["--require-secure-transport=ON", "--skip-log-bin"])
+                .args(["--innodb-buffer-pool-size=16M", "--performance-schema=OFF"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting mariadbd")?;
+            let pid = child.id();
+            server.child = Some(child);
+            let url = server.admin_url("mysql");
+            let ready = eventually(Duration::from_secs(30), "mariadbd to answer", || {
+                let url = url.clone();
+                async move {
+                    anyhow::ensure!(process_alive(pid), "mariadbd exited");
+                    Ok(sqlx::MySqlPool::connect(&url).await.ok().map(|_| ()))
+                }
+            })
+            .await;
+            if ready.is_ok() {
+                return Ok(server);
+            }
+            server.kill();
+        }
+        anyhow::bail!("mariadbd did not start on a free port")
+    }
+
+    /// A URL for `database` as `root`, over TLS (the server takes nothing else).
+    pub fn admin_url(&self, database: &str) -> String {
+        format!(
+            "mysql://root@127.0.0.1:{}/{database}?ssl-mode=required",
+            self.port
+        )
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for MariaDbServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -10,8 +10,8 @@ use std::time::Duration;
 use metasync_shared::domain::ErrorClass;
 use metasync_tests::tls::TestCa;
 use metasync_tests::{
-    PostgresServer, RedisServer, TEST_OTHER_NAME, assert_job, create_source, spawn_app,
-    spawn_app_at,
+    MariaDbServer, PostgresServer, RedisServer, TEST_OTHER_NAME, assert_job, create_source,
+    spawn_app, spawn_app_at,
 };
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -642,4 +642,79 @@ async fn mysql_8_full_authentication_sends_the_password_over_tls_only() {
             assert!(seen.after_asking.is_empty(), "{name}: {received:?}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_mariadb_source_is_scanned_over_verified_tls() {
+    let ca = TestCa::new().unwrap();
+    // TLS only (`require_secure_transport`): a scan that succeeds was encrypted.
+    let server = MariaDbServer::start_tls(&ca).await.unwrap();
+    let admin = sqlx::MySqlPool::connect(&server.admin_url("mysql"))
+        .await
+        .unwrap();
+    sqlx::raw_sql("create database shop; create table shop.orders (id int primary key)")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let handshakes = || async {
+        let (_, accepted): (String, String) =
+            sqlx::query_as("show global status like 'Ssl_accepts'")
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+        accepted.parse::<u64>().unwrap()
+    };
+    let before = handshakes().await;
+
+    let app = spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+    let register = |name: &str, tls: Value| {
+        app.create_resource(
+            T,
+            json!({
+                "name": name, "kind": "mysql", "host": "localhost", "port": server.port,
+                "database": "shop", "username": "root", "password": "", "tls": tls,
+            }),
+        )
+    };
+    let verified = register(
+        "verified",
+        json!({"mode": "verify-full", "ca": ca.cert_pem}),
+    )
+    .await
+    .unwrap();
+    let job = app.sync(T, verified.id).await.unwrap();
+    let done = app
+        .wait_for_job(T, job.id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_job(&done).succeeded().attempts(1);
+    let tables: Vec<Value> = app
+        .call_typed::<Value>(
+            T,
+            Method::GET,
+            &format!("/v1/resources/{}/tables", verified.id),
+            None,
+        )
+        .await
+        .unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    // The server counted the worker's TLS handshake.
+    assert!(handshakes().await > before);
+
+    // `disable`: the server refuses the plain session (MariaDB 10.11 says "Access denied":
+    // the same user and empty password just passed over TLS).
+    let plain = register("plain", json!({"mode": "disable"})).await.unwrap();
+    let job = app.sync(T, plain.id).await.unwrap();
+    let done = app
+        .wait_for_job(T, job.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_job(&done)
+        .failed_permanently()
+        .attempts(1)
+        .error_contains("denied");
 }
