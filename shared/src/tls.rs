@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 /// provider compiled in; installing it explicitly keeps that true if a dependency ever adds
 /// another. Idempotent.
 ///
-/// ring, not aws-lc-rs (rustls's default, which adds post-quantum key exchange): it is what
-/// sqlx's `tls-rustls-ring-webpki` uses, and it builds without a C toolchain beyond `cc`.
-/// rustls 0.23.48 deprecates it for the missing post-quantum groups.
+/// ring, not aws-lc-rs (rustls's default): sqlx's `tls-rustls-ring-webpki` uses ring, so one
+/// provider is compiled. rustls 0.23.48 deprecates ring's provider for its lack of post-quantum
+/// key exchange; moving sqlx, redis and this to aws-lc-rs together is a follow-up.
 #[allow(deprecated)]
 pub fn install_crypto_provider() {
     // An error means a provider is installed already, which is what we want.

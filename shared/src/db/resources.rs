@@ -284,8 +284,8 @@ pub struct ResourcePatch<'a> {
 
 /// Applies `patch` to the tenant's resource `current`, read just before: `None` if it is gone,
 /// or if its connection target (kind, host, port, database, user) or TLS settings changed
-/// since that read, so a
-/// password sealed for the target the caller saw is never stored beside another.
+/// since that read, so a password sealed for the target the caller saw is never stored beside
+/// another.
 pub async fn update(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
