@@ -83,15 +83,21 @@ drop_test_leftovers() {
     fi
     echo "test.sh: deleted $(grep -c . <<<"$stale_keys" || true) stale Redis key(s) metasync:{${queue_prefix}*"
 
-    # Private servers of killed tests (PostgresServer, RedisServer) keep running: stop the
-    # PostgreSQL ones by the pid in their data directory, then remove the directories.
+    # Private servers of killed tests (PostgresServer, RedisServer, MariaDbServer) keep
+    # running: stop the PostgreSQL and MariaDB ones by the pid in their directory, then remove
+    # the directories (and the test CAs' files).
     local dir pid
     count=0
-    for dir in "${TMPDIR:-/tmp}"/mstest-pg-* "${TMPDIR:-/tmp}"/mstest-redis-*; do
+    for dir in "${TMPDIR:-/tmp}"/mstest-pg-* "${TMPDIR:-/tmp}"/mstest-redis-* \
+        "${TMPDIR:-/tmp}"/mstest-mariadb-* "${TMPDIR:-/tmp}"/mstest-ca-*; do
         [[ -d "$dir" ]] && is_stale "$(basename "$dir")" "$now_ms" || continue
         if [[ -f "$dir/data/postmaster.pid" ]]; then
             pid="$(head -1 "$dir/data/postmaster.pid")"
             kill -QUIT "$pid" 2>/dev/null || true
+        fi
+        if [[ -f "$dir/pid" ]]; then
+            pid="$(head -1 "$dir/pid")"
+            kill -KILL "$pid" 2>/dev/null || true
         fi
         rm -rf "$dir"
         count=$((count + 1))
