@@ -951,23 +951,33 @@ impl FaultProxy {
 /// first query: a simple `Query` or an extended `Parse`), then stops forwarding the client's
 /// messages. Returns what must stay alive to keep both sockets open.
 async fn swallow_first_query(
-    client: tokio::net::TcpStream,
+    mut client: tokio::net::TcpStream,
     server: tokio::net::TcpStream,
 ) -> Option<impl Send> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // The start-up message: a length (counting itself), then the body. The tarpit has no
+    // TLS: it declines an SSLRequest itself, so the client goes on in plain text and the
+    // messages below can be read.
+    async fn startup_message(client: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+        let mut length = [0u8; 4];
+        client.read_exact(&mut length).await?;
+        let mut message = length.to_vec();
+        message.resize((u32::from_be_bytes(length) as usize).max(4), 0);
+        client.read_exact(&mut message[4..]).await?;
+        Ok(message)
+    }
+    let mut startup = startup_message(&mut client).await.ok()?;
+    if startup == [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f] {
+        client.write_all(b"N").await.ok()?;
+        startup = startup_message(&mut client).await.ok()?;
+    }
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
     let downstream = tokio::spawn(async move {
         let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
     });
     let upstream = async {
-        // The start-up message: a length (counting itself), then the body.
-        let mut length = [0u8; 4];
-        from_client.read_exact(&mut length).await?;
-        let mut body = vec![0; (u32::from_be_bytes(length) as usize).saturating_sub(4)];
-        from_client.read_exact(&mut body).await?;
-        to_server.write_all(&length).await?;
-        to_server.write_all(&body).await?;
+        to_server.write_all(&startup).await?;
         // Then messages: a type byte, a length, a body.
         loop {
             let mut header = [0u8; 5];

@@ -80,7 +80,10 @@ async fn request_upgrade(
 
     let mut response = [0u8];
 
-    socket.read(&mut &mut response[..]).await?;
+    if socket.read(&mut &mut response[..]).await? == 0 {
+        // The server closed the connection: an I/O error, not an answer of 0x00.
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+    }
 
     match response[0] {
         b'S' => {
