@@ -19,7 +19,19 @@ pub fn install_crypto_provider() {
 
 /// How a worker secures its connection to a source, as in libpq's `sslmode`. The order is the
 /// strictness: each mode promises at least what the one before it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TlsMode {
     /// Never TLS.
@@ -66,7 +78,7 @@ impl TlsMode {
 pub const MAX_CA_BYTES: usize = 64 * 1024;
 
 /// A resource's `tls` setting: `{"mode": "verify-full", "ca": "-----BEGIN CERTIFICATE-----…"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceTls {
     /// How the connection is secured.
@@ -75,6 +87,7 @@ pub struct SourceTls {
     /// PEM CA certificate(s) the server's certificate must chain to, with `verify-ca` or
     /// `verify-full`; absent: the Mozilla roots built in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 65536)]
     pub ca: Option<String>,
 }
 

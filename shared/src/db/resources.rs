@@ -42,6 +42,7 @@ pub struct Resource {
     #[schema(value_type = Option<RetryOverrides>)]
     pub retry_policy: Option<Json<RetryOverrides>>,
     /// How workers secure the connection (TLS mode and CA).
+    #[schema(value_type = SourceTls)]
     pub tls: Json<SourceTls>,
     /// When the resource was registered.
     pub created_at: DateTime<Utc>,
