@@ -87,6 +87,23 @@ impl Scanner {
         resource.id
     }
 
+    /// Registers a source with `tls: disable`, for a proxy that reads the protocol on the wire
+    /// (under the default `prefer`, the client and the server would talk TLS through it).
+    pub async fn register_in_clear(&self, kind: &str, database: &str, port: u16) -> ResourceId {
+        let (status, _, body) = self
+            .register_body(
+                kind,
+                database,
+                port,
+                Value::Null,
+                json!({ "mode": "disable" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let resource: Resource = serde_json::from_value(body).unwrap();
+        resource.id
+    }
+
     /// Registers a source and returns the raw answer, for the tests of refused options
     /// (their problem+json bodies are what they check).
     pub async fn try_register(
@@ -95,6 +112,18 @@ impl Scanner {
         database: &str,
         port: u16,
         options: Value,
+    ) -> (u16, String, Value) {
+        self.register_body(kind, database, port, options, Value::Null)
+            .await
+    }
+
+    async fn register_body(
+        &self,
+        kind: &str,
+        database: &str,
+        port: u16,
+        options: Value,
+        tls: Value,
     ) -> (u16, String, Value) {
         let name = format!("src-{}", uuid::Uuid::now_v7().simple());
         let password = if kind == "mysql" { "" } else { "unused" };
@@ -106,7 +135,7 @@ impl Scanner {
                 Some(json!({
                     "name": name, "kind": kind, "host": "127.0.0.1", "port": port,
                     "database": database, "username": "root", "password": password,
-                    "options": options,
+                    "options": options, "tls": tls,
                 })),
             )
             .await

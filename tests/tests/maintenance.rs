@@ -112,9 +112,15 @@ async fn two_candidates(app: &TestApp, names: [&str; 2], lease: &str) -> Candida
     let metrics = [free_addr(), free_addr()];
     let mut children = Vec::new();
     for (name, addr) in names.iter().zip(&metrics) {
+        // Plain text to the catalog: over TLS (the local server offers it, and `prefer` takes
+        // it) the resignation's notification is not delivered to a follower's listener, which
+        // then takes over only at its next poll. A known gap of the TLS work, tracked in the
+        // security issue; correctness does not depend on the notification.
+        let url = format!("{}?sslmode=disable", app.database_url);
         let env = [
             ("METASYNC_LEASE", lease),
             ("METASYNC_METRICS_ADDR", addr.as_str()),
+            ("DATABASE_URL", url.as_str()),
         ];
         children.push(app.spawn_worker_process(name, &env).unwrap());
     }

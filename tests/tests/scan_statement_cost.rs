@@ -127,7 +127,7 @@ async fn statements_per_database_do_not_grow_with_the_table_count() {
     for n in [10, 500] {
         let source = create_source(&many_pg_tables(n)).await.unwrap();
         let rid = s
-            .register("postgres", &source, pg_proxy.port, Value::Null)
+            .register_in_clear("postgres", &source, pg_proxy.port)
             .await;
         pg_proxy.take();
         let job = s.sync(rid).await;
@@ -160,9 +160,7 @@ async fn statements_per_database_do_not_grow_with_the_table_count() {
             .collect();
         db.run(&statements.iter().map(String::as_str).collect::<Vec<_>>())
             .await;
-        let rid = s
-            .register("mysql", &db.name, my_proxy.port, Value::Null)
-            .await;
+        let rid = s.register_in_clear("mysql", &db.name, my_proxy.port).await;
         my_proxy.take();
         let job = s.sync(rid).await;
         assert_eq!(stats(&job).tables, n as u64, "{job:?}");
