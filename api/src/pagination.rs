@@ -91,6 +91,21 @@ impl Cursor {
     }
 }
 
+/// A `since` query parameter: an RFC 3339 time, or a 400 that shows one.
+pub fn since(value: Option<&str>) -> ApiResult<Option<chrono::DateTime<chrono::Utc>>> {
+    value
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .map_err(|_| {
+                    ApiError::BadRequest(
+                        "`since` must be an RFC 3339 time, e.g. 2026-11-27T10:00:00Z".into(),
+                    )
+                })
+        })
+        .transpose()
+}
+
 /// Decodes an optional cursor.
 pub fn after<K: DeserializeOwned>(cursor: Option<&Cursor>) -> ApiResult<Option<K>> {
     cursor.map(Cursor::decode).transpose()

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use metasync_tests::assert::stats;
 use metasync_tests::create_source;
 use metasync_tests::fixtures::*;
-use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -12,8 +12,9 @@ use crate::pipeline::WorkerContext;
 /// Registers the worker before it takes any delivery, so a crash right after its first pickup
 /// is still covered by a lease that can lapse.
 pub async fn register(ctx: &WorkerContext, concurrency: u16) -> anyhow::Result<()> {
-    ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await?;
-    ctx.queue.announce(&ctx.worker_id, concurrency).await?;
+    ctx.queue
+        .worker_heartbeat(&ctx.worker_id, ctx.lease, concurrency)
+        .await?;
     ctx.readiness.beat();
     Ok(())
 }
@@ -54,9 +55,10 @@ pub fn spawn(ctx: WorkerContext, in_flight: InFlight, concurrency: u16) -> Maint
         ctx.clone(),
         move |ctx: WorkerContext| -> DutyFuture {
             Box::pin(async move {
-                ctx.queue.heartbeat(&ctx.worker_id, ctx.lease).await?;
+                ctx.queue
+                    .worker_heartbeat(&ctx.worker_id, ctx.lease, concurrency)
+                    .await?;
                 ctx.readiness.beat();
-                ctx.queue.announce(&ctx.worker_id, concurrency).await?;
                 Ok(())
             })
         },

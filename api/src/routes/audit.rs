@@ -2,7 +2,6 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use metasync_shared::db::audit::{self, AuditAction, AuditEvent, AuditFilter};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -11,7 +10,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{ReadAudit, Tenant};
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::extract::AppQuery;
 use crate::openapi::Authed;
 use crate::pagination::{self, Cursor, Limit, Page};
@@ -55,19 +54,7 @@ async fn list(
     tenant: Tenant<ReadAudit>,
     AppQuery(query): AppQuery<AuditQuery>,
 ) -> ApiResult<Response> {
-    let since = query
-        .since
-        .as_deref()
-        .map(|s| {
-            DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::BadRequest(
-                        "`since` must be an RFC 3339 time, e.g. 2026-11-27T10:00:00Z".into(),
-                    )
-                })
-        })
-        .transpose()?;
+    let since = pagination::since(query.since.as_deref())?;
     let filter = AuditFilter {
         object_id: query.object_id,
         action: query.action,

@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use metasync_shared::db::catalog::{
     self, SchemaSummary, SearchHit, StoredChange, TableDetail, TableFilter, TableSummary,
 };
@@ -217,19 +216,7 @@ async fn list_changes(
     AppQuery(query): AppQuery<ChangesQuery>,
 ) -> ApiResult<Response> {
     check_resource(&state, &tenant, id).await?;
-    let since = query
-        .since
-        .as_deref()
-        .map(|s| {
-            DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| {
-                    ApiError::BadRequest(
-                        "`since` must be an RFC 3339 time, e.g. 2026-11-27T10:00:00Z".into(),
-                    )
-                })
-        })
-        .transpose()?;
+    let since = pagination::since(query.since.as_deref())?;
     let after = pagination::after(query.cursor.as_ref())?;
     let items =
         catalog::list_changes(&state.db, tenant.id(), id, since, after, query.limit.get()).await?;

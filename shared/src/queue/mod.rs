@@ -381,13 +381,22 @@ impl Queue {
         Ok(())
     }
 
-    /// Tells the fleet how many jobs `worker` runs at once. Renewed with the heartbeat, so it
-    /// comes back after Redis loses it; removed with the worker's lease by the reaper.
-    pub async fn announce(&self, worker: &str, concurrency: u16) -> Result<(), QueueError> {
-        let _: () = self
-            .conn
-            .clone()
+    /// A worker's heartbeat: renews its lease and tells the fleet how many jobs it runs at
+    /// once, in one round trip. The concurrency is renewed with the lease, so it comes back
+    /// after Redis loses it; the reaper removes it with the lease.
+    pub async fn worker_heartbeat(
+        &self,
+        worker: &str,
+        lease: Duration,
+        concurrency: u16,
+    ) -> Result<(), QueueError> {
+        let expires = now_ms() + lease.as_millis() as i64;
+        let _: () = redis::pipe()
+            .zadd(&self.keys.workers, worker, expires)
+            .ignore()
             .hset(&self.keys.worker_info, worker, concurrency)
+            .ignore()
+            .query_async(&mut self.conn.clone())
             .await?;
         Ok(())
     }
