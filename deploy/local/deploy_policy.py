@@ -7,10 +7,10 @@
     deploy_policy.py self-test RENDERED NAME   # each known breakage of RENDERED must fail
 
 deploy/local/check-deploy.sh runs all three for each overlay. The policy is the Kubernetes
-list of docs/kubernetes.md: hardened pods with requests and limits, probes on the operations
+list of docs/kubernetes.md: hardened pods (as the Dockerfile's user) with requests and limits, probes on the operations
 listener, the worker id from the pod name, a termination grace above the worker's shutdown
-grace, no `replicas` on the KEDA-scaled worker Deployment, a KEDA trigger that matches the
-queue and the worker concurrency, a maxReplicaCount within the catalog database's connection
+grace, no `replicas` on the KEDA-scaled worker Deployment, a KEDA trigger that reads the
+queue's pending set under the key the code uses and targets the worker concurrency, a maxReplicaCount within the catalog database's connection
 budget, network policies that let each component reach only what it needs, key custody,
 disruption budgets, topology spread, and monitors that point at the operations port.
 """
@@ -65,6 +65,25 @@ FORBIDDEN_ENV = {
 # Ports each component may reach besides the worker's sources: DNS, PostgreSQL, Redis.
 ALLOWED_EGRESS_PORTS = {"api": {53, 5432, 6379}, "worker": {53, 5432, 6379}, "migrate": {53, 5432}}
 DOC_NET = ipaddress.ip_network("192.0.2.0/24")  # the base's placeholders (TEST-NET-1)
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def pending_key(queue):
+    """The pending set's key as shared/src/queue/mod.rs spells it (`Keys::new`), so that a
+    renamed key fails here rather than silently starving the autoscaler."""
+    source = (ROOT / "shared/src/queue/mod.rs").read_text()
+    base = re.search(r'let base = format!\("([^"]+)"\);', source)
+    pending = re.search(r'pending: format!\("\{base\}([^"]+)"\)', source)
+    if not (base and pending):
+        return None
+    # Rust's format strings escape braces as Python's do, and name the argument alike.
+    return ("{base}" + pending.group(1)).format(base=base.group(1).format(queue=queue))
+
+
+def image_user():
+    """The uid of the Dockerfile's last USER."""
+    users = re.findall(r"^USER\s+(\d+)", (ROOT / "Dockerfile").read_text(), re.M)
+    return int(users[-1]) if users else None
 
 
 def load(path):
@@ -144,7 +163,8 @@ def checks(r, name):
         spec = pod_spec(r.workload(c))
         psc = spec.get("securityContext", {})
         yield f"{c}: pod runs as non-root", psc.get("runAsNonRoot") is True, psc
-        yield f"{c}: pod uid is not 0", psc.get("runAsUser", 0) != 0, psc
+        yield (f"{c}: pod uid is not 0 and is the image's USER",
+               psc.get("runAsUser", 0) != 0 and psc.get("runAsUser") == image_user(), (psc, image_user()))
         yield (f"{c}: pod seccomp RuntimeDefault",
                psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", psc)
         yield f"{c}: no service account token", spec.get("automountServiceAccountToken") is False, ""
@@ -243,8 +263,9 @@ def checks(r, name):
     concurrency = int(r.setting("worker", "METASYNC_WORKER_CONCURRENCY"))
     if redis:
         meta = redis[0]["metadata"]
-        yield (f"keda: listName is the pending set of queue {queue}",
-               meta.get("listName") == f"metasync:{{{queue}}}:pending", meta.get("listName"))
+        yield (f"keda: listName is the pending set of queue {queue} (as shared/src/queue/mod.rs names it)",
+               meta.get("listName") == f"metasync:{{{queue}}}:pending" == pending_key(queue),
+               (meta.get("listName"), pending_key(queue)))
         yield (f"keda: listLength equals the worker concurrency ({concurrency})",
                meta.get("listLength") == str(concurrency), meta.get("listLength"))
         yield "keda: Redis address set by the overlay", "invalid" not in meta.get("address", "invalid"), meta
