@@ -60,15 +60,8 @@ ensure_schemathesis() {
     if [[ -x "$VENV/bin/schemathesis" ]]; then
         return
     fi
-    ensure_tools python3
     log "installing $SCHEMATHESIS_VERSION into $VENV"
-    if ! python3 -m venv "$VENV" 2>/dev/null; then
-        # Debian ships venv (with its pip) separately.
-        _svc_apt_install python3-venv
-        rm -rf "$VENV"
-        python3 -m venv "$VENV"
-    fi
-    "$VENV/bin/pip" install -q "$SCHEMATHESIS_VERSION"
+    ensure_venv "$VENV" "$SCHEMATHESIS_VERSION"
 }
 
 # fuzz_part NAME BASE SEED [ARGS]: one schemathesis run, its output in $WORK/NAME.log and its
