@@ -3,17 +3,32 @@
 use serde::{Deserialize, Serialize};
 
 /// The engine a source speaks.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ResourceKind {
     /// PostgreSQL (and compatible servers).
     Postgres,
-    /// MySQL or MariaDB.
+    /// MySQL or MariaDB; `mariadb` is accepted as its alias.
+    #[serde(alias = "mariadb")]
     Mysql,
 }
+
+// By hand, because the derive cannot list a serde alias among the accepted values.
+impl utoipa::PartialSchema for ResourceKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["postgres", "mysql", "mariadb"]))
+            .description(Some(
+                "The engine a source speaks: `postgres`, or `mysql` for MySQL and MariaDB \
+                 (`mariadb` is accepted as an alias and answered as `mysql`).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ResourceKind {}
 
 impl ResourceKind {
     /// The lowercase name used in JSON and in the database.

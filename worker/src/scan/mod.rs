@@ -7,6 +7,7 @@ pub mod mysql;
 pub mod permits;
 pub mod postgres;
 pub mod reuse;
+mod sniff;
 
 use std::future::Future;
 use std::time::Duration;
@@ -158,13 +159,44 @@ where
     C::Connection: Sized,
 {
     let server = target.server_name();
-    match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(JobError::from_connect(&server, target.engine_name(), &e)),
-        Err(_) => Err(JobError::transient(format!(
-            "connecting to {server}: timed out after {:?}",
-            limits.connect_timeout
-        ))),
+    let (failed, wrong_kind_would_explain) =
+        match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => (
+                JobError::from_connect(&server, target.engine_name(), &e),
+                might_be_another_engine(&e),
+            ),
+            Err(_) => (
+                JobError::transient(format!(
+                    "connecting to {server}: timed out after {:?}",
+                    limits.connect_timeout
+                )),
+                true,
+            ),
+        };
+    if wrong_kind_would_explain {
+        let address = std::net::SocketAddr::new(target.address, target.resource.port as u16);
+        if let Some(other) = sniff::protocol_at(address, limits.connect_timeout).await
+            && other != target.resource.kind
+        {
+            return Err(JobError::permanent(format!(
+                "connecting to {server}: the server is not a {} server; {}",
+                target.engine_name(),
+                sniff::suggestion(other)
+            )));
+        }
+    }
+    Err(failed)
+}
+
+/// Whether a failed connect could be a server of the other engine: not when the server
+/// answered in this engine's protocol (a database error), the settings were wrong, or nothing
+/// listens.
+fn might_be_another_engine(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => false,
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::ConnectionRefused,
+        _ => true,
     }
 }
 

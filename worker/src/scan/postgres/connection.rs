@@ -69,6 +69,10 @@ fn connect_options(
                 format!("{}ms", limits.statement_timeout.as_millis()),
             ),
             ("default_transaction_read_only", "on".to_owned()),
+            // The scan is one large statement over small catalogs: a server with JIT compiles
+            // it (some 260 functions) for longer than it runs (2,000 tables: ~860 ms with JIT
+            // against ~560 ms without). `jit` exists from PostgreSQL 11 on.
+            ("jit", "off".to_owned()),
         ])
         .disable_statement_logging();
     match &tls.ca {
