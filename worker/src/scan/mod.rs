@@ -16,7 +16,7 @@ use metasync_shared::catalog::Snapshot;
 use metasync_shared::db::resources::Resource;
 use metasync_shared::domain::ResourceKind;
 
-use crate::error::JobError;
+use crate::error::{JobError, Reason};
 use reuse::{Parking, SourceConnections, SourceKey, Taken};
 
 /// Where and how to scan. Holds the decrypted password, so it is deliberately not `Debug`.
@@ -92,7 +92,8 @@ async fn answered<T>(
             "{what}: the source did not answer within {:?} (its statement timeout plus {:?})",
             limits.read_timeout(),
             READ_GRACE
-        ))),
+        ))
+        .because(Reason::Timeout)),
     }
 }
 
@@ -159,21 +160,25 @@ where
     C::Connection: Sized,
 {
     let server = target.server_name();
-    let (failed, wrong_kind_would_explain) =
-        match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
-            Ok(Ok(conn)) => return Ok(conn),
-            Ok(Err(e)) => (
-                JobError::from_connect(&server, target.engine_name(), &e),
-                might_be_another_engine(&e),
-            ),
-            Err(_) => (
-                JobError::transient(format!(
-                    "connecting to {server}: timed out after {:?}",
-                    limits.connect_timeout
-                )),
-                true,
-            ),
-        };
+    let started = std::time::Instant::now();
+    let connected = tokio::time::timeout(limits.connect_timeout, options.connect()).await;
+    metrics::histogram!("metasync_source_connect_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let (failed, wrong_kind_would_explain) = match connected {
+        Ok(Ok(conn)) => return Ok(conn),
+        Ok(Err(e)) => (
+            JobError::from_connect(&server, target.engine_name(), &e),
+            might_be_another_engine(&e),
+        ),
+        Err(_) => (
+            JobError::transient(format!(
+                "connecting to {server}: timed out after {:?}",
+                limits.connect_timeout
+            ))
+            .because(Reason::Connect),
+            true,
+        ),
+    };
     if wrong_kind_would_explain {
         let address = std::net::SocketAddr::new(target.address, target.resource.port as u16);
         if let Some(other) = sniff::protocol_at(address, limits.connect_timeout).await
@@ -183,7 +188,8 @@ where
                 "connecting to {server}: the server is not a {} server; {}",
                 target.engine_name(),
                 sniff::suggestion(other)
-            )));
+            ))
+            .because(Reason::Connect));
         }
     }
     Err(failed)
