@@ -41,7 +41,7 @@ pub fn spawn(listener: tokio::net::TcpListener, metrics: PrometheusHandle, ready
         .route(
             "/metrics",
             get(move || async move {
-                crate::telemetry::process_collector().collect();
+                crate::telemetry::refresh();
                 metrics.render()
             }),
         )

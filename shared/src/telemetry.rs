@@ -138,21 +138,33 @@ const fn label(name: &'static str, values: &'static [&'static str]) -> Label {
     Label { name, values }
 }
 
+/// A family of `kind`; the helpers below name the kind.
+const fn family(
+    name: &'static str,
+    kind: Kind,
+    by: Role,
+    labels: &'static [Label],
+    buckets: Buckets,
+    help: &'static str,
+) -> Family {
+    Family {
+        name,
+        kind,
+        by,
+        labels,
+        buckets,
+        help,
+        fleet: false,
+    }
+}
+
 const fn counter(
     name: &'static str,
     by: Role,
     labels: &'static [Label],
     help: &'static str,
 ) -> Family {
-    Family {
-        name,
-        kind: Kind::Counter,
-        by,
-        labels,
-        buckets: Buckets::None,
-        help,
-        fleet: false,
-    }
+    family(name, Kind::Counter, by, labels, Buckets::None, help)
 }
 
 const fn gauge(
@@ -161,26 +173,13 @@ const fn gauge(
     labels: &'static [Label],
     help: &'static str,
 ) -> Family {
-    Family {
-        name,
-        kind: Kind::Gauge,
-        by,
-        labels,
-        buckets: Buckets::None,
-        help,
-        fleet: false,
-    }
+    family(name, Kind::Gauge, by, labels, Buckets::None, help)
 }
 
 const fn fleet_gauge(name: &'static str, labels: &'static [Label], help: &'static str) -> Family {
     Family {
-        name,
-        kind: Kind::Gauge,
-        by: Role::Both,
-        labels,
-        buckets: Buckets::None,
-        help,
         fleet: true,
+        ..gauge(name, Role::Both, labels, help)
     }
 }
 
@@ -191,15 +190,7 @@ const fn histogram(
     buckets: Buckets,
     help: &'static str,
 ) -> Family {
-    Family {
-        name,
-        kind: Kind::Histogram,
-        by,
-        labels,
-        buckets,
-        help,
-        fleet: false,
-    }
+    family(name, Kind::Histogram, by, labels, buckets, help)
 }
 
 /// Every duty's name (the `duty` label): a worker's own, the election, and the fleet-wide ones.
@@ -499,6 +490,12 @@ pub const FAMILIES: &[Family] = &[
         "Unix time of the duty's last successful run in this process",
     ),
     // Fleet gauges, by the maintenance leader.
+    gauge(
+        "metasync_db_pool_connections",
+        Role::Both,
+        &[label("state", &["idle", "in_use", "max"])],
+        "This process's catalog connection pool: idle and in-use connections, and its size limit",
+    ),
     fleet_gauge(
         "metasync_queue_ready_deliveries",
         NO_LABELS,
@@ -645,6 +642,27 @@ fn label_sets(labels: &[Label]) -> Vec<Vec<metrics::Label>> {
             .collect();
     }
     sets
+}
+
+/// Refreshes what is read at each scrape: the process metrics and the pool gauges.
+pub fn refresh() {
+    process_collector().collect();
+    if let Some(pool) = WATCHED_POOL.get() {
+        let idle = pool.num_idle() as f64;
+        let size = f64::from(pool.size());
+        let max = f64::from(pool.options().get_max_connections());
+        metrics::gauge!("metasync_db_pool_connections", "state" => "idle").set(idle);
+        metrics::gauge!("metasync_db_pool_connections", "state" => "in_use").set(size - idle);
+        metrics::gauge!("metasync_db_pool_connections", "state" => "max").set(max);
+    }
+}
+
+static WATCHED_POOL: OnceLock<sqlx::PgPool> = OnceLock::new();
+
+/// Exports `metasync_db_pool_connections` for `pool`: the process's first catalog pool (a
+/// binary has one; tests that build several in one process see the first).
+pub fn watch_pool(pool: &sqlx::PgPool) {
+    let _ = WATCHED_POOL.set(pool.clone());
 }
 
 /// The process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`, …,
