@@ -63,9 +63,25 @@ impl Reader<'_> {
     where
         T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
     {
+        self.fetch_binding(conn, what, sql, 1).await
+    }
+
+    /// Runs one statement whose text holds the databases' condition `conditions` times.
+    async fn fetch_binding<T>(
+        &mut self,
+        conn: &mut MySqlConnection,
+        what: &'static str,
+        sql: String,
+        conditions: usize,
+    ) -> Result<Vec<T>, JobError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+    {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for name in self.names.unwrap_or_default() {
-            query = query.bind(name);
+        for _ in 0..conditions {
+            for name in self.names.unwrap_or_default() {
+                query = query.bind(name);
+            }
         }
         let rows = super::answered(self.limits, what, async {
             query
@@ -115,8 +131,13 @@ async fn read_server(
         rows.key_columns = read
             .fetch(&mut tx, "reading constraints", sql::key_columns(names))
             .await?;
-        rows.checks = read
-            .fetch(&mut tx, "reading check constraints", sql::checks(names))
+        rows.constraints = read
+            .fetch_binding(
+                &mut tx,
+                "reading check constraints and foreign key rules",
+                sql::constraints(names),
+                2,
+            )
             .await?;
         rows.index_columns = read
             .fetch(&mut tx, "reading indexes", sql::index_columns(names))

@@ -37,7 +37,13 @@ pub(super) fn catalog_statement(depth: Depth) -> String {
         branches.push(relations_branch());
     }
     if depth == Depth::Everything {
-        branches.extend([columns_branch(), constraints_branch(), indexes_branch()]);
+        branches.extend([
+            columns_branch(),
+            constraints_branch(),
+            indexes_branch(),
+            types_branch(),
+            sequences_branch(),
+        ]);
     }
     format!(
         "{} order by f, t1, t2, oid, pos, t3",
@@ -54,15 +60,19 @@ enum Family {
     Column = 3,
     Constraint = 4,
     Index = 5,
+    Type = 6,
+    Sequence = 7,
 }
 
 impl Family {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 7] = [
         Self::Schema,
         Self::Relation,
         Self::Column,
         Self::Constraint,
         Self::Index,
+        Self::Type,
+        Self::Sequence,
     ];
 
     fn from_tag(tag: i32) -> Option<Self> {
@@ -77,6 +87,8 @@ pub(super) enum CatalogRow {
     Column(ColumnRow),
     Constraint(ConstraintRow),
     Index(IndexRow),
+    Type(TypeRow),
+    Sequence(SequenceRow),
 }
 
 impl<'r> FromRow<'r, PgRow> for CatalogRow {
@@ -88,6 +100,8 @@ impl<'r> FromRow<'r, PgRow> for CatalogRow {
             Some(Family::Column) => Self::Column(ColumnRow::from_row(row)?),
             Some(Family::Constraint) => Self::Constraint(ConstraintRow::from_row(row)?),
             Some(Family::Index) => Self::Index(IndexRow::from_row(row)?),
+            Some(Family::Type) => Self::Type(TypeRow::from_row(row)?),
+            Some(Family::Sequence) => Self::Sequence(SequenceRow::from_row(row)?),
             None => {
                 return Err(sqlx::Error::Decode(
                     format!("unknown catalog row family {tag}").into(),
@@ -102,7 +116,7 @@ impl<'r> FromRow<'r, PgRow> for CatalogRow {
 /// its `*_branch` function selects them), leaving the rest null. The first five are also the
 /// sort key: `f` (the family), then schema and relation names, then table oid and column
 /// position; `t3` breaks ties by object name.
-const UNIFIED: [(&str, &str); 17] = [
+const UNIFIED: [(&str, &str); 21] = [
     ("f", "int4"),
     ("t1", "text"),
     ("t2", "text"),
@@ -114,6 +128,10 @@ const UNIFIED: [(&str, &str); 17] = [
     ("t6", "text"),
     ("t7", "text"),
     ("t8", "text"),
+    ("t9", "text"),
+    ("t10", "text"),
+    ("t11", "text"),
+    ("t12", "text"),
     ("b1", "bool"),
     ("b2", "bool"),
     ("i1", "int8"),
@@ -194,6 +212,21 @@ pub(super) struct RelationRow {
     pub row_estimate: Option<i64>,
     #[sqlx(rename = "i2")]
     pub total_bytes: Option<i64>,
+    /// `pg_class.relpersistence`: `p` (permanent), `u` (unlogged) or `t` (temporary).
+    #[sqlx(rename = "t8")]
+    pub persistence: String,
+    /// The table access method where it is not the default `heap`.
+    #[sqlx(rename = "t9")]
+    pub access_method: Option<String>,
+    /// A partitioned table's `PARTITION BY` clause, e.g. `RANGE (at)`.
+    #[sqlx(rename = "t10")]
+    pub partition_key: Option<String>,
+    /// A partition's bound, e.g. `FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`.
+    #[sqlx(rename = "t11")]
+    pub partition_bound: Option<String>,
+    /// Storage parameters (`WITH (fillfactor=70)`), as `name=value`.
+    #[sqlx(rename = "a1")]
+    pub reloptions: Option<Vec<String>>,
 }
 
 fn relations_branch() -> String {
@@ -214,6 +247,17 @@ fn relations_branch() -> String {
                 "t7",
                 "quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)",
             ),
+            ("t8", "c.relpersistence"),
+            ("t9", "case when am.amname <> 'heap' then am.amname end"),
+            (
+                "t10",
+                "case when c.relkind = 'p' then pg_get_partkeydef(c.oid) end",
+            ),
+            (
+                "t11",
+                "case when c.relispartition then pg_get_expr(c.relpartbound, c.oid) end",
+            ),
+            ("a1", "c.reloptions"),
             (
                 "i1",
                 "case when c.reltuples >= 0 then c.reltuples::int8 end",
@@ -236,6 +280,7 @@ fn relations_branch() -> String {
                              from pg_index i join pg_class ic on ic.oid = i.indexrelid
                              where i.indrelid >= {FIRST_USER_OID}
                              group by i.indrelid) ix on ix.indrelid = c.oid
+                  left join pg_am am on am.oid = c.relam
                   left join pg_inherits inh on inh.inhrelid = c.oid and c.relispartition
                   left join pg_class pc on pc.oid = inh.inhparent
                   left join pg_namespace pn on pn.oid = pc.relnamespace
@@ -268,6 +313,9 @@ pub(super) struct ColumnRow {
     pub generated: String,
     #[sqlx(rename = "b1")]
     pub nullable: bool,
+    /// The collation where it is not the type's default one.
+    #[sqlx(rename = "t9")]
+    pub collation: Option<String>,
 }
 
 fn columns_branch() -> String {
@@ -283,11 +331,18 @@ fn columns_branch() -> String {
             ("t7", "a.attidentity"),
             ("t8", "a.attgenerated"),
             ("b1", "not a.attnotnull"),
+            (
+                "t9",
+                "case when a.attcollation <> ty.typcollation then
+                     (select co.collname from pg_collation co where co.oid = a.attcollation)
+                 end",
+            ),
         ],
         &format!(
             "from pg_attribute a
                   join pg_class c on c.oid = a.attrelid
                   join pg_namespace n on n.oid = c.relnamespace
+                  join pg_type ty on ty.oid = a.atttypid
                   left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
                   left join pg_description ds
                          on ds.objoid = a.attrelid and ds.classoid = 'pg_class'::regclass
@@ -320,6 +375,17 @@ pub(super) struct ConstraintRow {
     /// A check constraint's definition.
     #[sqlx(rename = "t7")]
     pub definition: Option<String>,
+    /// A foreign key's `confdeltype`, `confupdtype` and `confmatchtype`.
+    #[sqlx(rename = "t8")]
+    pub on_delete: Option<String>,
+    #[sqlx(rename = "t9")]
+    pub on_update: Option<String>,
+    #[sqlx(rename = "t10")]
+    pub match_type: Option<String>,
+    #[sqlx(rename = "b1")]
+    pub deferrable: bool,
+    #[sqlx(rename = "b2")]
+    pub initially_deferred: bool,
 }
 
 fn constraints_branch() -> String {
@@ -335,6 +401,14 @@ fn constraints_branch() -> String {
                 "t7",
                 "case when con.contype = 'c' then pg_get_constraintdef(con.oid) end",
             ),
+            ("t8", "case when con.contype = 'f' then con.confdeltype end"),
+            ("t9", "case when con.contype = 'f' then con.confupdtype end"),
+            (
+                "t10",
+                "case when con.contype = 'f' then con.confmatchtype end",
+            ),
+            ("b1", "con.condeferrable"),
+            ("b2", "con.condeferred"),
             (
                 "a1",
                 "array(select a.attname::text
@@ -374,6 +448,9 @@ pub(super) struct IndexRow {
     /// Key columns in order; null where the key is an expression.
     #[sqlx(rename = "a1")]
     pub columns: Vec<Option<String>>,
+    /// The `INCLUDE` columns.
+    #[sqlx(rename = "a2")]
+    pub include: Vec<String>,
     /// The key expressions, if any.
     #[sqlx(rename = "t7")]
     pub expression: Option<String>,
@@ -384,7 +461,42 @@ pub(super) struct IndexRow {
     /// The access method: `btree`, `gin`, ….
     #[sqlx(rename = "t8")]
     pub method: String,
+    /// `pg_get_indexdef`.
+    #[sqlx(rename = "t4")]
+    pub definition: String,
+    /// A partial index's `WHERE`.
+    #[sqlx(rename = "t5")]
+    pub predicate: Option<String>,
+    /// The key parts, a JSON array of [`metasync_shared::catalog::IndexKey`]: built in the
+    /// statement, since each part joins its column, operator class and collation.
+    #[sqlx(rename = "t9")]
+    pub keys: String,
 }
+
+/// The key parts of index `i` (on access method `am`) as a JSON array: order and nulls only
+/// where the method keeps an order, the operator class and collation only where they are not
+/// the default ones (what `pg_get_indexdef` prints too).
+const INDEX_KEYS: &str = "coalesce((
+    select json_agg(json_build_object(
+               'column', a.attname,
+               'expression', case when k.num = 0
+                                  then pg_get_indexdef(i.indexrelid, k.ord::int, true) end,
+               'order', case when pg_indexam_has_property(am.oid, 'can_order') then
+                            case when i.indoption[(k.ord - 1)::int]::int & 1 = 1
+                                 then 'desc' else 'asc' end end,
+               'nulls', case when pg_indexam_has_property(am.oid, 'can_order') then
+                            case when i.indoption[(k.ord - 1)::int]::int & 2 = 2
+                                 then 'first' else 'last' end end,
+               'opclass', case when not opc.opcdefault then opc.opcname::text end,
+               'collation', case when i.indcollation[(k.ord - 1)::int] not in
+                                      (0, coalesce(a.attcollation, 100))
+                                 then coll.collname::text end)
+           order by k.ord)
+    from unnest(i.indkey::int2[]) with ordinality k (num, ord)
+         left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.num
+         left join pg_opclass opc on opc.oid = i.indclass[(k.ord - 1)::int]
+         left join pg_collation coll on coll.oid = i.indcollation[(k.ord - 1)::int]
+    where k.ord <= i.indnkeyatts), '[]')";
 
 fn indexes_branch() -> String {
     branch(
@@ -392,8 +504,11 @@ fn indexes_branch() -> String {
         &[
             ("oid", "i.indrelid"),
             ("t3", "ic.relname"),
+            ("t4", "pg_get_indexdef(i.indexrelid)"),
+            ("t5", "pg_get_expr(i.indpred, i.indrelid)"),
             ("t7", "pg_get_expr(i.indexprs, i.indrelid)"),
             ("t8", "am.amname"),
+            ("t9", INDEX_KEYS),
             ("b1", "i.indisunique"),
             ("b2", "i.indisprimary"),
             (
@@ -401,6 +516,15 @@ fn indexes_branch() -> String {
                 "array(select a.attname::text
                        from unnest(i.indkey::int2[]) with ordinality k (num, ord)
                             left join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.num
+                       where k.ord <= i.indnkeyatts
+                       order by k.ord)",
+            ),
+            (
+                "a2",
+                "array(select a.attname::text
+                       from unnest(i.indkey::int2[]) with ordinality k (num, ord)
+                            join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.num
+                       where k.ord > i.indnkeyatts
                        order by k.ord)",
             ),
         ],
@@ -411,6 +535,138 @@ fn indexes_branch() -> String {
                   join pg_class c on c.oid = i.indrelid
                   join pg_namespace n on n.oid = c.relnamespace
              where i.indrelid >= {FIRST_USER_OID} and c.oid >= {FIRST_USER_OID} and {SYSTEM_SCHEMAS}"
+        ),
+    )
+}
+
+/// An enum or a domain (`pg_type`), by its schema's name.
+#[derive(sqlx::FromRow)]
+pub(super) struct TypeRow {
+    #[sqlx(rename = "t1")]
+    pub schema: String,
+    #[sqlx(rename = "t3")]
+    pub name: String,
+    /// `pg_type.typtype`: `e` (enum) or `d` (domain).
+    #[sqlx(rename = "t4")]
+    pub typtype: String,
+    /// A domain's base type.
+    #[sqlx(rename = "t5")]
+    pub base_type: Option<String>,
+    /// A domain's default.
+    #[sqlx(rename = "t6")]
+    pub default: Option<String>,
+    #[sqlx(rename = "t7")]
+    pub comment: Option<String>,
+    /// A domain's checks, a JSON array of `ConstraintInfo`s.
+    #[sqlx(rename = "t9")]
+    pub checks: String,
+    #[sqlx(rename = "b1")]
+    pub nullable: bool,
+    /// An enum's values in sort order.
+    #[sqlx(rename = "a1")]
+    pub values: Vec<String>,
+}
+
+fn types_branch() -> String {
+    branch(
+        Family::Type,
+        &[
+            ("t1", "n.nspname"),
+            ("t3", "t.typname"),
+            ("t4", "t.typtype"),
+            (
+                "t5",
+                "case when t.typtype = 'd' then format_type(t.typbasetype, t.typtypmod) end",
+            ),
+            ("t6", "t.typdefault"),
+            ("t7", "ds.description"),
+            (
+                "t9",
+                "coalesce((select json_agg(json_build_object(
+                                    'name', con.conname, 'kind', 'check', 'columns', '[]'::json,
+                                    'definition', pg_get_constraintdef(con.oid))
+                                order by con.conname)
+                           from pg_constraint con
+                           where con.contypid = t.oid and con.contype = 'c'), '[]')",
+            ),
+            ("b1", "not t.typnotnull"),
+            (
+                "a1",
+                "array(select e.enumlabel::text from pg_enum e where e.enumtypid = t.oid
+                       order by e.enumsortorder)",
+            ),
+        ],
+        &format!(
+            "from pg_type t join pg_namespace n on n.oid = t.typnamespace
+                  left join pg_description ds
+                         on ds.objoid = t.oid and ds.classoid = 'pg_type'::regclass
+                        and ds.objsubid = 0
+             where t.oid >= {FIRST_USER_OID} and t.typtype in ('e', 'd') and {SYSTEM_SCHEMAS}"
+        ),
+    )
+}
+
+/// A sequence (`pg_sequence`) and the column that owns it, if any, by its schema's name.
+#[derive(sqlx::FromRow)]
+pub(super) struct SequenceRow {
+    #[sqlx(rename = "t1")]
+    pub schema: String,
+    #[sqlx(rename = "t3")]
+    pub name: String,
+    #[sqlx(rename = "t4")]
+    pub data_type: String,
+    /// `seqmin` and `seqmax`, as text: two more integer slots would widen every row.
+    #[sqlx(rename = "t5")]
+    pub min: String,
+    #[sqlx(rename = "t6")]
+    pub max: String,
+    /// The owning column's schema, table and name.
+    #[sqlx(rename = "t7")]
+    pub owner_schema: Option<String>,
+    #[sqlx(rename = "t8")]
+    pub owner_table: Option<String>,
+    #[sqlx(rename = "t9")]
+    pub owner_column: Option<String>,
+    #[sqlx(rename = "i1")]
+    pub start: i64,
+    #[sqlx(rename = "i2")]
+    pub increment: i64,
+    #[sqlx(rename = "b1")]
+    pub cycle: bool,
+    /// Whether the owner is an identity column (`pg_depend.deptype = 'i'`).
+    #[sqlx(rename = "b2")]
+    pub identity: bool,
+}
+
+fn sequences_branch() -> String {
+    branch(
+        Family::Sequence,
+        &[
+            ("t1", "n.nspname"),
+            ("t3", "c.relname"),
+            ("t4", "format_type(s.seqtypid, null)"),
+            ("t5", "s.seqmin"),
+            ("t6", "s.seqmax"),
+            ("t7", "on_.nspname"),
+            ("t8", "oc.relname"),
+            ("t9", "oa.attname"),
+            ("i1", "s.seqstart"),
+            ("i2", "s.seqincrement"),
+            ("b1", "s.seqcycle"),
+            ("b2", "coalesce(d.deptype = 'i', false)"),
+        ],
+        &format!(
+            "from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                  join pg_sequence s on s.seqrelid = c.oid
+                  left join pg_depend d
+                         on d.classid = 'pg_class'::regclass and d.objid = c.oid
+                        and d.refclassid = 'pg_class'::regclass and d.refobjsubid > 0
+                        and d.deptype in ('a', 'i')
+                  left join pg_class oc on oc.oid = d.refobjid
+                  left join pg_namespace on_ on on_.oid = oc.relnamespace
+                  left join pg_attribute oa
+                         on oa.attrelid = d.refobjid and oa.attnum = d.refobjsubid
+             where c.oid >= {FIRST_USER_OID} and c.relkind = 'S' and {SYSTEM_SCHEMAS}"
         ),
     )
 }
