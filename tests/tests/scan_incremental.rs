@@ -555,3 +555,61 @@ async fn partitions_attached_and_detached_are_recorded() {
     );
     assert_unchanged_resync(&s, rid, 3).await;
 }
+
+#[tokio::test]
+async fn mariadb_partitions_are_read_and_their_changes_recorded() {
+    let s = scanner().await;
+    let db = MariaDb::create().await;
+    db.run(&["create table `{db}`.events (id int, at date not null)
+             partition by range (year(at)) (
+                 partition p2025 values less than (2026),
+                 partition pmax values less than maxvalue)"])
+        .await;
+    let rid = s.register("mysql", &db.name, 3306, Value::Null).await;
+    let job = s.sync(rid).await;
+    assert_eq!(
+        stats(&job).source_statements,
+        10,
+        "one more for the partitions: {job:?}"
+    );
+    let events = s.table(rid, &db.name, "events").await;
+    assert_eq!(
+        events.definition.details["partition_key"],
+        "RANGE (year(`at`))"
+    );
+    assert_eq!(
+        events.definition.details["partitions"],
+        json!([
+            {"name": "p2025", "bound": "VALUES LESS THAN (2026)"},
+            {"name": "pmax", "bound": "VALUES LESS THAN MAXVALUE"},
+        ])
+    );
+    assert_unchanged_resync(&s, rid, 1).await;
+
+    db.run(
+        &["alter table `{db}`.events reorganize partition pmax into (
+                 partition p2026 values less than (2027),
+                 partition pmax values less than maxvalue)"],
+    )
+    .await;
+    let job = s.sync(rid).await;
+    assert_eq!(
+        s.changes_of(rid, &job).await,
+        [triple(ChangeKind::TableChanged, "events", "")]
+    );
+    let change = &s.changes_by(rid, &job).await[0];
+    assert_eq!(
+        change.details["after"]["details"]["partitions"][1]["name"],
+        "p2026"
+    );
+    db.run(&["alter table `{db}`.events remove partitioning"])
+        .await;
+    let job = s.sync(rid).await;
+    assert_eq!(
+        s.changes_of(rid, &job).await,
+        [triple(ChangeKind::TableChanged, "events", "")]
+    );
+    let events = s.table(rid, &db.name, "events").await;
+    assert!(events.definition.details.get("partitions").is_none());
+    db.drop().await;
+}

@@ -11,13 +11,16 @@ use metasync_shared::catalog::{
 use metasync_shared::scan_options::ScanOptions;
 use serde_json::json;
 
-use super::sql::{ColumnRow, ConstraintRow, IndexColumnRow, KeyColumnRow, SchemaRow, TableRow};
+use super::sql::{
+    ColumnRow, ConstraintRow, IndexColumnRow, KeyColumnRow, PartitionRow, SchemaRow, TableRow,
+};
 
 /// What the catalog statements returned, one vector per object family.
 #[derive(Default)]
 pub(super) struct Rows {
     pub schemas: Vec<SchemaRow>,
     pub tables: Vec<TableRow>,
+    pub partitions: Vec<PartitionRow>,
     pub columns: Vec<ColumnRow>,
     pub key_columns: Vec<KeyColumnRow>,
     pub constraints: Vec<ConstraintRow>,
@@ -28,6 +31,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
     let Rows {
         schemas,
         tables,
+        partitions,
         columns,
         key_columns,
         constraints,
@@ -91,6 +95,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
             indexes: Vec::new(),
         });
     }
+    add_partitions(&mut out, &by_name, partitions);
     for row in columns {
         let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
             continue;
@@ -270,6 +275,72 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
             .map(|row| SchemaInfo::new(row.schema_name, None, row.schema_comment))
             .collect(),
         tables: out,
+    }
+}
+
+/// Partitioning in the partitioned table's `details`, in the shape PostgreSQL's has where it
+/// can: `partition_key` (e.g. ``RANGE (year(`at`))``), `subpartition_key`, and `partitions`
+/// in order, each `{"name", "bound"?, "subpartitions"?}` (MariaDB's partitions are not tables).
+fn add_partitions(
+    out: &mut [TableInfo],
+    by_name: &HashMap<(String, String), usize>,
+    rows: Vec<PartitionRow>,
+) {
+    for row in rows {
+        let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
+            continue;
+        };
+        let serde_json::Value::Object(details) = &mut out[i].details else {
+            continue;
+        };
+        let key = |method: &str, expression: Option<&str>| {
+            format!("{method} ({})", expression.unwrap_or_default())
+        };
+        details.entry("partition_key").or_insert_with(|| {
+            json!(key(
+                &row.partition_method,
+                row.partition_expression.as_deref()
+            ))
+        });
+        if let Some(method) = &row.subpartition_method {
+            details
+                .entry("subpartition_key")
+                .or_insert_with(|| json!(key(method, row.subpartition_expression.as_deref())));
+        }
+        let partitions = details
+            .entry("partitions")
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .expect("partitions is an array");
+        let same = partitions
+            .last()
+            .is_some_and(|p| p["name"] == row.partition_name.as_str());
+        if !same {
+            let mut partition = serde_json::Map::new();
+            partition.insert("name".into(), json!(row.partition_name));
+            let bound = match (row.partition_method.as_str(), &row.partition_description) {
+                (_, None) => None,
+                (m, Some(d)) if m.starts_with("RANGE") && d == "MAXVALUE" => {
+                    Some("VALUES LESS THAN MAXVALUE".to_owned())
+                }
+                (m, Some(d)) if m.starts_with("RANGE") => Some(format!("VALUES LESS THAN ({d})")),
+                (_, Some(d)) => Some(format!("VALUES IN ({d})")),
+            };
+            if let Some(bound) = bound {
+                partition.insert("bound".into(), json!(bound));
+            }
+            partitions.push(serde_json::Value::Object(partition));
+        }
+        if let Some(sub) = row.subpartition_name {
+            let last = partitions.last_mut().expect("pushed above");
+            last.as_object_mut()
+                .expect("a partition is an object")
+                .entry("subpartitions")
+                .or_insert_with(|| json!([]))
+                .as_array_mut()
+                .expect("subpartitions is an array")
+                .push(json!(sub));
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! MySQL/MariaDB scanner: reads `information_schema`, one statement per object family for the
 //! whole server (MySQL's schemas are its databases) ([`sql`]), inside a READ ONLY transaction
-//! with a statement timeout ([`connection`]): at most 9 statements whatever the table count.
+//! with a statement timeout ([`connection`]): at most 10 statements whatever the table count.
 //! The rows then become the engine-independent catalog model ([`assembly`]).
 
 mod assembly;
@@ -95,8 +95,9 @@ impl Reader<'_> {
     }
 }
 
-/// At most 9 statements, whatever the table count: the timeout, begin, one per object
-/// family, commit. Shallower depths skip the families they do not need.
+/// At most 10 statements, whatever the table count: the timeout, begin, one per object
+/// family (partitions only when a table is partitioned), commit. Shallower depths skip the
+/// families they do not need.
 async fn read_server(
     conn: &mut MySqlConnection,
     database: &str,
@@ -123,6 +124,16 @@ async fn read_server(
         rows.tables = read
             .fetch(&mut tx, "reading tables and views", sql::tables(names))
             .await?;
+        let partitioned = rows.tables.iter().any(|t| {
+            t.create_options
+                .as_deref()
+                .is_some_and(|o| o.contains("partitioned"))
+        });
+        if partitioned {
+            rows.partitions = read
+                .fetch(&mut tx, "reading partitions", sql::partitions(names))
+                .await?;
+        }
     }
     if options.depth == Depth::Everything {
         rows.columns = read

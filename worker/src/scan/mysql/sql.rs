@@ -54,6 +54,8 @@ pub(super) struct TableRow {
     pub update_time: Option<String>,
     /// The table's default collation; null for a view.
     pub table_collation: Option<String>,
+    /// `CREATE_OPTIONS`: says `partitioned` for a partitioned table.
+    pub create_options: Option<String>,
 }
 
 pub(super) fn tables(names: Option<&[String]>) -> String {
@@ -67,13 +69,50 @@ pub(super) fn tables(names: Option<&[String]>) -> String {
                         cast(v.view_definition as char) as view_definition,
                         cast(t.create_time as char) as create_time,
                         cast(t.update_time as char) as update_time,
-                        cast(t.table_collation as char) as table_collation
+                        cast(t.table_collation as char) as table_collation,
+                        cast(t.create_options as char) as create_options
                  from information_schema.tables t
                       left join information_schema.views v
                              on v.table_schema = t.table_schema
                             and v.table_name = t.table_name
                  where {} order by 1, 2",
         schema_condition("t.table_schema", names)
+    )
+}
+
+/// A partition or subpartition (`information_schema.partitions`), in order.
+#[derive(sqlx::FromRow)]
+pub(super) struct PartitionRow {
+    pub table_schema: String,
+    pub table_name: String,
+    pub partition_name: String,
+    pub subpartition_name: Option<String>,
+    /// `RANGE`, `LIST`, `RANGE COLUMNS`, `LIST COLUMNS`, `HASH`, `LINEAR HASH`, `KEY`, ….
+    pub partition_method: String,
+    pub subpartition_method: Option<String>,
+    pub partition_expression: Option<String>,
+    pub subpartition_expression: Option<String>,
+    /// A range's upper bound (`MAXVALUE` too) or a list's values; null for hash and key.
+    pub partition_description: Option<String>,
+}
+
+/// The partitions of the selected databases' tables: run only when the tables statement saw a
+/// partitioned table, since it opens every table of those databases, as that one does.
+pub(super) fn partitions(names: Option<&[String]>) -> String {
+    format!(
+        "select cast(table_schema as char) as table_schema,
+                        cast(table_name as char) as table_name,
+                        cast(partition_name as char) as partition_name,
+                        cast(subpartition_name as char) as subpartition_name,
+                        cast(partition_method as char) as partition_method,
+                        cast(subpartition_method as char) as subpartition_method,
+                        cast(partition_expression as char) as partition_expression,
+                        cast(subpartition_expression as char) as subpartition_expression,
+                        cast(partition_description as char) as partition_description
+                 from information_schema.partitions
+                 where {} and partition_name is not null
+                 order by 1, 2, partition_ordinal_position, subpartition_ordinal_position",
+        schema_condition("table_schema", names)
     )
 }
 
