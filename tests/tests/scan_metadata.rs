@@ -402,7 +402,13 @@ async fn postgres_indexes_and_foreign_keys_are_described_in_full() {
            create index child_partial on child (a desc nulls last, b nulls first)
                include (c) where b > 0;
            create index child_ops on child (lower(a) text_pattern_ops, a collate "C");
-           create index child_hash on child using hash (b);"#,
+           create index child_hash on child using hash (b);
+           create schema "We ird";
+           create table "We ird"."T" ("select" text, "Mixed""q" int, x int);
+           create index "Odd Index" on "We ird"."T" ("select" collate "POSIX" desc,
+               ("Mixed""q" + x) nulls first, x int4_ops)
+               include ("Mixed""q") where "select" <> 'x';
+           create unique index plain on "We ird"."T" (x) where x > 0;"#,
     )
     .await
     .unwrap();
@@ -477,7 +483,23 @@ async fn postgres_indexes_and_foreign_keys_are_described_in_full() {
     assert_eq!(fk_raw["on_delete"], "cascade", "{raw}");
     assert_eq!(fk_raw["on_update"], "set_null", "{raw}");
     assert_eq!(fk_raw["match_type"], "full", "{raw}");
-    assert_unchanged_resync(&s, rid, 2).await;
+    // The definition is composed by the worker from the parts; it is what the server prints.
+    let pool = PgPool::connect(&pg_url(&source)).await.unwrap();
+    let odd = s.table(rid, "We ird", "T").await;
+    for name in ["Odd Index", "plain"] {
+        let (server,): (String,) =
+            sqlx::query_as("select pg_get_indexdef(c.oid) from pg_class c where c.relname = $1")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            index(&odd, name).definition.as_deref(),
+            Some(server.as_str())
+        );
+    }
+    pool.close().await;
+    assert_unchanged_resync(&s, rid, 3).await;
 }
 
 fn key(column: &str, order: SortOrder, nulls: NullsOrder) -> IndexKey {

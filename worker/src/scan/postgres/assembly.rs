@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use metasync_shared::catalog::{
     ColumnInfo, ColumnRef, ConstraintInfo, ConstraintKind, DatabaseSnapshot, ForeignKeyAction,
-    ForeignKeyMatch, ForeignKeyTarget, IndexInfo, SchemaInfo, SequenceInfo, TableInfo, TypeInfo,
-    TypeKind,
+    ForeignKeyMatch, ForeignKeyTarget, IndexInfo, IndexKey, NullsOrder, SchemaInfo, SequenceInfo,
+    SortOrder, TableInfo, TypeInfo, TypeKind,
 };
 use metasync_shared::scan_options::ScanOptions;
 use serde_json::json;
@@ -24,6 +24,8 @@ pub(super) struct Assembly<'a> {
     schemas: Vec<SchemaInfo>,
     tables: Vec<TableInfo>,
     by_oid: HashMap<i64, usize>,
+    /// The names of the non-default operator classes, by oid.
+    opclasses: HashMap<i64, String>,
 }
 
 impl<'a> Assembly<'a> {
@@ -33,6 +35,7 @@ impl<'a> Assembly<'a> {
             schemas: Vec::new(),
             tables: Vec::new(),
             by_oid: HashMap::new(),
+            opclasses: HashMap::new(),
         }
     }
 
@@ -40,6 +43,7 @@ impl<'a> Assembly<'a> {
     /// dropped here.
     pub(super) fn add(&mut self, row: CatalogRow) {
         match row {
+            CatalogRow::Opclass(row) => drop(self.opclasses.insert(row.oid, row.name)),
             CatalogRow::Schema(row) => self.add_schema(row),
             CatalogRow::Relation(row) => self.add_relation(row),
             CatalogRow::Column(row) => self.add_column(row),
@@ -176,27 +180,54 @@ impl<'a> Assembly<'a> {
     }
 
     fn add_index(&mut self, row: IndexRow) {
-        let Some(table) = self.table(row.oid) else {
+        let Some(i) = self.by_oid.get(&row.oid).copied() else {
             return;
         };
         // Built by the statement itself (`json_agg`), so only a server bug could break it;
-        // the index then goes without its key parts rather than failing the scan.
-        let keys = serde_json::from_str(&row.keys).unwrap_or_else(|e| {
-            tracing::warn!(index = %row.name, error = %e, "unreadable index key parts");
+        // the index then goes without its parts rather than failing the scan.
+        let parts: Vec<serde_json::Value> = serde_json::from_str(&row.parts).unwrap_or_else(|e| {
+            tracing::warn!(index = %row.name, error = %e, "unreadable index parts");
             Vec::new()
         });
-        table.indexes.push(IndexInfo {
+        let key_parts = usize::try_from(row.key_parts).unwrap_or(0);
+        let (mut keys, mut key_sql, mut include, mut include_sql) =
+            (vec![], vec![], vec![], vec![]);
+        for (n, part) in parts.into_iter().enumerate() {
+            let quoted = part["quoted"].as_str().map(str::to_owned);
+            let Ok(mut key) = serde_json::from_value::<IndexKey>(part) else {
+                continue;
+            };
+            if n >= key_parts {
+                include.extend(key.column);
+                include_sql.extend(quoted);
+                continue;
+            }
+            key.opclass = key
+                .opclass
+                .and_then(|oid| oid.parse::<i64>().ok())
+                .and_then(|oid| self.opclasses.get(&oid).cloned());
+            key_sql.push(part_sql(&key, quoted));
+            keys.push(key);
+        }
+        let mut definition = format!("{} ({})", row.head, key_sql.join(", "));
+        if !include_sql.is_empty() {
+            definition.push_str(&format!(" INCLUDE ({})", include_sql.join(", ")));
+        }
+        if let Some(predicate) = &row.predicate {
+            definition.push_str(&format!(" WHERE {predicate}"));
+        }
+        self.tables[i].indexes.push(IndexInfo {
             name: row.name,
             // Expression keys have no column name; they are in `expression`.
-            columns: row.columns.into_iter().flatten().collect(),
+            columns: keys.iter().filter_map(|k| k.column.clone()).collect(),
             expression: row.expression,
             unique: row.unique,
             primary: row.primary,
             method: row.method,
             keys,
-            include: row.include,
+            include,
             predicate: row.predicate,
-            definition: Some(row.definition),
+            definition: Some(definition),
         });
     }
 }
@@ -256,6 +287,41 @@ impl Assembly<'_> {
             owned_by,
             identity: row.identity,
         });
+    }
+}
+
+/// One key part as `pg_get_indexdef` prints it: the column (as quoted by the statement) or
+/// expression, then collation, operator class, and order where not the default.
+fn part_sql(key: &IndexKey, quoted: Option<String>) -> String {
+    let mut out = quoted
+        .or_else(|| key.expression.clone())
+        .unwrap_or_default();
+    if let Some(collation) = &key.collation {
+        out.push_str(&format!(" COLLATE {}", quote_ident(collation)));
+    }
+    if let Some(opclass) = &key.opclass {
+        out.push_str(&format!(" {}", quote_ident(opclass)));
+    }
+    match (key.order, key.nulls) {
+        (Some(SortOrder::Desc), Some(NullsOrder::Last)) => out.push_str(" DESC NULLS LAST"),
+        (Some(SortOrder::Desc), _) => out.push_str(" DESC"),
+        (_, Some(NullsOrder::First)) => out.push_str(" NULLS FIRST"),
+        _ => {}
+    }
+    out
+}
+
+/// An identifier as PostgreSQL quotes it, keywords aside (for collation and operator class
+/// names, which are seldom keywords; columns come quoted by the server's `quote_ident`).
+fn quote_ident(name: &str) -> String {
+    let plain = name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
     }
 }
 
