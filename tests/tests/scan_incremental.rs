@@ -446,6 +446,22 @@ async fn enum_values_domains_and_sequences_are_read_and_their_changes_recorded()
     assert!(identity.identity);
     assert_eq!(identity.owned_by.as_ref().unwrap().column, "n");
     assert_unchanged_resync(&s, rid, 1).await;
+    // Nor does it rewrite the schemas' types and sequences.
+    let xmins = || {
+        sqlx::query_scalar::<_, String>(
+            "select string_agg(xmin::text, ',' order by name) from catalog_schemas
+             where resource_id = $1",
+        )
+        .bind(rid)
+        .fetch_one(&s.app.db)
+    };
+    let before = xmins().await.unwrap();
+    s.sync(rid).await;
+    assert_eq!(
+        xmins().await.unwrap(),
+        before,
+        "an unchanged resync rewrote a schema"
+    );
 
     let job = s
         .change_pg(
@@ -611,5 +627,42 @@ async fn mariadb_partitions_are_read_and_their_changes_recorded() {
     );
     let events = s.table(rid, &db.name, "events").await;
     assert!(events.definition.details.get("partitions").is_none());
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn mariadb_sequences_are_listed_under_their_schema_with_their_changes() {
+    let s = scanner().await;
+    let db = MariaDb::create().await;
+    db.run(&[
+        "create table `{db}`.t (id int)",
+        "create sequence `{db}`.`tick``ets` start with 10 increment by 5",
+    ])
+    .await;
+    let rid = s.register("mysql", &db.name, 3306, Value::Null).await;
+    let job = s.sync(rid).await;
+    assert_eq!(
+        stats(&job).source_statements,
+        10,
+        "one more for the sequences: {job:?}"
+    );
+    assert_eq!(table_names(&s.tables(rid).await), ["t"], "not a table");
+    let schemas = s.schemas(rid).await;
+    let sequence = &schemas[0].sequences[0];
+    assert_eq!(sequence.name, "tick`ets");
+    assert_eq!((sequence.start, sequence.increment), (10, 5));
+    assert!(!sequence.cycle);
+    assert_unchanged_resync(&s, rid, 1).await;
+
+    db.run(&["alter sequence `{db}`.`tick``ets` increment by 7 cycle"])
+        .await;
+    let job = s.sync(rid).await;
+    assert_eq!(
+        s.changes_of(rid, &job).await,
+        [triple(ChangeKind::SequenceChanged, "", "tick`ets")]
+    );
+    let change = &s.changes_by(rid, &job).await[0];
+    assert_eq!(change.details["after"]["increment"], 7);
+    assert_eq!(change.details["after"]["cycle"], true);
     db.drop().await;
 }

@@ -6,13 +6,15 @@ use std::collections::{HashMap, HashSet};
 
 use metasync_shared::catalog::{
     ColumnInfo, ConstraintInfo, ConstraintKind, DatabaseSnapshot, ForeignKeyAction,
-    ForeignKeyMatch, ForeignKeyTarget, IndexInfo, IndexKey, SchemaInfo, SortOrder, TableInfo,
+    ForeignKeyMatch, ForeignKeyTarget, IndexInfo, IndexKey, SchemaInfo, SequenceInfo, SortOrder,
+    TableInfo,
 };
 use metasync_shared::scan_options::ScanOptions;
 use serde_json::json;
 
 use super::sql::{
-    ColumnRow, ConstraintRow, IndexColumnRow, KeyColumnRow, PartitionRow, SchemaRow, TableRow,
+    ColumnRow, ConstraintRow, IndexColumnRow, KeyColumnRow, PartitionRow, SchemaRow, SequenceRow,
+    TableRow,
 };
 
 /// What the catalog statements returned, one vector per object family.
@@ -21,6 +23,8 @@ pub(super) struct Rows {
     pub schemas: Vec<SchemaRow>,
     pub tables: Vec<TableRow>,
     pub partitions: Vec<PartitionRow>,
+    /// The sequences' `(schema, name)`s, and their settings by index in that list.
+    pub sequences: (Vec<(String, String)>, Vec<SequenceRow>),
     pub columns: Vec<ColumnRow>,
     pub key_columns: Vec<KeyColumnRow>,
     pub constraints: Vec<ConstraintRow>,
@@ -32,6 +36,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
         schemas,
         tables,
         partitions,
+        sequences,
         columns,
         key_columns,
         constraints,
@@ -56,7 +61,10 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
     let mut out: Vec<TableInfo> = Vec::with_capacity(tables.len());
     let mut by_name: HashMap<(String, String), usize> = HashMap::with_capacity(tables.len());
     for row in tables {
-        if !options.table_included(&row.table_schema, &row.table_name) {
+        // A sequence is listed under its schema (see below), not as a table.
+        if !options.table_included(&row.table_schema, &row.table_name)
+            || row.table_type == "SEQUENCE"
+        {
             continue;
         }
         let is_view = row.table_type.eq_ignore_ascii_case("VIEW");
@@ -267,13 +275,33 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
     for index in out.iter_mut().flat_map(|t| t.indexes.iter_mut()) {
         index.definition = Some(index_definition(index));
     }
+    let mut schemas: Vec<SchemaInfo> = schemas
+        .into_iter()
+        .filter(|row| options.schema_included(&row.schema_name))
+        .map(|row| SchemaInfo::new(row.schema_name, None, row.schema_comment))
+        .collect();
+    let (names, settings) = sequences;
+    for row in settings {
+        let Some((schema, name)) = usize::try_from(row.n).ok().and_then(|n| names.get(n)) else {
+            continue;
+        };
+        if let Some(schema) = schemas.iter_mut().find(|s| &s.name == schema) {
+            schema.sequences.push(SequenceInfo {
+                name: name.clone(),
+                data_type: "bigint".to_owned(),
+                start: row.start,
+                increment: row.step,
+                min: row.min_value,
+                max: row.max_value,
+                cycle: row.cycle != 0,
+                owned_by: None,
+                identity: false,
+            });
+        }
+    }
     DatabaseSnapshot {
         name: database.to_owned(),
-        schemas: schemas
-            .into_iter()
-            .filter(|row| options.schema_included(&row.schema_name))
-            .map(|row| SchemaInfo::new(row.schema_name, None, row.schema_comment))
-            .collect(),
+        schemas,
         tables: out,
     }
 }

@@ -1,6 +1,6 @@
 //! MySQL/MariaDB scanner: reads `information_schema`, one statement per object family for the
 //! whole server (MySQL's schemas are its databases) ([`sql`]), inside a READ ONLY transaction
-//! with a statement timeout ([`connection`]): at most 10 statements whatever the table count.
+//! with a statement timeout ([`connection`]): at most 11 statements whatever the table count.
 //! The rows then become the engine-independent catalog model ([`assembly`]).
 
 mod assembly;
@@ -95,8 +95,9 @@ impl Reader<'_> {
     }
 }
 
-/// At most 10 statements, whatever the table count: the timeout, begin, one per object
-/// family (partitions only when a table is partitioned), commit. Shallower depths skip the
+/// At most 11 statements, whatever the table count: the timeout, begin, one per object
+/// family (partitions only when a table is partitioned, sequences only when there is one),
+/// commit. Shallower depths skip the
 /// families they do not need.
 async fn read_server(
     conn: &mut MySqlConnection,
@@ -136,6 +137,23 @@ async fn read_server(
         }
     }
     if options.depth == Depth::Everything {
+        let sequences: Vec<(&str, &str)> = rows
+            .tables
+            .iter()
+            .filter(|t| t.table_type == "SEQUENCE")
+            .filter(|t| options.table_included(&t.table_schema, &t.table_name))
+            .map(|t| (t.table_schema.as_str(), t.table_name.as_str()))
+            .collect();
+        if let Some(sql) = sql::sequences(&sequences) {
+            let names: Vec<(String, String)> = sequences
+                .iter()
+                .map(|(s, n)| (s.to_string(), n.to_string()))
+                .collect();
+            let found = read
+                .fetch_binding(&mut tx, "reading sequences", sql, 0)
+                .await?;
+            rows.sequences = (names, found);
+        }
         rows.columns = read
             .fetch(&mut tx, "reading columns", sql::columns(names))
             .await?;

@@ -116,6 +116,41 @@ pub(super) fn partitions(names: Option<&[String]>) -> String {
     )
 }
 
+/// A MariaDB sequence's settings, read from the sequence itself; `n` is its index in the list
+/// the statement was built from.
+#[derive(sqlx::FromRow)]
+pub(super) struct SequenceRow {
+    pub n: i64,
+    pub start: i64,
+    pub min_value: i64,
+    pub max_value: i64,
+    pub step: i64,
+    pub cycle: i64,
+}
+
+/// One statement for every sequence, `(schema, name)` in order: MariaDB 10.11 has no
+/// `information_schema.sequences`, and a sequence reads as a one-row table. Identifiers are
+/// quoted, nothing else comes from the source. `None` when there is none.
+pub(super) fn sequences(sequences: &[(&str, &str)]) -> Option<String> {
+    let quote = |name: &str| format!("`{}`", name.replace('`', "``"));
+    let branches: Vec<String> = sequences
+        .iter()
+        .enumerate()
+        .map(|(n, (schema, name))| {
+            format!(
+                "select {n} as n, cast(start_value as signed) as start,
+                        cast(minimum_value as signed) as min_value,
+                        cast(maximum_value as signed) as max_value,
+                        cast(increment as signed) as step, cast(cycle_option as signed) as cycle
+                 from {}.{}",
+                quote(schema),
+                quote(name)
+            )
+        })
+        .collect();
+    (!branches.is_empty()).then(|| branches.join("\nunion all\n"))
+}
+
 /// A column (`information_schema.columns`).
 #[derive(sqlx::FromRow)]
 pub(super) struct ColumnRow {
