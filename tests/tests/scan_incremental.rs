@@ -319,11 +319,9 @@ async fn index_and_foreign_key_details_are_changes_of_their_own() {
             "drop index t_v; create index t_v on t (v) where v > 10",
         )
         .await;
-    assert_eq!(
-        s.changes_of(rid, &job).await,
-        [triple(ChangeKind::IndexChanged, "t", "t_v")]
-    );
-    let change = &s.changes_by(rid, &job).await[0];
+    let change = s
+        .only_change(rid, &job, triple(ChangeKind::IndexChanged, "t", "t_v"))
+        .await;
     assert_eq!(change.details["before"]["predicate"], "(v > 0)");
     assert_eq!(change.details["after"]["predicate"], "(v > 10)");
 
@@ -348,11 +346,13 @@ async fn index_and_foreign_key_details_are_changes_of_their_own() {
                  add constraint t_p_fk foreign key (pid) references p (id) on delete cascade",
         )
         .await;
-    assert_eq!(
-        s.changes_of(rid, &job).await,
-        [triple(ChangeKind::ConstraintChanged, "t", "t_p_fk")]
-    );
-    let change = &s.changes_by(rid, &job).await[0];
+    let change = s
+        .only_change(
+            rid,
+            &job,
+            triple(ChangeKind::ConstraintChanged, "t", "t_p_fk"),
+        )
+        .await;
     assert_eq!(change.details["before"]["on_delete"], "no_action");
     assert_eq!(change.details["after"]["on_delete"], "cascade");
     assert_unchanged_resync(&s, rid, 2).await;
@@ -374,11 +374,13 @@ async fn index_and_foreign_key_details_are_changes_of_their_own() {
     ])
     .await;
     let job = s.sync(rid).await;
-    assert_eq!(
-        s.changes_of(rid, &job).await,
-        [triple(ChangeKind::ConstraintChanged, "t", "t_p_fk")]
-    );
-    let change = &s.changes_by(rid, &job).await[0];
+    let change = s
+        .only_change(
+            rid,
+            &job,
+            triple(ChangeKind::ConstraintChanged, "t", "t_p_fk"),
+        )
+        .await;
     assert_eq!(change.details["before"]["on_update"], "restrict");
     assert_eq!(change.details["after"]["on_update"], "cascade");
     db.run(&["alter table `{db}`.t drop index t_v, add index t_v (v desc)"])
@@ -470,11 +472,9 @@ async fn enum_values_domains_and_sequences_are_read_and_their_changes_recorded()
             "alter type mood add value 'happy' before 'ok'",
         )
         .await;
-    assert_eq!(
-        s.changes_of(rid, &job).await,
-        [triple(ChangeKind::TypeChanged, "", "mood")]
-    );
-    let change = &s.changes_by(rid, &job).await[0];
+    let change = s
+        .only_change(rid, &job, triple(ChangeKind::TypeChanged, "", "mood"))
+        .await;
     assert_eq!(change.table, None);
     assert_eq!(change.details["before"]["values"], json!(["sad", "ok"]));
     assert_eq!(
@@ -541,11 +541,13 @@ async fn partitions_attached_and_detached_are_recorded() {
             "alter table events detach partition events_2026",
         )
         .await;
-    assert_eq!(
-        s.changes_of(rid, &job).await,
-        [triple(ChangeKind::TableChanged, "events_2026", "")]
-    );
-    let change = &s.changes_by(rid, &job).await[0];
+    let change = s
+        .only_change(
+            rid,
+            &job,
+            triple(ChangeKind::TableChanged, "events_2026", ""),
+        )
+        .await;
     assert_eq!(
         change.details["before"]["details"]["partition_of"],
         "public.events"
@@ -560,11 +562,13 @@ async fn partitions_attached_and_detached_are_recorded() {
                  for values from ('2026-01-01') to ('2026-07-01')",
         )
         .await;
-    assert_eq!(
-        s.changes_of(rid, &job).await,
-        [triple(ChangeKind::TableChanged, "events_2026", "")]
-    );
-    let change = &s.changes_by(rid, &job).await[0];
+    let change = s
+        .only_change(
+            rid,
+            &job,
+            triple(ChangeKind::TableChanged, "events_2026", ""),
+        )
+        .await;
     assert_eq!(
         change.details["after"]["details"]["partition_bound"],
         "FOR VALUES FROM ('2026-01-01') TO ('2026-07-01')"
@@ -609,11 +613,9 @@ async fn mariadb_partitions_are_read_and_their_changes_recorded() {
     )
     .await;
     let job = s.sync(rid).await;
-    assert_eq!(
-        s.changes_of(rid, &job).await,
-        [triple(ChangeKind::TableChanged, "events", "")]
-    );
-    let change = &s.changes_by(rid, &job).await[0];
+    let change = s
+        .only_change(rid, &job, triple(ChangeKind::TableChanged, "events", ""))
+        .await;
     assert_eq!(
         change.details["after"]["details"]["partitions"][1]["name"],
         "p2026"
@@ -657,11 +659,13 @@ async fn mariadb_sequences_are_listed_under_their_schema_with_their_changes() {
     db.run(&["alter sequence `{db}`.`tick``ets` increment by 7 cycle"])
         .await;
     let job = s.sync(rid).await;
-    assert_eq!(
-        s.changes_of(rid, &job).await,
-        [triple(ChangeKind::SequenceChanged, "", "tick`ets")]
-    );
-    let change = &s.changes_by(rid, &job).await[0];
+    let change = s
+        .only_change(
+            rid,
+            &job,
+            triple(ChangeKind::SequenceChanged, "", "tick`ets"),
+        )
+        .await;
     assert_eq!(change.details["after"]["increment"], 7);
     assert_eq!(change.details["after"]["cycle"], true);
     db.drop().await;
