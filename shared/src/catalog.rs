@@ -754,6 +754,64 @@ mod tests {
     }
 
     #[test]
+    fn index_and_foreign_key_details_move_the_fingerprint() {
+        let mut a = table(vec![column(1, "id", "int")]);
+        a.indexes.push(IndexInfo {
+            name: "i".into(),
+            columns: vec!["id".into()],
+            expression: None,
+            unique: false,
+            primary: false,
+            method: "btree".into(),
+            keys: vec![IndexKey {
+                column: Some("id".into()),
+                expression: None,
+                order: Some(SortOrder::Asc),
+                nulls: Some(NullsOrder::Last),
+                opclass: None,
+                collation: None,
+                prefix_length: None,
+            }],
+            include: vec![],
+            predicate: Some("(id > 0)".into()),
+            definition: None,
+        });
+        let mut fk = ConstraintInfo::new("fk".into(), ConstraintKind::ForeignKey, vec![]);
+        fk.on_delete = Some(ForeignKeyAction::NoAction);
+        a.constraints.push(fk);
+        let changes: [fn(&mut TableInfo); 5] = [
+            |t| t.indexes[0].predicate = Some("(id > 1)".into()),
+            |t| t.indexes[0].keys[0].order = Some(SortOrder::Desc),
+            |t| t.indexes[0].include.push("x".into()),
+            |t| t.constraints[0].on_delete = Some(ForeignKeyAction::Cascade),
+            |t| t.constraints[0].deferrable = Some(true),
+        ];
+        for change in changes {
+            let mut b = a.clone();
+            change(&mut b);
+            assert_ne!(a.fingerprint(), b.fingerprint(), "{b:?}");
+            assert_eq!(diff_table(&a, &b).len(), 1);
+        }
+    }
+
+    #[test]
+    fn stored_definitions_without_the_new_fields_still_read() {
+        let index: IndexInfo = serde_json::from_value(json!({
+            "name": "i", "columns": ["id"], "unique": true, "primary": true, "method": "btree"
+        }))
+        .unwrap();
+        assert!(index.keys.is_empty() && index.predicate.is_none());
+        let fk: ConstraintInfo = serde_json::from_value(json!({
+            "name": "fk", "kind": "foreign_key", "columns": ["p"]
+        }))
+        .unwrap();
+        assert_eq!(fk.on_delete, None);
+        let schema: SchemaInfo =
+            serde_json::from_value(json!({"name": "s", "owner": null, "comment": null})).unwrap();
+        assert!(schema.types.is_empty() && schema.sequences.is_empty());
+    }
+
+    #[test]
     fn change_kinds_are_stored_and_sent_as_their_names() {
         let kinds = [
             (ChangeKind::SchemaAdded, "schema_added"),
