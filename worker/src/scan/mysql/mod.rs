@@ -1,6 +1,6 @@
 //! MySQL/MariaDB scanner: reads `information_schema`, one statement per object family for the
 //! whole server (MySQL's schemas are its databases) ([`sql`]), inside a READ ONLY transaction
-//! with a statement timeout ([`connection`]): at most 9 statements whatever the table count.
+//! with a statement timeout ([`connection`]): at most 11 statements whatever the table count.
 //! The rows then become the engine-independent catalog model ([`assembly`]).
 
 mod assembly;
@@ -63,9 +63,25 @@ impl Reader<'_> {
     where
         T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
     {
+        self.fetch_binding(conn, what, sql, 1).await
+    }
+
+    /// Runs one statement whose text holds the databases' condition `conditions` times.
+    async fn fetch_binding<T>(
+        &mut self,
+        conn: &mut MySqlConnection,
+        what: &'static str,
+        sql: String,
+        conditions: usize,
+    ) -> Result<Vec<T>, JobError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+    {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for name in self.names.unwrap_or_default() {
-            query = query.bind(name);
+        for _ in 0..conditions {
+            for name in self.names.unwrap_or_default() {
+                query = query.bind(name);
+            }
         }
         let rows = super::answered(self.limits, what, async {
             query
@@ -79,8 +95,10 @@ impl Reader<'_> {
     }
 }
 
-/// At most 9 statements, whatever the table count: the timeout, begin, one per object
-/// family, commit. Shallower depths skip the families they do not need.
+/// At most 11 statements, whatever the table count: the timeout, begin, one per object
+/// family (partitions only when a table is partitioned, sequences only when there is one),
+/// commit. Shallower depths skip the
+/// families they do not need.
 async fn read_server(
     conn: &mut MySqlConnection,
     database: &str,
@@ -107,16 +125,48 @@ async fn read_server(
         rows.tables = read
             .fetch(&mut tx, "reading tables and views", sql::tables(names))
             .await?;
+        let partitioned = rows.tables.iter().any(|t| {
+            t.create_options
+                .as_deref()
+                .is_some_and(|o| o.contains("partitioned"))
+        });
+        if partitioned {
+            rows.partitions = read
+                .fetch(&mut tx, "reading partitions", sql::partitions(names))
+                .await?;
+        }
     }
     if options.depth == Depth::Everything {
+        let sequences: Vec<(&str, &str)> = rows
+            .tables
+            .iter()
+            .filter(|t| t.table_type == "SEQUENCE")
+            .filter(|t| options.table_included(&t.table_schema, &t.table_name))
+            .map(|t| (t.table_schema.as_str(), t.table_name.as_str()))
+            .collect();
+        if let Some(sql) = sql::sequences(&sequences) {
+            let names: Vec<(String, String)> = sequences
+                .iter()
+                .map(|(s, n)| (s.to_string(), n.to_string()))
+                .collect();
+            let found = read
+                .fetch_binding(&mut tx, "reading sequences", sql, 0)
+                .await?;
+            rows.sequences = (names, found);
+        }
         rows.columns = read
             .fetch(&mut tx, "reading columns", sql::columns(names))
             .await?;
         rows.key_columns = read
             .fetch(&mut tx, "reading constraints", sql::key_columns(names))
             .await?;
-        rows.checks = read
-            .fetch(&mut tx, "reading check constraints", sql::checks(names))
+        rows.constraints = read
+            .fetch_binding(
+                &mut tx,
+                "reading check constraints and foreign key rules",
+                sql::constraints(names),
+                2,
+            )
             .await?;
         rows.index_columns = read
             .fetch(&mut tx, "reading indexes", sql::index_columns(names))
