@@ -198,6 +198,28 @@ async fn a_refused_port_is_a_200_that_says_connection_refused() {
 }
 
 #[tokio::test]
+async fn a_certificate_that_does_not_verify_is_a_200_that_says_tls() {
+    let app = spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+    let source = create_source("create table t (id int);").await.unwrap();
+    // The shared server's certificate is not signed by this test's own CA.
+    let ca = metasync_tests::tls::TestCa::new().unwrap();
+    let mut body = postgres(&source);
+    body["tls"] = json!({ "mode": "verify-ca", "ca": ca.cert_pem });
+    let result = test_definition(&app, body).await;
+    assert!(!result.ok && result.reachable, "{result:?}");
+    assert_eq!(result.authenticated, None);
+    let error = result.error.unwrap();
+    assert_eq!(error.code, FailureCode::Tls, "{error:?}");
+    assert!(!error.transient);
+    assert!(
+        error.message.contains("not signed by a trusted CA"),
+        "{error:?}"
+    );
+    assert!(error.hint.contains("tls.ca"), "{error:?}");
+}
+
+#[tokio::test]
 async fn a_host_the_policy_denies_is_a_422_before_anything_is_stored_or_sent() {
     let app = spawn_app().await.unwrap();
     let _worker = app.spawn_worker().await;
