@@ -285,6 +285,73 @@ async fn with_no_live_worker_a_test_is_a_503_with_retry_after_and_nothing_is_sto
     assert!(!audit.to_string().contains("resource.test"), "{audit}");
 }
 
+/// A live lease in the registry with no test lane behind it, then one that takes the test and
+/// never answers: `503` (nobody took it; withdrawn from the lane) and `504` (taken, unanswered).
+#[tokio::test]
+async fn a_test_nobody_takes_is_a_503_and_one_taken_and_not_answered_a_504() {
+    let app = spawn_app_with(metasync_tests::REDIS_URL, |args| {
+        args.connection_test_timeout = Duration::from_secs(1);
+    })
+    .await
+    .unwrap();
+    app.queue
+        .heartbeat("ghost-worker", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let post = || {
+        app.http
+            .post(app.url("/v1/resources/test"))
+            .bearer_auth(app.token(T))
+            .json(&postgres(&source))
+            .send()
+    };
+
+    let response = post().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "5");
+    let problem: Value = response.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no worker took"),
+        "{problem}"
+    );
+    let lane = app.queue.keys().tests.clone();
+    let client = redis::Client::open(app.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let left: i64 = redis::cmd("LLEN")
+        .arg(&lane)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the untaken id was withdrawn");
+
+    // A taker that never answers.
+    let taker = tokio::spawn(async move {
+        let taken: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(&lane)
+            .arg(5)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        taken
+    });
+    let response = post().await.unwrap();
+    assert_eq!(response.status(), 504);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let (_, id) = taker.await.unwrap().expect("the test's id was taken");
+    assert!(
+        id.parse::<Uuid>().is_ok(),
+        "the lane carries an id only: {id}"
+    );
+    no_tests_left(&app).await;
+}
+
 #[tokio::test]
 async fn viewers_may_not_test_and_another_tenant_s_resource_is_not_found() {
     let app = spawn_app().await.unwrap();
