@@ -45,7 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 // Not Debug: it carries a password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateResource {
+pub(crate) struct CreateResource {
     /// Unique in the tenant; 1-200 characters.
     #[schema(
         min_length = 1,
@@ -257,6 +257,57 @@ pub(crate) fn name_taken(e: sqlx::Error) -> ApiError {
     }
 }
 
+/// A [`CreateResource`] body, checked: every field valid, the host allowed by the outbound
+/// policy. Not Debug: it carries a password.
+pub(crate) struct Definition {
+    pub name: String,
+    pub kind: ResourceKind,
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub username: String,
+    pub password: String,
+    pub options: ScanOptions,
+    pub schedule: Option<StoredSchedule>,
+    pub retry_policy: Option<RetryOverrides>,
+    pub tls: SourceTls,
+}
+
+/// Checks a definition as registering it does (a 422 naming what is wrong); test-connection
+/// checks an unsaved one the same way.
+pub(crate) async fn check_definition(
+    state: &AppState,
+    body: CreateResource,
+) -> ApiResult<Definition> {
+    check_text("name", &body.name, 200)?;
+    check_host(state, &body.host).await?;
+    let port = check_port(body.port)?;
+    check_text("database", &body.database, 255)?;
+    check_text("username", &body.username, 255)?;
+    check_password(&body.password)?;
+    let options = check_options(body.options)?;
+    let schedule = body
+        .schedule
+        .as_ref()
+        .map(|spec| check_schedule(state, spec))
+        .transpose()?;
+    let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
+    let tls = check_tls(body.tls.unwrap_or_default())?;
+    Ok(Definition {
+        name: body.name,
+        kind: body.kind,
+        host: body.host,
+        port,
+        database: body.database,
+        username: body.username,
+        password: body.password,
+        options,
+        schedule,
+        retry_policy,
+        tls,
+    })
+}
+
 /// Register a source.
 #[utoipa::path(
     post,
@@ -281,20 +332,7 @@ async fn create(
     tenant: Tenant<Manage>,
     AppJson(body): AppJson<CreateResource>,
 ) -> ApiResult<Response> {
-    check_text("name", &body.name, 200)?;
-    check_host(&state, &body.host).await?;
-    let port = check_port(body.port)?;
-    check_text("database", &body.database, 255)?;
-    check_text("username", &body.username, 255)?;
-    check_password(&body.password)?;
-    let options = check_options(body.options)?;
-    let schedule = body
-        .schedule
-        .as_ref()
-        .map(|spec| check_schedule(&state, spec))
-        .transpose()?;
-    let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
-    let tls = check_tls(body.tls.unwrap_or_default())?;
+    let body = check_definition(&state, body).await?;
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
     state
         .quotas
@@ -307,7 +345,7 @@ async fn create(
         resource: id,
         kind: body.kind,
         host: &body.host,
-        port,
+        port: body.port,
         username: &body.username,
         database: &body.database,
     };
@@ -321,15 +359,15 @@ async fn create(
             name: body.name.trim(),
             kind: body.kind,
             host: &body.host,
-            port,
+            port: body.port,
             database: &body.database,
             username: &body.username,
             password,
-            options,
-            schedule,
-            retry_policy,
+            options: body.options,
+            schedule: body.schedule,
+            retry_policy: body.retry_policy,
             external_id: None,
-            tls,
+            tls: body.tls,
         },
     )
     .await

@@ -11,8 +11,10 @@ use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
 use metasync_shared::scan_options::{Depth, ScanOptions};
 use sqlx::MySqlConnection;
 
+use metasync_shared::connection_test::MissingGrant;
+
 use super::reuse::SourceConnections;
-use super::{ScanError, ScanLimits, ScanTarget};
+use super::{Probe, ScanError, ScanLimits, ScanTarget};
 use crate::error::JobError;
 use assembly::Rows;
 
@@ -24,7 +26,7 @@ pub async fn scan(
     sources: &SourceConnections,
 ) -> Result<Snapshot, ScanError> {
     let resource = target.resource;
-    let (key, mut taken) = connection::open(target, limits, sources).await?;
+    let (key, mut taken) = connection::open(target, limits, sources, true).await?;
     let mut statements = 0;
     let result = read_server(
         &mut taken.conn,
@@ -41,6 +43,58 @@ pub async fn scan(
     Ok(Snapshot {
         databases: vec![result?],
         statements,
+    })
+}
+
+/// Test-connection: a new connection to the resource's server, two statements
+/// ([`sql::SSL_CIPHER`], [`sql::PROBE`]), closed.
+pub async fn probe(
+    target: &ScanTarget<'_>,
+    limits: ScanLimits,
+    sources: &SourceConnections,
+) -> Result<Probe, ScanError> {
+    let what = "checking the session";
+    let database = &target.resource.database;
+    let (key, mut taken) = connection::open(target, limits, sources, false).await?;
+    let answers = super::answered(limits, what, async {
+        let conn = &mut taken.conn;
+        let cipher: Option<(String, String)> = sqlx::query_as(sql::SSL_CIPHER)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| JobError::from_source(what, &e))?;
+        let row: sql::ProbeRow = sqlx::query_as(sql::PROBE)
+            .bind(database)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| JobError::from_source(what, &e))?;
+        Ok((cipher, row))
+    })
+    .await;
+    // Never parked: the next test connects anew, and a sync does not inherit a test's session.
+    sources
+        .mysql
+        .give_back(key, taken, false, limits.connect_timeout)
+        .await;
+    let (cipher, row) = answers?;
+    let held: Vec<&str> = row.held.as_deref().unwrap_or_default().split(',').collect();
+    let all = held.contains(&"ALL PRIVILEGES");
+    Ok(Probe {
+        engine: if row.version.to_ascii_lowercase().contains("mariadb") {
+            "mariadb"
+        } else {
+            "mysql"
+        },
+        version: row.version,
+        tls: cipher.is_some_and(|(_, cipher)| !cipher.is_empty()),
+        missing_grants: sql::NEEDED
+            .iter()
+            .filter(|(privilege, _)| !all && !held.contains(privilege))
+            .map(|(privilege, effect)| MissingGrant {
+                privilege: (*privilege).to_owned(),
+                on: format!("the database {database}"),
+                effect: (*effect).to_owned(),
+            })
+            .collect(),
     })
 }
 

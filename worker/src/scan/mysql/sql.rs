@@ -309,3 +309,38 @@ pub(super) fn index_columns(names: Option<&[String]>) -> String {
         schema_condition("table_schema", names)
     )
 }
+
+/// Test-connection: whether the session is encrypted (an empty cipher: it is not).
+pub(super) const SSL_CIPHER: &str = "show session status like 'Ssl_cipher'";
+
+/// Test-connection: the server's version and the privileges the current user holds globally
+/// or on the database bound as `?` (patterns such as `shop\_%` included, as MySQL matches
+/// them), comma-separated. Privileges held through roles are not seen.
+pub(super) const PROBE: &str = "select version() as version,
+       cast(group_concat(distinct p.privilege_type) as char) as held
+from (select concat('''', left(current_user(), length(current_user())
+                                 - length(substring_index(current_user(), '@', -1)) - 1),
+                    '''@''', substring_index(current_user(), '@', -1), '''') as grantee) g
+left join (
+    select grantee, privilege_type, null as table_schema
+    from information_schema.user_privileges
+    union all
+    select grantee, privilege_type, table_schema from information_schema.schema_privileges
+) p on p.grantee = g.grantee and (p.table_schema is null or ? like p.table_schema)";
+
+/// What [`PROBE`] answers.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct ProbeRow {
+    pub version: String,
+    pub held: Option<String>,
+}
+
+/// The privileges a complete scan needs on its database, and what it misses without each.
+pub(super) const NEEDED: [(&str, &str); 2] = [
+    (
+        "SELECT",
+        "information_schema shows only the tables the user holds a privilege on: the scan \
+         misses the others",
+    ),
+    ("SHOW VIEW", "views are read without their definitions"),
+];

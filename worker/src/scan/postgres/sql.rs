@@ -688,3 +688,38 @@ fn sequences_branch() -> String {
         ),
     )
 }
+
+/// The catalogs [`catalog_statement`] and [`DATABASES`] read, for test-connection's grant check.
+pub(super) const CATALOGS_READ: [&str; 16] = [
+    "pg_catalog.pg_am",
+    "pg_catalog.pg_attrdef",
+    "pg_catalog.pg_attribute",
+    "pg_catalog.pg_class",
+    "pg_catalog.pg_collation",
+    "pg_catalog.pg_constraint",
+    "pg_catalog.pg_database",
+    "pg_catalog.pg_depend",
+    "pg_catalog.pg_description",
+    "pg_catalog.pg_enum",
+    "pg_catalog.pg_index",
+    "pg_catalog.pg_inherits",
+    "pg_catalog.pg_namespace",
+    "pg_catalog.pg_opclass",
+    "pg_catalog.pg_sequence",
+    "pg_catalog.pg_type",
+];
+
+/// Test-connection's one statement: the server's version, whether this session is encrypted,
+/// and which of the catalogs bound as `$1` ([`CATALOGS_READ`]) the user may not read.
+pub(super) const PROBE: &str = "select current_setting('server_version') as version,
+       coalesce((select ssl from pg_stat_ssl where pid = pg_backend_pid()), false) as tls,
+       array(select c from unnest($1::text[]) as c
+             where not has_table_privilege(c, 'select')) as unreadable";
+
+/// What [`PROBE`] answers.
+#[derive(Debug, FromRow)]
+pub(super) struct ProbeRow {
+    pub version: String,
+    pub tls: bool,
+    pub unreadable: Vec<String>,
+}
