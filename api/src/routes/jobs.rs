@@ -11,7 +11,7 @@ use metasync_shared::db::audit::{self, AuditAction, AuditDetails};
 use metasync_shared::db::job_reads::{self, Attempt, JobFilter};
 use metasync_shared::db::jobs::{self, Cancelled, Enqueued, Job};
 use metasync_shared::db::{batches, resources};
-use metasync_shared::domain::JobState;
+use metasync_shared::domain::{JobState, Trigger};
 use metasync_shared::ids::{BatchId, JobId, ResourceId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -387,6 +387,13 @@ struct ListQuery {
     resource_id: Option<ResourceId>,
     /// Only jobs in this state.
     state: Option<JobState>,
+    /// Only the jobs of this batch.
+    batch_id: Option<BatchId>,
+    /// Only jobs started this way (`manual`, `batch`, `schedule`, `retry`).
+    trigger: Option<Trigger>,
+    /// Only jobs created at or after this RFC 3339 time.
+    #[param(format = DateTime)]
+    since: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
     #[param(value_type = Option<Limit>)]
@@ -414,6 +421,9 @@ async fn list(
     let filter = JobFilter {
         resource_id: query.resource_id,
         state: query.state,
+        batch_id: query.batch_id,
+        trigger: query.trigger,
+        since: pagination::since(query.since.as_deref())?,
         before: pagination::after(query.cursor.as_ref())?,
         limit: query.limit.get(),
     };
