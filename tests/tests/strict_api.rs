@@ -234,3 +234,53 @@ async fn patch_merges_nested_objects_and_refuses_a_cap_below_the_base() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_batch_reports_what_became_of_every_requested_id() {
+    let app = spawn_app().await.unwrap();
+    let active = app.register(TENANT, "active", "test").await.unwrap();
+    let idle = app.register(TENANT, "idle", "test").await.unwrap();
+    let kept = app.sync(TENANT, active.id).await.unwrap();
+    let unknown = uuid::Uuid::now_v7();
+    let (status, _, body) = app
+        .call(
+            TENANT,
+            Method::POST,
+            "/v1/syncs",
+            Some(json!({ "resource_ids": [active.id, idle.id, unknown] })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["jobs"], 1);
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 3, "{body}");
+    assert_eq!(results[0]["resource_id"], json!(active.id));
+    assert_eq!(results[0]["outcome"], "deduplicated");
+    assert_eq!(results[0]["job_id"], json!(kept.id));
+    assert_eq!(results[1]["resource_id"], json!(idle.id));
+    assert_eq!(results[1]["outcome"], "enqueued");
+    let (_, _, batch_jobs) = get(
+        &app,
+        &format!("/v1/jobs?batch_id={}", body["batch_id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(results[1]["job_id"], batch_jobs["items"][0]["id"]);
+    assert_eq!(results[2]["resource_id"], json!(unknown));
+    assert_eq!(results[2]["outcome"], "not_found");
+    assert_eq!(results[2]["job_id"], Value::Null);
+
+    // Nothing to run: 200, no batch, and still every id accounted for.
+    let (status, _, body) = app
+        .call(
+            TENANT,
+            Method::POST,
+            "/v1/syncs",
+            Some(json!({ "resource_ids": [active.id] })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["batch_id"], Value::Null);
+    assert_eq!(body["results"][0]["outcome"], "deduplicated");
+}
