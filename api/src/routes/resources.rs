@@ -138,6 +138,27 @@ struct PatchResource {
     tls: Option<SourceTls>,
 }
 
+/// JSON Merge Patch (RFC 7396): objects merge key by key, `null` removes a key, anything else
+/// (arrays included) replaces.
+fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let target = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(&key);
+        } else {
+            merge_patch(target.entry(key).or_insert(Value::Null), value);
+        }
+    }
+}
+
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     d: D,
@@ -391,6 +412,8 @@ async fn create(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only the resource with this name (names are unique per tenant).
+    name: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
     #[param(value_type = Option<Limit>)]
@@ -416,7 +439,14 @@ async fn list(
     AppQuery(query): AppQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let after = pagination::after(query.cursor.as_ref())?;
-    let items = resources::list(&state.db, tenant.id(), after, query.limit.get()).await?;
+    let items = resources::list(
+        &state.db,
+        tenant.id(),
+        query.name.as_deref(),
+        after,
+        query.limit.get(),
+    )
+    .await?;
     Ok(axum::Json(Page::new(items, query.limit, |r| r.id)).into_response())
 }
 
@@ -487,12 +517,21 @@ async fn update(
     if let Some(password) = &body.password {
         check_password(password)?;
     }
-    let options = body.options.map(|o| check_options(Some(o))).transpose()?;
     let tls = body.tls.map(check_tls).transpose()?;
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
     let current = resources::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
+    // Nested objects merge (RFC 7396): `{"options": {"schemas": {...}}}` keeps the other
+    // options, `{"retry_policy": {"max_attempts": 2}}` the other fields of the policy.
+    let options = body
+        .options
+        .map(|OptionsBody(patch)| {
+            let mut merged = serde_json::to_value(&current.options.0).unwrap_or_default();
+            merge_patch(&mut merged, patch);
+            check_options(Some(OptionsBody(merged)))
+        })
+        .transpose()?;
     // The password is sealed for a target: where it may be sent. A new target without the
     // password again would send the stored one somewhere new, and the API cannot re-seal what
     // it cannot open; so that takes the password.
@@ -548,7 +587,10 @@ async fn update(
         retry_policy: match body.retry_policy {
             None => None,
             Some(None) => Some(None),
-            Some(Some(policy)) => Some(Some(check_retry_policy(policy)?)),
+            Some(Some(policy)) => {
+                let current = current.retry_policy.as_ref().map(|p| &p.0);
+                Some(Some(check_retry_policy(policy.merged_over(current))?))
+            }
         },
         tls,
     };

@@ -262,21 +262,24 @@ pub async fn get(
     .await
 }
 
-/// Keyset page of a tenant's resources, oldest first.
+/// Keyset page of a tenant's resources, oldest first; only the one named `name` if given.
 pub async fn list(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
+    name: Option<&str>,
     after: Option<ResourceId>,
     limit: i64,
 ) -> Result<Vec<Resource>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from resources
          where tenant_id = $1 and ($2::uuid is null or id > $2)
+           and ($4::text is null or name = $4)
          order by id limit $3"
     )))
     .bind(tenant)
     .bind(after)
     .bind(limit)
+    .bind(name)
     .fetch_all(db)
     .await
 }

@@ -42,6 +42,8 @@ const SUMMARY_COLUMNS: &str = "id, resource_id, database, schema_name as schema,
 /// `(database, schema, name)`.
 #[derive(Debug, Default)]
 pub struct TableFilter {
+    /// Exact database name to keep.
+    pub database: Option<String>,
     /// Exact schema name to keep.
     pub schema: Option<String>,
     /// Exact kind to keep, as in [`TableInfo::kind`].
@@ -72,6 +74,7 @@ pub async fn list_tables(
            and ($4::text is null or kind = $4)
            and ($5::text is null or name ilike '%' || $5 || '%')
            and ($6::text is null or (database, schema_name, name) > ($6, $7, $8))
+           and ($10::text is null or database = $10)
          order by database, schema_name, name
          limit $9"
     )))
@@ -84,6 +87,7 @@ pub async fn list_tables(
     .bind(after_schema)
     .bind(after_name)
     .bind(filter.limit)
+    .bind(filter.database.as_deref())
     .fetch_all(db)
     .await
 }
