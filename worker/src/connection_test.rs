@@ -160,7 +160,7 @@ async fn run(ctx: &WorkerContext, request: &TestRequest) -> ConnectionTestResult
         Err(e @ PolicyError::Unresolved) => {
             return failed(FailureCode::Unresolved, e.to_string(), true);
         }
-        Err(e @ (PolicyError::Refused | PolicyError::Syntax)) => {
+        Err(e @ (PolicyError::Refused | PolicyError::Syntax | PolicyError::HostWithPort)) => {
             return failed(FailureCode::RefusedByPolicy, e.to_string(), false);
         }
     };
@@ -243,5 +243,8 @@ fn as_resource(request: &TestRequest) -> Resource {
         created_at: now,
         updated_at: now,
         external_id: None,
+        last_sync: None,
+        last_succeeded_at: None,
+        last_error: None,
     }
 }
