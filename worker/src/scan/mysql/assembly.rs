@@ -8,7 +8,7 @@ use metasync_shared::catalog::{
     ColumnInfo, ConstraintInfo, ConstraintKind, DatabaseSnapshot, ForeignKeyTarget, IndexInfo,
     SchemaInfo, TableInfo,
 };
-use metasync_shared::scan_options::ScanOptions;
+use metasync_shared::scan_options::Filters;
 use serde_json::json;
 
 use super::sql::{CheckRow, ColumnRow, IndexColumnRow, KeyColumnRow, SchemaRow, TableRow};
@@ -24,7 +24,7 @@ pub(super) struct Rows {
     pub index_columns: Vec<IndexColumnRow>,
 }
 
-pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> DatabaseSnapshot {
+pub(super) fn assemble(database: &str, filters: &Filters, rows: Rows) -> DatabaseSnapshot {
     let Rows {
         schemas,
         tables,
@@ -36,7 +36,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
     let mut out: Vec<TableInfo> = Vec::with_capacity(tables.len());
     let mut by_name: HashMap<(String, String), usize> = HashMap::with_capacity(tables.len());
     for row in tables {
-        if !options.table_included(&row.table_schema, &row.table_name) {
+        if !filters.table_included(&row.table_schema, &row.table_name) {
             continue;
         }
         let is_view = row.table_type.eq_ignore_ascii_case("VIEW");
@@ -176,7 +176,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
         name: database.to_owned(),
         schemas: schemas
             .into_iter()
-            .filter(|row| options.schema_included(&row.schema_name))
+            .filter(|row| filters.schema_included(&row.schema_name))
             .map(|row| SchemaInfo {
                 name: row.schema_name,
                 owner: None,

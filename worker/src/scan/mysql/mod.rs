@@ -8,7 +8,7 @@ mod connection;
 mod sql;
 
 use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
-use metasync_shared::scan_options::{Depth, ScanOptions};
+use metasync_shared::scan_options::{Depth, Filters, ScanOptions};
 use sqlx::MySqlConnection;
 
 use super::reuse::SourceConnections;
@@ -30,6 +30,7 @@ pub async fn scan(
         &mut taken.conn,
         &resource.database,
         options,
+        target.filters,
         limits,
         &mut statements,
     )
@@ -85,6 +86,7 @@ async fn read_server(
     conn: &mut MySqlConnection,
     database: &str,
     options: &ScanOptions,
+    filters: &Filters,
     limits: ScanLimits,
     statements: &mut u64,
 ) -> Result<DatabaseSnapshot, JobError> {
@@ -132,5 +134,5 @@ async fn read_server(
     .await?;
     *statements += 1;
 
-    Ok(assembly::assemble(database, options, rows))
+    Ok(assembly::assemble(database, filters, rows))
 }

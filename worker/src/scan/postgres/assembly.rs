@@ -9,7 +9,7 @@ use metasync_shared::catalog::{
     ColumnInfo, ConstraintInfo, ConstraintKind, DatabaseSnapshot, ForeignKeyTarget, IndexInfo,
     SchemaInfo, TableInfo,
 };
-use metasync_shared::scan_options::ScanOptions;
+use metasync_shared::scan_options::Filters;
 use serde_json::json;
 
 use super::sql::{CatalogRow, ColumnRow, ConstraintRow, IndexRow, RelationRow, SchemaRow};
@@ -17,16 +17,16 @@ use super::sql::{CatalogRow, ColumnRow, ConstraintRow, IndexRow, RelationRow, Sc
 /// One database's catalog under construction. Relies on the statement's order: schemas and
 /// relations arrive before the columns, constraints and indexes that attach to them.
 pub(super) struct Assembly<'a> {
-    options: &'a ScanOptions,
+    filters: &'a Filters,
     schemas: Vec<SchemaInfo>,
     tables: Vec<TableInfo>,
     by_oid: HashMap<i64, usize>,
 }
 
 impl<'a> Assembly<'a> {
-    pub(super) fn new(options: &'a ScanOptions) -> Self {
+    pub(super) fn new(filters: &'a Filters) -> Self {
         Self {
-            options,
+            filters,
             schemas: Vec::new(),
             tables: Vec::new(),
             by_oid: HashMap::new(),
@@ -56,7 +56,7 @@ impl<'a> Assembly<'a> {
     }
 
     fn add_schema(&mut self, row: SchemaRow) {
-        if self.options.schema_included(&row.name) {
+        if self.filters.schema_included(&row.name) {
             self.schemas.push(SchemaInfo {
                 name: row.name,
                 owner: row.owner,
@@ -66,7 +66,7 @@ impl<'a> Assembly<'a> {
     }
 
     fn add_relation(&mut self, row: RelationRow) {
-        if !self.options.table_included(&row.schema, &row.name) {
+        if !self.filters.table_included(&row.schema, &row.name) {
             return;
         }
         let details = match row.partition_of {
