@@ -11,12 +11,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use metasync_shared::crypto::SecretBox;
 use metasync_shared::custody::{self, ConnectionTarget, LEGACY_KEY_ID, RecordFormat, SealingKey};
+use metasync_shared::db::jobs::Job;
 use metasync_shared::domain::ResourceKind;
 use metasync_shared::ids::TenantId;
 use metasync_shared::tls::SourceTls;
 use metasync_tests::assert::assert_job;
 use metasync_tests::{
-    FINGERPRINT_KEY, binary, counting_listener, create_source, spawn_app, test_master_key,
+    FINGERPRINT_KEY, TestApp, binary, counting_listener, create_source, spawn_app, test_master_key,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -86,8 +87,7 @@ async fn a_stored_password_is_never_sent_to_a_new_target() {
         .execute(&app.db)
         .await
         .unwrap();
-    let job = app.sync(TENANT, rid).await.unwrap();
-    let job = app.wait_for_job(TENANT, job.id, WAIT).await.unwrap();
+    let job = synced(&app, rid).await;
     assert_job(&job)
         .failed_permanently()
         .attempts(1)
@@ -105,9 +105,14 @@ async fn a_stored_password_is_never_sent_to_a_new_target() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    let job = app.sync(TENANT, rid).await.unwrap();
-    assert_job(&app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()).succeeded();
+    assert_job(&synced(&app, rid).await).succeeded();
     assert_eq!(offered.load(Ordering::SeqCst), 0);
+}
+
+/// Syncs the resource and waits for the job to finish.
+async fn synced(app: &TestApp, id: impl std::fmt::Display) -> Job {
+    let job = app.sync(TENANT, id).await.unwrap();
+    app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()
 }
 
 /// Runs `metasync-worker rotate-master-key --to KEY` and returns its stdout.
@@ -196,13 +201,12 @@ async fn rotate_master_key_reseals_every_password_and_old_keys_can_go() {
     args.opening.opening_keys = new_opening;
     let _worker = app.spawn_worker_with(args).await;
     for id in ids {
-        let job = app.sync(TENANT, id).await.unwrap();
-        assert_job(&app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()).succeeded();
+        assert_job(&synced(&app, id).await).succeeded();
     }
 }
 
 /// The catalog row's password format and TLS setting.
-async fn stored_format(app: &metasync_tests::TestApp, id: Uuid) -> (i16, serde_json::Value) {
+async fn stored_format(app: &TestApp, id: Uuid) -> (i16, serde_json::Value) {
     sqlx::query_as("select password_format, tls from resources where id = $1")
         .bind(id)
         .fetch_one(&app.db)
@@ -228,8 +232,7 @@ async fn a_password_is_never_sent_under_tls_weakened_in_the_database() {
         .unwrap();
     let rid = resource.id;
     assert_eq!(stored_format(&app, rid.uuid()).await.0, 2);
-    let job = app.sync(TENANT, rid).await.unwrap();
-    assert_job(&app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()).succeeded();
+    assert_job(&synced(&app, rid).await).succeeded();
 
     // Someone with write access to the catalog database turns TLS off for the row: the
     // password does not open under those settings, and the job says so in our words alone.
@@ -240,8 +243,7 @@ async fn a_password_is_never_sent_under_tls_weakened_in_the_database() {
             .execute(&app.db)
             .await
             .unwrap();
-        let job = app.sync(TENANT, rid).await.unwrap();
-        let job = app.wait_for_job(TENANT, job.id, WAIT).await.unwrap();
+        let job = synced(&app, rid).await;
         assert_job(&job)
             .failed_permanently()
             .attempts(1)
@@ -287,8 +289,7 @@ async fn records_of_the_earlier_format_open_until_the_migration_reseals_them() {
     .await
     .unwrap();
     // It keeps syncing as it did.
-    let job = app.sync(TENANT, id).await.unwrap();
-    assert_job(&app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()).succeeded();
+    assert_job(&synced(&app, id).await).succeeded();
 
     // The migration: rotate to the key it is already under re-seals it in the current format.
     let key = test_master_key();
@@ -299,8 +300,7 @@ async fn records_of_the_earlier_format_open_until_the_migration_reseals_them() {
     assert_eq!((format, stored_tls), (2, json!({ "mode": "prefer" })));
     let out = rotate(&app.database_url, &key_id, &key.0, None).await;
     assert!(out.contains("0 re-sealed"), "{out}");
-    let job = app.sync(TENANT, id).await.unwrap();
-    assert_job(&app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()).succeeded();
+    assert_job(&synced(&app, id).await).succeeded();
 
     // From now on its TLS settings are bound too.
     sqlx::query("update resources set tls = '{\"mode\": \"disable\"}' where id = $1")
@@ -308,8 +308,7 @@ async fn records_of_the_earlier_format_open_until_the_migration_reseals_them() {
         .execute(&app.db)
         .await
         .unwrap();
-    let job = app.sync(TENANT, id).await.unwrap();
-    assert_job(&app.wait_for_job(TENANT, job.id, WAIT).await.unwrap())
+    assert_job(&synced(&app, id).await)
         .failed_permanently()
         .error_contains("cannot be opened");
 }

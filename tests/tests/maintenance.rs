@@ -47,6 +47,18 @@ async fn leader(app: &TestApp) -> anyhow::Result<Option<String>> {
     .await?)
 }
 
+/// Waits (at most `within`) until the holder named `prefix…` leads.
+async fn until_led_by(app: &TestApp, prefix: &str, within: Duration) {
+    let what = format!("{prefix}… to take the lease");
+    eventually(within, &what, || async {
+        Ok(leader(app)
+            .await?
+            .filter(|holder| holder.starts_with(prefix)))
+    })
+    .await
+    .unwrap();
+}
+
 async fn redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
     redis::Client::open(app.redis_url.as_str())
         .unwrap()
@@ -274,13 +286,7 @@ async fn a_killed_leader_is_replaced_within_a_lease() {
     signal(&killed, "KILL").unwrap();
     let killed_at = Instant::now();
     killed.wait().await.unwrap();
-    eventually(lease * 2, "the survivor to take over", || async {
-        Ok(leader(&app)
-            .await?
-            .filter(|holder| holder.starts_with(&survivor_name)))
-    })
-    .await
-    .unwrap();
+    until_led_by(&app, &survivor_name, lease * 2).await;
     let takeover = killed_at.elapsed();
     eprintln!("a leader killed with -9 was replaced after {takeover:?}");
     assert!(
@@ -331,17 +337,7 @@ async fn a_stopping_leader_resigns_and_a_follower_takes_over_at_once() {
 
     signal(&stopping, "TERM").unwrap();
     let stopped_at = Instant::now();
-    eventually(
-        Duration::from_secs(40),
-        "the follower to take over",
-        || async {
-            Ok(leader(&app)
-                .await?
-                .filter(|holder| holder.starts_with(&follower_name)))
-        },
-    )
-    .await
-    .unwrap();
+    until_led_by(&app, &follower_name, Duration::from_secs(40)).await;
     let handover = stopped_at.elapsed();
     eprintln!("a leader stopped with SIGTERM was replaced after {handover:?}");
     assert!(
@@ -415,17 +411,7 @@ async fn a_follower_looks_at_the_lease_whenever_it_starts_listening() {
     .await
     .unwrap();
     let cut_at = Instant::now();
-    eventually(
-        Duration::from_secs(40),
-        "the follower to take the lease",
-        || async {
-            Ok(leader(&app)
-                .await?
-                .filter(|holder| holder.starts_with("looker-")))
-        },
-    )
-    .await
-    .unwrap();
+    until_led_by(&app, "looker-", Duration::from_secs(40)).await;
     let elected = cut_at.elapsed();
     eprintln!("a follower that listened again took the free lease after {elected:?}");
     assert!(
