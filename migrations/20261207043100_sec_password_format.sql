@@ -6,3 +6,9 @@
 alter table resources add column password_format smallint not null default 1
     check (password_format in (1, 2));
 alter table resources alter column password_format drop default;
+
+-- Test-connection requests carry a sealed password too (sealed for the definition, or copied
+-- from the resource with its format).
+alter table connection_tests add column password_format smallint not null default 1
+    check (password_format in (1, 2));
+alter table connection_tests alter column password_format drop default;

@@ -228,6 +228,21 @@ ensure_tools() {
     fi
 }
 
+# ensure_venv DIR PACKAGE...: a Python venv at DIR (made if missing) with PACKAGEs installed
+# from PyPI.
+ensure_venv() {
+    local venv="$1"
+    shift
+    ensure_tools python3
+    if [[ ! -x "$venv/bin/pip" ]] && ! python3 -m venv "$venv" 2>/dev/null; then
+        # Debian ships venv (with its pip) separately.
+        _svc_apt_install python3-venv
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install -q "$@"
+}
+
 ensure_services() {
     local pg=1 redis=1 maria=1
     _svc_pg_answers || pg=0

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the workspace tests against the local PostgreSQL, Redis and MariaDB (started or
-# installed as needed), then fuzzes the API (deploy/local/fuzz.sh; FUZZ=0 skips it). Extra
+# installed as needed), then validates the deployment files offline
+# (deploy/local/check-deploy.sh; CHECK_DEPLOY=0 skips it) and fuzzes the API
+# (deploy/local/fuzz.sh; FUZZ=0 skips it). Extra
 # arguments go to `cargo test`; without any, the tests run with `-- --test-threads=4`.
 #
 #   deploy/local/test.sh
@@ -129,13 +131,19 @@ main() {
     local log status=0
     log="$(mktemp)"
     cargo test --workspace "$@" 2>&1 | tee "$log" || status=$?
+    # The manifests, the image and the compose file, validated offline (a few seconds once its
+    # venv exists); CHECK_DEPLOY=0 skips it. Its verdict ("deploy: 17 passed, 0 failed") joins
+    # the totals below.
+    if [[ "${CHECK_DEPLOY:-1}" != 0 ]]; then
+        deploy/local/check-deploy.sh 2>&1 | tee -a "$log" || status=$?
+    fi
     # The API fuzzed from its OpenAPI document (about 3 minutes); FUZZ=0 skips it. Its verdict
     # ("fuzz: 1 passed, 0 failed") joins the totals below.
     if [[ "${FUZZ:-1}" != 0 ]]; then
         deploy/local/fuzz.sh 2>&1 | tee -a "$log" || status=$?
     fi
     # cargo ends on the (empty) doc-test and binary suites; close with the totals instead.
-    awk '/^(test result|fuzz):/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+    awk '/^(test result|fuzz|deploy):/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
     rm -f "$log"
     return "$status"

@@ -3,17 +3,32 @@
 use serde::{Deserialize, Serialize};
 
 /// The engine a source speaks.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum ResourceKind {
     /// PostgreSQL (and compatible servers).
     Postgres,
-    /// MySQL or MariaDB.
+    /// MySQL or MariaDB; `mariadb` is accepted as its alias.
+    #[serde(alias = "mariadb")]
     Mysql,
 }
+
+// By hand, because the derive cannot list a serde alias among the accepted values.
+impl utoipa::PartialSchema for ResourceKind {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(["postgres", "mysql", "mariadb"]))
+            .description(Some(
+                "The engine a source speaks: `postgres`, or `mysql` for MySQL and MariaDB \
+                 (`mariadb` is accepted as an alias and answered as `mysql`).",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ResourceKind {}
 
 impl ResourceKind {
     /// The lowercase name used in JSON and in the database.
@@ -21,6 +36,36 @@ impl ResourceKind {
         match self {
             Self::Postgres => "postgres",
             Self::Mysql => "mysql",
+        }
+    }
+}
+
+/// What started a job: shown on the job, a filter of the job list, and the label of
+/// `metasync_jobs_enqueued_total`. Derived from the job row (`db::jobs::TRIGGER_SQL`), not stored.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Trigger {
+    /// `POST /v1/resources/{id}/sync`.
+    Manual,
+    /// `POST /v1/jobs/{id}/retry`.
+    Retry,
+    /// `POST /v1/syncs`.
+    Batch,
+    /// A resource's schedule ticked.
+    Schedule,
+}
+
+impl Trigger {
+    /// The `trigger` label value of `metasync_jobs_enqueued_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Retry => "retry",
+            Self::Batch => "batch",
+            Self::Schedule => "schedule",
         }
     }
 }

@@ -32,6 +32,9 @@ pub enum PolicyError {
         "`host` must be one host name or IP address, without a port, a path or a list of hosts"
     )]
     Syntax,
+    /// A host with its port (`db:5432`, `[::1]:5432`): the port has a field of its own.
+    #[error("`host` must not contain a port: give the host alone and the port in `port`")]
+    HostWithPort,
     /// Resolves to (or is) an address the outbound policy does not allow.
     #[error("the host is refused by the outbound policy (METASYNC_OUTBOUND_ALLOW)")]
     Refused,
@@ -72,9 +75,26 @@ pub fn check_host_syntax(host: &str) -> Result<(), PolicyError> {
     };
     if !name.is_empty() && name.len() <= 253 && name.split('.').all(valid_label) {
         Ok(())
+    } else if has_port(host) {
+        Err(PolicyError::HostWithPort)
     } else {
         Err(PolicyError::Syntax)
     }
+}
+
+/// Whether `host` is a valid host followed by `:port` (an IPv6 literal then in brackets).
+fn has_port(host: &str) -> bool {
+    let Some((before, port)) = host.rsplit_once(':') else {
+        return false;
+    };
+    let port_like = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    let host_like = match before.strip_prefix('[') {
+        Some(v6) => v6
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => !before.contains(':') && check_host_syntax(before).is_ok(),
+    };
+    port_like && host_like
 }
 
 fn strip_brackets(host: &str) -> &str {
@@ -398,9 +418,11 @@ mod tests {
             "/var/run/postgresql",
             "@/tmp/sock",
             "a,b",
-            "h:5432",
-            "[::1]:5432",
-            "10.0.0.1:5432",
+            "h:",
+            "[::1]:",
+            "h:port",
+            "h:123456",
+            "a/b:5432",
             "db internal",
             "db\n",
             "ex%61mple.com",
@@ -413,5 +435,14 @@ mod tests {
         ] {
             assert_eq!(check_host_syntax(bad), Err(PolicyError::Syntax), "{bad:?}");
         }
+        // A port in the host gets a message that says where the port goes.
+        for with_port in ["h:5432", "db.internal:3306", "[::1]:5432", "10.0.0.1:5432"] {
+            assert_eq!(
+                check_host_syntax(with_port),
+                Err(PolicyError::HostWithPort),
+                "{with_port:?}"
+            );
+        }
+        assert!(PolicyError::HostWithPort.to_string().contains("in `port`"));
     }
 }

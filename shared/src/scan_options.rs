@@ -328,15 +328,16 @@ impl ScanOptions {
 
 /// A resource's filter patterns, compiled: which schemas and tables a scan keeps. Made by
 /// [`ScanOptions::compile`]; remembers what it was compiled from ([`Filters::compiled_from`]),
-/// so a cache can tell whether it still fits a resource's options.
-#[derive(Debug)]
+/// so a cache can tell whether it still fits a resource's options. The default keeps
+/// everything (no patterns).
+#[derive(Debug, Default)]
 pub struct Filters {
     sources: [Vec<Pattern>; 4],
     compiled: Compiled,
     memory: usize,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Compiled {
     include_schemas: Vec<Regex>,
     exclude_schemas: Vec<Regex>,

@@ -266,6 +266,29 @@ impl Scanner {
         out
     }
 
+    /// The one change a job recorded, which must be `expected`.
+    pub async fn only_change(
+        &self,
+        rid: ResourceId,
+        job: &Job,
+        expected: ChangeTriple,
+    ) -> StoredChange {
+        let mut changes = self.changes_by(rid, job).await;
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let change = changes.remove(0);
+        let (kind, table, object) = expected;
+        assert_eq!(
+            (
+                change.kind,
+                change.table.as_deref().unwrap_or_default(),
+                change.object_name.as_deref().unwrap_or_default()
+            ),
+            (kind, table.as_str(), object.as_str()),
+            "{change:?}"
+        );
+        change
+    }
+
     pub async fn change_count(&self, rid: ResourceId) -> usize {
         self.changes(rid).await.len()
     }

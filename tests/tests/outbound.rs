@@ -57,7 +57,9 @@ async fn registration_refuses_every_spelling_of_a_denied_host() {
         // One message per class, whatever the host: nothing about what is behind it.
         let detail = problem["detail"].as_str().unwrap();
         assert!(
-            detail.contains("outbound policy") || detail.contains("one host name"),
+            detail.contains("outbound policy")
+                || detail.contains("one host name")
+                || detail.contains("the port in `port`"),
             "{host}: {detail}"
         );
     }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod backend;
 pub mod config;
+pub mod connection_test;
 pub mod custody;
 pub mod error;
 #[cfg(feature = "test-faults")]
@@ -47,6 +48,8 @@ pub async fn run(
     maintenance::register(&ctx, concurrency).await?;
     let in_flight = InFlight::default();
     let maintenance = maintenance::spawn(ctx.clone(), in_flight.clone(), concurrency);
+    // Tests are served on their own task, never behind a job slot.
+    let test_lane = connection_test::TestLane::spawn(ctx.clone());
     tracing::info!(worker = %ctx.worker_id, concurrency = options.concurrency, "worker started");
 
     let factory_ctx = ctx.clone();
@@ -75,6 +78,7 @@ pub async fn run(
             }
         })
         .await;
+    test_lane.stop().await;
     maintenance.stop().await;
 
     // Whatever did not finish goes back now, not when the lease lapses.

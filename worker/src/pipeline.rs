@@ -292,7 +292,9 @@ async fn run_attempt(
         .await
         .map_err(|e| match e {
             PolicyError::Unresolved => JobError::transient(e.to_string()),
-            PolicyError::Refused | PolicyError::Syntax => JobError::permanent(e.to_string()),
+            PolicyError::Refused | PolicyError::Syntax | PolicyError::HostWithPort => {
+                JobError::permanent(e.to_string())
+            }
         })?;
     let target = ScanTarget {
         resource: &resource.resource,

@@ -6,8 +6,8 @@ use sqlx::PgExecutor;
 use sqlx::types::Json;
 
 use crate::custody::{ConnectionTarget, RecordFormat, SealedPassword};
-use crate::domain::ResourceKind;
-use crate::ids::{ResourceId, TenantId};
+use crate::domain::{JobState, ResourceKind};
+use crate::ids::{JobId, ResourceId, TenantId};
 use crate::retry::RetryOverrides;
 use crate::scan_options::ScanOptions;
 use crate::schedule::ScheduleSpec;
@@ -52,6 +52,27 @@ pub struct Resource {
     /// `None` for resources registered through `/v1`.
     #[serde(default)]
     pub external_id: Option<String>,
+    /// The resource's last finished sync; `None` until one finishes.
+    #[schema(value_type = Option<LastSync>)]
+    #[serde(default)]
+    pub last_sync: Option<Json<LastSync>>,
+    /// When a sync of it last succeeded; `None` if none has.
+    #[serde(default)]
+    pub last_succeeded_at: Option<DateTime<Utc>>,
+    /// The error of its last failed sync, until a later sync succeeds; `None` otherwise.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// A resource's last finished sync, as its job ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LastSync {
+    /// The job, readable at `/v1/jobs/{id}` until finished jobs are pruned.
+    pub job_id: JobId,
+    /// How it ended: `succeeded`, `failed` or `cancelled`.
+    pub state: JobState,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
 }
 
 /// What the worker needs to connect: the resource plus its sealed password.
@@ -183,7 +204,11 @@ pub(crate) const COLUMNS: &str = "id, name, kind, host, port, database, username
      case when sync_interval_seconds is not null
                then jsonb_build_object('interval_seconds', sync_interval_seconds)
           when sync_cron is not null then jsonb_build_object('cron', sync_cron) end as schedule,
-     next_sync_at, retry_policy, tls, created_at, updated_at, external_id";
+     next_sync_at, retry_policy, tls, created_at, updated_at, external_id,
+     case when last_job_id is not null
+               then jsonb_build_object('job_id', last_job_id, 'state', last_job_state,
+                                       'finished_at', last_job_finished_at) end as last_sync,
+     last_succeeded_at, last_error";
 
 /// The unique constraint on `(tenant_id, name)`, for turning a violation into a 409.
 pub const NAME_TAKEN_CONSTRAINT: &str = "resources_tenant_id_name_key";
@@ -245,21 +270,24 @@ pub async fn get(
     .await
 }
 
-/// Keyset page of a tenant's resources, oldest first.
+/// Keyset page of a tenant's resources, oldest first; only the one named `name` if given.
 pub async fn list(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
+    name: Option<&str>,
     after: Option<ResourceId>,
     limit: i64,
 ) -> Result<Vec<Resource>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from resources
          where tenant_id = $1 and ($2::uuid is null or id > $2)
+           and ($4::text is null or name = $4)
          order by id limit $3"
     )))
     .bind(tenant)
     .bind(after)
     .bind(limit)
+    .bind(name)
     .fetch_all(db)
     .await
 }

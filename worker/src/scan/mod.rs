@@ -8,11 +8,13 @@ pub mod mysql;
 pub mod permits;
 pub mod postgres;
 pub mod reuse;
+mod sniff;
 
 use std::future::Future;
 use std::time::Duration;
 
 use metasync_shared::catalog::Snapshot;
+use metasync_shared::connection_test::{FailureCode, MissingGrant};
 use metasync_shared::db::resources::Resource;
 use metasync_shared::domain::ResourceKind;
 use metasync_shared::scan_options::Filters;
@@ -149,6 +151,38 @@ pub async fn scan(
     })
 }
 
+/// What test-connection learns from a session it opened the way a scan does.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// `postgresql`, `mariadb` or `mysql`.
+    pub engine: &'static str,
+    /// The version the server reports.
+    pub version: String,
+    /// Whether the session is encrypted.
+    pub tls: bool,
+    /// Grants a scan needs that the user lacks.
+    pub missing_grants: Vec<MissingGrant>,
+}
+
+/// Test-connection: opens a new connection to the resource as a scan would (the checked
+/// address, its TLS mode, under a permit of the server's cap; never a parked connection, and
+/// the new one is closed after), and asks the server what [`Probe`] reports, in one or two
+/// cheap statements.
+pub async fn probe(
+    target: &ScanTarget<'_>,
+    limits: ScanLimits,
+    sources: &SourceConnections,
+) -> Result<Probe, ScanError> {
+    let result = match target.resource.kind {
+        ResourceKind::Postgres => postgres::probe(target, limits, sources).await,
+        ResourceKind::Mysql => mysql::probe(target, limits, sources).await,
+    };
+    result.map_err(|e| match e {
+        ScanError::Failed(e) => ScanError::Failed(e.guarded(target.password)),
+        busy @ ScanError::ServerBusy => busy,
+    })
+}
+
 /// Opens a source connection within the connect timeout. A timeout is transient; other
 /// failures are classified by [`JobError::from_connect`] (e.g. bad credentials are permanent,
 /// a port that does not speak the engine's protocol too).
@@ -162,17 +196,51 @@ where
     C::Connection: Sized,
 {
     let server = target.server_name();
-    match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(JobError::from_connect(&server, target.engine_name(), &e)),
-        Err(_) => Err(JobError::transient(format!(
-            "connecting to {server}: timed out after {:?}",
-            limits.connect_timeout
-        ))),
+    let (failed, wrong_kind_would_explain) =
+        match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
+            Ok(Ok(conn)) => return Ok(conn),
+            Ok(Err(e)) => (
+                JobError::from_connect(&server, target.engine_name(), &e),
+                might_be_another_engine(&e),
+            ),
+            Err(_) => (
+                JobError::transient(format!(
+                    "connecting to {server}: timed out after {:?}",
+                    limits.connect_timeout
+                ))
+                .with_failure(FailureCode::TimedOut),
+                true,
+            ),
+        };
+    if wrong_kind_would_explain {
+        let address = std::net::SocketAddr::new(target.address, target.resource.port as u16);
+        if let Some(other) = sniff::protocol_at(address, limits.connect_timeout).await
+            && other != target.resource.kind
+        {
+            return Err(JobError::permanent(format!(
+                "connecting to {server}: the server is not a {} server; {}",
+                target.engine_name(),
+                sniff::suggestion(other)
+            ))
+            .with_failure(FailureCode::WrongProtocol));
+        }
+    }
+    Err(failed)
+}
+
+/// Whether a failed connect could be a server of the other engine: not when the server
+/// answered in this engine's protocol (a database error), the settings were wrong, or nothing
+/// listens.
+fn might_be_another_engine(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => false,
+        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::ConnectionRefused,
+        _ => true,
     }
 }
 
-/// A parked connection for `key` if one is alive, else a new one under a permit of the
+/// A parked connection for `key` if one is alive (and `parking` is given: test-connection
+/// asks for a new connection every time), else a new one under a permit of the
 /// server's connection cap. While the fleet is at the cap, this process's idle connections to
 /// that server (other databases or users) are closed to make room, and the job polls for a
 /// parked connection or a permit for up to [`PERMIT_WAIT`]; then it is deferred. Redis failing
@@ -180,7 +248,7 @@ where
 async fn open<C>(
     target: &ScanTarget<'_>,
     sources: &SourceConnections,
-    parking: &Parking<C::Connection>,
+    parking: Option<&Parking<C::Connection>>,
     key: &SourceKey,
     options: impl FnOnce() -> C,
     limits: ScanLimits,
@@ -193,7 +261,9 @@ where
     let deadline = tokio::time::Instant::now() + PERMIT_WAIT;
     let taken = loop {
         // Another slot may have parked a connection for this key meanwhile.
-        if let Some(taken) = parking.take(key, limits.connect_timeout).await {
+        if let Some(parking) = parking
+            && let Some(taken) = parking.take(key, limits.connect_timeout).await
+        {
             break taken;
         }
         match sources.permits.try_acquire(host, port).await {
