@@ -1156,6 +1156,8 @@ pub async fn insert_resources_into(
     let tenant_id = metasync_shared::ids::TenantId::new(tenant);
     let engine: metasync_shared::domain::ResourceKind =
         serde_json::from_value(serde_json::Value::String(kind.to_owned()))?;
+    // The column's default, `{"mode": "prefer"}`.
+    let tls = metasync_shared::tls::SourceTls::default();
     let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
     let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
     let sealed: Vec<Vec<u8>> = ids
@@ -1169,14 +1171,15 @@ pub async fn insert_resources_into(
                 port,
                 username: "root",
                 database,
+                tls: &tls,
             };
             sealing.seal(password, &target).record
         })
         .collect();
     sqlx::query(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                password_sealed, password_key_id)
-         select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8
+                                password_sealed, password_key_id, password_format)
+         select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8, $9
          from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
     )
     .bind(tenant)
@@ -1187,6 +1190,7 @@ pub async fn insert_resources_into(
     .bind(&names)
     .bind(&sealed)
     .bind(sealing.id())
+    .bind(metasync_shared::custody::RecordFormat::CURRENT)
     .execute(db)
     .await?;
     Ok(ids)

@@ -16,7 +16,7 @@ use metasync_shared::db::connection_tests::{self, TestRequest};
 use metasync_shared::db::resources::Resource;
 use metasync_shared::ids::{ResourceId, TestId};
 use metasync_shared::outbound::PolicyError;
-use metasync_shared::scan_options::ScanOptions;
+use metasync_shared::scan_options::{Filters, ScanOptions};
 use metasync_shared::warnings::Warnings;
 use sqlx::types::Json;
 use tokio::sync::{Semaphore, watch};
@@ -165,8 +165,11 @@ async fn run(ctx: &WorkerContext, request: &TestRequest) -> ConnectionTestResult
         }
     };
     let resource = as_resource(request);
+    // A probe only connects: no filter is matched.
+    let filters = Filters::default();
     let target = ScanTarget {
         resource: &resource,
+        filters: &filters,
         address: address.ip(),
         password: &password,
     };

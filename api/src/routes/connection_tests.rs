@@ -77,6 +77,7 @@ async fn test_definition(
         port: definition.port,
         username: &definition.username,
         database: &definition.database,
+        tls: &definition.tls,
     };
     let new = NewTest {
         id,

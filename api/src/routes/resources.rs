@@ -91,7 +91,7 @@ pub(crate) struct CreateResource {
 }
 
 /// Changes to a resource; absent fields stay as they are. Changing `kind`, `host`, `port`,
-/// `username` or `database` needs `password` again.
+/// `username`, `database` or `tls` needs `password` again.
 // Not Debug: it carries a password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -257,6 +257,11 @@ pub(crate) fn check_options(options: Option<OptionsBody>) -> ApiResult<ScanOptio
     }
 }
 
+/// The 422 of a change to a password's target (`PATCH`, or the internal upsert) without it.
+pub(crate) const TARGET_CHANGE_NEEDS_PASSWORD: &str = "changing `kind`, `host`, `port`, `username`, `database` or `tls` needs `password` again: \
+     the stored password is sealed for the current target and TLS settings, and is never sent \
+     to another or under other TLS settings";
+
 /// Seals `password` for `target` and fingerprints it.
 pub(crate) fn store_password(
     state: &AppState,
@@ -369,6 +374,7 @@ async fn create(
         port: body.port,
         username: &body.username,
         database: &body.database,
+        tls: &body.tls,
     };
     let password = store_password(&state, &body.password, &target);
     let mut tx = state.db.begin().await?;
@@ -532,9 +538,10 @@ async fn update(
             check_options(Some(OptionsBody(merged)))
         })
         .transpose()?;
-    // The password is sealed for a target: where it may be sent. A new target without the
-    // password again would send the stored one somewhere new, and the API cannot re-seal what
-    // it cannot open; so that takes the password.
+    // The password is sealed for a target: where it may be sent, and under which TLS
+    // settings. A new target without the password again would send the stored one somewhere
+    // new (or under laxer TLS), and the API cannot re-seal what it cannot open; so that takes
+    // the password.
     let target = ConnectionTarget {
         tenant: tenant.id(),
         resource: id,
@@ -543,28 +550,12 @@ async fn update(
         port: port.unwrap_or(current.port),
         username: body.username.as_deref().unwrap_or(&current.username),
         database: body.database.as_deref().unwrap_or(&current.database),
+        tls: tls.as_ref().unwrap_or(&current.tls),
     };
     let password = match &body.password {
         Some(password) => Some(store_password(&state, password, &target)),
         None if target != current.target(tenant.id()) => {
-            return Err(ApiError::Unprocessable(
-                "changing `kind`, `host`, `port`, `username` or `database` needs `password` \
-                 again: the stored password is sealed for the current target and is never sent \
-                 to another"
-                    .into(),
-            ));
-        }
-        // The password was also given for the TLS settings it goes out under: weakening them
-        // (a laxer mode, another CA) takes it again; making them stricter does not.
-        None if tls
-            .as_ref()
-            .is_some_and(|tls| !tls.keeps_guarantees_of(&current.tls)) =>
-        {
-            return Err(ApiError::Unprocessable(
-                "weakening `tls` (a laxer mode, or another CA) needs `password` again: the \
-                 stored password was given for the current TLS settings"
-                    .into(),
-            ));
+            return Err(ApiError::Unprocessable(TARGET_CHANGE_NEEDS_PASSWORD.into()));
         }
         None => None,
     };

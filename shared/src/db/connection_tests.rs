@@ -8,7 +8,7 @@ use sqlx::PgExecutor;
 use sqlx::types::Json;
 
 use crate::connection_test::ConnectionTestResult;
-use crate::custody::{ConnectionTarget, SealedPassword};
+use crate::custody::{ConnectionTarget, RecordFormat, SealedPassword};
 use crate::domain::ResourceKind;
 use crate::ids::{ResourceId, TenantId, TestId};
 use crate::tls::SourceTls;
@@ -46,6 +46,7 @@ impl NewTest<'_> {
             port: self.port,
             username: self.username,
             database: self.database,
+            tls: self.tls,
         }
     }
 }
@@ -59,8 +60,9 @@ pub async fn insert(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "insert into connection_tests (id, tenant_id, kind, host, port, database, username, tls,
-                                       password_sealed, password_key_id, expires_at)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                       password_sealed, password_key_id, expires_at,
+                                       password_format)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(new.id)
     .bind(tenant)
@@ -73,6 +75,7 @@ pub async fn insert(
     .bind(&new.password.record)
     .bind(&new.password.key_id)
     .bind(expires_at)
+    .bind(new.password.format)
     .execute(db)
     .await?;
     Ok(())
@@ -90,9 +93,9 @@ pub async fn insert_for_resource(
     let inserted = sqlx::query(
         "insert into connection_tests (id, tenant_id, resource_id, kind, host, port, database,
                                        username, tls, password_sealed, password_key_id,
-                                       expires_at)
+                                       password_format, expires_at)
          select $1, tenant_id, id, kind, host, port, database, username, tls, password_sealed,
-                password_key_id, $4
+                password_key_id, password_format, $4
          from resources where tenant_id = $2 and id = $3",
     )
     .bind(id)
@@ -129,6 +132,8 @@ pub struct TestRequest {
     pub password_sealed: Vec<u8>,
     /// The master key that sealed it.
     pub password_key_id: String,
+    /// What the record's associated data covers.
+    pub password_format: RecordFormat,
     /// When the API stops waiting.
     pub expires_at: DateTime<Utc>,
 }
@@ -145,6 +150,7 @@ impl TestRequest {
             port: self.port,
             username: &self.username,
             database: &self.database,
+            tls: &self.tls.0,
         }
     }
 
@@ -153,6 +159,7 @@ impl TestRequest {
         SealedPassword {
             key_id: self.password_key_id.clone(),
             record: self.password_sealed.clone(),
+            format: self.password_format,
         }
     }
 }
@@ -164,7 +171,7 @@ pub async fn pending(
 ) -> Result<Option<TestRequest>, sqlx::Error> {
     sqlx::query_as(
         "select id, tenant_id, resource_id, kind, host, port, database, username, tls,
-                password_sealed, password_key_id, expires_at
+                password_sealed, password_key_id, password_format, expires_at
          from connection_tests
          where id = $1 and result is null and expires_at > now()",
     )

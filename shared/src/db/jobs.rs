@@ -311,9 +311,10 @@ pub async fn claim(
                 c.max_attempts, c.lease_token, r.*
          from claimed c
               cross join lateral (
-                  select {}, password_sealed, password_key_id from resources where id = c.resource_id
+                  select {}, {} from resources where id = c.resource_id
               ) r",
-        resources::COLUMNS
+        resources::COLUMNS,
+        resources::SECRET_COLUMNS
     )))
     .bind(job_id)
     .bind(worker_id)

@@ -3,6 +3,7 @@
 //! hence one snapshot; MySQL/MariaDB: one READ ONLY transaction), on a connection
 //! with connect and statement timeouts that lives at most seconds past its job ([`reuse`]).
 
+pub mod filters;
 pub mod mysql;
 pub mod permits;
 pub mod postgres;
@@ -16,6 +17,7 @@ use metasync_shared::catalog::Snapshot;
 use metasync_shared::connection_test::{FailureCode, MissingGrant};
 use metasync_shared::db::resources::Resource;
 use metasync_shared::domain::ResourceKind;
+use metasync_shared::scan_options::Filters;
 
 use crate::error::JobError;
 use reuse::{Parking, SourceConnections, SourceKey, Taken};
@@ -23,6 +25,8 @@ use reuse::{Parking, SourceConnections, SourceKey, Taken};
 /// Where and how to scan. Holds the decrypted password, so it is deliberately not `Debug`.
 pub struct ScanTarget<'a> {
     pub resource: &'a Resource,
+    /// The resource's filter patterns, compiled ([`filters::FilterCache`]).
+    pub filters: &'a Filters,
     /// The address to dial, checked by the outbound policy (never the name again).
     pub address: std::net::IpAddr,
     pub password: &'a str,

@@ -9,7 +9,7 @@ use metasync_shared::catalog::{
     ForeignKeyMatch, ForeignKeyTarget, IndexInfo, IndexKey, SchemaInfo, SequenceInfo, SortOrder,
     TableInfo,
 };
-use metasync_shared::scan_options::ScanOptions;
+use metasync_shared::scan_options::Filters;
 use serde_json::json;
 
 use super::sql::{
@@ -31,7 +31,7 @@ pub(super) struct Rows {
     pub index_columns: Vec<IndexColumnRow>,
 }
 
-pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> DatabaseSnapshot {
+pub(super) fn assemble(database: &str, filters: &Filters, rows: Rows) -> DatabaseSnapshot {
     let Rows {
         schemas,
         tables,
@@ -62,7 +62,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
     let mut by_name: HashMap<(String, String), usize> = HashMap::with_capacity(tables.len());
     for row in tables {
         // A sequence is listed under its schema (see below), not as a table.
-        if !options.table_included(&row.table_schema, &row.table_name)
+        if !filters.table_included(&row.table_schema, &row.table_name)
             || row.table_type == "SEQUENCE"
         {
             continue;
@@ -277,7 +277,7 @@ pub(super) fn assemble(database: &str, options: &ScanOptions, rows: Rows) -> Dat
     }
     let mut schemas: Vec<SchemaInfo> = schemas
         .into_iter()
-        .filter(|row| options.schema_included(&row.schema_name))
+        .filter(|row| filters.schema_included(&row.schema_name))
         .map(|row| SchemaInfo::new(row.schema_name, None, row.schema_comment))
         .collect();
     let (names, settings) = sequences;

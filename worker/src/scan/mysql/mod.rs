@@ -8,7 +8,7 @@ mod connection;
 mod sql;
 
 use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
-use metasync_shared::scan_options::{Depth, ScanOptions};
+use metasync_shared::scan_options::{Depth, Filters, ScanOptions};
 use sqlx::MySqlConnection;
 
 use metasync_shared::connection_test::MissingGrant;
@@ -32,6 +32,7 @@ pub async fn scan(
         &mut taken.conn,
         &resource.database,
         options,
+        target.filters,
         limits,
         &mut statements,
     )
@@ -157,6 +158,7 @@ async fn read_server(
     conn: &mut MySqlConnection,
     database: &str,
     options: &ScanOptions,
+    filters: &Filters,
     limits: ScanLimits,
     statements: &mut u64,
 ) -> Result<DatabaseSnapshot, JobError> {
@@ -195,7 +197,7 @@ async fn read_server(
             .tables
             .iter()
             .filter(|t| t.table_type == "SEQUENCE")
-            .filter(|t| options.table_included(&t.table_schema, &t.table_name))
+            .filter(|t| filters.table_included(&t.table_schema, &t.table_name))
             .map(|t| (t.table_schema.as_str(), t.table_name.as_str()))
             .collect();
         if let Some(sql) = sql::sequences(&sequences) {
@@ -236,5 +238,5 @@ async fn read_server(
     .await?;
     *statements += 1;
 
-    Ok(assembly::assemble(database, options, rows))
+    Ok(assembly::assemble(database, filters, rows))
 }

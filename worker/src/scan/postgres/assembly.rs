@@ -10,7 +10,7 @@ use metasync_shared::catalog::{
     ForeignKeyMatch, ForeignKeyTarget, IndexInfo, IndexKey, NullsOrder, SchemaInfo, SequenceInfo,
     SortOrder, TableInfo, TypeInfo, TypeKind,
 };
-use metasync_shared::scan_options::ScanOptions;
+use metasync_shared::scan_options::Filters;
 use serde_json::json;
 
 use super::sql::{
@@ -20,7 +20,7 @@ use super::sql::{
 /// One database's catalog under construction. Relies on the statement's order: schemas and
 /// relations arrive before the columns, constraints and indexes that attach to them.
 pub(super) struct Assembly<'a> {
-    options: &'a ScanOptions,
+    filters: &'a Filters,
     schemas: Vec<SchemaInfo>,
     tables: Vec<TableInfo>,
     by_oid: HashMap<i64, usize>,
@@ -29,9 +29,9 @@ pub(super) struct Assembly<'a> {
 }
 
 impl<'a> Assembly<'a> {
-    pub(super) fn new(options: &'a ScanOptions) -> Self {
+    pub(super) fn new(filters: &'a Filters) -> Self {
         Self {
-            options,
+            filters,
             schemas: Vec::new(),
             tables: Vec::new(),
             by_oid: HashMap::new(),
@@ -65,14 +65,14 @@ impl<'a> Assembly<'a> {
     }
 
     fn add_schema(&mut self, row: SchemaRow) {
-        if self.options.schema_included(&row.name) {
+        if self.filters.schema_included(&row.name) {
             self.schemas
                 .push(SchemaInfo::new(row.name, row.owner, row.comment));
         }
     }
 
     fn add_relation(&mut self, row: RelationRow) {
-        if !self.options.table_included(&row.schema, &row.name) {
+        if !self.filters.table_included(&row.schema, &row.name) {
             return;
         }
         let mut details = serde_json::Map::new();

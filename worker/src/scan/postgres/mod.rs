@@ -10,7 +10,7 @@ mod sql;
 
 use futures::TryStreamExt as _;
 use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
-use metasync_shared::scan_options::ScanOptions;
+use metasync_shared::scan_options::{Filters, ScanOptions};
 use sqlx::PgConnection;
 
 use metasync_shared::connection_test::MissingGrant;
@@ -58,7 +58,13 @@ pub async fn scan(
         let result = super::answered(
             limits,
             "reading the catalog",
-            read_database(&mut taken.conn, name, options, &mut statements),
+            read_database(
+                &mut taken.conn,
+                name,
+                options,
+                target.filters,
+                &mut statements,
+            ),
         )
         .await;
         sources
@@ -117,10 +123,11 @@ async fn read_database(
     conn: &mut PgConnection,
     name: &str,
     options: &ScanOptions,
+    filters: &Filters,
     statements: &mut u64,
 ) -> Result<DatabaseSnapshot, JobError> {
     let sql = sql::catalog_statement(options.depth);
-    let mut assembly = Assembly::new(options);
+    let mut assembly = Assembly::new(filters);
     let mut rows = sqlx::query_as::<_, CatalogRow>(sqlx::AssertSqlSafe(sql)).fetch(&mut *conn);
     while let Some(row) = rows
         .try_next()
