@@ -165,6 +165,9 @@ pub struct QuotaArgs {
     /// Sync requests (a resource, a batch, a retry) per minute per tenant.
     #[arg(long, env = "METASYNC_RATE_SYNCS_PER_MINUTE", default_value = "120")]
     pub syncs_per_minute: NonZeroU32,
+    /// Test-connection requests per minute per tenant (each makes a worker dial the source).
+    #[arg(long, env = "METASYNC_RATE_TESTS_PER_MINUTE", default_value = "30")]
+    pub tests_per_minute: NonZeroU32,
     /// Most resources per tenant.
     #[arg(long, env = "METASYNC_MAX_RESOURCES", default_value = "1000")]
     pub max_resources: u32,
@@ -192,6 +195,7 @@ impl QuotaArgs {
         Limits {
             writes_per_minute: self.writes_per_minute,
             syncs_per_minute: self.syncs_per_minute,
+            tests_per_minute: self.tests_per_minute,
             max_resources: self.max_resources,
             max_active_jobs: self.max_active_jobs,
             max_waiters: self.max_waiters,
@@ -223,6 +227,13 @@ pub struct ServeArgs {
     #[arg(long, env = "METASYNC_API_DB_ACQUIRE_TIMEOUT", default_value = "500ms",
           value_parser = parse_duration)]
     pub db_acquire_timeout: Duration,
+
+    /// How long a test-connection request waits for a worker's answer before a 504 (or a 503
+    /// when no worker took it). Keep it above the workers' METASYNC_CONNECT_TIMEOUT (10s) plus
+    /// a few seconds for the policy check, a connection permit and the checks on the session.
+    #[arg(long, env = "METASYNC_CONNECTION_TEST_TIMEOUT", default_value = "15s",
+          value_parser = parse_duration)]
+    pub connection_test_timeout: Duration,
 
     #[command(flatten)]
     pub database: DatabaseArgs,

@@ -3,6 +3,8 @@
 //! they would otherwise surface as a database error), `Cache-Control` on tenant data, and
 //! problem+json for every error response, including the framework's own rejections.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
@@ -54,6 +56,74 @@ fn method_label(method: &Method) -> &'static str {
         Method::OPTIONS => "OPTIONS",
         _ => "other",
     }
+}
+
+/// Refuses a query parameter the route does not take, with a 400 that names it and lists the
+/// ones it does, instead of ignoring it (a misspelt filter would otherwise answer everything).
+/// What a route takes is what the OpenAPI document says it takes, so the two cannot differ.
+/// Values are checked by the route's own query type (an unknown `state` is a 400 that lists
+/// the valid ones).
+pub async fn known_query_parameters(request: Request, next: Next) -> Response {
+    let (Some(route), Some(query)) = (
+        request.extensions().get::<MatchedPath>(),
+        request.uri().query(),
+    ) else {
+        return next.run(request).await;
+    };
+    let key = (
+        request.method().as_str().to_ascii_lowercase(),
+        route.as_str().to_owned(),
+    );
+    if let Some(taken) = documented_query_parameters().get(&key)
+        && let Some((unknown, _)) = form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| !taken.iter().any(|t| t == name))
+    {
+        let unknown: String = unknown.chars().take(64).collect();
+        let detail = if taken.is_empty() {
+            format!("unknown query parameter `{unknown}`: this route takes none")
+        } else {
+            let taken: Vec<String> = taken.iter().map(|t| format!("`{t}`")).collect();
+            format!(
+                "unknown query parameter `{unknown}`: this route takes {}",
+                taken.join(", ")
+            )
+        };
+        return ApiError::BadRequest(detail).into_response();
+    }
+    next.run(request).await
+}
+
+/// (lowercase method, path template) → the names of the query parameters it documents.
+fn documented_query_parameters() -> &'static HashMap<(String, String), Vec<String>> {
+    static TAKEN: OnceLock<HashMap<(String, String), Vec<String>>> = OnceLock::new();
+    TAKEN.get_or_init(|| {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::path::ParameterIn;
+        let mut taken = HashMap::new();
+        for (path, item) in &crate::openapi::document().paths.paths {
+            let operations = [
+                ("get", &item.get),
+                ("put", &item.put),
+                ("post", &item.post),
+                ("delete", &item.delete),
+                ("patch", &item.patch),
+            ];
+            for (method, operation) in operations {
+                let Some(operation) = operation else { continue };
+                let names = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| match p {
+                        RefOr::T(p) if p.parameter_in == ParameterIn::Query => Some(p.name.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                taken.insert((method.to_owned(), path.clone()), names);
+            }
+        }
+        taken
+    })
 }
 
 /// Refuses what no handler should see: over-long URIs (414), over-large headers (431) and NUL

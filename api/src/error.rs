@@ -74,6 +74,17 @@ pub enum ApiError {
     /// 503: Redis cannot be reached right now (only routes that read the queue itself).
     #[error("the queue is unavailable; retry shortly")]
     QueueUnavailable(#[from] metasync_shared::queue::QueueError),
+    /// 503: no live worker to run a test-connection, or none took it in time.
+    #[error("{detail}")]
+    NoWorker {
+        /// What was missing.
+        detail: String,
+        /// Seconds until it is worth trying again.
+        retry_after: u64,
+    },
+    /// 504: a worker took a test-connection and did not answer in time.
+    #[error("{0}")]
+    WorkerTimeout(String),
 }
 
 /// The `Retry-After` of a 503: about how long a database restart or failover takes to notice.
@@ -158,7 +169,10 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Unavailable(_) | Self::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::QueueUnavailable(_) | Self::NoWorker { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::WorkerTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 }
@@ -194,7 +208,9 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Self::TooManyRequests { retry_after, .. } = &self {
+        if let Self::TooManyRequests { retry_after, .. } | Self::NoWorker { retry_after, .. } =
+            &self
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
@@ -204,7 +220,9 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE
+            && !response.headers().contains_key(header::RETRY_AFTER)
+        {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));

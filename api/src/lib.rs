@@ -36,6 +36,7 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(edge::known_query_parameters))
         .layer(DefaultBodyLimit::max(edge::MAX_BODY_BYTES))
         .layer(middleware::from_fn(edge::guard))
         .layer(middleware::from_fn(edge::record_request))

@@ -48,6 +48,7 @@ struct ApiDoc;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(crate::routes::resources::router())
+        .merge(crate::routes::connection_tests::router())
         .merge(crate::routes::jobs::router())
         .merge(crate::routes::catalog::router())
         .merge(crate::routes::health::router())
@@ -211,6 +212,10 @@ pub mod problem {
         HeadersTooLarge: "The headers are over 16 KiB";
         /// 503.
         Unavailable: "The catalog database cannot be reached right now", "Retry-After" = "Seconds until it is worth trying again";
+        /// 503 of test-connection.
+        NoWorker: "No live worker to run the test (nothing was stored or sent), or none took it in time; or the catalog database cannot be reached", "Retry-After" = "Seconds until it is worth trying again";
+        /// 504.
+        WorkerTimeout: "A worker took the test and did not answer within METASYNC_CONNECTION_TEST_TIMEOUT";
     }
 }
 

@@ -1,5 +1,5 @@
 //! Per-tenant limits, so no tenant can take the service from the others: token buckets on
-//! writes and syncs (`429` + `Retry-After`), caps on resources (`403`), active jobs (`429`) and
+//! writes, syncs and test-connection requests (`429` + `Retry-After`), caps on resources (`403`), active jobs (`429`) and
 //! concurrent long-polls (`429`). Each has a setting and a documented default
 //! ([`crate::config::QuotaArgs`]).
 //!
@@ -29,6 +29,8 @@ pub struct Limits {
     pub writes_per_minute: NonZeroU32,
     /// Sync requests (one resource, a batch, a retry) per minute per tenant.
     pub syncs_per_minute: NonZeroU32,
+    /// Test-connection requests per minute per tenant.
+    pub tests_per_minute: NonZeroU32,
     /// Most resources a tenant may register.
     pub max_resources: u32,
     /// Most unfinished jobs a tenant may have.
@@ -48,6 +50,7 @@ pub struct Quotas {
     pub limits: Limits,
     writes: Arc<DefaultKeyedRateLimiter<TenantId>>,
     syncs: Arc<DefaultKeyedRateLimiter<TenantId>>,
+    tests: Arc<DefaultKeyedRateLimiter<TenantId>>,
     waiters: Arc<Mutex<HashMap<TenantId, u32>>>,
 }
 
@@ -66,6 +69,8 @@ pub enum Bucket {
     Writes,
     /// Asking for syncs.
     Syncs,
+    /// Testing a connection.
+    Tests,
 }
 
 impl Quotas {
@@ -84,6 +89,9 @@ impl Quotas {
             syncs: Arc::new(DefaultKeyedRateLimiter::keyed(quota(
                 limits.syncs_per_minute,
             ))),
+            tests: Arc::new(DefaultKeyedRateLimiter::keyed(quota(
+                limits.tests_per_minute,
+            ))),
             waiters: Arc::default(),
         }
     }
@@ -93,6 +101,7 @@ impl Quotas {
         let limiter = match bucket {
             Bucket::Writes => &self.writes,
             Bucket::Syncs => &self.syncs,
+            Bucket::Tests => &self.tests,
         };
         limiter.check_key(tenant).map_err(|not_until| {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -105,6 +114,10 @@ impl Quotas {
                     Bucket::Syncs => format!(
                         "this tenant's sync requests are limited to {} per minute",
                         self.limits.syncs_per_minute
+                    ),
+                    Bucket::Tests => format!(
+                        "this tenant's connection tests are limited to {} per minute",
+                        self.limits.tests_per_minute
                     ),
                 },
                 retry_after: retry_after_secs(wait),
@@ -207,6 +220,7 @@ impl Quotas {
     pub fn forget_idle(&self) {
         self.writes.retain_recent();
         self.syncs.retain_recent();
+        self.tests.retain_recent();
     }
 }
 
@@ -244,6 +258,7 @@ mod tests {
         Limits {
             writes_per_minute: NonZeroU32::new(8).unwrap(),
             syncs_per_minute: NonZeroU32::new(60).unwrap(),
+            tests_per_minute: NonZeroU32::new(8).unwrap(),
             max_resources: 10,
             max_active_jobs: 10,
             max_waiters: 2,

@@ -70,6 +70,7 @@ impl Application {
             internal_keys,
             quotas: Quotas::new(args.quotas.limits()),
             outbound: args.outbound.policy()?,
+            connection_test_timeout: args.connection_test_timeout,
         };
         let listener = TcpListener::bind(args.addr)
             .await

@@ -26,4 +26,6 @@ pub struct AppState {
     pub quotas: Quotas,
     /// Which hosts a resource may name.
     pub outbound: HostPolicy,
+    /// How long a test-connection request waits for a worker's answer.
+    pub connection_test_timeout: std::time::Duration,
 }

@@ -8,7 +8,8 @@
 #   FUZZ_EXAMPLES=100 deploy/local/fuzz.sh      # a quicker run
 #   deploy/local/fuzz.sh --include-path-regex '^/v1/jobs'   # extra arguments go to schemathesis
 #
-# The API runs alone (no worker, so no sync ever dials a source), on 127.0.0.1, with its own
+# The API runs alone (no worker, so no sync or connection test ever dials a source: a test
+# is answered 503, "no live worker"), on 127.0.0.1, with its own
 # catalog database and queue, fresh keys, an admin token, the per-tenant limits raised (the
 # 429s stay documented, but the fuzzer should reach the handlers behind them) and
 # METASYNC_OUTBOUND_RESOLVER=static:…: the hosts the fuzzer registers are checked against the
@@ -113,6 +114,7 @@ main() {
     export METASYNC_OUTBOUND_RESOLVER="static:localhost=127.0.0.1,localhost=::1"
     export METASYNC_OUTBOUND_ALLOW="127.0.0.0/8,::1/128"
     export METASYNC_RATE_WRITES_PER_MINUTE=1000000 METASYNC_RATE_SYNCS_PER_MINUTE=1000000
+    export METASYNC_RATE_TESTS_PER_MINUTE=1000000
     export METASYNC_MAX_RESOURCES=1000000 METASYNC_MAX_ACTIVE_JOBS=10000000 METASYNC_MAX_WAITERS=1000
     # With no worker a job never changes: a long-poll on one would hold its full time.
     export METASYNC_MAX_WAIT=100ms

@@ -34,6 +34,98 @@ pub struct SchemaInfo {
     pub owner: Option<String>,
     /// The schema's comment; `None` when unset.
     pub comment: Option<String>,
+    /// User-defined types: enums and domains (PostgreSQL), by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub types: Vec<TypeInfo>,
+    /// Sequences (PostgreSQL), by name, identity columns' own included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences: Vec<SequenceInfo>,
+}
+
+impl SchemaInfo {
+    /// A schema with no types or sequences.
+    pub fn new(name: String, owner: Option<String>, comment: Option<String>) -> Self {
+        Self {
+            name,
+            owner,
+            comment,
+            types: Vec::new(),
+            sequences: Vec::new(),
+        }
+    }
+}
+
+/// A user-defined type: an enum with its values, or a domain with its base type and checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TypeInfo {
+    /// Type name, unqualified (its schema is the one it is listed under).
+    pub name: String,
+    /// `enum` or `domain`.
+    pub kind: TypeKind,
+    /// An enum's values in their sort order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    /// A domain's base type, as the engine prints it, e.g. `numeric(10,2)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_type: Option<String>,
+    /// Whether a domain accepts NULL (`false` for `NOT NULL`); only for a domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nullable: Option<bool>,
+    /// A domain's default expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<String>,
+    /// A domain's `CHECK` constraints, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<ConstraintInfo>,
+    /// The type's comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// What a [`TypeInfo`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TypeKind {
+    /// `CREATE TYPE … AS ENUM`.
+    Enum,
+    /// `CREATE DOMAIN`.
+    Domain,
+}
+
+/// A sequence and the column that owns it, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SequenceInfo {
+    /// Sequence name, unqualified.
+    pub name: String,
+    /// `smallint`, `integer` or `bigint`.
+    pub data_type: String,
+    /// First value.
+    pub start: i64,
+    /// Step.
+    pub increment: i64,
+    /// Smallest value.
+    pub min: i64,
+    /// Largest value.
+    pub max: i64,
+    /// Whether it wraps around at the end.
+    pub cycle: bool,
+    /// The column the sequence belongs to (`OWNED BY`, a `serial`, or an identity column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_by: Option<ColumnRef>,
+    /// Whether it is an identity column's own sequence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub identity: bool,
+}
+
+/// A column of a table, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ColumnRef {
+    /// Schema of the table.
+    pub schema: String,
+    /// Table name.
+    pub table: String,
+    /// Column name.
+    pub column: String,
 }
 
 /// A table or view as a scan reads it, and as the catalog stores its definition: the stored
@@ -104,6 +196,70 @@ pub struct ConstraintInfo {
     /// The engine's text of the constraint, e.g. a check expression; `None` when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub definition: Option<String>,
+    /// A foreign key's `ON DELETE` action; only for a foreign key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_delete: Option<ForeignKeyAction>,
+    /// A foreign key's `ON UPDATE` action; only for a foreign key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_update: Option<ForeignKeyAction>,
+    /// A foreign key's `MATCH` type; only for a foreign key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_type: Option<ForeignKeyMatch>,
+    /// Whether the check can be deferred to commit (`DEFERRABLE`); for foreign keys on both
+    /// engines (never on MySQL/MariaDB) and PostgreSQL's primary keys and unique constraints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferrable: Option<bool>,
+    /// Whether a deferrable constraint is checked at commit unless set otherwise
+    /// (`INITIALLY DEFERRED`); present where [`Self::deferrable`] is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initially_deferred: Option<bool>,
+}
+
+impl ConstraintInfo {
+    /// A constraint with only its name, kind and columns; the rest unset.
+    pub fn new(name: String, kind: ConstraintKind, columns: Vec<String>) -> Self {
+        Self {
+            name,
+            kind,
+            columns,
+            references: None,
+            definition: None,
+            on_delete: None,
+            on_update: None,
+            match_type: None,
+            deferrable: None,
+            initially_deferred: None,
+        }
+    }
+}
+
+/// What a foreign key does to the referencing rows when the referenced row is deleted or its
+/// key updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignKeyAction {
+    /// `NO ACTION` (the default): fail, at the end of the statement (or commit if deferred).
+    NoAction,
+    /// `RESTRICT`: fail at once.
+    Restrict,
+    /// `CASCADE`: delete or update the referencing rows too.
+    Cascade,
+    /// `SET NULL`.
+    SetNull,
+    /// `SET DEFAULT`.
+    SetDefault,
+}
+
+/// How a multi-column foreign key matches when some referencing columns are NULL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ForeignKeyMatch {
+    /// `MATCH SIMPLE` (the default; MySQL/MariaDB's `NONE`): any NULL column passes.
+    Simple,
+    /// `MATCH FULL`: all NULL or none.
+    Full,
+    /// `MATCH PARTIAL` (not implemented by either engine, kept for completeness).
+    Partial,
 }
 
 /// What a [`ConstraintInfo`] enforces. Stored inside `catalog_tables.constraints` (JSON) and
@@ -151,7 +307,8 @@ pub struct ForeignKeyTarget {
 pub struct IndexInfo {
     /// Index name; MySQL names the primary key's index `PRIMARY`.
     pub name: String,
-    /// Indexed columns in key order; empty for a purely expression index.
+    /// The key's plain columns in key order (not the `INCLUDE` columns, see [`Self::include`]);
+    /// empty for a purely expression index. [`Self::keys`] has every key part in order.
     pub columns: Vec<String>,
     /// The indexed expression(s), for an expression index.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +319,67 @@ pub struct IndexInfo {
     pub primary: bool,
     /// Access method in lower case, e.g. `btree`, `hash`, `gin`.
     pub method: String,
+    /// Every key part in key order: a column or an expression, with its order, nulls
+    /// placement, operator class and prefix length where they apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<IndexKey>,
+    /// Non-key columns stored in the index (PostgreSQL's `INCLUDE`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// The `WHERE` of a partial index (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate: Option<String>,
+    /// The statement that would create the index: PostgreSQL's `pg_get_indexdef`; on
+    /// MySQL/MariaDB the key's clause as `SHOW CREATE TABLE` prints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub definition: Option<String>,
+}
+
+/// One key part of an index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IndexKey {
+    /// The column; `None` for an expression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    /// The expression, for an expression key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    /// `asc` or `desc`; `None` where the method keeps no order (gin, hash, fulltext, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<SortOrder>,
+    /// Where NULLs sort (PostgreSQL); `None` where the method keeps no order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nulls: Option<NullsOrder>,
+    /// The operator class, only when it is not the type's default (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opclass: Option<String>,
+    /// The collation, only when it is not the column's own (PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collation: Option<String>,
+    /// How many leading characters (bytes for binary types) are indexed (MySQL/MariaDB's
+    /// prefix index, `col(10)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_length: Option<i64>,
+}
+
+/// The order of an index key part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SortOrder {
+    /// Ascending.
+    Asc,
+    /// Descending.
+    Desc,
+}
+
+/// Where an index key part sorts NULLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NullsOrder {
+    /// `NULLS FIRST` (PostgreSQL's default for `DESC`).
+    First,
+    /// `NULLS LAST` (PostgreSQL's default for `ASC`).
+    Last,
 }
 
 /// Keys of [`TableInfo::details`] that move without any change to the definition: MySQL's
@@ -251,6 +469,18 @@ pub enum ChangeKind {
     IndexChanged,
     /// The comment of a table (or, with no table, of a schema).
     CommentChanged,
+    /// A type (enum or domain) appeared in an existing schema.
+    TypeAdded,
+    /// A type disappeared.
+    TypeRemoved,
+    /// Same name, different values (e.g. `ALTER TYPE … ADD VALUE`), base type, checks, ….
+    TypeChanged,
+    /// A sequence appeared in an existing schema.
+    SequenceAdded,
+    /// A sequence disappeared.
+    SequenceRemoved,
+    /// Same name, different type, bounds, step, cycle or owner.
+    SequenceChanged,
 }
 
 impl ChangeKind {
@@ -272,6 +502,12 @@ impl ChangeKind {
             Self::IndexRemoved => "index_removed",
             Self::IndexChanged => "index_changed",
             Self::CommentChanged => "comment_changed",
+            Self::TypeAdded => "type_added",
+            Self::TypeRemoved => "type_removed",
+            Self::TypeChanged => "type_changed",
+            Self::SequenceAdded => "sequence_added",
+            Self::SequenceRemoved => "sequence_removed",
+            Self::SequenceChanged => "sequence_changed",
         }
     }
 }
@@ -312,6 +548,37 @@ impl TableChange {
 
 fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).expect("catalog types always serialize")
+}
+
+/// The type and sequence changes of a schema that was stored before, matched by name like a
+/// table's columns; the changes name no table.
+pub fn diff_schema_objects(before: &SchemaInfo, after: &SchemaInfo) -> Vec<TableChange> {
+    let mut out = Vec::new();
+    diff_named(
+        &before.types,
+        &after.types,
+        |t| &t.name,
+        |a, b| a == b,
+        [
+            ChangeKind::TypeAdded,
+            ChangeKind::TypeRemoved,
+            ChangeKind::TypeChanged,
+        ],
+        &mut out,
+    );
+    diff_named(
+        &before.sequences,
+        &after.sequences,
+        |s| &s.name,
+        |a, b| a == b,
+        [
+            ChangeKind::SequenceAdded,
+            ChangeKind::SequenceRemoved,
+            ChangeKind::SequenceChanged,
+        ],
+        &mut out,
+    );
+    out
 }
 
 /// Added, removed and changed items of two lists keyed by name, in `after`'s order then
@@ -487,6 +754,64 @@ mod tests {
     }
 
     #[test]
+    fn index_and_foreign_key_details_move_the_fingerprint() {
+        let mut a = table(vec![column(1, "id", "int")]);
+        a.indexes.push(IndexInfo {
+            name: "i".into(),
+            columns: vec!["id".into()],
+            expression: None,
+            unique: false,
+            primary: false,
+            method: "btree".into(),
+            keys: vec![IndexKey {
+                column: Some("id".into()),
+                expression: None,
+                order: Some(SortOrder::Asc),
+                nulls: Some(NullsOrder::Last),
+                opclass: None,
+                collation: None,
+                prefix_length: None,
+            }],
+            include: vec![],
+            predicate: Some("(id > 0)".into()),
+            definition: None,
+        });
+        let mut fk = ConstraintInfo::new("fk".into(), ConstraintKind::ForeignKey, vec![]);
+        fk.on_delete = Some(ForeignKeyAction::NoAction);
+        a.constraints.push(fk);
+        let changes: [fn(&mut TableInfo); 5] = [
+            |t| t.indexes[0].predicate = Some("(id > 1)".into()),
+            |t| t.indexes[0].keys[0].order = Some(SortOrder::Desc),
+            |t| t.indexes[0].include.push("x".into()),
+            |t| t.constraints[0].on_delete = Some(ForeignKeyAction::Cascade),
+            |t| t.constraints[0].deferrable = Some(true),
+        ];
+        for change in changes {
+            let mut b = a.clone();
+            change(&mut b);
+            assert_ne!(a.fingerprint(), b.fingerprint(), "{b:?}");
+            assert_eq!(diff_table(&a, &b).len(), 1);
+        }
+    }
+
+    #[test]
+    fn stored_definitions_without_the_new_fields_still_read() {
+        let index: IndexInfo = serde_json::from_value(json!({
+            "name": "i", "columns": ["id"], "unique": true, "primary": true, "method": "btree"
+        }))
+        .unwrap();
+        assert!(index.keys.is_empty() && index.predicate.is_none());
+        let fk: ConstraintInfo = serde_json::from_value(json!({
+            "name": "fk", "kind": "foreign_key", "columns": ["p"]
+        }))
+        .unwrap();
+        assert_eq!(fk.on_delete, None);
+        let schema: SchemaInfo =
+            serde_json::from_value(json!({"name": "s", "owner": null, "comment": null})).unwrap();
+        assert!(schema.types.is_empty() && schema.sequences.is_empty());
+    }
+
+    #[test]
     fn change_kinds_are_stored_and_sent_as_their_names() {
         let kinds = [
             (ChangeKind::SchemaAdded, "schema_added"),
@@ -504,6 +829,12 @@ mod tests {
             (ChangeKind::IndexRemoved, "index_removed"),
             (ChangeKind::IndexChanged, "index_changed"),
             (ChangeKind::CommentChanged, "comment_changed"),
+            (ChangeKind::TypeAdded, "type_added"),
+            (ChangeKind::TypeRemoved, "type_removed"),
+            (ChangeKind::TypeChanged, "type_changed"),
+            (ChangeKind::SequenceAdded, "sequence_added"),
+            (ChangeKind::SequenceRemoved, "sequence_removed"),
+            (ChangeKind::SequenceChanged, "sequence_changed"),
         ];
         for (kind, name) in kinds {
             assert_eq!(kind.as_str(), name);

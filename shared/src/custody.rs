@@ -6,9 +6,12 @@
 //!   ([`SealingKey`]); workers hold the private keys ([`OpeningKeys`]), several at once while a
 //!   rotation runs.
 //! - **Binding**: the associated data is the [`ConnectionTarget`] (tenant, resource, kind, host,
-//!   port, user, database) and the master key id. A sealed password opens only for the target
-//!   it was given for: a changed row, a copied ciphertext or a `PATCH` of the host without the
-//!   password again cannot be opened, so a stored password is never sent anywhere new.
+//!   port, user, database, TLS mode and CA) and the master key id. A sealed password opens only
+//!   for the target it was given for: a changed row (another host, or `tls` weakened), a copied
+//!   ciphertext or a `PATCH` of the host without the password again cannot be opened, so a
+//!   stored password is never sent anywhere new, nor under laxer TLS. Records name their
+//!   [`RecordFormat`]: those sealed before the TLS settings were bound (format 1) still open,
+//!   until `rotate-master-key` re-seals them in the current format.
 //! - **Key ids** name the master key of each record, so `metasync-worker rotate-master-key`
 //!   re-seals every record under a new key while old and new both open. Records sealed by the
 //!   earlier AES-256-GCM scheme carry [`LEGACY_KEY_ID`] and open with `METASYNC_SECRET_KEY`
@@ -30,6 +33,7 @@ use sha2::Sha256;
 use crate::crypto::SecretBox;
 use crate::domain::ResourceKind;
 use crate::ids::{ResourceId, TenantId};
+use crate::tls::SourceTls;
 
 type Kem = X25519HkdfSha256;
 type PublicKey = <Kem as hpke::Kem>::PublicKey;
@@ -60,15 +64,20 @@ pub struct ConnectionTarget<'a> {
     pub username: &'a str,
     /// Database connected to.
     pub database: &'a str,
+    /// How the connection is secured (mode and CA): a password given for `verify-full` is not
+    /// sent over `disable`.
+    pub tls: &'a SourceTls,
 }
 
 impl ConnectionTarget<'_> {
-    /// The associated data: every field length-prefixed, so no two targets encode alike.
-    fn associated_data(&self, key_id: &str) -> Vec<u8> {
+    /// The associated data of a record in `format`: every field length-prefixed, so no two
+    /// targets encode alike, and the format's own tag first, so a record cannot be opened as
+    /// another format (relabelling a current record as format 1 to drop its TLS binding fails).
+    fn associated_data(&self, key_id: &str, format: RecordFormat) -> Vec<u8> {
         let port = self.port.to_string();
         let resource = self.resource.to_string();
-        let fields: [&str; 9] = [
-            "metasync-target-v1",
+        let mut fields: Vec<&str> = vec![
+            format.tag(),
             self.tenant.as_str(),
             &resource,
             self.kind.as_str(),
@@ -76,8 +85,16 @@ impl ConnectionTarget<'_> {
             &port,
             self.username,
             self.database,
-            key_id,
         ];
+        if format >= RecordFormat::TargetAndTls {
+            fields.push(self.tls.mode.as_str());
+            // A presence marker, so an absent CA and an empty one could never encode alike.
+            match &self.tls.ca {
+                None => fields.push("no-ca"),
+                Some(ca) => fields.extend(["ca", ca]),
+            }
+        }
+        fields.push(key_id);
         let mut out = Vec::new();
         for field in fields {
             out.extend_from_slice(&(field.len() as u64).to_be_bytes());
@@ -87,13 +104,41 @@ impl ConnectionTarget<'_> {
     }
 }
 
-/// A sealed password as stored: the master key's id and `encapsulated key || ciphertext`.
+/// What a sealed record's associated data covers, stored beside it (`password_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, sqlx::Type)]
+#[repr(i16)]
+pub enum RecordFormat {
+    /// Records sealed before 2026-12-07: the target without its TLS settings. Still opened,
+    /// so existing resources keep syncing; `rotate-master-key` re-seals them as
+    /// [`RecordFormat::TargetAndTls`]. Until then, their `tls` is not protected by custody.
+    Target = 1,
+    /// The target and its TLS settings (mode and CA). Every seal writes this format.
+    TargetAndTls = 2,
+}
+
+impl RecordFormat {
+    /// The format every seal writes.
+    pub const CURRENT: Self = Self::TargetAndTls;
+
+    fn tag(self) -> &'static str {
+        match self {
+            Self::Target => "metasync-target-v1",
+            Self::TargetAndTls => "metasync-target-v2",
+        }
+    }
+}
+
+/// A sealed password as stored: the master key's id, `encapsulated key || ciphertext`, and the
+/// format of its associated data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedPassword {
     /// Which master key sealed it ([`LEGACY_KEY_ID`] for the earlier scheme).
     pub key_id: String,
     /// The record.
     pub record: Vec<u8>,
+    /// What its associated data covers (records of the earlier AES scheme bind the resource id
+    /// alone, whatever this says).
+    pub format: RecordFormat,
 }
 
 /// A key setting that cannot be used. Never echoes key material.
@@ -105,7 +150,7 @@ pub struct KeyError(String);
 /// database, or a target changed without the password being given again.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "the stored password cannot be opened for this resource's current host, port, user and database \
+    "the stored password cannot be opened for this resource's current host, port, user, database and TLS settings \
      (changed without the password, or sealed under a master key this worker lacks): set the password again"
 )]
 pub struct OpenError;
@@ -137,9 +182,21 @@ impl SealingKey {
         &self.id
     }
 
-    /// Seals `password` for `target`.
+    /// Seals `password` for `target`, in the current [`RecordFormat`].
     pub fn seal(&self, password: &str, target: &ConnectionTarget<'_>) -> SealedPassword {
-        let aad = target.associated_data(&self.id);
+        self.seal_in_format(password, target, RecordFormat::CURRENT)
+    }
+
+    /// Seals `password` for `target` in `format`. Only the tests of the migration need an
+    /// earlier format; everything else calls [`SealingKey::seal`].
+    #[doc(hidden)]
+    pub fn seal_in_format(
+        &self,
+        password: &str,
+        target: &ConnectionTarget<'_>,
+        format: RecordFormat,
+    ) -> SealedPassword {
+        let aad = target.associated_data(&self.id, format);
         let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
             &OpModeS::Base,
             &self.public,
@@ -153,6 +210,7 @@ impl SealingKey {
         SealedPassword {
             key_id: self.id.clone(),
             record,
+            format,
         }
     }
 }
@@ -233,7 +291,7 @@ impl OpeningKeys {
             &encapped,
             INFO,
             ciphertext,
-            &target.associated_data(&sealed.key_id),
+            &target.associated_data(&sealed.key_id, sealed.format),
         )
         .map_err(|_| OpenError)?;
         String::from_utf8(plain).map_err(|_| OpenError)
@@ -320,6 +378,12 @@ impl Fingerprinter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::TlsMode;
+
+    static PREFER: SourceTls = SourceTls {
+        mode: TlsMode::Prefer,
+        ca: None,
+    };
 
     fn target<'a>(
         tenant: &'a TenantId,
@@ -334,7 +398,71 @@ mod tests {
             port: 5432,
             username: "reader",
             database: "shop",
+            tls: &PREFER,
         }
+    }
+
+    #[test]
+    fn the_tls_settings_are_bound_from_format_2_on() {
+        let (opening, sealing) = generate("k1").unwrap();
+        let (opening, sealing) = (
+            OpeningKeys::parse(&opening).unwrap(),
+            SealingKey::parse(&sealing).unwrap(),
+        );
+        let acme = TenantId::new("acme");
+        let rid = ResourceId::new_v7();
+        let full = SourceTls {
+            mode: TlsMode::VerifyFull,
+            ca: Some("-----BEGIN CERTIFICATE-----".into()),
+        };
+        let given = ConnectionTarget {
+            tls: &full,
+            ..target(&acme, rid, "db.internal")
+        };
+        let sealed = sealing.seal("pw-tls", &given);
+        assert_eq!(sealed.format, RecordFormat::TargetAndTls);
+        assert_eq!(opening.open(&sealed, &given).unwrap(), "pw-tls");
+        // A laxer mode, another CA, no CA: nothing opens.
+        let disabled = SourceTls {
+            mode: TlsMode::Disable,
+            ca: None,
+        };
+        let other_ca = SourceTls {
+            ca: Some("-----BEGIN CERTIFICATE-----x".into()),
+            ..full.clone()
+        };
+        let no_ca = SourceTls {
+            ca: None,
+            ..full.clone()
+        };
+        let empty_ca = SourceTls {
+            ca: Some(String::new()),
+            ..full.clone()
+        };
+        for tls in [&disabled, &other_ca, &no_ca, &empty_ca] {
+            let changed = ConnectionTarget { tls, ..given };
+            assert!(opening.open(&sealed, &changed).is_err(), "{tls:?}");
+        }
+        // Relabelled as the earlier format (which did not bind TLS): still nothing opens.
+        let relabelled = SealedPassword {
+            format: RecordFormat::Target,
+            ..sealed.clone()
+        };
+        let weakened = ConnectionTarget {
+            tls: &disabled,
+            ..given
+        };
+        assert!(opening.open(&relabelled, &weakened).is_err());
+        assert!(opening.open(&relabelled, &given).is_err());
+        // A record of the earlier format opens whatever the TLS settings (until re-sealed).
+        let old = sealing.seal_in_format("pw-old", &given, RecordFormat::Target);
+        assert_eq!(opening.open(&old, &given).unwrap(), "pw-old");
+        assert_eq!(opening.open(&old, &weakened).unwrap(), "pw-old");
+        let relabelled = SealedPassword {
+            format: RecordFormat::TargetAndTls,
+            ..old
+        };
+        assert!(opening.open(&relabelled, &given).is_err());
     }
 
     #[test]
@@ -422,6 +550,7 @@ mod tests {
         let legacy = SealedPassword {
             key_id: LEGACY_KEY_ID.into(),
             record: SecretBox::new(&[7; 32]).seal("old-pw", rid.uuid().as_bytes()),
+            format: RecordFormat::Target,
         };
         let t = target(&acme, rid, "db.internal");
         assert!(

@@ -40,6 +40,36 @@ impl ResourceKind {
     }
 }
 
+/// What started a job: shown on the job, a filter of the job list, and the label of
+/// `metasync_jobs_enqueued_total`. Derived from the job row (`db::jobs::TRIGGER_SQL`), not stored.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum Trigger {
+    /// `POST /v1/resources/{id}/sync`.
+    Manual,
+    /// `POST /v1/jobs/{id}/retry`.
+    Retry,
+    /// `POST /v1/syncs`.
+    Batch,
+    /// A resource's schedule ticked.
+    Schedule,
+}
+
+impl Trigger {
+    /// The `trigger` label value of `metasync_jobs_enqueued_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Retry => "retry",
+            Self::Batch => "batch",
+            Self::Schedule => "schedule",
+        }
+    }
+}
+
 /// A job's place in its lifecycle. PostgreSQL holds it; Redis only carries deliveries.
 #[derive(
     Debug,

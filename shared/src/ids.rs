@@ -84,6 +84,11 @@ uuid_id!(
     /// One row of a resource's change history (`catalog_changes.id`).
     ChangeId
 );
+uuid_id!(
+    /// A test-connection request (`connection_tests.id`); for an unsaved definition, also the
+    /// resource id its password is sealed for.
+    TestId
+);
 
 /// The tenant that owns a row. Taken from the caller's token; every tenant-owned query
 /// filters by it.

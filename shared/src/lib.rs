@@ -8,6 +8,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod connection_test;
 pub mod crypto;
 pub mod custody;
 pub mod db;

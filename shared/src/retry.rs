@@ -125,7 +125,26 @@ impl RetryOverrides {
                 "`retry_policy.max_attempts` must be between 1 and {MAX_ATTEMPTS}"
             ));
         }
+        if let (Some(base), Some(cap)) = (self.base_ms, self.cap_ms)
+            && cap < base
+        {
+            return Err(format!(
+                "`retry_policy.cap_ms` ({cap}) must not be below `retry_policy.base_ms` ({base})"
+            ));
+        }
         Ok(())
+    }
+
+    /// These overrides laid over `current`: a field given here replaces it, a field left out
+    /// keeps it (how `PATCH` changes one field of a stored policy).
+    pub fn merged_over(self, current: Option<&RetryOverrides>) -> RetryOverrides {
+        let current = current.cloned().unwrap_or_default();
+        RetryOverrides {
+            base_ms: self.base_ms.or(current.base_ms),
+            factor: self.factor.or(current.factor),
+            cap_ms: self.cap_ms.or(current.cap_ms),
+            max_attempts: self.max_attempts.or(current.max_attempts),
+        }
     }
 }
 

@@ -1,8 +1,14 @@
 //! What a resource asks a scan to read: which databases, which schemas and tables, and how
 //! deep. Parsed from the resource's `options` JSON by the API (to reject bad values with a
 //! 422) and by the worker (to scan), with the same parser, so they never disagree.
+//!
+//! The filter patterns are compiled apart from parsing: [`ScanOptions::parse`] (a client's
+//! input) compiles them once to check them; reading stored options back does not compile
+//! anything; a worker compiles them into [`Filters`] when it scans, once per resource version
+//! (its cache keeps them while the patterns stay the same).
 
-use regex::{Regex, RegexBuilder};
+use regex_automata::MatchKind;
+use regex_automata::meta::{self, Regex};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -53,8 +59,9 @@ pub enum Depth {
 /// Unknown keys are rejected, so a typo never silently scans everything.
 ///
 /// It is stored as JSON (`sqlx::types::Json<ScanOptions>`) in the form above, with only the
-/// keys that differ from the defaults; reading it back parses it again, so stored options are
-/// always ones this parser accepts.
+/// keys that differ from the defaults. Reading it back (deserializing) checks its shape and
+/// limits again but does not compile the patterns: they were compiled when the options were
+/// written, and are compiled again only where they are matched ([`ScanOptions::compile`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(try_from = "Value", into = "Value")]
 pub struct ScanOptions {
@@ -72,30 +79,62 @@ pub struct ScanOptions {
     pub exclude_tables: Vec<Pattern>,
 }
 
-/// A name pattern as the client wrote it, with its anchored, compiled form.
-#[derive(Debug, Clone)]
+/// A name pattern as the client wrote it (at most [`MAX_PATTERN`] bytes); [`Filters`] holds
+/// its compiled form.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Pattern {
     source: String,
-    regex: Regex,
 }
 
 impl Pattern {
-    /// Whether the whole name matches.
-    pub fn is_match(&self, name: &str) -> bool {
-        self.regex.is_match(name)
-    }
-
     /// The pattern as the client wrote it.
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// The anchored, compiled form, under the per-pattern limits. `key` names the list in
+    /// the error.
+    fn compile(&self, key: &str) -> Result<Regex, String> {
+        let config = meta::Config::new()
+            // As `regex::Regex`: leftmost-first, no empty matches inside a UTF-8 character.
+            .match_kind(MatchKind::LeftmostFirst)
+            .utf8_empty(true)
+            .nfa_size_limit(Some(PATTERN_SIZE_LIMIT))
+            .onepass_size_limit(Some(PATTERN_SIZE_LIMIT))
+            .dfa_size_limit(Some(PATTERN_SIZE_LIMIT))
+            .hybrid_cache_capacity(PATTERN_DFA_LIMIT);
+        meta::Builder::new()
+            .configure(config)
+            .build(&format!("^(?:{})$", self.source))
+            .map_err(|e| {
+                let why = match (e.size_limit(), e.syntax_error()) {
+                    (Some(limit), _) => {
+                        format!("it compiles to more than the limit of {limit} bytes")
+                    }
+                    // The last line says what is wrong; the ones before quote the pattern.
+                    (None, Some(syntax)) => syntax
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    (None, None) => e.to_string(),
+                };
+                // The error quotes the pattern back; that is the caller's own input.
+                format!(
+                    "`options.{key}`: {:?} is not a valid regular expression ({why})",
+                    self.source
+                )
+            })
     }
 }
 
 impl TryFrom<Value> for ScanOptions {
     type Error = String;
 
+    /// Stored options: their shape and limits are checked, the patterns are not compiled.
     fn try_from(value: Value) -> Result<Self, String> {
-        Self::parse(&value)
+        Self::read(&value)
     }
 }
 
@@ -138,10 +177,13 @@ pub const MAX_PATTERN: usize = 500;
 /// Compiled size bound per pattern (the regex crate's `size_limit`): a real filter compiles to
 /// a few KB; Unicode-class repetitions such as `\w{20}` are what exceed it.
 const PATTERN_SIZE_LIMIT: usize = 64 * 1024;
-/// Lazy-DFA cache bound per pattern (`dfa_size_limit`), the memory matching may grow to.
+/// Lazy-DFA cache bound per pattern (`hybrid_cache_capacity`), the memory matching may grow
+/// to.
 const PATTERN_DFA_LIMIT: usize = 64 * 1024;
-// Together: at most MAX_PATTERNS × (PATTERN_SIZE_LIMIT + PATTERN_DFA_LIMIT) = 4 MiB for the
-// worst options a resource may hold, in the API while parsing and in a worker per sync.
+// Each of a pattern's compiled parts (forward and reverse NFA, one-pass DFA, full DFA) is held
+// under PATTERN_SIZE_LIMIT, and matching under PATTERN_DFA_LIMIT, so the worst options a
+// resource may hold compile to a few MiB, once in the API when written and once per version
+// in a worker ([`Filters::memory_usage`] says how much exactly).
 
 /// The `options` object as the OpenAPI document describes it (written by hand: the type is
 /// parsed from JSON, not derived).
@@ -188,8 +230,17 @@ impl utoipa::PartialSchema for ScanOptions {
 impl utoipa::ToSchema for ScanOptions {}
 
 impl ScanOptions {
-    /// Parses a resource's `options`. The error says which key is wrong and why.
+    /// Parses a resource's `options` as a client sent them, compiling every pattern once to
+    /// check it. The error says which key is wrong and why.
     pub fn parse(options: &Value) -> Result<Self, String> {
+        let parsed = Self::read(options)?;
+        parsed.compile()?;
+        Ok(parsed)
+    }
+
+    /// Parses options without compiling the patterns (stored options, checked when written;
+    /// [`ScanOptions::compile`] reports a bad pattern where it is used).
+    fn read(options: &Value) -> Result<Self, String> {
         let object = match options {
             Value::Null => return Ok(Self::default()),
             Value::Object(object) => object,
@@ -241,18 +292,98 @@ impl ScanOptions {
         }
     }
 
+    /// The four pattern lists, in a fixed order: what [`Filters`] are compiled from.
+    pub fn pattern_lists(&self) -> [&[Pattern]; 4] {
+        [
+            &self.include_schemas,
+            &self.exclude_schemas,
+            &self.include_tables,
+            &self.exclude_tables,
+        ]
+    }
+
+    /// Compiles the filter patterns (at most [`MAX_PATTERNS`], each under the per-pattern
+    /// limits). The error names the list and the pattern.
+    pub fn compile(&self) -> Result<Filters, String> {
+        let list = |key: &str, patterns: &[Pattern]| -> Result<Vec<Regex>, String> {
+            patterns.iter().map(|p| p.compile(key)).collect()
+        };
+        let compiled = Compiled {
+            include_schemas: list("include_schemas", &self.include_schemas)?,
+            exclude_schemas: list("exclude_schemas", &self.exclude_schemas)?,
+            include_tables: list("include_tables", &self.include_tables)?,
+            exclude_tables: list("exclude_tables", &self.exclude_tables)?,
+        };
+        let memory = compiled
+            .all()
+            .map(|regex| regex.memory_usage() + PATTERN_DFA_LIMIT)
+            .sum();
+        Ok(Filters {
+            sources: self.pattern_lists().map(<[Pattern]>::to_vec),
+            compiled,
+            memory,
+        })
+    }
+}
+
+/// A resource's filter patterns, compiled: which schemas and tables a scan keeps. Made by
+/// [`ScanOptions::compile`]; remembers what it was compiled from ([`Filters::compiled_from`]),
+/// so a cache can tell whether it still fits a resource's options. The default keeps
+/// everything (no patterns).
+#[derive(Debug, Default)]
+pub struct Filters {
+    sources: [Vec<Pattern>; 4],
+    compiled: Compiled,
+    memory: usize,
+}
+
+#[derive(Debug, Default)]
+struct Compiled {
+    include_schemas: Vec<Regex>,
+    exclude_schemas: Vec<Regex>,
+    include_tables: Vec<Regex>,
+    exclude_tables: Vec<Regex>,
+}
+
+impl Compiled {
+    fn all(&self) -> impl Iterator<Item = &Regex> {
+        self.include_schemas
+            .iter()
+            .chain(&self.exclude_schemas)
+            .chain(&self.include_tables)
+            .chain(&self.exclude_tables)
+    }
+}
+
+impl Filters {
     /// Whether the schema filters keep `schema`.
     pub fn schema_included(&self, schema: &str) -> bool {
-        selected(&self.include_schemas, &self.exclude_schemas, schema)
+        let c = &self.compiled;
+        selected(&c.include_schemas, &c.exclude_schemas, schema)
     }
 
     /// Whether `table` is kept: its schema must be, and then the table filters must.
     pub fn table_included(&self, schema: &str, table: &str) -> bool {
-        self.schema_included(schema) && selected(&self.include_tables, &self.exclude_tables, table)
+        let c = &self.compiled;
+        self.schema_included(schema) && selected(&c.include_tables, &c.exclude_tables, table)
+    }
+
+    /// Whether these were compiled from exactly the patterns of `options`.
+    pub fn compiled_from(&self, options: &ScanOptions) -> bool {
+        self.sources
+            .iter()
+            .zip(options.pattern_lists())
+            .all(|(mine, theirs)| mine.as_slice() == theirs)
+    }
+
+    /// Bytes these hold at most: the compiled patterns' heap memory, plus the lazy-DFA cache
+    /// each may grow while matching ([`PATTERN_DFA_LIMIT`]).
+    pub fn memory_usage(&self) -> usize {
+        self.memory
     }
 }
 
-fn selected(include: &[Pattern], exclude: &[Pattern], name: &str) -> bool {
+fn selected(include: &[Regex], exclude: &[Regex], name: &str) -> bool {
     (include.is_empty() || include.iter().any(|r| r.is_match(name)))
         && !exclude.iter().any(|r| r.is_match(name))
 }
@@ -314,21 +445,9 @@ fn parse_patterns(key: &str, value: &Value) -> Result<Vec<Pattern>, String> {
                     "`options.{key}`: a pattern is at most {MAX_PATTERN} bytes"
                 ));
             }
-            RegexBuilder::new(&format!("^(?:{pattern})$"))
-                .size_limit(PATTERN_SIZE_LIMIT)
-                .dfa_size_limit(PATTERN_DFA_LIMIT)
-                .build()
-                .map(|regex| Pattern {
-                    source: pattern.to_owned(),
-                    regex,
-                })
-                .map_err(|e| {
-                    // The error quotes the pattern back; that is the caller's own input.
-                    let first = e.to_string().lines().last().unwrap_or_default().to_owned();
-                    format!(
-                        "`options.{key}`: {pattern:?} is not a valid regular expression ({first})"
-                    )
-                })
+            Ok(Pattern {
+                source: pattern.to_owned(),
+            })
         })
         .collect()
 }
@@ -344,7 +463,7 @@ mod tests {
         let o = ScanOptions::parse(&json!({})).unwrap();
         assert_eq!(o.databases, DatabaseSelection::Resource);
         assert_eq!(o.depth, Depth::Everything);
-        assert!(o.table_included("any", "thing"));
+        assert!(o.compile().unwrap().table_included("any", "thing"));
         assert_eq!(o.database_names("db"), Some(vec!["db".to_owned()]));
     }
 
@@ -353,6 +472,8 @@ mod tests {
         let o = ScanOptions::parse(&json!({
             "include_schemas": ["sales", "hr_.*"], "exclude_tables": ["tmp_.*"]
         }))
+        .unwrap()
+        .compile()
         .unwrap();
         assert!(o.schema_included("sales"));
         assert!(!o.schema_included("presales"));
@@ -371,7 +492,9 @@ mod tests {
         let options = ScanOptions::parse(&given).unwrap();
         assert_eq!(Value::from(options.clone()), given);
         let back: ScanOptions = serde_json::from_value(given).unwrap();
-        assert!(back.schema_included("hr") && !back.table_included("hr", "tmp_1"));
+        let filters = back.compile().unwrap();
+        assert!(filters.schema_included("hr") && !filters.table_included("hr", "tmp_1"));
+        assert!(filters.compiled_from(&options) && filters.compiled_from(&back));
         assert_eq!(Value::from(ScanOptions::default()), json!({}));
     }
 
@@ -390,7 +513,42 @@ mod tests {
         assert!(err.contains("at most 32"), "{err}");
         // Unicode-class repetitions (500 MB in the wild) are refused by the compiled-size limit.
         let err = ScanOptions::parse(&json!({ "include_tables": [r"\w{200}N"] })).unwrap_err();
-        assert!(err.contains("include_tables"), "{err}");
+        assert!(
+            err.contains("include_tables") && err.contains("limit"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stored_options_are_read_without_compiling_and_compile_where_used() {
+        // A pattern that could only be in the database if written there behind the API.
+        let stored = json!({ "exclude_tables": ["("] });
+        let options: ScanOptions = serde_json::from_value(stored).unwrap();
+        let err = options.compile().unwrap_err();
+        assert!(
+            err.contains("exclude_tables") && err.contains("unclosed"),
+            "{err}"
+        );
+        // Shapes and limits are still checked on reading.
+        assert!(serde_json::from_value::<ScanOptions>(json!({ "depth": 9 })).is_err());
+    }
+
+    #[test]
+    fn filters_know_what_they_were_compiled_from_and_their_size() {
+        let a = ScanOptions::parse(&json!({ "include_schemas": ["sales"] })).unwrap();
+        let b = ScanOptions::parse(&json!({ "include_tables": ["sales"] })).unwrap();
+        let filters = a.compile().unwrap();
+        assert!(filters.compiled_from(&a));
+        // The same pattern in another list is another filter.
+        assert!(!filters.compiled_from(&b));
+        assert!(!filters.compiled_from(&ScanOptions::default()));
+        // One small pattern: its compiled form plus the matching cache it may grow.
+        let size = filters.memory_usage();
+        assert!(
+            size > PATTERN_DFA_LIMIT && size < 2 * PATTERN_DFA_LIMIT,
+            "{size}"
+        );
+        assert_eq!(ScanOptions::default().compile().unwrap().memory_usage(), 0);
     }
 
     #[test]

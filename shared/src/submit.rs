@@ -12,33 +12,9 @@ use sqlx::PgPool;
 use crate::db::audit::{self, Actor, AuditAction, AuditDetails};
 use crate::db::jobs::{self, Enqueued};
 use crate::db::schedules;
+pub use crate::domain::Trigger;
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
 use crate::queue::{Delivery, Queue, QueueError};
-
-/// What started a job; the label of `metasync_jobs_enqueued_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// `POST /v1/resources/{id}/sync`.
-    Manual,
-    /// `POST /v1/jobs/{id}/retry`.
-    Retry,
-    /// `POST /v1/syncs`.
-    Batch,
-    /// A resource's schedule ticked.
-    Schedule,
-}
-
-impl Trigger {
-    /// The `trigger` label value of `metasync_jobs_enqueued_total`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Manual => "manual",
-            Self::Retry => "retry",
-            Self::Batch => "batch",
-            Self::Schedule => "schedule",
-        }
-    }
-}
 
 /// Creates jobs and delivers them. Cheap to clone.
 #[derive(Clone)]

@@ -122,13 +122,6 @@ impl SourceTls {
         }
         Ok(())
     }
-
-    /// Whether `self` promises at least what `before` did: a mode no weaker, and, if `before`
-    /// verified certificates, the same CA. Anything else is a weakening that takes the password
-    /// again (it was given for the settings `before`).
-    pub fn keeps_guarantees_of(&self, before: &SourceTls) -> bool {
-        self.mode >= before.mode && (!before.mode.verifies() || self.ca == before.ca)
-    }
 }
 
 /// Checks that `der` is an X.509 certificate a trust store takes as an anchor.
@@ -162,23 +155,6 @@ mod tests {
         assert_eq!(SourceTls::default().mode, TlsMode::Prefer);
         assert!(serde_json::from_str::<SourceTls>(r#"{"mode":"verify"}"#).is_err());
         assert!(serde_json::from_str::<SourceTls>(r#"{"mode":"require","x":1}"#).is_err());
-    }
-
-    #[test]
-    fn a_weaker_mode_or_another_ca_does_not_keep_the_guarantees() {
-        let tls = |mode, ca: Option<&str>| SourceTls {
-            mode,
-            ca: ca.map(str::to_owned),
-        };
-        let full = tls(TlsMode::VerifyFull, Some("A"));
-        assert!(tls(TlsMode::VerifyFull, Some("A")).keeps_guarantees_of(&full));
-        assert!(!tls(TlsMode::VerifyCa, Some("A")).keeps_guarantees_of(&full));
-        assert!(!tls(TlsMode::VerifyFull, Some("B")).keeps_guarantees_of(&full));
-        assert!(!tls(TlsMode::VerifyFull, None).keeps_guarantees_of(&full));
-        assert!(
-            tls(TlsMode::VerifyFull, Some("B")).keeps_guarantees_of(&tls(TlsMode::Require, None))
-        );
-        assert!(!tls(TlsMode::Disable, None).keeps_guarantees_of(&SourceTls::default()));
     }
 
     #[test]

@@ -154,7 +154,15 @@ impl Scanner {
     }
 
     pub async fn set_options(&self, rid: ResourceId, options: Value) {
-        self.patch(rid, json!({ "options": options })).await;
+        // PATCH merges options key by key: every key not given is sent as `null` (removed).
+        let mut replace = json!({
+            "databases": null, "depth": null, "include_schemas": null,
+            "exclude_schemas": null, "include_tables": null, "exclude_tables": null,
+        });
+        if let (Some(replace), Some(options)) = (replace.as_object_mut(), options.as_object()) {
+            replace.extend(options.clone());
+        }
+        self.patch(rid, json!({ "options": replace })).await;
     }
 
     /// Runs `sql` in a PostgreSQL source, then syncs and returns the succeeded job.
@@ -264,6 +272,29 @@ impl Scanner {
             .collect();
         out.sort_by(|a, b| (a.0.as_str(), &a.1, &a.2).cmp(&(b.0.as_str(), &b.1, &b.2)));
         out
+    }
+
+    /// The one change a job recorded, which must be `expected`.
+    pub async fn only_change(
+        &self,
+        rid: ResourceId,
+        job: &Job,
+        expected: ChangeTriple,
+    ) -> StoredChange {
+        let mut changes = self.changes_by(rid, job).await;
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let change = changes.remove(0);
+        let (kind, table, object) = expected;
+        assert_eq!(
+            (
+                change.kind,
+                change.table.as_deref().unwrap_or_default(),
+                change.object_name.as_deref().unwrap_or_default()
+            ),
+            (kind, table.as_str(), object.as_str()),
+            "{change:?}"
+        );
+        change
     }
 
     pub async fn change_count(&self, rid: ResourceId) -> usize {

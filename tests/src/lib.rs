@@ -181,6 +181,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
         // production default to hand out a connection, which is not what these tests test
         // (the outage tests run the API binary with its default).
         db_acquire_timeout: Duration::from_secs(5),
+        connection_test_timeout: Duration::from_secs(15),
         database: DatabaseArgs {
             database_url: database_url.to_owned(),
             db_max_connections: 5,
@@ -210,6 +211,7 @@ pub fn test_quotas() -> QuotaArgs {
     QuotaArgs {
         writes_per_minute: NonZeroU32::new(1_000_000).expect("non-zero"),
         syncs_per_minute: NonZeroU32::new(1_000_000).expect("non-zero"),
+        tests_per_minute: NonZeroU32::new(1_000_000).expect("non-zero"),
         max_resources: 1_000_000,
         max_active_jobs: 10_000_000,
         max_waiters: 1_000,
@@ -752,6 +754,81 @@ pub fn opening_args() -> OpeningArgs {
     }
 }
 
+/// An API process and a worker process of one [`TestApp`], with everything they said: their
+/// stderr, and every command any client sent to the app's Redis meanwhile (`redis-cli
+/// monitor`), for searches that must see all of it (a password that must appear nowhere).
+pub struct Recorded {
+    /// The API process's base URL.
+    pub base: String,
+    api: tokio::process::Child,
+    worker: tokio::process::Child,
+    monitor: tokio::process::Child,
+    api_log: Arc<std::sync::Mutex<Vec<String>>>,
+    worker_log: Arc<std::sync::Mutex<Vec<String>>>,
+    commands: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl TestApp {
+    /// Starts Redis's monitor, then an API process (on a free port, listening when this
+    /// returns) and a worker process named `worker_name`, both with `env` (e.g. `RUST_LOG`).
+    pub async fn spawn_recorded(
+        &self,
+        worker_name: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Recorded> {
+        let mut monitor = tokio::process::Command::new("redis-cli")
+            .args(["-u", self.redis_url.as_str(), "monitor"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-cli monitor")?;
+        let commands = capture_lines(monitor.stdout.take().context("stdout piped")?);
+        let port = free_port()?;
+        let mut api = self
+            .api_command(&format!("127.0.0.1:{port}"), env)?
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let api_log = capture_stderr(&mut api);
+        let mut worker = self
+            .worker_command(worker_name, env)?
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let worker_log = capture_stderr(&mut worker);
+        let base = format!("http://127.0.0.1:{port}");
+        wait_until_listening(&base).await?;
+        Ok(Recorded {
+            base,
+            api,
+            worker,
+            monitor,
+            api_log,
+            worker_log,
+            commands,
+        })
+    }
+}
+
+impl Recorded {
+    /// Stops the worker and the API by SIGTERM (so every buffered line is out), then the
+    /// monitor; returns their log lines and the Redis commands seen.
+    pub async fn finish(mut self) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+        for child in [&mut self.worker, &mut self.api] {
+            signal(child, "TERM")?;
+            tokio::time::timeout(Duration::from_secs(40), child.wait())
+                .await
+                .context("the process to stop")??;
+        }
+        self.monitor.kill().await?;
+        let logs = [&self.api_log, &self.worker_log]
+            .iter()
+            .flat_map(|lines| lines.lock().expect("log lock").clone())
+            .collect();
+        let commands = self.commands.lock().expect("monitor lock").clone();
+        Ok((logs, commands))
+    }
+}
+
 /// A workspace binary, built by `cargo build --bins` before the tests run.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
@@ -1079,6 +1156,8 @@ pub async fn insert_resources_into(
     let tenant_id = metasync_shared::ids::TenantId::new(tenant);
     let engine: metasync_shared::domain::ResourceKind =
         serde_json::from_value(serde_json::Value::String(kind.to_owned()))?;
+    // The column's default, `{"mode": "prefer"}`.
+    let tls = metasync_shared::tls::SourceTls::default();
     let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
     let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
     let sealed: Vec<Vec<u8>> = ids
@@ -1092,14 +1171,15 @@ pub async fn insert_resources_into(
                 port,
                 username: "root",
                 database,
+                tls: &tls,
             };
             sealing.seal(password, &target).record
         })
         .collect();
     sqlx::query(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                password_sealed, password_key_id)
-         select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8
+                                password_sealed, password_key_id, password_format)
+         select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8, $9
          from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
     )
     .bind(tenant)
@@ -1110,6 +1190,7 @@ pub async fn insert_resources_into(
     .bind(&names)
     .bind(&sealed)
     .bind(sealing.id())
+    .bind(metasync_shared::custody::RecordFormat::CURRENT)
     .execute(db)
     .await?;
     Ok(ids)

@@ -4,13 +4,9 @@
 //! fails at the source's authentication). Then the canary must appear in no log line, no
 //! response (bodies and headers), no Redis value and no dump of the catalog database.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use metasync_tests::{
-    TestApp, capture_lines, capture_stderr, create_source, free_port, signal,
-    spawn_app_without_maintenance, wait_until_listening,
-};
+use metasync_tests::{TestApp, create_source, spawn_app_without_maintenance};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -72,37 +68,14 @@ async fn canary_run(format: &str) {
     let changed = format!("Chgd{}", Uuid::now_v7().simple());
     let app = spawn_app_without_maintenance().await.unwrap();
     // Every command any client sends to Redis, with its arguments, for the whole run.
-    let mut monitor = tokio::process::Command::new("redis-cli")
-        .args(["-u", app.redis_url.as_str(), "monitor"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("redis-cli to start");
-    let commands = capture_lines(monitor.stdout.take().expect("stdout piped"));
     let env = [("RUST_LOG", "trace"), ("METASYNC_LOG_FORMAT", format)];
-    let port = free_port().unwrap();
-    let mut api = app
-        .api_command(&format!("127.0.0.1:{port}"), &env)
-        .unwrap()
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let api_log = capture_stderr(&mut api);
-    let mut worker = app
-        .worker_command("canary", &env)
-        .unwrap()
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let worker_log = capture_stderr(&mut worker);
+    let recorded = app.spawn_recorded("canary", &env).await.unwrap();
     let mut client = Client {
-        base: format!("http://127.0.0.1:{port}"),
+        base: recorded.base.clone(),
         token: app.token(T),
         http: reqwest::Client::new(),
         seen: Vec::new(),
     };
-    wait_until_listening(&client.base).await.unwrap();
 
     let source = create_source("create table t (id int);").await.unwrap();
     let postgres = json!({
@@ -175,30 +148,19 @@ async fn canary_run(format: &str) {
     }
 
     // Stopped by SIGTERM, so every buffered line is out before the logs are read.
-    for child in [&mut worker, &mut api] {
-        signal(child, "TERM").unwrap();
-        tokio::time::timeout(Duration::from_secs(40), child.wait())
-            .await
-            .expect("the process to stop")
-            .unwrap();
-    }
-    let logs: Vec<String> = [api_log, worker_log]
-        .iter()
-        .flat_map(|lines| lines.lock().unwrap().clone())
-        .collect();
+    let (logs, commands) = recorded.finish().await.unwrap();
     assert!(
         logs.len() > 100,
         "trace logging is on, yet only {} lines",
         logs.len()
     );
-    monitor.kill().await.unwrap();
     // The searches can see what they search: the failed attempt's error is logged.
     assert!(
         logs.iter().any(|l| l.contains("Access denied for user")),
         "the failed sync's error is in no log line"
     );
     let mut redis = redis_values(&app).await;
-    redis.extend(commands.lock().unwrap().iter().cloned());
+    redis.extend(commands);
     assert!(
         redis.iter().any(|c| c.contains(&app.queue_name)),
         "redis-cli monitor saw none of the queue's commands"

@@ -1,7 +1,8 @@
-//! Password custody from outside: a stored password is sealed for its connection target, so it
-//! is never sent anywhere else (not after a `PATCH` without the password, not after the row is
-//! changed in the database), and `metasync-worker rotate-master-key` re-seals every password,
-//! earlier-scheme ones included, under a new master key.
+//! Password custody from outside: a stored password is sealed for its connection target and
+//! TLS settings, so it is never sent anywhere else or under laxer TLS (not after a `PATCH`
+//! without the password, not after the row is changed in the database), and `metasync-worker
+//! rotate-master-key` re-seals every password, earlier-scheme and earlier-format ones included,
+//! under a new master key.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,10 +10,14 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use metasync_shared::crypto::SecretBox;
-use metasync_shared::custody::{self, LEGACY_KEY_ID};
+use metasync_shared::custody::{self, ConnectionTarget, LEGACY_KEY_ID, RecordFormat, SealingKey};
+use metasync_shared::db::jobs::Job;
+use metasync_shared::domain::ResourceKind;
+use metasync_shared::ids::TenantId;
+use metasync_shared::tls::SourceTls;
 use metasync_tests::assert::assert_job;
 use metasync_tests::{
-    FINGERPRINT_KEY, binary, counting_listener, create_source, spawn_app, test_master_key,
+    FINGERPRINT_KEY, TestApp, binary, counting_listener, create_source, spawn_app, test_master_key,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -38,6 +43,8 @@ async fn a_stored_password_is_never_sent_to_a_new_target() {
         json!({ "database": "postgres" }),
         json!({ "kind": "mysql" }),
         json!({ "port": trap_port, "name": "renamed" }),
+        json!({ "tls": { "mode": "disable" } }),
+        json!({ "tls": { "mode": "require" } }),
     ] {
         let (status, content_type, problem) = app
             .call(
@@ -50,8 +57,9 @@ async fn a_stored_password_is_never_sent_to_a_new_target() {
             .unwrap();
         assert_eq!(status, 422, "{change}: {problem}");
         assert_eq!(content_type, "application/problem+json");
+        let detail = problem["detail"].as_str().unwrap();
         assert!(
-            problem["detail"].as_str().unwrap().contains("password"),
+            detail.contains("password") && detail.contains("`tls`"),
             "{problem}"
         );
     }
@@ -79,8 +87,7 @@ async fn a_stored_password_is_never_sent_to_a_new_target() {
         .execute(&app.db)
         .await
         .unwrap();
-    let job = app.sync(TENANT, rid).await.unwrap();
-    let job = app.wait_for_job(TENANT, job.id, WAIT).await.unwrap();
+    let job = synced(&app, rid).await;
     assert_job(&job)
         .failed_permanently()
         .attempts(1)
@@ -98,19 +105,27 @@ async fn a_stored_password_is_never_sent_to_a_new_target() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    let job = app.sync(TENANT, rid).await.unwrap();
-    assert_job(&app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()).succeeded();
+    assert_job(&synced(&app, rid).await).succeeded();
     assert_eq!(offered.load(Ordering::SeqCst), 0);
 }
 
+/// Syncs the resource and waits for the job to finish.
+async fn synced(app: &TestApp, id: impl std::fmt::Display) -> Job {
+    let job = app.sync(TENANT, id).await.unwrap();
+    app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()
+}
+
 /// Runs `metasync-worker rotate-master-key --to KEY` and returns its stdout.
-async fn rotate(database_url: &str, to: &str, opening_keys: &str, legacy: &str) -> String {
-    let output = tokio::process::Command::new(binary("metasync-worker").unwrap())
+async fn rotate(database_url: &str, to: &str, opening_keys: &str, legacy: Option<&str>) -> String {
+    let mut command = tokio::process::Command::new(binary("metasync-worker").unwrap());
+    command.env_clear();
+    if let Some(legacy) = legacy {
+        command.env("METASYNC_SECRET_KEY", legacy);
+    }
+    let output = command
         .args(["rotate-master-key", "--to", to])
-        .env_clear()
         .env("DATABASE_URL", database_url)
         .env("METASYNC_OPENING_KEYS", opening_keys)
-        .env("METASYNC_SECRET_KEY", legacy)
         .env(
             "METASYNC_PASSWORD_FINGERPRINT_KEY",
             STANDARD.encode(FINGERPRINT_KEY),
@@ -147,8 +162,8 @@ async fn rotate_master_key_reseals_every_password_and_old_keys_can_go() {
     let legacy_id = Uuid::now_v7();
     sqlx::query(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                password_sealed, password_key_id)
-         values ($1, $2, 'legacy', 'postgres', '127.0.0.1', 5432, $3, 'root', $4, $5)",
+                                password_sealed, password_key_id, password_format)
+         values ($1, $2, 'legacy', 'postgres', '127.0.0.1', 5432, $3, 'root', $4, $5, 1)",
     )
     .bind(legacy_id)
     .bind(TENANT)
@@ -163,20 +178,22 @@ async fn rotate_master_key_reseals_every_password_and_old_keys_can_go() {
     let (new_opening, _) = custody::generate("k2").unwrap();
     let both = format!("{},{new_opening}", test_master_key().0);
     let legacy = STANDARD.encode(legacy_key);
-    let out = rotate(&app.database_url, "k2", &both, &legacy).await;
+    let out = rotate(&app.database_url, "k2", &both, Some(&legacy)).await;
     assert!(out.contains("4 re-sealed"), "{out}");
-    let rows: Vec<(String, Option<Vec<u8>>)> =
-        sqlx::query_as("select password_key_id, password_fingerprint from resources order by id")
-            .fetch_all(&app.db)
-            .await
-            .unwrap();
+    let rows: Vec<(String, Option<Vec<u8>>, i16)> = sqlx::query_as(
+        "select password_key_id, password_fingerprint, password_format from resources order by id",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
     assert_eq!(rows.len(), 4);
     assert!(
-        rows.iter().all(|(key, fp)| key == "k2" && fp.is_some()),
+        rows.iter()
+            .all(|(key, fp, format)| key == "k2" && fp.is_some() && *format == 2),
         "{rows:?}"
     );
     // Idempotent: a second run has nothing left to do.
-    let out = rotate(&app.database_url, "k2", &both, &legacy).await;
+    let out = rotate(&app.database_url, "k2", &both, Some(&legacy)).await;
     assert!(out.contains("0 re-sealed"), "{out}");
 
     // Workers holding only the new key sync every resource, the migrated one included.
@@ -184,7 +201,114 @@ async fn rotate_master_key_reseals_every_password_and_old_keys_can_go() {
     args.opening.opening_keys = new_opening;
     let _worker = app.spawn_worker_with(args).await;
     for id in ids {
-        let job = app.sync(TENANT, id).await.unwrap();
-        assert_job(&app.wait_for_job(TENANT, job.id, WAIT).await.unwrap()).succeeded();
+        assert_job(&synced(&app, id).await).succeeded();
     }
+}
+
+/// The catalog row's password format and TLS setting.
+async fn stored_format(app: &TestApp, id: Uuid) -> (i16, serde_json::Value) {
+    sqlx::query_as("select password_format, tls from resources where id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_password_is_never_sent_under_tls_weakened_in_the_database() {
+    let app = spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+    let source = create_source("create table t (id int);").await.unwrap();
+    // The local server has ssl = on: `require` connects over TLS.
+    let resource = app
+        .register_via(
+            TENANT,
+            "strict",
+            &source,
+            5432,
+            json!({ "tls": { "mode": "require" } }),
+        )
+        .await
+        .unwrap();
+    let rid = resource.id;
+    assert_eq!(stored_format(&app, rid.uuid()).await.0, 2);
+    assert_job(&synced(&app, rid).await).succeeded();
+
+    // Someone with write access to the catalog database turns TLS off for the row: the
+    // password does not open under those settings, and the job says so in our words alone.
+    for tampered in [json!({ "mode": "disable" }), json!({ "mode": "prefer" })] {
+        sqlx::query("update resources set tls = $1 where id = $2")
+            .bind(&tampered)
+            .bind(rid)
+            .execute(&app.db)
+            .await
+            .unwrap();
+        let job = synced(&app, rid).await;
+        assert_job(&job)
+            .failed_permanently()
+            .attempts(1)
+            .error_contains("cannot be opened")
+            .error_contains("TLS settings");
+        let error = job.error.as_deref().unwrap_or_default();
+        assert!(!error.contains("unused-by-trust-auth"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn records_of_the_earlier_format_open_until_the_migration_reseals_them() {
+    let app = spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+    let source = create_source("create table t (id int);").await.unwrap();
+    // A resource as stored before the TLS settings were bound: format 1, under the current key.
+    let id = Uuid::now_v7();
+    let tenant = TenantId::new(TENANT);
+    let tls = SourceTls::default();
+    let target = ConnectionTarget {
+        tenant: &tenant,
+        resource: id.into(),
+        kind: ResourceKind::Postgres,
+        host: "127.0.0.1",
+        port: 5432,
+        username: "root",
+        database: &source,
+        tls: &tls,
+    };
+    let sealing = SealingKey::parse(&test_master_key().1).unwrap();
+    let old = sealing.seal_in_format("old-format-pw", &target, RecordFormat::Target);
+    sqlx::query(
+        "insert into resources (id, tenant_id, name, kind, host, port, database, username,
+                                password_sealed, password_key_id, password_format)
+         values ($1, $2, 'old-format', 'postgres', '127.0.0.1', 5432, $3, 'root', $4, $5, 1)",
+    )
+    .bind(id)
+    .bind(TENANT)
+    .bind(&source)
+    .bind(&old.record)
+    .bind(&old.key_id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    // It keeps syncing as it did.
+    assert_job(&synced(&app, id).await).succeeded();
+
+    // The migration: rotate to the key it is already under re-seals it in the current format.
+    let key = test_master_key();
+    let key_id = sealing.id().to_owned();
+    let out = rotate(&app.database_url, &key_id, &key.0, None).await;
+    assert!(out.contains("1 re-sealed"), "{out}");
+    let (format, stored_tls) = stored_format(&app, id).await;
+    assert_eq!((format, stored_tls), (2, json!({ "mode": "prefer" })));
+    let out = rotate(&app.database_url, &key_id, &key.0, None).await;
+    assert!(out.contains("0 re-sealed"), "{out}");
+    assert_job(&synced(&app, id).await).succeeded();
+
+    // From now on its TLS settings are bound too.
+    sqlx::query("update resources set tls = '{\"mode\": \"disable\"}' where id = $1")
+        .bind(id)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    assert_job(&synced(&app, id).await)
+        .failed_permanently()
+        .error_contains("cannot be opened");
 }

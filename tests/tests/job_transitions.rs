@@ -28,8 +28,8 @@ async fn resource(db: &PgPool) -> ResourceId {
     let id = ResourceId::new_v7();
     sqlx::query(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                password_sealed, password_key_id)
-         values ($1, $2, $3, 'postgres', '127.0.0.1', 5432, 'postgres', 'root', '\\x00', 'test')",
+                                password_sealed, password_key_id, password_format)
+         values ($1, $2, $3, 'postgres', '127.0.0.1', 5432, 'postgres', 'root', '\\x00', 'test', 2)",
     )
     .bind(id)
     .bind(TENANT)

@@ -47,6 +47,18 @@ async fn leader(app: &TestApp) -> anyhow::Result<Option<String>> {
     .await?)
 }
 
+/// Waits (at most `within`) until the holder named `prefix…` leads.
+async fn until_led_by(app: &TestApp, prefix: &str, within: Duration) {
+    let what = format!("{prefix}… to take the lease");
+    eventually(within, &what, || async {
+        Ok(leader(app)
+            .await?
+            .filter(|holder| holder.starts_with(prefix)))
+    })
+    .await
+    .unwrap();
+}
+
 async fn redis(app: &TestApp) -> redis::aio::MultiplexedConnection {
     redis::Client::open(app.redis_url.as_str())
         .unwrap()
@@ -112,11 +124,9 @@ async fn two_candidates(app: &TestApp, names: [&str; 2], lease: &str) -> Candida
     let metrics = [free_addr(), free_addr()];
     let mut children = Vec::new();
     for (name, addr) in names.iter().zip(&metrics) {
-        // Plain text to the catalog: over TLS (the local server offers it, and `prefer` takes
-        // it) the resignation's notification is not delivered to a follower's listener, which
-        // then takes over only at its next poll. A known gap of the TLS work, tracked in the
-        // security issue; correctness does not depend on the notification.
-        let url = format!("{}?sslmode=disable", app.database_url);
+        // TLS to the catalog, as every process has by default (the local server offers it,
+        // and `prefer` takes it); the resignation's notification arrives over it.
+        let url = format!("{}?sslmode=require", app.database_url);
         let env = [
             ("METASYNC_LEASE", lease),
             ("METASYNC_METRICS_ADDR", addr.as_str()),
@@ -276,13 +286,7 @@ async fn a_killed_leader_is_replaced_within_a_lease() {
     signal(&killed, "KILL").unwrap();
     let killed_at = Instant::now();
     killed.wait().await.unwrap();
-    eventually(lease * 2, "the survivor to take over", || async {
-        Ok(leader(&app)
-            .await?
-            .filter(|holder| holder.starts_with(&survivor_name)))
-    })
-    .await
-    .unwrap();
+    until_led_by(&app, &survivor_name, lease * 2).await;
     let takeover = killed_at.elapsed();
     eprintln!("a leader killed with -9 was replaced after {takeover:?}");
     assert!(
@@ -319,20 +323,21 @@ async fn a_stopping_leader_resigns_and_a_follower_takes_over_at_once() {
         follower_name,
         ..
     } = two_candidates(&app, ["calm-a", "calm-b"], "30s").await;
-
-    signal(&stopping, "TERM").unwrap();
-    let stopped_at = Instant::now();
+    // Both listen for resignations over TLS, as the server sees it.
     eventually(
-        Duration::from_secs(40),
-        "the follower to take over",
+        Duration::from_secs(20),
+        "both candidates to listen over TLS",
         || async {
-            Ok(leader(&app)
-                .await?
-                .filter(|holder| holder.starts_with(&follower_name)))
+            let (listening, encrypted) = listeners(&app).await?;
+            Ok((listening == 2 && encrypted == 2).then_some(()))
         },
     )
     .await
     .unwrap();
+
+    signal(&stopping, "TERM").unwrap();
+    let stopped_at = Instant::now();
+    until_led_by(&app, &follower_name, Duration::from_secs(40)).await;
     let handover = stopped_at.elapsed();
     eprintln!("a leader stopped with SIGTERM was replaced after {handover:?}");
     assert!(
@@ -342,4 +347,135 @@ async fn a_stopping_leader_resigns_and_a_follower_takes_over_at_once() {
     assert!(stopping.wait().await.unwrap().success());
     signal(&follower, "TERM").unwrap();
     assert!(follower.wait().await.unwrap().success());
+}
+
+/// Sessions of this test's database listening for resignations, and how many of them are on
+/// TLS (`pg_stat_ssl`, the server's view).
+async fn listeners(app: &TestApp) -> anyhow::Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "select count(*), count(*) filter (where s.ssl) from pg_stat_activity a
+         join pg_stat_ssl s using (pid)
+         where a.datname = current_database()
+           and a.query = 'LISTEN \"metasync_maintenance_resigned\"'",
+    )
+    .fetch_one(&app.db)
+    .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_looks_at_the_lease_whenever_it_starts_listening() {
+    let _serial = SERIAL.lock().await;
+    let app = spawn_app_without_maintenance().await.unwrap();
+    // Another process holds the lease for 30 s: the follower polls only every 10 s.
+    sqlx::query(
+        "insert into maintenance_leader (name, holder, expires_at)
+         values ('fleet', 'ghost', now() + interval '30 seconds')",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let metrics = free_addr();
+    let url = format!("{}?sslmode=require", app.database_url);
+    let env = [
+        ("METASYNC_LEASE", "30s"),
+        ("METASYNC_METRICS_ADDR", metrics.as_str()),
+        ("DATABASE_URL", url.as_str()),
+    ];
+    let mut follower = app.spawn_worker_process("looker", &env).unwrap();
+    // It has tried once (and found the ghost), and listens, over TLS.
+    let attempts = r#"metasync_maintenance_runs_total{duty="leader_election"}"#;
+    eventually(
+        Duration::from_secs(20),
+        "the follower to try and listen",
+        || async {
+            let tried = metric(&metrics, attempts).await.ok().flatten() >= Some(1.0);
+            Ok((tried && listeners(&app).await? == (1, 1)).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+
+    // The ghost goes without a word (its notification lost), and the follower's listening
+    // connection breaks: when it listens again, it looks at the lease at once, since
+    // whatever was sent while it was not listening never reaches it.
+    sqlx::query("delete from maintenance_leader where holder = 'ghost'")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database()
+           and query = 'LISTEN \"metasync_maintenance_resigned\"'",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let cut_at = Instant::now();
+    until_led_by(&app, "looker-", Duration::from_secs(40)).await;
+    let elected = cut_at.elapsed();
+    eprintln!("a follower that listened again took the free lease after {elected:?}");
+    assert!(
+        elected <= Duration::from_secs(3),
+        "took {elected:?} (followers poll every 10 s)"
+    );
+    signal(&follower, "TERM").unwrap();
+    assert!(follower.wait().await.unwrap().success());
+}
+
+/// Whether the session that last ran `query` is on TLS, from the server's side.
+async fn session_encrypted(app: &TestApp, query: &str) -> anyhow::Result<Option<bool>> {
+    Ok(sqlx::query_scalar(
+        "select s.ssl from pg_stat_activity a join pg_stat_ssl s using (pid) where a.query = $1",
+    )
+    .bind(query)
+    .fetch_optional(&app.db)
+    .await?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_reaches_a_listener_over_tls_at_once() {
+    use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+
+    let app = spawn_app_without_maintenance().await.unwrap();
+    let options: PgConnectOptions = format!("{}?sslmode=require", app.database_url)
+        .parse()
+        .unwrap();
+    // As the leader election listens: a pool of its own, one connection.
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options.clone());
+    let mut listener = PgListener::connect_with(&own).await.unwrap();
+    let channel = format!("tls_probe_{}", Uuid::now_v7().simple());
+    listener.listen(&channel).await.unwrap();
+    let listen = format!(r#"LISTEN "{channel}""#);
+    assert_eq!(
+        session_encrypted(&app, &listen).await.unwrap(),
+        Some(true),
+        "the listener's session is on TLS"
+    );
+    let notifier = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    for i in 0..20 {
+        let payload = format!("n{i}");
+        let sent = Instant::now();
+        sqlx::query("select pg_notify($1, $2)")
+            .bind(&channel)
+            .bind(&payload)
+            .execute(&notifier)
+            .await
+            .unwrap();
+        let received = tokio::time::timeout(Duration::from_secs(2), listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("notification {i} did not arrive over TLS within 2 s"))
+            .unwrap();
+        assert_eq!(received.payload(), payload);
+        assert!(
+            sent.elapsed() < Duration::from_millis(500),
+            "notification {i} took {:?}",
+            sent.elapsed()
+        );
+    }
 }

@@ -4,7 +4,10 @@
 use std::collections::BTreeSet;
 
 use chrono::Utc;
-use metasync_shared::catalog::{ConstraintKind, ForeignKeyTarget};
+use metasync_shared::catalog::{
+    ConstraintKind, ForeignKeyAction, ForeignKeyMatch, ForeignKeyTarget, IndexKey, NullsOrder,
+    SortOrder,
+};
 use metasync_tests::assert::{assert_job, stats};
 use metasync_tests::fixtures::*;
 use metasync_tests::{create_source, pg_url};
@@ -382,5 +385,220 @@ async fn hostile_identifiers_round_trip_exactly() {
         let detail = s.table(rid, &db.name, t).await;
         assert_eq!(column_names(&detail), [*t, "from"]);
     }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn postgres_indexes_and_foreign_keys_are_described_in_full() {
+    let s = scanner().await;
+    let source = create_source(
+        r#"create table parent (id int primary key, code text,
+               constraint parent_code_key unique (code) deferrable initially deferred);
+           create table child (
+               id int, a text, b int, c int, pid int,
+               constraint child_parent_fk foreign key (pid) references parent (id)
+                   match full on delete cascade on update set null deferrable
+           );
+           create index child_partial on child (a desc nulls last, b nulls first)
+               include (c) where b > 0;
+           create index child_ops on child (lower(a) text_pattern_ops, a collate "C");
+           create index child_hash on child using hash (b);
+           create schema "We ird";
+           create table "We ird"."T" ("select" text, "Mixed""q" int, x int);
+           create index "Odd Index" on "We ird"."T" ("select" collate "POSIX" desc,
+               ("Mixed""q" + x) nulls first, x int4_ops)
+               include ("Mixed""q") where "select" <> 'x';
+           create unique index plain on "We ird"."T" (x) where x > 0;"#,
+    )
+    .await
+    .unwrap();
+    let rid = s.register("postgres", &source, 5432, Value::Null).await;
+    s.sync(rid).await;
+    let child = s.table(rid, "public", "child").await;
+
+    let partial = index(&child, "child_partial");
+    assert_eq!(partial.columns, ["a", "b"], "INCLUDE columns are not keys");
+    assert_eq!(partial.include, ["c"]);
+    assert_eq!(partial.predicate.as_deref(), Some("(b > 0)"));
+    assert_eq!(
+        partial.definition.as_deref(),
+        Some(
+            "CREATE INDEX child_partial ON public.child USING btree \
+             (a DESC NULLS LAST, b NULLS FIRST) INCLUDE (c) WHERE (b > 0)"
+        )
+    );
+    assert_eq!(
+        partial.keys,
+        [
+            key("a", SortOrder::Desc, NullsOrder::Last),
+            key("b", SortOrder::Asc, NullsOrder::First),
+        ]
+    );
+
+    let ops = index(&child, "child_ops");
+    assert_eq!(ops.columns, ["a"]);
+    assert_eq!(
+        ops.keys[0],
+        IndexKey {
+            column: None,
+            expression: Some("lower(a)".into()),
+            opclass: Some("text_pattern_ops".into()),
+            ..key("", SortOrder::Asc, NullsOrder::Last)
+        }
+    );
+    assert_eq!(
+        ops.keys[1],
+        IndexKey {
+            collation: Some("C".into()),
+            ..key("a", SortOrder::Asc, NullsOrder::Last)
+        }
+    );
+    let hash = index(&child, "child_hash");
+    assert_eq!(hash.method, "hash");
+    assert_eq!(hash.keys[0].order, None, "a hash index keeps no order");
+    assert_eq!(hash.keys[0].nulls, None);
+
+    let fk = constraint(&child, "child_parent_fk");
+    assert_eq!(fk.on_delete, Some(ForeignKeyAction::Cascade));
+    assert_eq!(fk.on_update, Some(ForeignKeyAction::SetNull));
+    assert_eq!(fk.match_type, Some(ForeignKeyMatch::Full));
+    assert_eq!(fk.deferrable, Some(true));
+    assert_eq!(fk.initially_deferred, Some(false));
+    let parent = s.table(rid, "public", "parent").await;
+    let unique = constraint(&parent, "parent_code_key");
+    assert_eq!(unique.deferrable, Some(true));
+    assert_eq!(unique.initially_deferred, Some(true));
+    assert_eq!(unique.on_delete, None, "only a foreign key has actions");
+    let pk = constraint(&parent, "parent_pkey");
+    assert_eq!(pk.deferrable, Some(false));
+
+    // The wire shape: snake_case names, absent where they do not apply.
+    let raw: Value = s.get(&format!("/v1/tables/{}", child.id)).await;
+    let fk_raw = raw["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "child_parent_fk")
+        .unwrap();
+    assert_eq!(fk_raw["on_delete"], "cascade", "{raw}");
+    assert_eq!(fk_raw["on_update"], "set_null", "{raw}");
+    assert_eq!(fk_raw["match_type"], "full", "{raw}");
+    // The definition is composed by the worker from the parts; it is what the server prints.
+    let pool = PgPool::connect(&pg_url(&source)).await.unwrap();
+    let odd = s.table(rid, "We ird", "T").await;
+    for name in ["Odd Index", "plain"] {
+        let (server,): (String,) =
+            sqlx::query_as("select pg_get_indexdef(c.oid) from pg_class c where c.relname = $1")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            index(&odd, name).definition.as_deref(),
+            Some(server.as_str())
+        );
+    }
+    pool.close().await;
+    assert_unchanged_resync(&s, rid, 3).await;
+}
+
+fn key(column: &str, order: SortOrder, nulls: NullsOrder) -> IndexKey {
+    IndexKey {
+        column: Some(column.to_owned()).filter(|c| !c.is_empty()),
+        expression: None,
+        order: Some(order),
+        nulls: Some(nulls),
+        opclass: None,
+        collation: None,
+        prefix_length: None,
+    }
+}
+
+#[tokio::test]
+async fn mariadb_indexes_foreign_keys_and_columns_are_described_in_full() {
+    let s = scanner().await;
+    let db = MariaDb::create().await;
+    db.run(&[
+        "create table `{db}`.parent (id int primary key, code varchar(20) unique)",
+        "create table `{db}`.child (
+             id int primary key,
+             a varchar(100) default 'NULL',
+             b varchar(100),
+             c int not null default 0,
+             doc json,
+             twice int as (c * 2) virtual,
+             plus int as (c + 1) stored,
+             pid int,
+             key child_ab (a(10), b desc),
+             fulltext key child_ft (b),
+             constraint child_parent_fk foreign key (pid) references `{db}`.parent (id)
+                 on delete cascade on update set null,
+             constraint child_check check (c > 0 and `a` <> 'x`y'),
+             constraint child_c_small check (c < 1000)
+         )",
+        "create view `{db}`.child_view as select id, c from `{db}`.child",
+    ])
+    .await;
+    let rid = s.register("mysql", &db.name, 3306, Value::Null).await;
+    let job = s.sync(rid).await;
+    assert_eq!(stats(&job).source_statements, 9, "{job:?}");
+    let child = s.table(rid, &db.name, "child").await;
+
+    let ab = index(&child, "child_ab");
+    assert_eq!(ab.columns, ["a", "b"]);
+    assert_eq!(ab.keys[0].prefix_length, Some(10));
+    assert_eq!(ab.keys[0].order, Some(SortOrder::Asc));
+    assert_eq!(ab.keys[1].order, Some(SortOrder::Desc));
+    assert_eq!(ab.keys[1].prefix_length, None);
+    assert_eq!(
+        ab.definition.as_deref(),
+        Some("KEY `child_ab` (`a`(10),`b` DESC)")
+    );
+    let ft = index(&child, "child_ft");
+    assert_eq!(ft.method, "fulltext");
+    assert_eq!(ft.keys[0].order, None);
+    assert_eq!(
+        ft.definition.as_deref(),
+        Some("FULLTEXT KEY `child_ft` (`b`)")
+    );
+    assert_eq!(
+        index(&child, "PRIMARY").definition.as_deref(),
+        Some("PRIMARY KEY (`id`)")
+    );
+
+    let fk = constraint(&child, "child_parent_fk");
+    assert_eq!(fk.on_delete, Some(ForeignKeyAction::Cascade));
+    assert_eq!(fk.on_update, Some(ForeignKeyAction::SetNull));
+    assert_eq!(fk.match_type, Some(ForeignKeyMatch::Simple));
+    assert_eq!(fk.deferrable, Some(false));
+
+    let check = constraint(&child, "child_check");
+    assert_eq!(check.columns, ["c", "a"], "{check:?}");
+    assert_eq!(constraint(&child, "child_c_small").columns, ["c"]);
+
+    // JSON is reported as such, and its json_valid check is not a constraint of its own.
+    assert_eq!(column(&child, "doc").data_type, "json");
+    assert!(
+        child.definition.constraints.iter().all(|c| c.name != "doc"),
+        "{:?}",
+        child.definition.constraints
+    );
+    // SQL NULL (no default) and the string 'NULL' are told apart.
+    assert_eq!(column(&child, "b").default_value, None);
+    assert_eq!(column(&child, "a").default_value.as_deref(), Some("'NULL'"));
+    assert_eq!(column(&child, "c").default_value.as_deref(), Some("0"));
+    let twice = column(&child, "twice");
+    assert_eq!(twice.details["generated"], "`c` * 2");
+    assert_eq!(twice.details["extra"], "VIRTUAL GENERATED");
+    assert_eq!(twice.default_value, None);
+    assert_eq!(column(&child, "plus").details["generated"], "`c` + 1");
+
+    let view = s.table(rid, &db.name, "child_view").await;
+    assert_eq!(
+        column(&view, "c").default_value,
+        None,
+        "a view has no defaults"
+    );
+    assert_unchanged_resync(&s, rid, 3).await;
     db.drop().await;
 }

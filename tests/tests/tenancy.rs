@@ -27,6 +27,7 @@ fn id_routes() -> Vec<(Method, &'static str, Option<Value>)> {
         ),
         (Method::DELETE, "/v1/resources/{id}", None),
         (Method::POST, "/v1/resources/{id}/sync", None),
+        (Method::POST, "/v1/resources/{id}/test", None),
         (Method::GET, "/v1/resources/{id}/tables", None),
         (Method::GET, "/v1/resources/{id}/schemas", None),
         (Method::GET, "/v1/resources/{id}/changes", None),

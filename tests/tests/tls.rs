@@ -328,7 +328,7 @@ async fn a_tls_source_is_verified_by_the_name_it_was_registered_under() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tls_settings_are_checked_and_weakening_them_takes_the_password_again() {
+async fn tls_settings_are_checked_and_changing_them_takes_the_password_again() {
     let ca = TestCa::new().unwrap();
     let app = spawn_app().await.unwrap();
     let create = |name: &str, tls: Value| {
@@ -369,26 +369,24 @@ async fn tls_settings_are_checked_and_weakening_them_takes_the_password_again() 
         .await
         .unwrap();
     let path = format!("/v1/resources/{}", resource.id);
-    // Stricter: no password needed.
-    let (status, _, body) = app
-        .call(T, Method::PATCH, &path, Some(json!({"tls": full})))
-        .await
-        .unwrap();
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["tls"], full);
-    // Laxer, or another CA: the password again.
-    for weaker in [
+    // The password is sealed for its TLS settings too: any change, stricter or laxer or
+    // another CA, takes the password again.
+    for other in [
+        full.clone(),
         json!({"mode": "verify-ca", "ca": ca.cert_pem}),
         json!({"mode": "verify-full"}),
         json!({"mode": "prefer"}),
+        json!({"mode": "require"}),
     ] {
-        let (status, _, problem) = app
-            .call(T, Method::PATCH, &path, Some(json!({"tls": weaker})))
+        let (status, content_type, problem) = app
+            .call(T, Method::PATCH, &path, Some(json!({"tls": other})))
             .await
             .unwrap();
-        assert_eq!(status, 422, "{problem}");
+        assert_eq!(status, 422, "{other}: {problem}");
+        assert_eq!(content_type, "application/problem+json");
+        let detail = problem["detail"].as_str().unwrap();
         assert!(
-            problem["detail"].as_str().unwrap().contains("password"),
+            detail.contains("password") && detail.contains("`tls`"),
             "{problem}"
         );
         let (status, _, body) = app
@@ -396,22 +394,24 @@ async fn tls_settings_are_checked_and_weakening_them_takes_the_password_again() 
                 T,
                 Method::PATCH,
                 &path,
-                Some(json!({"tls": weaker, "password": "p"})),
+                Some(json!({"tls": other, "password": "p"})),
             )
             .await
             .unwrap();
         assert_eq!(status, 200, "{body}");
-        let (status, _, body) = app
-            .call(
-                T,
-                Method::PATCH,
-                &path,
-                Some(json!({"tls": full, "password": "p"})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["tls"], other);
     }
+    // The settings it has already: nothing to seal again.
+    let (status, _, body) = app
+        .call(
+            T,
+            Method::PATCH,
+            &path,
+            Some(json!({"tls": {"mode": "require"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
 }
 
 /// How a fake MySQL 8 server behaves.

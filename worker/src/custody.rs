@@ -1,6 +1,7 @@
 //! The custody subcommands, run where the private keys are: `keygen` prints a new master key
-//! pair; `rotate-master-key` re-seals every stored password under one master key (also
-//! migrating records of the earlier AES scheme), while the old keys keep opening until it ends.
+//! pair; `rotate-master-key` re-seals every stored password under one master key and in the
+//! current record format (also migrating records of the earlier AES scheme, and records sealed
+//! before the TLS settings were bound), while the old keys keep opening until it ends.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -29,8 +30,10 @@ enum CustodyCommand {
         key_id: String,
     },
     /// Re-seal every stored password under the key `--to` (which METASYNC_OPENING_KEYS must
-    /// hold, beside the keys the passwords are sealed under now). Run it after the API seals with
-    /// the new key; then the old keys can be removed from the workers.
+    /// hold, beside the keys the passwords are sealed under now) and in the current record
+    /// format (bound to the TLS settings). Run it after the API seals with the new key; then the
+    /// old keys can be removed from the workers. With `--to` the current key, it migrates older
+    /// records alone.
     RotateMasterKey(RotateArgs),
 }
 
@@ -117,7 +120,7 @@ async fn rotate(args: &RotateArgs) -> anyhow::Result<RotationReport> {
     let mut report = RotationReport::default();
     let mut after = None;
     loop {
-        let page = resources::sealed_under_other_keys(&pool, to.id(), after, 200).await?;
+        let page = resources::needing_reseal(&pool, to.id(), after, 200).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.resource.id);
         for row in &page {

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use metasync_shared::connection_test::FailureCode;
 use metasync_shared::domain::ErrorClass;
 
 /// Longest error message stored with a job, in bytes; a longer one is cut at a character
@@ -62,6 +63,9 @@ pub struct JobError {
     /// What we were doing when a source's error arrived (`from_source`), kept so that
     /// [`JobError::guarded`] can drop the source's text and still say what failed.
     context: Option<String>,
+    /// For a failure to connect (or to get as far as connecting), its class, which
+    /// test-connection reports with a hint.
+    pub failure: Option<FailureCode>,
 }
 
 impl fmt::Display for JobError {
@@ -92,12 +96,19 @@ impl JobError {
             reason,
             message: printable(&message, MAX_MESSAGE_BYTES),
             context,
+            failure: None,
         }
     }
 
     /// The same error, with why it happened.
     pub fn because(self, reason: Reason) -> Self {
         Self { reason, ..self }
+    }
+
+    /// The same error, classified as a failure to connect of class `code`.
+    pub fn with_failure(mut self, code: FailureCode) -> Self {
+        self.failure = Some(code);
+        self
     }
 
     /// Classifies an error from a source database. `what` says what we were doing; the
@@ -130,43 +141,59 @@ impl JobError {
                 ErrorClass::Permanent,
                 format!("{what}: {}", tls_failure(tls)),
                 Some(what),
-            );
+            )
+            .with_failure(FailureCode::Tls);
         }
-        let (class, why) = match e {
-            sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => {
-                return Self::from_source(&what, e);
+        let (class, code, why) = match e {
+            sqlx::Error::Database(_) => {
+                return Self::from_source(&what, e).with_failure(server_refusal(e));
+            }
+            sqlx::Error::Configuration(_) => {
+                return Self::from_source(&what, e).with_failure(FailureCode::Tls);
             }
             sqlx::Error::Io(io) => match io.kind() {
                 ErrorKind::ConnectionRefused => (
                     ErrorClass::Transient,
+                    FailureCode::ConnectionRefused,
                     "the connection was refused".to_owned(),
                 ),
-                ErrorKind::TimedOut => (ErrorClass::Transient, "timed out".to_owned()),
+                ErrorKind::TimedOut => (
+                    ErrorClass::Transient,
+                    FailureCode::TimedOut,
+                    "timed out".to_owned(),
+                ),
                 ErrorKind::UnexpectedEof
                 | ErrorKind::ConnectionReset
                 | ErrorKind::ConnectionAborted
                 | ErrorKind::BrokenPipe
                 | ErrorKind::InvalidData => (
                     ErrorClass::Transient,
+                    FailureCode::WrongProtocol,
                     format!(
                         "the server closed the connection during the handshake (is it a {engine} server?)"
                     ),
                 ),
                 _ => (
                     ErrorClass::Transient,
+                    FailureCode::Unreachable,
                     "the server is unreachable".to_owned(),
                 ),
             },
             // Our own words (sqlx's, or our patch's: a cleartext password refused), never the
             // server's: a server without TLS where it is required, a bad CA in the settings.
-            sqlx::Error::Tls(tls) => (ErrorClass::Permanent, format!("TLS: {tls}")),
+            sqlx::Error::Tls(tls) => (
+                ErrorClass::Permanent,
+                FailureCode::Tls,
+                format!("TLS: {tls}"),
+            ),
             // Anything else is the driver failing to make sense of what answered.
             _ => (
                 ErrorClass::Permanent,
+                FailureCode::WrongProtocol,
                 format!("the server did not answer like a {engine} server"),
             ),
         };
-        Self::new(class, format!("{what}: {why}"), Some(what))
+        Self::new(class, format!("{what}: {why}"), Some(what)).with_failure(code)
     }
 
     /// The last guard before an error leaves the attempt: if the message contains the
@@ -187,6 +214,24 @@ impl JobError {
             );
         }
         self
+    }
+}
+
+/// The class of an error a server sent while we connected, by SQLSTATE (PostgreSQL) or error
+/// number (MySQL/MariaDB).
+fn server_refusal(e: &sqlx::Error) -> FailureCode {
+    let sqlx::Error::Database(db) = e else {
+        return FailureCode::ServerError;
+    };
+    let code = match db.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        Some(mysql) => mysql.number().to_string().into(),
+        None => db.code().unwrap_or_default(),
+    };
+    match code.as_ref() {
+        "28P01" | "28000" | "1045" | "1698" => FailureCode::AuthenticationFailed,
+        "3D000" | "1049" => FailureCode::UnknownDatabase,
+        "42501" | "1044" => FailureCode::PermissionDenied,
+        _ => FailureCode::ServerError,
     }
 }
 
@@ -372,9 +417,19 @@ mod tests {
                 "did not answer like a PostgreSQL server",
             ),
         ];
-        for (e, class, says) in cases {
+        let codes = [
+            FailureCode::ConnectionRefused,
+            FailureCode::Unreachable,
+            FailureCode::Unreachable,
+            FailureCode::WrongProtocol,
+            FailureCode::Tls,
+            FailureCode::Tls,
+            FailureCode::WrongProtocol,
+        ];
+        for ((e, class, says), code) in cases.into_iter().zip(codes) {
             let got = JobError::from_connect(server, "PostgreSQL", &e);
             assert_eq!(got.class, class, "{e}");
+            assert_eq!(got.failure, Some(code), "{e}");
             assert!(
                 got.message.starts_with("connecting to db.example:5432: "),
                 "{}",

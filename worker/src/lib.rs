@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod backend;
 pub mod config;
+pub mod connection_test;
 pub mod custody;
 pub mod error;
 #[cfg(feature = "test-faults")]
@@ -48,6 +49,8 @@ pub async fn run(
     metrics::gauge!("metasync_worker_concurrency").set(f64::from(concurrency));
     let in_flight = InFlight::default();
     let maintenance = maintenance::spawn(ctx.clone(), in_flight.clone(), concurrency);
+    // Tests are served on their own task, never behind a job slot.
+    let test_lane = connection_test::TestLane::spawn(ctx.clone());
     tracing::info!(worker = %ctx.worker_id, concurrency = options.concurrency, "worker started");
 
     let factory_ctx = ctx.clone();
@@ -76,6 +79,7 @@ pub async fn run(
             }
         })
         .await;
+    test_lane.stop().await;
     maintenance.stop().await;
 
     // Whatever did not finish goes back now, not when the lease lapses.

@@ -2,6 +2,7 @@
 //! diff and write the catalog (fenced) → record the outcome → acknowledge the delivery.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::FutureExt as _;
@@ -22,6 +23,7 @@ use sqlx::PgPool;
 
 use crate::error::{JobError, Reason};
 use crate::in_flight::InFlight;
+use crate::scan::filters::FilterCache;
 use crate::scan::reuse::SourceConnections;
 use crate::scan::{self, ScanError, ScanLimits, ScanTarget};
 
@@ -40,6 +42,8 @@ pub struct WorkerContext {
     pub limits: ScanLimits,
     /// Source connections parked between jobs.
     pub sources: SourceConnections,
+    /// Resources' filter patterns, compiled once per version of their options.
+    pub filters: Arc<FilterCache>,
     /// The deployment's retry policy; each job applies its resource's overrides.
     pub retry: RetryPolicy,
     /// The lease, the fleet-wide duties' cadences, and whether to stand for leader.
@@ -356,6 +360,12 @@ async fn run_attempt(
         .keys
         .open(&resource.sealed_password(), &resource.target())
         .map_err(|e| JobError::permanent(e.to_string()).because(Reason::Credentials))?;
+    // Compiled when the options were written; a pattern that does not compile got into the
+    // row behind the API, and will not compile on a retry either.
+    let (filters, _) = ctx
+        .filters
+        .get(resource.resource.id, &resource.resource.options.0)
+        .map_err(JobError::permanent)?;
 
     // The address the policy checked is the one dialled: the name is not resolved again.
     let address = ctx
@@ -370,6 +380,7 @@ async fn run_attempt(
         })?;
     let target = ScanTarget {
         resource: &resource.resource,
+        filters: &filters,
         address: address.ip(),
         password: &password,
     };

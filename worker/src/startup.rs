@@ -3,6 +3,7 @@
 //! the recorder is global to the process; [`Worker::readiness`] is what its `/readyz` reads.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use metasync_shared::db;
@@ -61,6 +62,7 @@ impl Worker {
             },
             sources: SourceConnections::new(args.source_idle, args.source_max_parked)
                 .with_permits(permits),
+            filters: Arc::default(),
             retry,
             maintenance: args.maintenance.clone(),
             readiness: Readiness::new(args.maintenance.lease),

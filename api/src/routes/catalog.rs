@@ -12,7 +12,7 @@ use metasync_shared::db::resources;
 use metasync_shared::ids::{ResourceId, TableId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -94,16 +94,41 @@ async fn check_resource(state: &AppState, tenant: &Tenant, id: ResourceId) -> Ap
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct TablesQuery {
+    /// Only tables in this database (of the resource's `options.databases`).
+    database: Option<String>,
     /// Only tables in this schema.
     schema: Option<String>,
-    /// Only this kind (`table`, `view`, …).
-    kind: Option<String>,
+    /// Only this kind.
+    kind: Option<RelationKind>,
     /// Only tables whose name contains this.
     q: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
     #[param(value_type = Option<Limit>)]
     limit: Limit,
+}
+
+/// The kinds of relation the catalog stores, as its tables' `kind` says them.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum RelationKind {
+    Table,
+    View,
+    MaterializedView,
+    PartitionedTable,
+    ForeignTable,
+}
+
+impl RelationKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Table => "table",
+            Self::View => "view",
+            Self::MaterializedView => "materialized_view",
+            Self::PartitionedTable => "partitioned_table",
+            Self::ForeignTable => "foreign_table",
+        }
+    }
 }
 
 /// A resource's stored tables and views, by database, schema and name.
@@ -130,8 +155,9 @@ async fn list_tables(
 ) -> ApiResult<Response> {
     check_resource(&state, &tenant, id).await?;
     let filter = TableFilter {
+        database: query.database,
         schema: query.schema,
-        kind: query.kind,
+        kind: query.kind.map(|k| k.as_str().to_owned()),
         q: query.q,
         after: pagination::after(query.cursor.as_ref())?,
         limit: query.limit.get(),

@@ -28,8 +28,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{AppJson, AppPath};
 use crate::openapi::{Edge, problem};
 use crate::routes::resources::{
-    OptionsBody, check_host, check_options, check_password, check_port, check_retry_policy,
-    check_schedule, check_text, check_tls, name_taken, store_password,
+    OptionsBody, TARGET_CHANGE_NEEDS_PASSWORD, check_host, check_options, check_password,
+    check_port, check_retry_policy, check_schedule, check_text, check_tls, name_taken,
+    store_password,
 };
 use crate::state::AppState;
 
@@ -42,7 +43,7 @@ const MAX_EXTERNAL_ID: usize = 200;
 
 /// The whole definition of a resource (a `PUT` replaces it): like the body of
 /// `POST /v1/resources`, but `password` may be left out of an update that keeps the
-/// connection target or weakens `tls`. Absent `options`, `schedule`, `retry_policy` and `tls`
+/// connection target and `tls`. Absent `options`, `schedule`, `retry_policy` and `tls`
 /// mean the defaults.
 // Not Debug: it carries a password.
 #[derive(Deserialize, ToSchema)]
@@ -234,6 +235,7 @@ impl Definition {
             port: self.port,
             username: &self.username,
             database: &self.database,
+            tls: &self.tls,
         }
     }
 }
@@ -334,20 +336,7 @@ async fn upsert(
     // needs the password sealed again for it, changed or not.
     let password = match &definition.password {
         None if target_changed => {
-            return Err(ApiError::Unprocessable(
-                "changing `kind`, `host`, `port`, `username` or `database` needs `password` \
-                 again: the stored password is sealed for the current target and is never sent \
-                 to another"
-                    .into(),
-            ));
-        }
-        // As on PATCH: the password was given for the TLS settings it goes out under.
-        None if !definition.tls.keeps_guarantees_of(&current.tls) => {
-            return Err(ApiError::Unprocessable(
-                "weakening `tls` (a laxer mode, or another CA) needs `password` again: the \
-                 stored password was given for the current TLS settings"
-                    .into(),
-            ));
+            return Err(ApiError::Unprocessable(TARGET_CHANGE_NEEDS_PASSWORD.into()));
         }
         None => None,
         Some(password) => {

@@ -8,10 +8,11 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use metasync_shared::db::audit::{self, AuditAction, AuditDetails};
+use metasync_shared::db::batches::{self, RequestedSync};
 use metasync_shared::db::job_reads::{self, Attempt, JobFilter};
 use metasync_shared::db::jobs::{self, Cancelled, Enqueued, Job};
-use metasync_shared::db::{batches, resources};
-use metasync_shared::domain::JobState;
+use metasync_shared::db::resources;
+use metasync_shared::domain::{JobState, Trigger};
 use metasync_shared::ids::{BatchId, JobId, ResourceId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -165,6 +166,11 @@ struct BatchAccepted {
     batch_id: Option<BatchId>,
     /// Jobs in the batch.
     jobs: usize,
+    /// With `resource_ids`: what became of each, in request order (`enqueued` with the
+    /// batch's job, `deduplicated` with the active job it kept, `not_found`). Absent when the
+    /// request named no ids (every resource).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    results: Option<Vec<RequestedSync>>,
 }
 
 /// A batch's progress.
@@ -251,11 +257,16 @@ async fn sync_many(
         .submitter
         .batch(tenant.id(), body.resource_ids.as_deref(), &tenant.actor())
         .await?;
+    let results = match &body.resource_ids {
+        Some(ids) => Some(batches::outcomes(&state.db, tenant.id(), batch.id, ids).await?),
+        None => None,
+    };
     let Some(id) = batch.id else {
         // Nothing to run: no batch is recorded, and nothing was accepted for later.
         let nothing = BatchAccepted {
             batch_id: None,
             jobs: 0,
+            results,
         };
         return Ok(axum::Json(nothing).into_response());
     };
@@ -265,6 +276,7 @@ async fn sync_many(
         axum::Json(BatchAccepted {
             batch_id: Some(id),
             jobs: batch.jobs.len(),
+            results,
         }),
     )
         .into_response())
@@ -387,6 +399,13 @@ struct ListQuery {
     resource_id: Option<ResourceId>,
     /// Only jobs in this state.
     state: Option<JobState>,
+    /// Only the jobs of this batch.
+    batch_id: Option<BatchId>,
+    /// Only jobs started this way (`manual`, `batch`, `schedule`, `retry`).
+    trigger: Option<Trigger>,
+    /// Only jobs created at or after this RFC 3339 time.
+    #[param(format = DateTime)]
+    since: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
     #[param(value_type = Option<Limit>)]
@@ -414,6 +433,9 @@ async fn list(
     let filter = JobFilter {
         resource_id: query.resource_id,
         state: query.state,
+        batch_id: query.batch_id,
+        trigger: query.trigger,
+        since: pagination::since(query.since.as_deref())?,
         before: pagination::after(query.cursor.as_ref())?,
         limit: query.limit.get(),
     };

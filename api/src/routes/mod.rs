@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod connection_tests;
 pub mod fleet;
 pub mod health;
 pub mod internal;

@@ -45,7 +45,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 // Not Debug: it carries a password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateResource {
+pub(crate) struct CreateResource {
     /// Unique in the tenant; 1-200 characters.
     #[schema(
         min_length = 1,
@@ -91,7 +91,7 @@ struct CreateResource {
 }
 
 /// Changes to a resource; absent fields stay as they are. Changing `kind`, `host`, `port`,
-/// `username` or `database` needs `password` again.
+/// `username`, `database` or `tls` needs `password` again.
 // Not Debug: it carries a password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +136,27 @@ struct PatchResource {
     #[schema(value_type = Option<RetryOverrides>)]
     retry_policy: Option<Option<RetryOverrides>>,
     tls: Option<SourceTls>,
+}
+
+/// JSON Merge Patch (RFC 7396): objects merge key by key, `null` removes a key, anything else
+/// (arrays included) replaces.
+fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(patch) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Default::default());
+    }
+    let target = target.as_object_mut().expect("made an object above");
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(&key);
+        } else {
+            merge_patch(target.entry(key).or_insert(Value::Null), value);
+        }
+    }
 }
 
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
@@ -236,6 +257,11 @@ pub(crate) fn check_options(options: Option<OptionsBody>) -> ApiResult<ScanOptio
     }
 }
 
+/// The 422 of a change to a password's target (`PATCH`, or the internal upsert) without it.
+pub(crate) const TARGET_CHANGE_NEEDS_PASSWORD: &str = "changing `kind`, `host`, `port`, `username`, `database` or `tls` needs `password` again: \
+     the stored password is sealed for the current target and TLS settings, and is never sent \
+     to another or under other TLS settings";
+
 /// Seals `password` for `target` and fingerprints it.
 pub(crate) fn store_password(
     state: &AppState,
@@ -255,6 +281,57 @@ pub(crate) fn name_taken(e: sqlx::Error) -> ApiError {
         }
         _ => e.into(),
     }
+}
+
+/// A [`CreateResource`] body, checked: every field valid, the host allowed by the outbound
+/// policy. Not Debug: it carries a password.
+pub(crate) struct Definition {
+    pub name: String,
+    pub kind: ResourceKind,
+    pub host: String,
+    pub port: i32,
+    pub database: String,
+    pub username: String,
+    pub password: String,
+    pub options: ScanOptions,
+    pub schedule: Option<StoredSchedule>,
+    pub retry_policy: Option<RetryOverrides>,
+    pub tls: SourceTls,
+}
+
+/// Checks a definition as registering it does (a 422 naming what is wrong); test-connection
+/// checks an unsaved one the same way.
+pub(crate) async fn check_definition(
+    state: &AppState,
+    body: CreateResource,
+) -> ApiResult<Definition> {
+    check_text("name", &body.name, 200)?;
+    check_host(state, &body.host).await?;
+    let port = check_port(body.port)?;
+    check_text("database", &body.database, 255)?;
+    check_text("username", &body.username, 255)?;
+    check_password(&body.password)?;
+    let options = check_options(body.options)?;
+    let schedule = body
+        .schedule
+        .as_ref()
+        .map(|spec| check_schedule(state, spec))
+        .transpose()?;
+    let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
+    let tls = check_tls(body.tls.unwrap_or_default())?;
+    Ok(Definition {
+        name: body.name,
+        kind: body.kind,
+        host: body.host,
+        port,
+        database: body.database,
+        username: body.username,
+        password: body.password,
+        options,
+        schedule,
+        retry_policy,
+        tls,
+    })
 }
 
 /// Register a source.
@@ -281,20 +358,7 @@ async fn create(
     tenant: Tenant<Manage>,
     AppJson(body): AppJson<CreateResource>,
 ) -> ApiResult<Response> {
-    check_text("name", &body.name, 200)?;
-    check_host(&state, &body.host).await?;
-    let port = check_port(body.port)?;
-    check_text("database", &body.database, 255)?;
-    check_text("username", &body.username, 255)?;
-    check_password(&body.password)?;
-    let options = check_options(body.options)?;
-    let schedule = body
-        .schedule
-        .as_ref()
-        .map(|spec| check_schedule(&state, spec))
-        .transpose()?;
-    let retry_policy = body.retry_policy.map(check_retry_policy).transpose()?;
-    let tls = check_tls(body.tls.unwrap_or_default())?;
+    let body = check_definition(&state, body).await?;
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
     state
         .quotas
@@ -307,9 +371,10 @@ async fn create(
         resource: id,
         kind: body.kind,
         host: &body.host,
-        port,
+        port: body.port,
         username: &body.username,
         database: &body.database,
+        tls: &body.tls,
     };
     let password = store_password(&state, &body.password, &target);
     let mut tx = state.db.begin().await?;
@@ -321,15 +386,15 @@ async fn create(
             name: body.name.trim(),
             kind: body.kind,
             host: &body.host,
-            port,
+            port: body.port,
             database: &body.database,
             username: &body.username,
             password,
-            options,
-            schedule,
-            retry_policy,
+            options: body.options,
+            schedule: body.schedule,
+            retry_policy: body.retry_policy,
             external_id: None,
-            tls,
+            tls: body.tls,
         },
     )
     .await
@@ -353,6 +418,8 @@ async fn create(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only the resource with this name (names are unique per tenant).
+    name: Option<String>,
     cursor: Option<Cursor>,
     #[serde(default)]
     #[param(value_type = Option<Limit>)]
@@ -378,7 +445,14 @@ async fn list(
     AppQuery(query): AppQuery<ListQuery>,
 ) -> ApiResult<Response> {
     let after = pagination::after(query.cursor.as_ref())?;
-    let items = resources::list(&state.db, tenant.id(), after, query.limit.get()).await?;
+    let items = resources::list(
+        &state.db,
+        tenant.id(),
+        query.name.as_deref(),
+        after,
+        query.limit.get(),
+    )
+    .await?;
     Ok(axum::Json(Page::new(items, query.limit, |r| r.id)).into_response())
 }
 
@@ -449,15 +523,25 @@ async fn update(
     if let Some(password) = &body.password {
         check_password(password)?;
     }
-    let options = body.options.map(|o| check_options(Some(o))).transpose()?;
     let tls = body.tls.map(check_tls).transpose()?;
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
     let current = resources::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
-    // The password is sealed for a target: where it may be sent. A new target without the
-    // password again would send the stored one somewhere new, and the API cannot re-seal what
-    // it cannot open; so that takes the password.
+    // Nested objects merge (RFC 7396): `{"options": {"schemas": {...}}}` keeps the other
+    // options, `{"retry_policy": {"max_attempts": 2}}` the other fields of the policy.
+    let options = body
+        .options
+        .map(|OptionsBody(patch)| {
+            let mut merged = serde_json::to_value(&current.options.0).unwrap_or_default();
+            merge_patch(&mut merged, patch);
+            check_options(Some(OptionsBody(merged)))
+        })
+        .transpose()?;
+    // The password is sealed for a target: where it may be sent, and under which TLS
+    // settings. A new target without the password again would send the stored one somewhere
+    // new (or under laxer TLS), and the API cannot re-seal what it cannot open; so that takes
+    // the password.
     let target = ConnectionTarget {
         tenant: tenant.id(),
         resource: id,
@@ -466,28 +550,12 @@ async fn update(
         port: port.unwrap_or(current.port),
         username: body.username.as_deref().unwrap_or(&current.username),
         database: body.database.as_deref().unwrap_or(&current.database),
+        tls: tls.as_ref().unwrap_or(&current.tls),
     };
     let password = match &body.password {
         Some(password) => Some(store_password(&state, password, &target)),
         None if target != current.target(tenant.id()) => {
-            return Err(ApiError::Unprocessable(
-                "changing `kind`, `host`, `port`, `username` or `database` needs `password` \
-                 again: the stored password is sealed for the current target and is never sent \
-                 to another"
-                    .into(),
-            ));
-        }
-        // The password was also given for the TLS settings it goes out under: weakening them
-        // (a laxer mode, another CA) takes it again; making them stricter does not.
-        None if tls
-            .as_ref()
-            .is_some_and(|tls| !tls.keeps_guarantees_of(&current.tls)) =>
-        {
-            return Err(ApiError::Unprocessable(
-                "weakening `tls` (a laxer mode, or another CA) needs `password` again: the \
-                 stored password was given for the current TLS settings"
-                    .into(),
-            ));
+            return Err(ApiError::Unprocessable(TARGET_CHANGE_NEEDS_PASSWORD.into()));
         }
         None => None,
     };
@@ -510,7 +578,10 @@ async fn update(
         retry_policy: match body.retry_policy {
             None => None,
             Some(None) => Some(None),
-            Some(Some(policy)) => Some(Some(check_retry_policy(policy)?)),
+            Some(Some(policy)) => {
+                let current = current.retry_policy.as_ref().map(|p| &p.0);
+                Some(Some(check_retry_policy(policy.merged_over(current))?))
+            }
         },
         tls,
     };

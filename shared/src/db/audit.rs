@@ -33,6 +33,10 @@ pub enum AuditAction {
     #[serde(rename = "resource.sync")]
     #[sqlx(rename = "resource.sync")]
     ResourceSync,
+    /// A stored resource's connection was tested (its stored password sent to its server).
+    #[serde(rename = "resource.test")]
+    #[sqlx(rename = "resource.test")]
+    ResourceTest,
     /// A batch of syncs was created.
     #[serde(rename = "batch.create")]
     #[sqlx(rename = "batch.create")]
@@ -54,7 +58,8 @@ impl AuditAction {
             Self::ResourceCreate
             | Self::ResourceUpdate
             | Self::ResourceDelete
-            | Self::ResourceSync => ObjectType::Resource,
+            | Self::ResourceSync
+            | Self::ResourceTest => ObjectType::Resource,
             Self::BatchCreate => ObjectType::Batch,
             Self::JobCancel | Self::JobRetry => ObjectType::Job,
         }

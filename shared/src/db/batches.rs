@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use sqlx::PgPool;
 
 use crate::domain::JobState;
-use crate::ids::{BatchId, TenantId};
+use crate::ids::{BatchId, JobId, ResourceId, TenantId};
 
 /// A batch's jobs counted by state; `None` if the batch is not the tenant's.
 pub async fn counts(
@@ -31,4 +31,65 @@ pub async fn counts(
     .fetch_all(db)
     .await?;
     Ok(Some(counts.into_iter().collect()))
+}
+
+/// What a batch request did with one of the resources it named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum SyncOutcome {
+    /// A job was created for it in the batch.
+    Enqueued,
+    /// It had an active job, which it keeps; not part of the batch.
+    Deduplicated,
+    /// The tenant has no resource with this id.
+    NotFound,
+}
+
+/// One requested resource and what became of it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct RequestedSync {
+    /// The id as requested.
+    pub resource_id: ResourceId,
+    /// What became of it.
+    pub outcome: SyncOutcome,
+    /// The batch's job (`enqueued`) or the active job it kept (`deduplicated`).
+    pub job_id: Option<JobId>,
+}
+
+/// What the batch `batch` (`None` when it created nothing) did with each of `requested`, in
+/// request order. Read after the batch committed: a job of the batch is found by its batch id
+/// whatever its state now, and a resource left out of the batch had an active job then, its
+/// latest job.
+pub async fn outcomes(
+    db: &PgPool,
+    tenant: &TenantId,
+    batch: Option<BatchId>,
+    requested: &[ResourceId],
+) -> Result<Vec<RequestedSync>, sqlx::Error> {
+    sqlx::query_as(
+        "select q.resource_id,
+                case when b.id is not null then 'enqueued'
+                     when r.id is null then 'not_found'
+                     else 'deduplicated' end as outcome,
+                coalesce(b.id, case when r.id is not null then l.id end) as job_id
+         from unnest($2::uuid[]) with ordinality as q (resource_id, n)
+         left join resources r on r.id = q.resource_id and r.tenant_id = $1
+         left join lateral (
+             select id from jobs j
+             where j.tenant_id = $1 and j.resource_id = q.resource_id and j.batch_id = $3
+             limit 1
+         ) b on true
+         left join lateral (
+             select id from jobs j
+             where j.tenant_id = $1 and j.resource_id = q.resource_id
+             order by id desc limit 1
+         ) l on true
+         order by q.n",
+    )
+    .bind(tenant)
+    .bind(requested)
+    .bind(batch)
+    .fetch_all(db)
+    .await
 }

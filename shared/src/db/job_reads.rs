@@ -5,9 +5,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 
-use crate::db::jobs::{COLUMNS, Job};
-use crate::domain::{ErrorClass, JobState};
-use crate::ids::{JobId, ResourceId, TenantId};
+use crate::db::jobs::{COLUMNS, Job, TRIGGER_SQL};
+use crate::domain::{ErrorClass, JobState, Trigger};
+use crate::ids::{BatchId, JobId, ResourceId, TenantId};
 
 /// One attempt of a job, for its history.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -59,6 +59,12 @@ pub struct JobFilter {
     pub resource_id: Option<ResourceId>,
     /// Only jobs in this state.
     pub state: Option<JobState>,
+    /// Only jobs of this batch.
+    pub batch_id: Option<BatchId>,
+    /// Only jobs started this way.
+    pub trigger: Option<Trigger>,
+    /// Only jobs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
     /// Keyset cursor: the last id of the previous page (newest first).
     pub before: Option<JobId>,
     /// Page size; the caller clamps it.
@@ -77,6 +83,9 @@ pub async fn list(
            and ($2::uuid is null or resource_id = $2)
            and ($3::text is null or state = $3)
            and ($4::uuid is null or id < $4)
+           and ($6::uuid is null or batch_id = $6)
+           and ($7::text is null or {TRIGGER_SQL} = $7)
+           and ($8::timestamptz is null or created_at >= $8)
          order by id desc limit $5"
     )))
     .bind(tenant)
@@ -84,6 +93,9 @@ pub async fn list(
     .bind(filter.state)
     .bind(filter.before)
     .bind(filter.limit)
+    .bind(filter.batch_id)
+    .bind(filter.trigger)
+    .bind(filter.since)
     .fetch_all(db)
     .await
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::db::job_reads;
 use crate::db::resources::{self, ResourceWithSecret};
-use crate::domain::{ErrorClass, JobState, Progress, SyncStats};
+use crate::domain::{ErrorClass, JobState, Progress, SyncStats, Trigger};
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
 use crate::queue::{Class, Delivery};
 use crate::retry::RetryOverrides;
@@ -55,11 +55,32 @@ pub struct Job {
     pub retry_of: Option<JobId>,
     /// The batch (`POST /v1/syncs`) that created this job, if any.
     pub batch_id: Option<BatchId>,
+    /// What started it: `manual`, `batch`, `schedule` or `retry`.
+    pub trigger: Trigger,
+    /// For a job a schedule fired, the tick it was fired for.
+    pub scheduled_for: Option<DateTime<Utc>>,
 }
 
-pub(crate) const COLUMNS: &str = "id, resource_id, state, attempts, max_attempts, created_at, started_at, \
-                       finished_at, next_attempt_at, error, error_class, stats, progress, \
-                       cancel_requested, retry_of, batch_id";
+/// The SQL expression of a `jobs` row's [`Trigger`]: a retry links the job it retries, a tick
+/// sets `scheduled_for`, a batch sets `batch_id`. A macro, so `COLUMNS` can `concat!` it.
+macro_rules! trigger_sql {
+    () => {
+        "(case when retry_of is not null then 'retry' \
+              when scheduled_for is not null then 'schedule' \
+              when batch_id is not null then 'batch' else 'manual' end)"
+    };
+}
+
+/// See [`trigger_sql`].
+pub(crate) const TRIGGER_SQL: &str = trigger_sql!();
+
+pub(crate) const COLUMNS: &str = concat!(
+    "id, resource_id, state, attempts, max_attempts, created_at, started_at, \
+     finished_at, next_attempt_at, error, error_class, stats, progress, \
+     cancel_requested, retry_of, batch_id, scheduled_for, ",
+    trigger_sql!(),
+    " as trigger"
+);
 
 /// A new job's attempts: the resource's override, else the deployment's (`$4`).
 const MAX_ATTEMPTS: &str = "greatest(1, coalesce((retry_policy ->> 'max_attempts')::int, $4))";
@@ -301,9 +322,10 @@ pub async fn claim(
                 r.*
          from claimed c
               cross join lateral (
-                  select {}, password_sealed, password_key_id from resources where id = c.resource_id
+                  select {}, {} from resources where id = c.resource_id
               ) r",
-        resources::COLUMNS
+        resources::COLUMNS,
+        resources::SECRET_COLUMNS
     )))
     .bind(job_id)
     .bind(worker_id)

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod batches;
 pub mod catalog;
+pub mod connection_tests;
 pub mod job_reads;
 pub mod jobs;
 pub mod resources;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 use sqlx::types::Json;
 
-use crate::custody::{ConnectionTarget, SealedPassword};
+use crate::custody::{ConnectionTarget, RecordFormat, SealedPassword};
 use crate::domain::{JobState, ResourceKind};
 use crate::ids::{JobId, ResourceId, TenantId};
 use crate::retry::RetryOverrides;
@@ -87,7 +87,12 @@ pub struct ResourceWithSecret {
     pub password_sealed: Vec<u8>,
     /// The master key that sealed it.
     pub password_key_id: String,
+    /// What the record's associated data covers.
+    pub password_format: RecordFormat,
 }
+
+/// The sealed password's columns of [`ResourceWithSecret`].
+pub(crate) const SECRET_COLUMNS: &str = "password_sealed, password_key_id, password_format";
 
 impl ResourceWithSecret {
     /// The sealed password as [`crate::custody::OpeningKeys::open`] takes it.
@@ -95,6 +100,7 @@ impl ResourceWithSecret {
         SealedPassword {
             key_id: self.password_key_id.clone(),
             record: self.password_sealed.clone(),
+            format: self.password_format,
         }
     }
 
@@ -139,6 +145,7 @@ impl Resource {
             port: self.port,
             username: &self.username,
             database: &self.database,
+            tls: &self.tls.0,
         }
     }
 }
@@ -220,9 +227,9 @@ pub async fn insert(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
                                 password_sealed, options, sync_interval_seconds, sync_cron,
                                 next_sync_at, retry_policy, password_key_id, password_fingerprint,
-                                external_id, tls)
+                                external_id, tls, password_format)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                 $18)
+                 $18, $19)
          returning {COLUMNS}"
     )))
     .bind(id)
@@ -243,6 +250,7 @@ pub async fn insert(
     .bind(&new.password.fingerprint)
     .bind(new.external_id)
     .bind(Json(new.tls))
+    .bind(new.password.sealed.format)
     .fetch_one(db)
     .await
 }
@@ -262,21 +270,24 @@ pub async fn get(
     .await
 }
 
-/// Keyset page of a tenant's resources, oldest first.
+/// Keyset page of a tenant's resources, oldest first; only the one named `name` if given.
 pub async fn list(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
+    name: Option<&str>,
     after: Option<ResourceId>,
     limit: i64,
 ) -> Result<Vec<Resource>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS} from resources
          where tenant_id = $1 and ($2::uuid is null or id > $2)
+           and ($4::text is null or name = $4)
          order by id limit $3"
     )))
     .bind(tenant)
     .bind(after)
     .bind(limit)
+    .bind(name)
     .fetch_all(db)
     .await
 }
@@ -327,6 +338,7 @@ pub async fn update(
              username = coalesce($7, username),
              password_sealed = coalesce($8, password_sealed),
              password_key_id = coalesce($22, password_key_id),
+             password_format = coalesce($26, password_format),
              password_fingerprint = case when $8 is null then password_fingerprint else $23 end,
              options = coalesce($9, options),
              sync_interval_seconds = case when $10 then $11 else sync_interval_seconds end,
@@ -381,6 +393,7 @@ pub async fn update(
     .bind(patch.password.as_ref().map(|p| &p.fingerprint))
     .bind(patch.tls.map(Json))
     .bind(&current.tls)
+    .bind(patch.password.as_ref().map(|p| p.sealed.format))
     .fetch_optional(db)
     .await
 }
@@ -427,22 +440,24 @@ pub async fn get_external_for_update(
     .await
 }
 
-/// Up to `limit` resources whose password is not sealed under `key_id`, after `after` in id
-/// order: the next page for `rotate-master-key`.
-pub async fn sealed_under_other_keys(
+/// Up to `limit` resources whose password is not sealed under `key_id` or not in the current
+/// [`RecordFormat`], after `after` in id order: the next page for `rotate-master-key`.
+pub async fn needing_reseal(
     db: impl PgExecutor<'_>,
     key_id: &str,
     after: Option<ResourceId>,
     limit: i64,
 ) -> Result<Vec<ResourceWithSecret>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS}, tenant_id, password_sealed, password_key_id from resources
-         where password_key_id <> $1 and ($2::uuid is null or id > $2)
+        "select {COLUMNS}, tenant_id, {SECRET_COLUMNS} from resources
+         where (password_key_id <> $1 or password_format <> $4)
+           and ($2::uuid is null or id > $2)
          order by id limit $3"
     )))
     .bind(key_id)
     .bind(after)
     .bind(limit)
+    .bind(RecordFormat::CURRENT)
     .fetch_all(db)
     .await
 }
@@ -458,9 +473,10 @@ pub async fn reseal(
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "update resources
-         set password_sealed = $4, password_key_id = $5,
+         set password_sealed = $4, password_key_id = $5, password_format = $7,
              password_fingerprint = coalesce(password_fingerprint, $6)
-         where id = $1 and password_key_id = $2 and password_sealed = $3",
+         where id = $1 and password_key_id = $2 and password_sealed = $3
+           and password_format = $8",
     )
     .bind(id)
     .bind(&old.key_id)
@@ -468,6 +484,8 @@ pub async fn reseal(
     .bind(&resealed.record)
     .bind(&resealed.key_id)
     .bind(fingerprint)
+    .bind(resealed.format)
+    .bind(old.format)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

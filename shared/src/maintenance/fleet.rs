@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::Settings;
 use super::duty::{Duty, DutyError, DutySet};
-use crate::db::{audit, jobs, resources};
+use crate::db::{audit, connection_tests, jobs, resources};
 use crate::ids::JobId;
 use crate::queue::Queue;
 use crate::submit::Submitter;
@@ -151,7 +151,8 @@ async fn fleet_gauges(fleet: Fleet) -> Result<(), DutyError> {
     Ok(())
 }
 
-/// Old finished jobs, and audit events as old: the audit log is kept as long as jobs are.
+/// Old finished jobs, and audit events as old: the audit log is kept as long as jobs are; and
+/// test-connection requests their API process abandoned.
 async fn prune(fleet: Fleet) -> Result<(), DutyError> {
     let n = jobs::prune_finished(&fleet.db, fleet.settings.retention, 1_000).await?;
     if n > 0 {
@@ -170,6 +171,7 @@ async fn prune(fleet: Fleet) -> Result<(), DutyError> {
     if pruned > 0 {
         tracing::info!(events = pruned, "pruned old audit events");
     }
+    connection_tests::prune_expired(&fleet.db).await?;
     Ok(())
 }
 

@@ -4,7 +4,8 @@
 //! most a third of a lease later), so a leader killed with -9 is replaced within one lease. One
 //! that stops gracefully resigns: it deletes the row and notifies the followers (channel
 //! `metasync_maintenance_resigned`), so one takes over at once (within a third of a lease if
-//! the notification is lost). A leader that cannot renew steps down
+//! the notification is lost). A follower also looks at the lease whenever its listener starts
+//! listening, so a resignation sent before it listened (while it started) is not lost either. A leader that cannot renew steps down
 //! before its term can have lapsed, so two leaders overlap only briefly, which the duties
 //! tolerate (each is safe to run in several processes at once).
 
@@ -95,6 +96,11 @@ impl Elector {
 /// Wakes `resigned` whenever a leader resigns, on a connection of its own (outside the pool,
 /// so it never takes a slot from the duties). If listening fails, it tries again every second;
 /// meanwhile followers still poll.
+///
+/// A notification sent before `LISTEN` took effect is never delivered, so `resigned` is also
+/// woken each time listening starts (at first, and after the listener reconnected): the
+/// follower then looks at the lease once, and a leader that resigned in between (say, while
+/// this process was starting, or its TLS handshake ran) is not missed until the next poll.
 async fn listen_for_resignations(db: PgPool, resigned: Arc<Notify>) {
     let own = PgPoolOptions::new()
         .max_connections(1)
@@ -103,7 +109,10 @@ async fn listen_for_resignations(db: PgPool, resigned: Arc<Notify>) {
         if let Ok(mut listener) = PgListener::connect_with(&own).await
             && listener.listen(RESIGNED).await.is_ok()
         {
-            while listener.recv().await.is_ok() {
+            resigned.notify_one();
+            // `Some`: a resignation; `None`: the connection was lost and made again, listening
+            // anew (sqlx's eager reconnect), so anything sent meanwhile is lost: look once.
+            while listener.try_recv().await.is_ok() {
                 resigned.notify_one();
             }
         }

@@ -13,7 +13,10 @@
 //! - `metasync:{q}:claimed:<worker>`: list of deliveries a worker has taken;
 //! - `metasync:{q}:pending`: set of job ids with a delivery outstanding anywhere above, so the
 //!   reconciler can find jobs whose delivery was lost (Redis flushed or restarted empty, or a
-//!   crash between the PostgreSQL insert and the push).
+//!   crash between the PostgreSQL insert and the push);
+//! - `metasync:{q}:tests`: the test lane, ids of test-connection requests (nothing else: the
+//!   request itself is in PostgreSQL), pushed right, taken left by each worker's test task
+//!   ([`TestLane`]), apart from the job deliveries and their pickup.
 //!
 //! Scheduling is fair across tenants and puts manual work first (docs/scheduling.md): a pickup
 //! is one Lua script (`pop.lua`) that takes the ring's head tenant, moves one delivery from its
@@ -39,7 +42,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnecti
 use redis::{AsyncCommands as _, AsyncConnectionConfig, Script};
 use uuid::Uuid;
 
-use crate::ids::{JobId, TenantId};
+use crate::ids::{JobId, TenantId, TestId};
 
 /// A Redis failure. Always transient from the job's point of view: PostgreSQL keeps the job.
 #[derive(Debug, thiserror::Error)]
@@ -144,6 +147,8 @@ pub struct Keys {
     pub pending: String,
     /// Each live worker's concurrency (`metasync:{q}:worker-info`), for `GET /v1/workers`.
     pub worker_info: String,
+    /// Ids of test-connection requests waiting for a worker (`metasync:{q}:tests`).
+    pub tests: String,
     /// Prefix of the ready lists, `metasync:{q}:ready:` + `<class>:<tenant>`.
     ready_prefix: String,
     /// The one FIFO list of bare job ids that the queue had before fair scheduling
@@ -164,6 +169,7 @@ impl Keys {
             workers: format!("{base}:workers"),
             pending: format!("{base}:pending"),
             worker_info: format!("{base}:worker-info"),
+            tests: format!("{base}:tests"),
             ready_prefix: format!("{base}:ready:"),
             legacy_ready: format!("{base}:ready"),
             claimed_prefix: format!("{base}:claimed:"),
@@ -613,19 +619,23 @@ impl Queue {
         Ok(conn.scard(&self.keys.pending).await?)
     }
 
-    /// A dedicated connection for blocking pickups by one worker.
-    pub async fn fetcher(&self, worker: &str) -> Result<Fetcher, QueueError> {
+    /// A connection of its own for blocking commands.
+    async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
         // A blocking command must not share a multiplexed connection or hit the default
         // 500 ms response timeout.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(None);
-        let conn = self
+        Ok(self
             .client
             .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+            .await?)
+    }
+
+    /// A dedicated connection for blocking pickups by one worker.
+    pub async fn fetcher(&self, worker: &str) -> Result<Fetcher, QueueError> {
         Ok(Fetcher {
-            conn,
+            conn: self.blocking_connection().await?,
             pop: self.scripts.pop.clone(),
             keys: self.keys.clone(),
             claimed: self.keys.claimed(worker),
@@ -639,6 +649,22 @@ pub struct Fetcher {
     pop: Script,
     keys: Keys,
     claimed: String,
+}
+
+/// One worker's blocking take from the test lane.
+pub struct TestLane {
+    conn: MultiplexedConnection,
+    key: String,
+}
+
+impl TestLane {
+    /// The next test-connection request's id, waiting up to `block` for one. Anything on the
+    /// lane that is not an id is dropped.
+    pub async fn next(&mut self, block: Duration) -> Result<Option<TestId>, QueueError> {
+        let taken: Option<(String, String)> =
+            self.conn.blpop(&self.key, block.as_secs_f64()).await?;
+        Ok(taken.and_then(|(_, id)| id.parse().ok()))
+    }
 }
 
 /// What came off the queue.
@@ -684,6 +710,48 @@ impl Fetcher {
 }
 
 impl Queue {
+    /// How many workers hold a current lease.
+    pub async fn live_workers(&self) -> Result<u64, QueueError> {
+        let live: u64 = self
+            .conn
+            .clone()
+            .zcount(&self.keys.workers, now_ms() + 1, "+inf")
+            .await?;
+        Ok(live)
+    }
+
+    /// Puts a test-connection request's id on the test lane. The lane expires `ttl` after the
+    /// last push, so ids nobody took (every worker gone meanwhile) do not stay behind.
+    pub async fn push_test(&self, id: TestId, ttl: Duration) -> Result<(), QueueError> {
+        let _: () = redis::pipe()
+            .atomic()
+            .rpush(&self.keys.tests, id.to_string())
+            .ignore()
+            .pexpire(&self.keys.tests, ttl.as_millis() as i64)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(())
+    }
+
+    /// Takes a test's id back off the lane: `true` if it was still there (no worker took it).
+    pub async fn withdraw_test(&self, id: TestId) -> Result<bool, QueueError> {
+        let removed: u64 = self
+            .conn
+            .clone()
+            .lrem(&self.keys.tests, 1, id.to_string())
+            .await?;
+        Ok(removed > 0)
+    }
+
+    /// A dedicated connection for one worker's test task to block on the test lane.
+    pub async fn test_lane(&self) -> Result<TestLane, QueueError> {
+        Ok(TestLane {
+            conn: self.blocking_connection().await?,
+            key: self.keys.tests.clone(),
+        })
+    }
+
     /// Removes a payload that is not a delivery from a worker's claimed list. One that starts
     /// with a job id (a bare id from before fair scheduling) also leaves `pending`, so the
     /// reconciler pushes that job again as a proper delivery.

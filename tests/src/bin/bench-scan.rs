@@ -316,8 +316,14 @@ async fn floor(app: &TestApp, source: &Source, rid: &str) -> anyhow::Result<f64>
     } else {
         "unused"
     };
+    let filters = resource
+        .options
+        .0
+        .compile()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let target = ScanTarget {
         resource: &resource,
+        filters: &filters,
         // Every benchmark source is on this machine.
         address: resource.host.parse()?,
         password,

@@ -3,6 +3,7 @@
 //! hence one snapshot; MySQL/MariaDB: one READ ONLY transaction), on a connection
 //! with connect and statement timeouts that lives at most seconds past its job ([`reuse`]).
 
+pub mod filters;
 pub mod mysql;
 pub mod permits;
 pub mod postgres;
@@ -13,8 +14,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use metasync_shared::catalog::Snapshot;
+use metasync_shared::connection_test::{FailureCode, MissingGrant};
 use metasync_shared::db::resources::Resource;
 use metasync_shared::domain::ResourceKind;
+use metasync_shared::scan_options::Filters;
 
 use crate::error::{JobError, Reason};
 use reuse::{Parking, SourceConnections, SourceKey, Taken};
@@ -22,6 +25,8 @@ use reuse::{Parking, SourceConnections, SourceKey, Taken};
 /// Where and how to scan. Holds the decrypted password, so it is deliberately not `Debug`.
 pub struct ScanTarget<'a> {
     pub resource: &'a Resource,
+    /// The resource's filter patterns, compiled ([`filters::FilterCache`]).
+    pub filters: &'a Filters,
     /// The address to dial, checked by the outbound policy (never the name again).
     pub address: std::net::IpAddr,
     pub password: &'a str,
@@ -147,6 +152,38 @@ pub async fn scan(
     })
 }
 
+/// What test-connection learns from a session it opened the way a scan does.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// `postgresql`, `mariadb` or `mysql`.
+    pub engine: &'static str,
+    /// The version the server reports.
+    pub version: String,
+    /// Whether the session is encrypted.
+    pub tls: bool,
+    /// Grants a scan needs that the user lacks.
+    pub missing_grants: Vec<MissingGrant>,
+}
+
+/// Test-connection: opens a new connection to the resource as a scan would (the checked
+/// address, its TLS mode, under a permit of the server's cap; never a parked connection, and
+/// the new one is closed after), and asks the server what [`Probe`] reports, in one or two
+/// cheap statements.
+pub async fn probe(
+    target: &ScanTarget<'_>,
+    limits: ScanLimits,
+    sources: &SourceConnections,
+) -> Result<Probe, ScanError> {
+    let result = match target.resource.kind {
+        ResourceKind::Postgres => postgres::probe(target, limits, sources).await,
+        ResourceKind::Mysql => mysql::probe(target, limits, sources).await,
+    };
+    result.map_err(|e| match e {
+        ScanError::Failed(e) => ScanError::Failed(e.guarded(target.password)),
+        busy @ ScanError::ServerBusy => busy,
+    })
+}
+
 /// Opens a source connection within the connect timeout. A timeout is transient; other
 /// failures are classified by [`JobError::from_connect`] (e.g. bad credentials are permanent,
 /// a port that does not speak the engine's protocol too).
@@ -175,6 +212,7 @@ where
                 "connecting to {server}: timed out after {:?}",
                 limits.connect_timeout
             ))
+            .with_failure(FailureCode::TimedOut)
             .because(Reason::Connect),
             true,
         ),
@@ -189,6 +227,7 @@ where
                 target.engine_name(),
                 sniff::suggestion(other)
             ))
+            .with_failure(FailureCode::WrongProtocol)
             .because(Reason::Connect));
         }
     }
@@ -206,7 +245,8 @@ fn might_be_another_engine(e: &sqlx::Error) -> bool {
     }
 }
 
-/// A parked connection for `key` if one is alive, else a new one under a permit of the
+/// A parked connection for `key` if one is alive (and `parking` is given: test-connection
+/// asks for a new connection every time), else a new one under a permit of the
 /// server's connection cap. While the fleet is at the cap, this process's idle connections to
 /// that server (other databases or users) are closed to make room, and the job polls for a
 /// parked connection or a permit for up to [`PERMIT_WAIT`]; then it is deferred. Redis failing
@@ -214,7 +254,7 @@ fn might_be_another_engine(e: &sqlx::Error) -> bool {
 async fn open<C>(
     target: &ScanTarget<'_>,
     sources: &SourceConnections,
-    parking: &Parking<C::Connection>,
+    parking: Option<&Parking<C::Connection>>,
     key: &SourceKey,
     options: impl FnOnce() -> C,
     limits: ScanLimits,
@@ -227,7 +267,9 @@ where
     let deadline = tokio::time::Instant::now() + PERMIT_WAIT;
     let taken = loop {
         // Another slot may have parked a connection for this key meanwhile.
-        if let Some(taken) = parking.take(key, limits.connect_timeout).await {
+        if let Some(parking) = parking
+            && let Some(taken) = parking.take(key, limits.connect_timeout).await
+        {
             break taken;
         }
         match sources.permits.try_acquire(host, port).await {

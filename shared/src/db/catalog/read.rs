@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 
-use crate::catalog::{ChangeKind, TableInfo};
+use crate::catalog::{ChangeKind, SequenceInfo, TableInfo, TypeInfo};
 use crate::ids::{ChangeId, JobId, ResourceId, SchemaId, TableId, TenantId};
 
 /// A stored table in a listing: where it is stored and the few facts a list shows, not its
@@ -42,6 +42,8 @@ const SUMMARY_COLUMNS: &str = "id, resource_id, database, schema_name as schema,
 /// `(database, schema, name)`.
 #[derive(Debug, Default)]
 pub struct TableFilter {
+    /// Exact database name to keep.
+    pub database: Option<String>,
     /// Exact schema name to keep.
     pub schema: Option<String>,
     /// Exact kind to keep, as in [`TableInfo::kind`].
@@ -72,6 +74,7 @@ pub async fn list_tables(
            and ($4::text is null or kind = $4)
            and ($5::text is null or name ilike '%' || $5 || '%')
            and ($6::text is null or (database, schema_name, name) > ($6, $7, $8))
+           and ($10::text is null or database = $10)
          order by database, schema_name, name
          limit $9"
     )))
@@ -84,6 +87,7 @@ pub async fn list_tables(
     .bind(after_schema)
     .bind(after_name)
     .bind(filter.limit)
+    .bind(filter.database.as_deref())
     .fetch_all(db)
     .await
 }
@@ -156,6 +160,12 @@ pub struct SchemaSummary {
     pub comment: Option<String>,
     /// Stored tables and views in the schema.
     pub tables: i64,
+    /// User-defined types (enums, domains), by name; empty where the engine has none.
+    #[sqlx(json)]
+    pub types: Vec<TypeInfo>,
+    /// Sequences, by name; empty where the engine has none.
+    #[sqlx(json)]
+    pub sequences: Vec<SequenceInfo>,
 }
 
 /// A resource's schemas ordered by `(database, name)`, after the keyset position `after`.
@@ -168,7 +178,7 @@ pub async fn list_schemas(
 ) -> Result<Vec<SchemaSummary>, sqlx::Error> {
     let (after_db, after_name) = after.unzip();
     sqlx::query_as(
-        "select s.id, s.database, s.name, s.owner, s.comment,
+        "select s.id, s.database, s.name, s.owner, s.comment, s.types, s.sequences,
                 (select count(*) from catalog_tables t
                  where t.resource_id = s.resource_id and t.database = s.database
                    and t.schema_name = s.name) as tables

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 use super::bulk::{BulkInsert, PendingInserts, Target};
 use crate::catalog::{
-    ChangeKind, ColumnInfo, SchemaInfo, Snapshot, TableChange, TableInfo, diff_table,
+    ChangeKind, ColumnInfo, SchemaInfo, SequenceInfo, Snapshot, TableChange, TableInfo, TypeInfo,
+    diff_schema_objects, diff_table,
 };
 use crate::domain::SyncStats;
 use crate::ids::{JobId, ResourceId, SchemaId, TableId, TenantId};
@@ -23,6 +24,8 @@ struct StoredSchema {
     name: String,
     owner: Option<String>,
     comment: Option<String>,
+    types: Vec<TypeInfo>,
+    sequences: Vec<SequenceInfo>,
 }
 
 /// A stored table's identity and fingerprint as the first statement returns it: a JSON array
@@ -138,8 +141,8 @@ pub async fn write_snapshot(
     // What is stored now, schemas and tables, in one round trip.
     let (stored_schemas, stored_tables): (Json<Vec<StoredSchema>>, Json<Vec<StoredTable>>) =
         sqlx::query_as(
-            "select (select coalesce(json_agg(json_build_array(database, name, owner, comment)),
-                                     '[]')
+            "select (select coalesce(json_agg(json_build_array(database, name, owner, comment,
+                                                               types, sequences)), '[]')
                      from catalog_schemas where resource_id = $1),
                     (select coalesce(json_agg(json_build_array(id, database, schema_name, name,
                                                                fingerprint, kind)), '[]')
@@ -452,6 +455,8 @@ async fn write_schemas(
                 name: s.name.clone(),
                 owner: s.owner,
                 comment: s.comment,
+                types: s.types,
+                sequences: s.sequences,
             };
             ((s.database, s.name), info)
         })
@@ -466,6 +471,7 @@ async fn write_schemas(
         change: TableChange::new(kind, None, before, after),
     };
     let (mut dbs, mut names, mut owners, mut comments) = (vec![], vec![], vec![], vec![]);
+    let (mut types, mut sequences) = (vec![], vec![]);
     for database in &snapshot.databases {
         for schema in &database.schemas {
             let key = (database.name.clone(), schema.name.clone());
@@ -478,20 +484,33 @@ async fn write_schemas(
                     None,
                     Some(serde_json::json!(schema)),
                 )),
-                Some(old) if old.comment != schema.comment => changes.push(change(
-                    &database.name,
-                    &schema.name,
-                    ChangeKind::CommentChanged,
-                    Some(serde_json::json!(old.comment)),
-                    Some(serde_json::json!(schema.comment)),
-                )),
-                Some(_) => {}
+                Some(old) => {
+                    if old.comment != schema.comment {
+                        changes.push(change(
+                            &database.name,
+                            &schema.name,
+                            ChangeKind::CommentChanged,
+                            Some(serde_json::json!(old.comment)),
+                            Some(serde_json::json!(schema.comment)),
+                        ));
+                    }
+                    changes.extend(diff_schema_objects(old, schema).into_iter().map(|change| {
+                        ChangeRow {
+                            database: database.name.clone(),
+                            schema: schema.name.clone(),
+                            table: None,
+                            change,
+                        }
+                    }));
+                }
             }
             if old != Some(schema) {
                 dbs.push(database.name.as_str());
                 names.push(schema.name.as_str());
                 owners.push(schema.owner.as_deref());
                 comments.push(schema.comment.as_deref());
+                types.push(serde_json::to_value(&schema.types).expect("serializable"));
+                sequences.push(serde_json::to_value(&schema.sequences).expect("serializable"));
             }
             seen.insert(key);
         }
@@ -528,12 +547,15 @@ async fn write_schemas(
     if !names.is_empty() {
         let ids: Vec<Uuid> = names.iter().map(|_| SchemaId::new_v7().uuid()).collect();
         written += sqlx::query(
-            "insert into catalog_schemas (id, tenant_id, resource_id, database, name, owner, comment)
-             select id, $1, $2, db, name, owner, comment
-             from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[])
-                  as s (id, db, name, owner, comment)
+            "insert into catalog_schemas (id, tenant_id, resource_id, database, name, owner, comment,
+                                          types, sequences)
+             select id, $1, $2, db, name, owner, comment, types, sequences
+             from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::jsonb[], $9::jsonb[])
+                  as s (id, db, name, owner, comment, types, sequences)
              on conflict (resource_id, database, name)
-             do update set owner = excluded.owner, comment = excluded.comment",
+             do update set owner = excluded.owner, comment = excluded.comment,
+                           types = excluded.types, sequences = excluded.sequences",
         )
         .bind(owner.tenant)
         .bind(owner.resource_id)
@@ -542,6 +564,8 @@ async fn write_schemas(
         .bind(&names)
         .bind(&owners)
         .bind(&comments)
+        .bind(&types)
+        .bind(&sequences)
         .execute(&mut *tx)
         .await?
         .rows_affected();

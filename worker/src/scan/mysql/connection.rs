@@ -10,11 +10,13 @@ use crate::error::JobError;
 use crate::scan::reuse::{SourceConnections, SourceKey, Taken};
 use crate::scan::{self, ScanError, ScanLimits, ScanTarget};
 
-/// A connection to the resource's server, with the key to give it back under.
+/// A connection to the resource's server, with the key to give it back under; `reuse`: a
+/// parked one if there is one.
 pub(super) async fn open(
     target: &ScanTarget<'_>,
     limits: ScanLimits,
     sources: &SourceConnections,
+    reuse: bool,
 ) -> Result<(SourceKey, Taken<MySqlConnection>), ScanError> {
     let resource = target.resource;
     let key = sources.key(
@@ -28,7 +30,7 @@ pub(super) async fn open(
     let taken = scan::open(
         target,
         sources,
-        &sources.mysql,
+        reuse.then_some(&sources.mysql),
         &key,
         || connect_options(target),
         limits,

@@ -1,6 +1,6 @@
 //! MySQL/MariaDB scanner: reads `information_schema`, one statement per object family for the
 //! whole server (MySQL's schemas are its databases) ([`sql`]), inside a READ ONLY transaction
-//! with a statement timeout ([`connection`]): at most 9 statements whatever the table count.
+//! with a statement timeout ([`connection`]): at most 11 statements whatever the table count.
 //! The rows then become the engine-independent catalog model ([`assembly`]).
 
 mod assembly;
@@ -8,11 +8,13 @@ mod connection;
 mod sql;
 
 use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
-use metasync_shared::scan_options::{Depth, ScanOptions};
+use metasync_shared::scan_options::{Depth, Filters, ScanOptions};
 use sqlx::MySqlConnection;
 
+use metasync_shared::connection_test::MissingGrant;
+
 use super::reuse::SourceConnections;
-use super::{ScanError, ScanLimits, ScanTarget};
+use super::{Probe, ScanError, ScanLimits, ScanTarget};
 use crate::error::JobError;
 use assembly::Rows;
 
@@ -24,12 +26,13 @@ pub async fn scan(
     sources: &SourceConnections,
 ) -> Result<Snapshot, ScanError> {
     let resource = target.resource;
-    let (key, mut taken) = connection::open(target, limits, sources).await?;
+    let (key, mut taken) = connection::open(target, limits, sources, true).await?;
     let mut statements = 0;
     let result = read_server(
         &mut taken.conn,
         &resource.database,
         options,
+        target.filters,
         limits,
         &mut statements,
     )
@@ -41,6 +44,58 @@ pub async fn scan(
     Ok(Snapshot {
         databases: vec![result?],
         statements,
+    })
+}
+
+/// Test-connection: a new connection to the resource's server, two statements
+/// ([`sql::SSL_CIPHER`], [`sql::PROBE`]), closed.
+pub async fn probe(
+    target: &ScanTarget<'_>,
+    limits: ScanLimits,
+    sources: &SourceConnections,
+) -> Result<Probe, ScanError> {
+    let what = "checking the session";
+    let database = &target.resource.database;
+    let (key, mut taken) = connection::open(target, limits, sources, false).await?;
+    let answers = super::answered(limits, what, async {
+        let conn = &mut taken.conn;
+        let cipher: Option<(String, String)> = sqlx::query_as(sql::SSL_CIPHER)
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| JobError::from_source(what, &e))?;
+        let row: sql::ProbeRow = sqlx::query_as(sql::PROBE)
+            .bind(database)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| JobError::from_source(what, &e))?;
+        Ok((cipher, row))
+    })
+    .await;
+    // Never parked: the next test connects anew, and a sync does not inherit a test's session.
+    sources
+        .mysql
+        .give_back(key, taken, false, limits.connect_timeout)
+        .await;
+    let (cipher, row) = answers?;
+    let held: Vec<&str> = row.held.as_deref().unwrap_or_default().split(',').collect();
+    let all = held.contains(&"ALL PRIVILEGES");
+    Ok(Probe {
+        engine: if row.version.to_ascii_lowercase().contains("mariadb") {
+            "mariadb"
+        } else {
+            "mysql"
+        },
+        version: row.version,
+        tls: cipher.is_some_and(|(_, cipher)| !cipher.is_empty()),
+        missing_grants: sql::NEEDED
+            .iter()
+            .filter(|(privilege, _)| !all && !held.contains(privilege))
+            .map(|(privilege, effect)| MissingGrant {
+                privilege: (*privilege).to_owned(),
+                on: format!("the database {database}"),
+                effect: (*effect).to_owned(),
+            })
+            .collect(),
     })
 }
 
@@ -63,9 +118,25 @@ impl Reader<'_> {
     where
         T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
     {
+        self.fetch_binding(conn, what, sql, 1).await
+    }
+
+    /// Runs one statement whose text holds the databases' condition `conditions` times.
+    async fn fetch_binding<T>(
+        &mut self,
+        conn: &mut MySqlConnection,
+        what: &'static str,
+        sql: String,
+        conditions: usize,
+    ) -> Result<Vec<T>, JobError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+    {
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-        for name in self.names.unwrap_or_default() {
-            query = query.bind(name);
+        for _ in 0..conditions {
+            for name in self.names.unwrap_or_default() {
+                query = query.bind(name);
+            }
         }
         let rows = super::answered(self.limits, what, async {
             query
@@ -79,12 +150,15 @@ impl Reader<'_> {
     }
 }
 
-/// At most 9 statements, whatever the table count: the timeout, begin, one per object
-/// family, commit. Shallower depths skip the families they do not need.
+/// At most 11 statements, whatever the table count: the timeout, begin, one per object
+/// family (partitions only when a table is partitioned, sequences only when there is one),
+/// commit. Shallower depths skip the
+/// families they do not need.
 async fn read_server(
     conn: &mut MySqlConnection,
     database: &str,
     options: &ScanOptions,
+    filters: &Filters,
     limits: ScanLimits,
     statements: &mut u64,
 ) -> Result<DatabaseSnapshot, JobError> {
@@ -107,16 +181,48 @@ async fn read_server(
         rows.tables = read
             .fetch(&mut tx, "reading tables and views", sql::tables(names))
             .await?;
+        let partitioned = rows.tables.iter().any(|t| {
+            t.create_options
+                .as_deref()
+                .is_some_and(|o| o.contains("partitioned"))
+        });
+        if partitioned {
+            rows.partitions = read
+                .fetch(&mut tx, "reading partitions", sql::partitions(names))
+                .await?;
+        }
     }
     if options.depth == Depth::Everything {
+        let sequences: Vec<(&str, &str)> = rows
+            .tables
+            .iter()
+            .filter(|t| t.table_type == "SEQUENCE")
+            .filter(|t| filters.table_included(&t.table_schema, &t.table_name))
+            .map(|t| (t.table_schema.as_str(), t.table_name.as_str()))
+            .collect();
+        if let Some(sql) = sql::sequences(&sequences) {
+            let names: Vec<(String, String)> = sequences
+                .iter()
+                .map(|(s, n)| (s.to_string(), n.to_string()))
+                .collect();
+            let found = read
+                .fetch_binding(&mut tx, "reading sequences", sql, 0)
+                .await?;
+            rows.sequences = (names, found);
+        }
         rows.columns = read
             .fetch(&mut tx, "reading columns", sql::columns(names))
             .await?;
         rows.key_columns = read
             .fetch(&mut tx, "reading constraints", sql::key_columns(names))
             .await?;
-        rows.checks = read
-            .fetch(&mut tx, "reading check constraints", sql::checks(names))
+        rows.constraints = read
+            .fetch_binding(
+                &mut tx,
+                "reading check constraints and foreign key rules",
+                sql::constraints(names),
+                2,
+            )
             .await?;
         rows.index_columns = read
             .fetch(&mut tx, "reading indexes", sql::index_columns(names))
@@ -132,5 +238,5 @@ async fn read_server(
     .await?;
     *statements += 1;
 
-    Ok(assembly::assemble(database, options, rows))
+    Ok(assembly::assemble(database, filters, rows))
 }

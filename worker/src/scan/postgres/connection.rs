@@ -9,12 +9,14 @@ use sqlx::{ConnectOptions as _, PgConnection};
 use crate::scan::reuse::{SourceConnections, SourceKey, Taken};
 use crate::scan::{self, ScanError, ScanLimits, ScanTarget};
 
-/// A connection to `database`, with the key to give it back under.
+/// A connection to `database`, with the key to give it back under; `reuse`: a parked one if
+/// there is one.
 pub(super) async fn open(
     target: &ScanTarget<'_>,
     database: &str,
     limits: ScanLimits,
     sources: &SourceConnections,
+    reuse: bool,
 ) -> Result<(SourceKey, Taken<PgConnection>), ScanError> {
     let resource = target.resource;
     let key = sources.key(
@@ -28,7 +30,7 @@ pub(super) async fn open(
     let taken = scan::open(
         target,
         sources,
-        &sources.postgres,
+        reuse.then_some(&sources.postgres),
         &key,
         || connect_options(target, database, limits),
         limits,

@@ -10,11 +10,13 @@ mod sql;
 
 use futures::TryStreamExt as _;
 use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
-use metasync_shared::scan_options::ScanOptions;
+use metasync_shared::scan_options::{Filters, ScanOptions};
 use sqlx::PgConnection;
 
+use metasync_shared::connection_test::MissingGrant;
+
 use super::reuse::SourceConnections;
-use super::{ScanError, ScanLimits, ScanTarget};
+use super::{Probe, ScanError, ScanLimits, ScanTarget};
 use crate::error::JobError;
 use assembly::Assembly;
 use sql::CatalogRow;
@@ -32,7 +34,7 @@ pub async fn scan(
         Some(names) => names,
         None => {
             let (key, mut taken) =
-                connection::open(target, &resource.database, limits, sources).await?;
+                connection::open(target, &resource.database, limits, sources, true).await?;
             let names = super::answered(limits, "listing databases", async {
                 sqlx::query_scalar(sql::DATABASES)
                     .fetch_all(&mut taken.conn)
@@ -52,11 +54,17 @@ pub async fn scan(
     // connection or one snapshot transaction open for this job.
     let mut databases = Vec::with_capacity(names.len());
     for name in &names {
-        let (key, mut taken) = connection::open(target, name, limits, sources).await?;
+        let (key, mut taken) = connection::open(target, name, limits, sources, true).await?;
         let result = super::answered(
             limits,
             "reading the catalog",
-            read_database(&mut taken.conn, name, options, &mut statements),
+            read_database(
+                &mut taken.conn,
+                name,
+                options,
+                target.filters,
+                &mut statements,
+            ),
         )
         .await;
         sources
@@ -71,15 +79,55 @@ pub async fn scan(
     })
 }
 
+/// Test-connection: a new connection to the resource's database, [`sql::PROBE`] on it, closed.
+pub async fn probe(
+    target: &ScanTarget<'_>,
+    limits: ScanLimits,
+    sources: &SourceConnections,
+) -> Result<Probe, ScanError> {
+    let what = "checking the session";
+    let (key, mut taken) =
+        connection::open(target, &target.resource.database, limits, sources, false).await?;
+    let row = super::answered(limits, what, async {
+        sqlx::query_as::<_, sql::ProbeRow>(sql::PROBE)
+            .bind(&sql::CATALOGS_READ[..])
+            .fetch_one(&mut taken.conn)
+            .await
+            .map_err(|e| JobError::from_source(what, &e))
+    })
+    .await;
+    // Never parked: the next test connects anew, and a sync does not inherit a test's session.
+    sources
+        .postgres
+        .give_back(key, taken, false, limits.connect_timeout)
+        .await;
+    let row = row?;
+    Ok(Probe {
+        engine: "postgresql",
+        version: row.version,
+        tls: row.tls,
+        missing_grants: row
+            .unreadable
+            .into_iter()
+            .map(|catalog| MissingGrant {
+                privilege: "SELECT".to_owned(),
+                on: catalog,
+                effect: "the scan reads this catalog: every sync would fail".to_owned(),
+            })
+            .collect(),
+    })
+}
+
 /// Reads one database with the catalog statement ([`sql::catalog_statement`]).
 async fn read_database(
     conn: &mut PgConnection,
     name: &str,
     options: &ScanOptions,
+    filters: &Filters,
     statements: &mut u64,
 ) -> Result<DatabaseSnapshot, JobError> {
     let sql = sql::catalog_statement(options.depth);
-    let mut assembly = Assembly::new(options);
+    let mut assembly = Assembly::new(filters);
     let mut rows = sqlx::query_as::<_, CatalogRow>(sqlx::AssertSqlSafe(sql)).fetch(&mut *conn);
     while let Some(row) = rows
         .try_next()
