@@ -29,12 +29,19 @@ pub async fn record_request(request: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let method = method_label(request.method());
+    // A long-poll lasts as long as its caller asked: counted, but kept out of the latency.
+    let long_poll = request
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "wait" || p.starts_with("wait=")));
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("metasync_http_requests_total", "method" => method, "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("metasync_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    if !long_poll {
+        metrics::histogram!("metasync_http_request_duration_seconds", "method" => method, "route" => route)
+            .record(started.elapsed().as_secs_f64());
+    }
     response
 }
 

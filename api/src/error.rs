@@ -97,6 +97,9 @@ static QUEUE_UNAVAILABLE: Mutex<Warnings> = Mutex::new(Warnings::new("redis"));
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if !matches!(e, sqlx::Error::RowNotFound) {
+            metrics::counter!("metasync_catalog_db_errors_total", "site" => "api").increment(1);
+        }
         // Text PostgreSQL cannot store (a NUL character, in `text` or `jsonb`) is the caller's
         // input, whichever door it came through: a 400, exactly for these SQLSTATEs.
         if let sqlx::Error::Database(db) = &e

@@ -96,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     telemetry::init_tracing();
-    let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
+    let metrics = telemetry::install_metrics(telemetry::Role::Api, &args.queue.queue)
+        .context("installing the metrics recorder")?;
     let app = Application::build(&args, Some(metrics)).await?;
     app.run_until(shutdown_signal()).await?;
     tracing::info!("metasync-api stopped");

@@ -25,6 +25,22 @@ HEADER = """\
 """
 
 
+class Dumper(yaml.SafeDumper):
+    """Indents lists under their key and writes multi-line strings (PromQL) as literal blocks,
+    as yamllint's default rules (check-deploy.sh) want."""
+
+    def increase_indent(self, flow=False, indentless=False):
+        return super().increase_indent(flow, False)
+
+
+def _str(dumper, data):
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+Dumper.add_representer(str, _str)
+
+
 def render():
     groups, sources = [], []
     for path in sorted(RULES_DIR.glob("*.y*ml")) if RULES_DIR.is_dir() else []:
@@ -41,7 +57,7 @@ def render():
         },
         "spec": {"groups": groups},
     }
-    body = yaml.safe_dump(rule, sort_keys=False, default_flow_style=False, width=100)
+    body = yaml.dump(rule, Dumper=Dumper, sort_keys=False, default_flow_style=False, width=100)
     note = "# Sources: " + (", ".join(sources) if sources else "none yet") + "\n"
     return HEADER + note + "---\n" + body
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the workspace tests against the local PostgreSQL, Redis and MariaDB (started or
 # installed as needed), then validates the deployment files offline
-# (deploy/local/check-deploy.sh; CHECK_DEPLOY=0 skips it) and fuzzes the API
+# (deploy/local/check-deploy.sh; CHECK_DEPLOY=0 skips it), proves the metrics, dashboard and
+# alerts against a real Prometheus (deploy/local/check-observability.sh; OBSERVABILITY=0
+# skips it) and fuzzes the API
 # (deploy/local/fuzz.sh; FUZZ=0 skips it). Extra
 # arguments go to `cargo test`; without any, the tests run with `-- --test-threads=4`.
 #
@@ -137,13 +139,20 @@ main() {
     if [[ "${CHECK_DEPLOY:-1}" != 0 ]]; then
         deploy/local/check-deploy.sh 2>&1 | tee -a "$log" || status=$?
     fi
+    # The metrics, dashboard and alerts against a real Prometheus and a small fleet (promtool
+    # check and test rules, every panel query and alert expression; under a minute once the
+    # binaries exist); OBSERVABILITY=0 skips it. Its verdict ("observability: 23 passed,
+    # 0 failed") joins the totals below.
+    if [[ "${OBSERVABILITY:-1}" != 0 ]]; then
+        deploy/local/check-observability.sh 2>&1 | tee -a "$log" || status=$?
+    fi
     # The API fuzzed from its OpenAPI document (about 3 minutes); FUZZ=0 skips it. Its verdict
     # ("fuzz: 1 passed, 0 failed") joins the totals below.
     if [[ "${FUZZ:-1}" != 0 ]]; then
         deploy/local/fuzz.sh 2>&1 | tee -a "$log" || status=$?
     fi
     # cargo ends on the (empty) doc-test and binary suites; close with the totals instead.
-    awk '/^(test result|fuzz|deploy):/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+    awk '/^(test result|fuzz|deploy|observability):/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
     rm -f "$log"
     return "$status"

@@ -38,7 +38,13 @@ pub fn parse_listen_addr(value: &str) -> Result<ListenAddr, String> {
 /// Serves the operations routes on `listener` until the process ends.
 pub fn spawn(listener: tokio::net::TcpListener, metrics: PrometheusHandle, ready: ReadinessCheck) {
     let app = Router::new()
-        .route("/metrics", get(move || async move { metrics.render() }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                crate::telemetry::refresh();
+                metrics.render()
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",

@@ -144,6 +144,7 @@ impl Submitter {
         if let Err(e) = pushed {
             tracing::warn!(error = %e, jobs = jobs.len(), "delivery push failed; the reconciler will push it");
             metrics::counter!("metasync_delivery_push_failures_total").increment(1);
+            metrics::counter!("metasync_queue_errors_total", "op" => "push").increment(1);
         }
     }
 }

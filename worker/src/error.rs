@@ -16,9 +16,48 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// protecting nothing that guessing would not find.
 const MIN_GUARDED_SECRET: usize = 4;
 
+/// Why an attempt failed, for `metasync_job_failures_total{reason}`: a fixed set, so the label
+/// never carries error text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Opening the source connection (refused, unreachable, timed out, TLS, wrong engine).
+    Connect,
+    /// The source's own error while scanning.
+    Source,
+    /// The job or a statement ran out of time.
+    Timeout,
+    /// The attempt panicked.
+    Panic,
+    /// The catalog database failed mid-attempt.
+    Catalog,
+    /// The sealed password could not be opened.
+    Credentials,
+    /// The outbound policy refused the source's address.
+    Policy,
+    Other,
+}
+
+impl Reason {
+    /// The label value (one of `metasync_shared::telemetry::FAILURE_REASONS`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Source => "source",
+            Self::Timeout => "timeout",
+            Self::Panic => "panic",
+            Self::Catalog => "catalog",
+            Self::Credentials => "credentials",
+            Self::Policy => "policy",
+            Self::Other => "other",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct JobError {
     pub class: ErrorClass,
+    /// Why, for the failure metrics.
+    pub reason: Reason,
     /// Printable, at most [`MAX_MESSAGE_BYTES`]: safe to store, log and return.
     pub message: String,
     /// What we were doing when a source's error arrived (`from_source`), kept so that
@@ -47,12 +86,23 @@ impl JobError {
     }
 
     fn new(class: ErrorClass, message: String, context: Option<String>) -> Self {
+        let reason = if context.is_some() {
+            Reason::Source
+        } else {
+            Reason::Other
+        };
         Self {
             class,
+            reason,
             message: printable(&message, MAX_MESSAGE_BYTES),
             context,
             failure: None,
         }
+    }
+
+    /// The same error, with why it happened.
+    pub fn because(self, reason: Reason) -> Self {
+        Self { reason, ..self }
     }
 
     /// The same error, classified as a failure to connect of class `code`.
@@ -77,6 +127,10 @@ impl JobError {
     /// a banner is never stored. An error the server sent in its own protocol (bad password,
     /// unknown database) proves it is a database of that kind, and is kept.
     pub fn from_connect(server: &str, engine: &str, e: &sqlx::Error) -> Self {
+        Self::connect_failure(server, engine, e).because(Reason::Connect)
+    }
+
+    fn connect_failure(server: &str, engine: &str, e: &sqlx::Error) -> Self {
         use std::io::ErrorKind;
         let what = format!("connecting to {server}");
         // rustls reports a failed handshake (a certificate that does not verify) as I/O.

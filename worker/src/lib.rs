@@ -46,6 +46,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let concurrency = u16::try_from(options.concurrency).unwrap_or(u16::MAX);
     maintenance::register(&ctx, concurrency).await?;
+    metrics::gauge!("metasync_worker_concurrency").set(f64::from(concurrency));
     let in_flight = InFlight::default();
     let maintenance = maintenance::spawn(ctx.clone(), in_flight.clone(), concurrency);
     // Tests are served on their own task, never behind a job slot.

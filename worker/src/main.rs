@@ -26,7 +26,8 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing();
     let worker = Worker::build(&args).await?;
     if let Some(addr) = args.metrics_addr.0 {
-        let metrics = telemetry::install_metrics().context("installing the metrics recorder")?;
+        let metrics = telemetry::install_metrics(telemetry::Role::Worker, &args.queue.queue)
+            .context("installing the metrics recorder")?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding METASYNC_METRICS_ADDR {addr}"))?;

@@ -13,16 +13,15 @@ use metasync_shared::db::catalog;
 use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOutcome, Fenced};
 use metasync_shared::db::resources::ResourceWithSecret;
 use metasync_shared::domain::{ErrorClass, Phase, Progress, SyncStats};
-use metasync_shared::ids::JobId;
 use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::ops::Readiness;
 use metasync_shared::outbound::{HostPolicy, PolicyError};
-use metasync_shared::queue::{Delivery, Queue};
+use metasync_shared::queue::{Delivery, Queue, QueueError};
 use metasync_shared::retry::RetryPolicy;
 use metasync_shared::submit::Submitter;
 use sqlx::PgPool;
 
-use crate::error::JobError;
+use crate::error::{JobError, Reason};
 use crate::in_flight::InFlight;
 use crate::scan::filters::FilterCache;
 use crate::scan::reuse::SourceConnections;
@@ -99,15 +98,27 @@ pub async fn handle_delivery(
     delivery: &Delivery,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let (outcome, redeliver) = process(ctx, in_flight, delivery.job_id).await?;
+    let gauge = metrics::gauge!("metasync_worker_in_flight");
+    gauge.increment(1.0);
+    let processed = process(ctx, in_flight, delivery).await;
+    gauge.decrement(1.0);
+    let (outcome, redeliver) = processed.inspect_err(count_infrastructure_error)?;
     // A job that must run again keeps its delivery, moved to the delayed set in one step.
     match redeliver {
         Some(delay) => {
             ctx.queue
                 .redeliver_later(&ctx.worker_id, delivery, delay)
-                .await?;
+                .await
+                .inspect_err(|_| count_queue_error())?;
         }
-        None => ctx.queue.ack(&ctx.worker_id, delivery).await?,
+        None => ctx
+            .queue
+            .ack(&ctx.worker_id, delivery)
+            .await
+            .inspect_err(|_| count_queue_error())?,
+    }
+    if outcome == Outcome::Fenced {
+        metrics::counter!("metasync_fenced_writes_total").increment(1);
     }
     let label = outcome.label();
     metrics::counter!("metasync_jobs_total", "outcome" => label).increment(1);
@@ -122,23 +133,73 @@ pub async fn handle_delivery(
     Ok(outcome)
 }
 
+/// An error that escaped a delivery: the catalog database's or Redis's.
+fn count_infrastructure_error(e: &anyhow::Error) {
+    if e.downcast_ref::<sqlx::Error>().is_some() {
+        metrics::counter!("metasync_catalog_db_errors_total", "site" => "worker").increment(1);
+    } else if e.downcast_ref::<QueueError>().is_some() {
+        metrics::counter!("metasync_queue_errors_total", "op" => "handle").increment(1);
+    }
+}
+
+/// Acknowledgements and redeliveries count their errors as they retry; one that gives up is
+/// counted here, as the delivery's handling failing.
+fn count_queue_error() {
+    metrics::counter!("metasync_queue_errors_total", "op" => "handle").increment(1);
+}
+
+/// The figures of a job's final outcome: its time from creation and the attempts it used.
+fn record_final(outcome: &'static str, claimed: &Claimed) {
+    let end_to_end = (chrono::Utc::now() - claimed.created_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics::histogram!("metasync_job_end_to_end_seconds", "outcome" => outcome)
+        .record(end_to_end.as_secs_f64());
+    metrics::histogram!("metasync_job_attempts", "outcome" => outcome)
+        .record(f64::from(claimed.attempt));
+}
+
+/// What the final figures need of a claim.
+struct Claimed {
+    created_at: chrono::DateTime<chrono::Utc>,
+    attempt: i32,
+}
+
 /// Runs the job if it can be claimed. Returns the outcome and, when the job must run again
 /// later, the delay before its next delivery.
 async fn process(
     ctx: &WorkerContext,
     in_flight: &InFlight,
-    job_id: JobId,
+    delivery: &Delivery,
 ) -> anyhow::Result<(Outcome, Option<Duration>)> {
-    let ClaimedJob { claim, resource } =
-        match jobs::claim(&ctx.db, job_id, &ctx.worker_id, ctx.lease).await? {
-            Ok(claimed) => claimed,
-            Err(ClaimRefused::NotRunnable) => return Ok((Outcome::Skipped, None)),
-            Err(ClaimRefused::LeasedUntil(at) | ClaimRefused::NotDueUntil(at)) => {
-                let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
-                return Ok((Outcome::Deferred, Some(wait + Duration::from_millis(50))));
-            }
-        };
+    let job_id = delivery.job_id;
+    let ClaimedJob {
+        claim,
+        resource,
+        job_created_at,
+        job_ready_at,
+        taken_over,
+    } = match jobs::claim(&ctx.db, job_id, &ctx.worker_id, ctx.lease).await? {
+        Ok(claimed) => claimed,
+        Err(ClaimRefused::NotRunnable) => return Ok((Outcome::Skipped, None)),
+        Err(ClaimRefused::LeasedUntil(at) | ClaimRefused::NotDueUntil(at)) => {
+            let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+            return Ok((Outcome::Deferred, Some(wait + Duration::from_millis(50))));
+        }
+    };
 
+    let waited = (chrono::Utc::now() - job_ready_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics::histogram!("metasync_job_queue_wait_seconds", "class" => delivery.class.as_str())
+        .record(waited.as_secs_f64());
+    if taken_over {
+        metrics::counter!("metasync_job_takeovers_total").increment(1);
+    }
+    let claimed = Claimed {
+        created_at: job_created_at,
+        attempt: claim.attempt,
+    };
     let _held = in_flight.hold(claim.job_id, claim.lease_token);
     #[cfg(feature = "test-faults")]
     {
@@ -160,7 +221,10 @@ async fn process(
     .catch_unwind()
     .await;
     let error = match attempt {
-        Ok(Ok(Ok(_stats))) => return Ok((Outcome::Succeeded, None)),
+        Ok(Ok(Ok(_stats))) => {
+            record_final("succeeded", &claimed);
+            return Ok((Outcome::Succeeded, None));
+        }
         Ok(Ok(Err(AttemptError::Stopped))) => {
             return Ok(if jobs::mark_cancelled(&ctx.db, &claim).await? {
                 (Outcome::Cancelled, None)
@@ -182,11 +246,12 @@ async fn process(
         Ok(Ok(Err(AttemptError::Job(e)))) => e,
         Ok(Err(_elapsed)) => {
             JobError::transient(format!("job timed out after {:?}", ctx.job_timeout))
+                .because(Reason::Timeout)
         }
         Err(panic) => {
             let message = panic_message(panic.as_ref());
             tracing::error!(panic = %message, "the attempt panicked");
-            JobError::transient(format!("the attempt panicked: {message}"))
+            JobError::transient(format!("the attempt panicked: {message}")).because(Reason::Panic)
         }
     };
 
@@ -200,12 +265,26 @@ async fn process(
     match jobs::fail_attempt(&ctx.db, &claim, error.class, &error.message, outcome).await? {
         Err(Fenced(_)) => Ok((Outcome::Fenced, None)),
         Ok(()) => Ok(match outcome {
-            FailureOutcome::Failed => (Outcome::Failed(error.message), None),
+            FailureOutcome::Failed => {
+                count_failure(&error);
+                record_final("failed", &claimed);
+                (Outcome::Failed(error.message), None)
+            }
             FailureOutcome::RetryAfter(delay) => {
+                count_failure(&error);
                 (Outcome::Retrying(error.message, delay), Some(delay))
             }
         }),
     }
+}
+
+fn count_failure(error: &JobError) {
+    metrics::counter!(
+        "metasync_job_failures_total",
+        "class" => error.class.as_str(),
+        "reason" => error.reason.as_str()
+    )
+    .increment(1);
 }
 
 /// The text of a panic's payload (`panic!` with a literal or a format string).
@@ -262,7 +341,10 @@ async fn cancel_requested(ctx: &WorkerContext, claim: &Claim) {
 
 /// The catalog database failing mid-attempt is worth a retry.
 fn catalog_error(e: sqlx::Error) -> AttemptError {
-    AttemptError::Job(JobError::transient(format!("writing the catalog: {e}")))
+    metrics::counter!("metasync_catalog_db_errors_total", "site" => "attempt").increment(1);
+    AttemptError::Job(
+        JobError::transient(format!("writing the catalog: {e}")).because(Reason::Catalog),
+    )
 }
 
 async fn run_attempt(
@@ -277,7 +359,7 @@ async fn run_attempt(
     let password = ctx
         .keys
         .open(&resource.sealed_password(), &resource.target())
-        .map_err(|e| JobError::permanent(e.to_string()))?;
+        .map_err(|e| JobError::permanent(e.to_string()).because(Reason::Credentials))?;
     // Compiled when the options were written; a pattern that does not compile got into the
     // row behind the API, and will not compile on a retry either.
     let (filters, _) = ctx
@@ -291,9 +373,9 @@ async fn run_attempt(
         .connect_address(&resource.resource.host, resource.resource.port as u16)
         .await
         .map_err(|e| match e {
-            PolicyError::Unresolved => JobError::transient(e.to_string()),
+            PolicyError::Unresolved => JobError::transient(e.to_string()).because(Reason::Policy),
             PolicyError::Refused | PolicyError::Syntax | PolicyError::HostWithPort => {
-                JobError::permanent(e.to_string())
+                JobError::permanent(e.to_string()).because(Reason::Policy)
             }
         })?;
     let target = ScanTarget {
@@ -303,8 +385,13 @@ async fn run_attempt(
         password: &password,
     };
     // Checkpoint: the scan stops as soon as a cancel is seen.
+    let scan_started = Instant::now();
     let snapshot: Snapshot = tokio::select! {
-        scanned = scan::scan(&target, ctx.limits, &ctx.sources) => scanned?,
+        scanned = scan::scan(&target, ctx.limits, &ctx.sources) => {
+            metrics::histogram!("metasync_scan_duration_seconds")
+                .record(scan_started.elapsed().as_secs_f64());
+            scanned?
+        }
         () = cancel_requested(ctx, claim) => return Err(AttemptError::Stopped),
     };
     drop(password);
@@ -321,6 +408,7 @@ async fn run_attempt(
             .await
             .map_err(catalog_error)?;
     }
+    let write_started = Instant::now();
     let mut tx = ctx.db.begin().await.map_err(catalog_error)?;
     // Lock the job row first: a stale attempt stops here instead of writing beside the
     // current one (contending for its rows, or deadlocking with it). `succeed` checks again.
@@ -349,5 +437,7 @@ async fn run_attempt(
         return Err(AttemptError::Stopped);
     }
     tx.commit().await.map_err(catalog_error)?;
+    metrics::histogram!("metasync_catalog_write_duration_seconds")
+        .record(write_started.elapsed().as_secs_f64());
     Ok(stats)
 }

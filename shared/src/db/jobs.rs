@@ -259,6 +259,12 @@ pub struct ClaimedJob {
     /// The resource as read in the claiming statement, sealed password included.
     #[sqlx(flatten)]
     pub resource: ResourceWithSecret,
+    /// When the job was created (for the end-to-end time).
+    pub job_created_at: DateTime<Utc>,
+    /// When the job became ready to run: created, or its retry due (for the queue wait).
+    pub job_ready_at: DateTime<Utc>,
+    /// Whether this claim took the job over from a worker whose lease lapsed.
+    pub taken_over: bool,
 }
 
 /// Why a delivery could not be claimed.
@@ -290,13 +296,17 @@ pub async fn claim(
                     lease_token = $3, lease_expires_at = now() + $4 * interval '1 millisecond',
                     started_at = now(), next_attempt_at = null,
                     progress = jsonb_build_object('phase', 'scanning')
+             from (select state as prev_state, coalesce(next_attempt_at, created_at) as ready_at
+                   from jobs where id = $1) p
              where j.id = $1
                and not j.cancel_requested
                and (j.state = 'queued'
                     or (j.state = 'retrying' and coalesce(j.next_attempt_at, now()) <= now())
                     or (j.state = 'running' and j.lease_expires_at < now()
                         and j.attempts < j.max_attempts))
-             returning j.id, j.tenant_id, j.resource_id, j.attempts, j.max_attempts, j.lease_token
+             returning j.id, j.tenant_id, j.resource_id, j.attempts, j.max_attempts, j.lease_token,
+                       j.created_at as job_created_at, p.ready_at as job_ready_at,
+                       p.prev_state = 'running' as taken_over
          ), lost as (
              -- Only a taken-over attempt is still open: failed ones were closed when they failed.
              update job_attempts a set finished_at = now(), error_class = 'transient',
@@ -308,7 +318,8 @@ pub async fn claim(
              select id, attempts, tenant_id, $2 from claimed
          )
          select c.id as job_id, c.tenant_id, c.resource_id, c.attempts as attempt,
-                c.max_attempts, c.lease_token, r.*
+                c.max_attempts, c.lease_token, c.job_created_at, c.job_ready_at, c.taken_over,
+                r.*
          from claimed c
               cross join lateral (
                   select {}, {} from resources where id = c.resource_id
@@ -771,4 +782,34 @@ pub async fn prune_finished(
     .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// The unfinished jobs of one state, fleet-wide (`metasync_jobs` and its age gauges).
+#[derive(Debug, sqlx::FromRow)]
+pub struct FleetFigures {
+    /// `queued`, `running` or `retrying`.
+    pub state: String,
+    /// How many jobs are in it.
+    pub jobs: i64,
+    /// Since the creation of the oldest job in the state.
+    pub oldest_age_seconds: f64,
+    /// Since the start of the oldest running attempt (0 for other states).
+    pub longest_running_seconds: f64,
+}
+
+/// Counts unfinished jobs by state (every unfinished state, zeros included), from the
+/// `jobs_unfinished` partial index.
+pub async fn fleet_figures(pool: &PgPool) -> Result<Vec<FleetFigures>, sqlx::Error> {
+    sqlx::query_as(
+        "select s.state, count(j.id) as jobs,
+                coalesce(extract(epoch from now() - min(j.created_at)), 0)::float8
+                    as oldest_age_seconds,
+                coalesce(extract(epoch from now() - min(j.started_at)), 0)::float8
+                    as longest_running_seconds
+         from unnest(array['queued', 'running', 'retrying']) as s(state)
+              left join jobs j on j.state = s.state
+         group by s.state order by s.state",
+    )
+    .fetch_all(pool)
+    .await
 }

@@ -35,11 +35,13 @@ pub async fn connect_with_acquire_timeout(
     args: &DatabaseArgs,
     acquire_timeout: Duration,
 ) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(args.db_max_connections)
         .acquire_timeout(acquire_timeout)
         .connect(&args.database_url)
-        .await
+        .await?;
+    crate::telemetry::watch_pool(&pool);
+    Ok(pool)
 }
 
 /// Applies pending migrations under sqlx's advisory migration lock, so concurrent API

@@ -498,3 +498,47 @@ pub async fn count(db: impl PgExecutor<'_>, tenant: &TenantId) -> Result<i64, sq
         .fetch_one(db)
         .await
 }
+
+/// Resources by freshness, and how late the schedules are, fleet-wide. The definitions are
+/// docs/metrics.md's (`metasync_resources`): failing (its last finished, not cancelled, job
+/// failed), never_synced (no success yet), stale (an interval schedule's last success older
+/// than twice the interval plus 60 s, or any schedule's next tick over 60 s past), else fresh.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Freshness {
+    /// Resources of each freshness.
+    pub fresh: i64,
+    /// See above.
+    pub stale: i64,
+    /// See above.
+    pub failing: i64,
+    /// See above.
+    pub never_synced: i64,
+    /// Scheduled resources whose next tick is over 60 s past.
+    pub overdue: i64,
+    /// How far past due the most overdue tick is (0 when none is due).
+    pub worst_lag_seconds: f64,
+}
+
+/// Counts every resource's freshness in one pass over the resources table.
+pub async fn freshness(db: impl PgExecutor<'_>) -> Result<Freshness, sqlx::Error> {
+    sqlx::query_as(
+        "select count(*) filter (where f = 'fresh') as fresh,
+                count(*) filter (where f = 'stale') as stale,
+                count(*) filter (where f = 'failing') as failing,
+                count(*) filter (where f = 'never_synced') as never_synced,
+                count(*) filter (where next_sync_at < now() - interval '60 seconds') as overdue,
+                coalesce(extract(epoch from now() - min(next_sync_at)
+                                 filter (where next_sync_at <= now())), 0)::float8
+                    as worst_lag_seconds
+         from (select next_sync_at,
+                      case when last_error is not null then 'failing'
+                           when last_succeeded_at is null then 'never_synced'
+                           when last_succeeded_at < now()
+                                    - make_interval(secs => 2 * sync_interval_seconds + 60)
+                                or next_sync_at < now() - interval '60 seconds' then 'stale'
+                           else 'fresh' end as f
+               from resources) r",
+    )
+    .fetch_one(db)
+    .await
+}

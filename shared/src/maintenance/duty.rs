@@ -82,6 +82,16 @@ where
             }
             Err(e) => {
                 metrics::counter!("metasync_maintenance_errors_total", "duty" => name).increment(1);
+                match &e {
+                    DutyError::Db(_) => {
+                        metrics::counter!("metasync_catalog_db_errors_total", "site" => "maintenance")
+                            .increment(1);
+                    }
+                    DutyError::Queue(_) => {
+                        metrics::counter!("metasync_queue_errors_total", "op" => "maintenance")
+                            .increment(1);
+                    }
+                }
                 warnings.failed(&e);
             }
         }
@@ -120,7 +130,7 @@ impl RenewalLag {
     }
 }
 
-fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

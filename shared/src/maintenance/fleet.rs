@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::Settings;
 use super::duty::{Duty, DutyError, DutySet};
-use crate::db::{audit, connection_tests, jobs};
+use crate::db::{audit, connection_tests, jobs, resources};
 use crate::ids::JobId;
 use crate::queue::Queue;
 use crate::submit::Submitter;
@@ -57,6 +57,9 @@ pub(crate) fn spawn(fleet: &Fleet) -> DutySet {
     duty("queue_gauges", every_third_of_lease, |fleet| {
         Box::pin(gauges(fleet))
     });
+    duty("fleet_gauges", every_third_of_lease, |fleet| {
+        Box::pin(fleet_gauges(fleet))
+    });
     duty("promote", PROMOTE_EVERY, |fleet| {
         Box::pin(async move {
             fleet.queue.promote_due().await?;
@@ -100,18 +103,52 @@ async fn rescue(fleet: Fleet) -> Result<(), DutyError> {
     Ok(())
 }
 
+/// The fleet's Redis side: deliveries by place, and the live workers with their concurrency.
 async fn gauges(fleet: Fleet) -> Result<(), DutyError> {
     let (ready, delayed) = fleet.queue.depth().await?;
+    let pending = fleet.queue.pending_count().await?;
+    let workers = fleet.queue.workers().await?;
+    let live = workers.iter().filter(|w| w.live);
+    let claimed: u64 = workers.iter().map(|w| w.in_flight).sum();
+    let concurrency: u64 = live
+        .clone()
+        .filter_map(|w| w.concurrency)
+        .map(u64::from)
+        .sum();
     metrics::gauge!("metasync_queue_ready_deliveries").set(ready as f64);
     metrics::gauge!("metasync_queue_delayed_deliveries").set(delayed as f64);
+    metrics::gauge!("metasync_queue_pending_deliveries").set(pending as f64);
+    metrics::gauge!("metasync_queue_claimed_deliveries").set(claimed as f64);
+    metrics::gauge!("metasync_workers_live").set(live.count() as f64);
+    metrics::gauge!("metasync_workers_concurrency").set(concurrency as f64);
     Ok(())
 }
 
-/// Zeroes the queue gauges when this process stops leading, so that a sum or max across
-/// processes reads only the leader's figures, not a former leader's stale ones.
-pub(crate) fn clear_gauges() {
-    metrics::gauge!("metasync_queue_ready_deliveries").set(0.0);
-    metrics::gauge!("metasync_queue_delayed_deliveries").set(0.0);
+/// The fleet's PostgreSQL side: unfinished jobs, resource freshness and schedule lag
+/// (definitions in docs/metrics.md). Each query reads an index or the resources table once.
+async fn fleet_gauges(fleet: Fleet) -> Result<(), DutyError> {
+    for row in jobs::fleet_figures(&fleet.db).await? {
+        metrics::gauge!("metasync_jobs", "state" => row.state.clone()).set(row.jobs as f64);
+        if row.state != "running" {
+            metrics::gauge!("metasync_job_oldest_age_seconds", "state" => row.state)
+                .set(row.oldest_age_seconds);
+        } else {
+            metrics::gauge!("metasync_job_running_longest_seconds")
+                .set(row.longest_running_seconds);
+        }
+    }
+    let freshness = resources::freshness(&fleet.db).await?;
+    for (name, count) in [
+        ("fresh", freshness.fresh),
+        ("stale", freshness.stale),
+        ("failing", freshness.failing),
+        ("never_synced", freshness.never_synced),
+    ] {
+        metrics::gauge!("metasync_resources", "freshness" => name).set(count as f64);
+    }
+    metrics::gauge!("metasync_schedules_overdue").set(freshness.overdue as f64);
+    metrics::gauge!("metasync_schedule_lag_max_seconds").set(freshness.worst_lag_seconds);
+    Ok(())
 }
 
 /// Old finished jobs, and audit events as old: the audit log is kept as long as jobs are; and

@@ -208,6 +208,10 @@ async fn campaign(elector: Elector, fleet: Fleet, mut stop: oneshot::Receiver<()
         let attempt = elector.attempt().await;
         metrics::counter!("metasync_maintenance_runs_total", "duty" => "leader_election")
             .increment(1);
+        if attempt.is_ok() {
+            metrics::gauge!("metasync_maintenance_last_success_timestamp_seconds", "duty" => "leader_election")
+                .set(super::duty::unix_now());
+        }
         match attempt {
             Ok(Term::Leading) => {
                 warnings.succeeded();
@@ -258,6 +262,6 @@ async fn campaign(elector: Elector, fleet: Fleet, mut stop: oneshot::Receiver<()
 
 async fn step_down(duties: DutySet) {
     duties.stop().await;
-    fleet::clear_gauges();
+    crate::telemetry::clear_fleet_gauges();
     export_leading(false);
 }

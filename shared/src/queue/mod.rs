@@ -265,6 +265,7 @@ fn note_retry(op: &'static str) -> impl FnMut(&QueueError, Duration) {
     move |e, delay| {
         tracing::debug!(error = %e, ?delay, op, "queue write failed; retrying");
         metrics::counter!("metasync_queue_write_retries_total", "op" => op).increment(1);
+        metrics::counter!("metasync_queue_errors_total", "op" => op).increment(1);
     }
 }
 
@@ -610,6 +611,12 @@ impl Queue {
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok((ready, delayed))
+    }
+
+    /// How many jobs have a delivery outstanding anywhere (the `pending` set's size).
+    pub async fn pending_count(&self) -> Result<u64, QueueError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.scard(&self.keys.pending).await?)
     }
 
     /// A connection of its own for blocking commands.

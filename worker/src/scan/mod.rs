@@ -19,7 +19,7 @@ use metasync_shared::db::resources::Resource;
 use metasync_shared::domain::ResourceKind;
 use metasync_shared::scan_options::Filters;
 
-use crate::error::JobError;
+use crate::error::{JobError, Reason};
 use reuse::{Parking, SourceConnections, SourceKey, Taken};
 
 /// Where and how to scan. Holds the decrypted password, so it is deliberately not `Debug`.
@@ -97,7 +97,8 @@ async fn answered<T>(
             "{what}: the source did not answer within {:?} (its statement timeout plus {:?})",
             limits.read_timeout(),
             READ_GRACE
-        ))),
+        ))
+        .because(Reason::Timeout)),
     }
 }
 
@@ -196,22 +197,26 @@ where
     C::Connection: Sized,
 {
     let server = target.server_name();
-    let (failed, wrong_kind_would_explain) =
-        match tokio::time::timeout(limits.connect_timeout, options.connect()).await {
-            Ok(Ok(conn)) => return Ok(conn),
-            Ok(Err(e)) => (
-                JobError::from_connect(&server, target.engine_name(), &e),
-                might_be_another_engine(&e),
-            ),
-            Err(_) => (
-                JobError::transient(format!(
-                    "connecting to {server}: timed out after {:?}",
-                    limits.connect_timeout
-                ))
-                .with_failure(FailureCode::TimedOut),
-                true,
-            ),
-        };
+    let started = std::time::Instant::now();
+    let connected = tokio::time::timeout(limits.connect_timeout, options.connect()).await;
+    metrics::histogram!("metasync_source_connect_duration_seconds")
+        .record(started.elapsed().as_secs_f64());
+    let (failed, wrong_kind_would_explain) = match connected {
+        Ok(Ok(conn)) => return Ok(conn),
+        Ok(Err(e)) => (
+            JobError::from_connect(&server, target.engine_name(), &e),
+            might_be_another_engine(&e),
+        ),
+        Err(_) => (
+            JobError::transient(format!(
+                "connecting to {server}: timed out after {:?}",
+                limits.connect_timeout
+            ))
+            .with_failure(FailureCode::TimedOut)
+            .because(Reason::Connect),
+            true,
+        ),
+    };
     if wrong_kind_would_explain {
         let address = std::net::SocketAddr::new(target.address, target.resource.port as u16);
         if let Some(other) = sniff::protocol_at(address, limits.connect_timeout).await
@@ -222,7 +227,8 @@ where
                 target.engine_name(),
                 sniff::suggestion(other)
             ))
-            .with_failure(FailureCode::WrongProtocol));
+            .with_failure(FailureCode::WrongProtocol)
+            .because(Reason::Connect));
         }
     }
     Err(failed)
