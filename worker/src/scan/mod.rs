@@ -205,7 +205,7 @@ where
         Ok(Ok(conn)) => return Ok(conn),
         Ok(Err(e)) => (
             JobError::from_connect(&server, target.engine_name(), &e),
-            might_be_another_engine(&e),
+            might_be_another_engine(target.resource.kind, Some(&e)),
         ),
         Err(_) => (
             JobError::transient(format!(
@@ -214,7 +214,7 @@ where
             ))
             .with_failure(FailureCode::TimedOut)
             .because(Reason::Connect),
-            true,
+            might_be_another_engine(target.resource.kind, None),
         ),
     };
     if wrong_kind_would_explain {
@@ -234,14 +234,22 @@ where
     Err(failed)
 }
 
-/// Whether a failed connect could be a server of the other engine: not when the server
-/// answered in this engine's protocol (a database error), the settings were wrong, or nothing
-/// listens.
-fn might_be_another_engine(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(_) | sqlx::Error::Configuration(_) => false,
-        sqlx::Error::Io(io) => io.kind() != std::io::ErrorKind::ConnectionRefused,
-        _ => true,
+/// Whether a failed connect could be a server of the other engine. A PostgreSQL client reads
+/// a MySQL greeting as a message it cannot parse (a protocol error, never an I/O error: the
+/// greeting arrives whole); a MySQL client waits for a greeting a PostgreSQL server never sends
+/// (a timeout). Nothing else is probed: not a refusal or a dropped connection (a probe would
+/// dial the server a second time), nor an error the server sent in its own protocol.
+fn might_be_another_engine(kind: ResourceKind, failure: Option<&sqlx::Error>) -> bool {
+    match (kind, failure) {
+        (ResourceKind::Mysql, None) => true,
+        (ResourceKind::Postgres, None) => false,
+        (_, Some(e)) => !matches!(
+            e,
+            sqlx::Error::Database(_)
+                | sqlx::Error::Configuration(_)
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+        ),
     }
 }
 
