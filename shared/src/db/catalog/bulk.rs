@@ -3,10 +3,13 @@
 //! in one statement) and through `COPY … FROM STDIN` once they are many. The writer decides
 //! what to write; this module only decides how it travels.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
 use sqlx::PgConnection;
 
 /// A table and its columns with their SQL types, for [`BulkInsert`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) struct Target {
     pub table: &'static str,
     /// `(column, type)`: each is bound as `text[]` and cast to its type.
@@ -49,9 +52,41 @@ impl PendingInserts {
     /// Sends what is held, if anything.
     pub(super) async fn execute(&mut self, tx: &mut PgConnection) -> Result<(), sqlx::Error> {
         let parts = std::mem::take(&mut self.parts);
-        let mut next_param = 1;
-        let mut statements = Vec::with_capacity(parts.len());
-        for HeldRows { target, .. } in &parts {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let targets: Vec<Target> = parts.iter().map(|part| part.target).collect();
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_statement(&targets)));
+        for part in parts {
+            for column in part.columns {
+                query = query.bind(column);
+            }
+        }
+        query.execute(&mut *tx).await?;
+        Ok(())
+    }
+}
+
+/// The statement that inserts held rows of these targets, in this order: one `insert … select
+/// from unnest(…)`, or several as data-modifying CTEs. Built once per sequence of targets (the
+/// writer has a handful) and kept: assembling the text cost more instructions per small sync
+/// than binding its rows.
+fn insert_statement(targets: &[Target]) -> Arc<str> {
+    static BUILT: LazyLock<Mutex<HashMap<Vec<Target>, Arc<str>>>> = LazyLock::new(Mutex::default);
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(sql) = built.get(targets) {
+        return sql.clone();
+    }
+    let sql: Arc<str> = build_insert_statement(targets).into();
+    built.insert(targets.to_vec(), sql.clone());
+    sql
+}
+
+fn build_insert_statement(targets: &[Target]) -> String {
+    let mut next_param = 1;
+    let mut statements: Vec<String> = targets
+        .iter()
+        .map(|target| {
             let types = target.columns;
             let names: Vec<&str> = types.iter().map(|(name, _)| *name).collect();
             let casts: Vec<String> = types
@@ -62,35 +97,24 @@ impl PendingInserts {
                 .map(|i| format!("${i}::text[]"))
                 .collect();
             next_param += types.len();
-            statements.push(format!(
+            format!(
                 "insert into {table} ({names}) select {casts} from unnest({arrays}) as u ({names})",
                 table = target.table,
                 names = names.join(", "),
                 casts = casts.join(", "),
                 arrays = arrays.join(", "),
-            ));
-        }
-        let sql = match statements.len() {
-            0 => return Ok(()),
-            1 => statements.remove(0),
-            _ => {
-                let ctes: Vec<String> = statements
-                    .iter()
-                    .enumerate()
-                    .map(|(i, insert)| format!("w{i} as ({insert})"))
-                    .collect();
-                format!("with {} select 1", ctes.join(", "))
-            }
-        };
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for part in parts {
-            for column in part.columns {
-                query = query.bind(column);
-            }
-        }
-        query.execute(&mut *tx).await?;
-        Ok(())
+            )
+        })
+        .collect();
+    if statements.len() == 1 {
+        return statements.remove(0);
     }
+    let ctes: Vec<String> = statements
+        .iter()
+        .enumerate()
+        .map(|(i, insert)| format!("w{i} as ({insert})"))
+        .collect();
+    format!("with {} select 1", ctes.join(", "))
 }
 
 impl<'c> BulkInsert<'c> {

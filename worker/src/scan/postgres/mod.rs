@@ -128,7 +128,7 @@ async fn read_database(
 ) -> Result<DatabaseSnapshot, JobError> {
     let sql = sql::catalog_statement(options.depth);
     let mut assembly = Assembly::new(filters);
-    let mut rows = sqlx::query_as::<_, CatalogRow>(sqlx::AssertSqlSafe(sql)).fetch(&mut *conn);
+    let mut rows = sqlx::query_as::<_, CatalogRow>(sql).fetch(&mut *conn);
     while let Some(row) = rows
         .try_next()
         .await
