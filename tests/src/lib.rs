@@ -1152,12 +1152,27 @@ pub async fn insert_resources_into(
     password: &str,
     count: usize,
 ) -> anyhow::Result<Vec<Uuid>> {
+    // The column's default, `{"mode": "prefer"}`.
+    let tls = metasync_shared::tls::SourceTls::default();
+    insert_resources_with_tls(db, tenant, kind, port, database, password, count, &tls).await
+}
+
+/// [`insert_resources_into`] with the sources' `tls` settings.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_resources_with_tls(
+    db: &PgPool,
+    tenant: &str,
+    kind: &str,
+    port: i32,
+    database: &str,
+    password: &str,
+    count: usize,
+    tls: &metasync_shared::tls::SourceTls,
+) -> anyhow::Result<Vec<Uuid>> {
     let sealing = SealingKey::parse(&test_master_key().1)?;
     let tenant_id = metasync_shared::ids::TenantId::new(tenant);
     let engine: metasync_shared::domain::ResourceKind =
         serde_json::from_value(serde_json::Value::String(kind.to_owned()))?;
-    // The column's default, `{"mode": "prefer"}`.
-    let tls = metasync_shared::tls::SourceTls::default();
     let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
     let names: Vec<String> = (0..count).map(|i| format!("source-{i:05}")).collect();
     let sealed: Vec<Vec<u8>> = ids
@@ -1171,15 +1186,15 @@ pub async fn insert_resources_into(
                 port,
                 username: "root",
                 database,
-                tls: &tls,
+                tls,
             };
             sealing.seal(password, &target).record
         })
         .collect();
     sqlx::query(
         "insert into resources (id, tenant_id, name, kind, host, port, database, username,
-                                password_sealed, password_key_id, password_format)
-         select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8, $9
+                                password_sealed, password_key_id, password_format, tls)
+         select id, $1, name, $2, '127.0.0.1', $3, $4, 'root', sealed, $8, $9, $10
          from unnest($5::uuid[], $6::text[], $7::bytea[]) as r (id, name, sealed)",
     )
     .bind(tenant)
@@ -1191,6 +1206,7 @@ pub async fn insert_resources_into(
     .bind(&sealed)
     .bind(sealing.id())
     .bind(metasync_shared::custody::RecordFormat::CURRENT)
+    .bind(sqlx::types::Json(tls))
     .execute(db)
     .await?;
     Ok(ids)

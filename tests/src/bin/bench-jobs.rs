@@ -17,6 +17,9 @@
 //! (`METASYNC_SOURCE_CONNECTIONS_PER_SERVER`, default 4) is raised to the fleet's concurrency
 //! (lifted for `fresh` fleets): this measures the control plane, not the cap.
 //!
+//! Without TLS unless `BENCH_TLS=1` (sources at `tls: disable`, the workers' catalog URL at
+//! `sslmode=disable`), so it compares the control plane with builds that had no TLS.
+//!
 //! Medians over RUNS runs. As a baseline it first measures how many fresh connections per
 //! second the source server accepts (each job opens one), since that bounds the whole run.
 
@@ -106,15 +109,59 @@ async fn tiny_sources(app: &TestApp, engine: &str, jobs: usize) -> anyhow::Resul
             )))
             .execute(&admin)
             .await?;
-            metasync_tests::insert_resources_into(&app.db, TENANT, "mysql", 3306, &db, "", jobs)
-                .await?;
+            metasync_tests::insert_resources_with_tls(
+                &app.db,
+                TENANT,
+                "mysql",
+                3306,
+                &db,
+                "",
+                jobs,
+                &source_tls(),
+            )
+            .await?;
             Ok(Cleanup::Mysql(db))
         }
         _ => {
             let source = create_source("create table t (id int primary key, v text);").await?;
-            app.insert_resources(TENANT, &source, jobs).await?;
+            metasync_tests::insert_resources_with_tls(
+                &app.db,
+                TENANT,
+                "postgres",
+                5432,
+                &source,
+                "pw",
+                jobs,
+                &source_tls(),
+            )
+            .await?;
             Ok(Cleanup::Postgres(source))
         }
+    }
+}
+
+/// Whether the run encrypts (`BENCH_TLS=1`): sources at `tls: prefer` and the workers'
+/// catalog URL at its default (`sslmode=prefer`), both TLS on a server with `ssl=on`. Off by
+/// default, so the bench compares the control plane with builds that had no TLS (a70ccfa);
+/// run it with `BENCH_TLS=1` to price encryption separately.
+fn tls_on() -> bool {
+    std::env::var("BENCH_TLS").is_ok_and(|v| v == "1")
+}
+
+fn source_tls() -> metasync_shared::tls::SourceTls {
+    if tls_on() {
+        metasync_shared::tls::SourceTls::default()
+    } else {
+        serde_json::from_value(serde_json::json!({ "mode": "disable" })).expect("a valid mode")
+    }
+}
+
+/// The workers' catalog URL: TLS as [`tls_on`] says.
+fn worker_database_url(app: &TestApp) -> String {
+    if tls_on() {
+        app.database_url.clone()
+    } else {
+        format!("{}?sslmode=disable", app.database_url)
     }
 }
 
@@ -219,6 +266,7 @@ async fn run_once(jobs: usize, fleet: Fleet, engine: &str) -> anyhow::Result<Run
     // 16 jobs in flight in all is about the best; more only adds context switches.
     let concurrency = std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "8".to_owned());
     let workers = fleet.workers;
+    let database_url = worker_database_url(&app);
     // All sources are on one server: let every slot of the fleet hold a connection to it. A
     // `fresh` fleet opens a connection per job, and a closed connection's permit is held
     // 100 ms more (until the server has ended the session), so it runs uncapped: it is the
@@ -233,6 +281,7 @@ async fn run_once(jobs: usize, fleet: Fleet, engine: &str) -> anyhow::Result<Run
             app.spawn_worker_process(
                 &format!("bench-{i}"),
                 &[
+                    ("DATABASE_URL", database_url.as_str()),
                     ("METASYNC_WORKER_CONCURRENCY", concurrency.as_str()),
                     ("METASYNC_SOURCE_IDLE", idle),
                     (
@@ -308,7 +357,7 @@ async fn catalog_statements_per_job(jobs: usize, engine: &str) -> anyhow::Result
     let app = spawn_app().await?;
     let cleanup = tiny_sources(&app, engine, jobs).await?;
     let mut cmd = tokio::process::Command::new(metasync_tests::binary("metasync-worker")?);
-    cmd.env("DATABASE_URL", &app.database_url)
+    cmd.env("DATABASE_URL", worker_database_url(&app))
         .env("REDIS_URL", REDIS_URL)
         .env("METASYNC_QUEUE", &app.queue_name)
         .env(
