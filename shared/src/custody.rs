@@ -19,6 +19,10 @@
 //! - **Fingerprints** ([`Fingerprinter`], HMAC-SHA256 under a key of its own) let the API tell
 //!   whether a re-sent password differs from the stored one without opening anything.
 
+// Named only to turn on its precomputed tables for hpke's X25519 (see the workspace
+// Cargo.toml): hpke enables none, and every password open paid for it.
+extern crate x25519_dalek;
+
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
