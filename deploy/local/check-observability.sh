@@ -206,7 +206,15 @@ YML
     done
     api GET "v1/resources/$good" >/dev/null
 
-    # Enough scrapes after the workload for every rate window (30 s) to hold two samples.
+    # Prometheus hands new targets to its scrapers on a 5 s tick after start-up, so on a fast
+    # machine the workload can be over before the first scrape: wait until both targets are up
+    # (30 s at most), then for enough scrapes for every rate window to hold two samples.
+    local up_tries=150
+    until [[ "$(curl -fsS "$prom_url/api/v1/query" --data-urlencode 'query=count(up{job="metasync"} == 1)' 2>/dev/null |
+        python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else 0)' 2>/dev/null)" == 2 ]]; do
+        ((up_tries-- > 0)) || { log "the targets were not both up within 30 s"; break; }
+        sleep 0.2
+    done
     sleep 3
     check "Prometheus scrapes the API and the worker" python3 - "$prom_url" <<'PY'
 import json, sys, urllib.parse, urllib.request

@@ -154,15 +154,7 @@ impl Scanner {
     }
 
     pub async fn set_options(&self, rid: ResourceId, options: Value) {
-        // PATCH merges options key by key: every key not given is sent as `null` (removed).
-        let mut replace = json!({
-            "databases": null, "depth": null, "include_schemas": null,
-            "exclude_schemas": null, "include_tables": null, "exclude_tables": null,
-        });
-        if let (Some(replace), Some(options)) = (replace.as_object_mut(), options.as_object()) {
-            replace.extend(options.clone());
-        }
-        self.patch(rid, json!({ "options": replace })).await;
+        self.patch(rid, json!({ "options": options })).await;
     }
 
     /// Runs `sql` in a PostgreSQL source, then syncs and returns the succeeded job.

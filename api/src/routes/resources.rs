@@ -138,27 +138,6 @@ struct PatchResource {
     tls: Option<SourceTls>,
 }
 
-/// JSON Merge Patch (RFC 7396): objects merge key by key, `null` removes a key, anything else
-/// (arrays included) replaces.
-fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
-    use serde_json::Value;
-    let Value::Object(patch) = patch else {
-        *target = patch;
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let target = target.as_object_mut().expect("made an object above");
-    for (key, value) in patch {
-        if value.is_null() {
-            target.remove(&key);
-        } else {
-            merge_patch(target.entry(key).or_insert(Value::Null), value);
-        }
-    }
-}
-
 /// Tells an absent field (`None`) from an explicit `null` (`Some(None)`).
 fn present<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
     d: D,
@@ -528,16 +507,9 @@ async fn update(
     let current = resources::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
-    // Nested objects merge (RFC 7396): `{"options": {"schemas": {...}}}` keeps the other
-    // options, `{"retry_policy": {"max_attempts": 2}}` the other fields of the policy.
-    let options = body
-        .options
-        .map(|OptionsBody(patch)| {
-            let mut merged = serde_json::to_value(&current.options.0).unwrap_or_default();
-            merge_patch(&mut merged, patch);
-            check_options(Some(OptionsBody(merged)))
-        })
-        .transpose()?;
+    // `options` is replaced whole (its keys are a scan's whole description); the retry policy
+    // merges field by field below.
+    let options = body.options.map(|o| check_options(Some(o))).transpose()?;
     // The password is sealed for a target: where it may be sent, and under which TLS
     // settings. A new target without the password again would send the stored one somewhere
     // new (or under laxer TLS), and the API cannot re-seal what it cannot open; so that takes
