@@ -152,7 +152,8 @@ main() {
         deploy/local/fuzz.sh 2>&1 | tee -a "$log" || status=$?
     fi
     # cargo ends on the (empty) doc-test and binary suites; close with the totals instead.
-    awk '/^(test result|fuzz|deploy|observability):/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed;?$/) f += $(i-1) } }
+    # Only "N passed" / "N failed" count (a check's own line may say "job …: failed").
+    awk '/^(test result|fuzz|deploy|observability):/ { for (i = 2; i <= NF; i++) { if ($(i-1) !~ /^[0-9]+$/) continue; if ($(i) ~ /^passed[;,]?$/) p += $(i-1); if ($(i) ~ /^failed[;,]?$/) f += $(i-1) } }
          END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
     rm -f "$log"
     return "$status"
