@@ -180,6 +180,10 @@ pub struct QuotaArgs {
     /// The longest a long-poll holds, whatever `?wait=` asks for.
     #[arg(long, env = "METASYNC_MAX_WAIT", default_value = "60s", value_parser = parse_duration)]
     pub max_wait: Duration,
+    /// How often a long-poll re-reads its job even without a wake-up: the bound on seeing a
+    /// change that is not announced (a claim, a rescue by a maintenance duty).
+    #[arg(long, env = "METASYNC_WAIT_RECHECK", default_value = "1s", value_parser = parse_duration)]
+    pub wait_recheck: Duration,
     /// Shortest schedule interval, and shortest gap between two firings of a cron schedule.
     #[arg(long, env = "METASYNC_MIN_SCHEDULE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub min_schedule_interval: Duration,
@@ -200,6 +204,7 @@ impl QuotaArgs {
             max_active_jobs: self.max_active_jobs,
             max_waiters: self.max_waiters,
             max_wait: self.max_wait,
+            wait_recheck: self.wait_recheck,
             min_schedule_interval: self.min_schedule_interval,
         }
     }

@@ -12,6 +12,7 @@ pub mod quotas;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod wake;
 
 use std::time::Duration;
 

@@ -39,6 +39,8 @@ pub struct Limits {
     pub max_waiters: u32,
     /// The longest one long-poll holds.
     pub max_wait: Duration,
+    /// How often a long-poll re-reads without a wake-up.
+    pub wait_recheck: Duration,
     /// Shortest schedule interval (and shortest gap between cron firings).
     pub min_schedule_interval: Duration,
 }
@@ -263,6 +265,7 @@ mod tests {
             max_active_jobs: 10,
             max_waiters: 2,
             max_wait: Duration::from_secs(60),
+            wait_recheck: Duration::from_secs(1),
             min_schedule_interval: Duration::from_secs(300),
         }
     }

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use crate::config::ServeArgs;
 use crate::quotas::Quotas;
 use crate::state::AppState;
+use crate::wake::JobEvents;
 
 /// The API, built and bound but not yet serving.
 pub struct Application {
@@ -63,6 +64,7 @@ impl Application {
         let state = AppState {
             submitter,
             db: pool,
+            job_events: JobEvents::spawn(queue.clone()),
             queue,
             sealing_key,
             fingerprinter,

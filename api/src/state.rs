@@ -8,11 +8,14 @@ use sqlx::PgPool;
 
 use crate::auth::{InternalKeys, JwtVerifier};
 use crate::quotas::Quotas;
+use crate::wake::JobEvents;
 
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
     pub queue: Queue,
+    /// Wakes long-polls when a job changes.
+    pub job_events: JobEvents,
     /// Seals passwords; cannot open them (only workers hold the private keys).
     pub sealing_key: SealingKey,
     /// Fingerprints passwords, to compare a re-sent one with the stored one.

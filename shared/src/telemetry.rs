@@ -239,6 +239,8 @@ pub const QUEUE_OPS: &[&str] = &[
     "push",
     "maintenance",
     "handle",
+    "announce",
+    "subscribe",
 ];
 /// Where a catalog database error was seen (`metasync_catalog_db_errors_total{site}`).
 pub const DB_SITES: &[&str] = &["api", "attempt", "worker", "maintenance"];

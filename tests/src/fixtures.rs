@@ -238,13 +238,12 @@ impl Scanner {
         self.get(&format!("/v1/tables/{}", found.id)).await
     }
 
-    /// The changes a job recorded.
+    /// The changes a job recorded (`?job_id=`).
     pub async fn changes_by(&self, rid: ResourceId, job: &Job) -> Vec<StoredChange> {
-        self.changes(rid)
-            .await
-            .into_iter()
-            .filter(|c| c.job_id == Some(job.id))
-            .collect()
+        let path = format!("/v1/resources/{rid}/changes?job_id={}", job.id);
+        let changes: Vec<StoredChange> = self.all_pages(&path, 1000).await;
+        assert!(changes.iter().all(|c| c.job_id == Some(job.id)));
+        changes
     }
 
     /// The change history a job recorded, as `(kind, table, object)` triples, sorted by the

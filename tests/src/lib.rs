@@ -216,6 +216,7 @@ pub fn test_quotas() -> QuotaArgs {
         max_active_jobs: 10_000_000,
         max_waiters: 1_000,
         max_wait: Duration::from_secs(60),
+        wait_recheck: Duration::from_secs(1),
         min_schedule_interval: Duration::from_secs(1),
         header_timeout: Duration::from_secs(10),
     }

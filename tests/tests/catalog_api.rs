@@ -126,6 +126,125 @@ async fn search_finds_tables_and_columns_in_the_callers_tenant_only() {
 }
 
 #[tokio::test]
+async fn search_ranks_exact_names_first_matches_comments_and_filters() {
+    let s = scanner().await;
+    let source = create_source(
+        "create table orders_archive (id int);
+         create table orders (id int);
+         create table notes (body text);
+         comment on column notes.body is 'Free text about the ORDERS';
+         create table zz (orders int);",
+    )
+    .await
+    .unwrap();
+    let rid = s.register("postgres", &source, 5432, Value::Null).await;
+    s.sync(rid).await;
+    let other = create_source("create table orders (id int);")
+        .await
+        .unwrap();
+    let other_rid = s.register("postgres", &other, 5432, Value::Null).await;
+    s.sync(other_rid).await;
+
+    let path = format!("/v1/search?q=orders&resource_id={rid}");
+    let hits: Vec<SearchHit> = s.all_pages(&path, 1).await;
+    let found: Vec<(i32, SearchHitKind, &str, &str)> = hits
+        .iter()
+        .map(|h| (h.rank, h.kind, h.table.as_str(), h.name.as_str()))
+        .collect();
+    // Two exact names (tied, then ordered by table id), then a name containing it, then a
+    // comment; read in pages of one, so the cursor carries the rank.
+    let exact: BTreeSet<_> = found[..2].iter().copied().collect();
+    assert_eq!(
+        exact,
+        [
+            (0, SearchHitKind::Column, "zz", "orders"),
+            (0, SearchHitKind::Table, "orders", "orders"),
+        ]
+        .into(),
+        "{found:?}"
+    );
+    assert_eq!(
+        found[2..],
+        [
+            (1, SearchHitKind::Table, "orders_archive", "orders_archive"),
+            (2, SearchHitKind::Column, "notes", "body"),
+        ],
+        "{found:?}"
+    );
+    assert!(hits.iter().all(|h| h.resource_id == rid));
+    let resource: Value = s.get(&format!("/v1/resources/{rid}")).await;
+    assert_eq!(hits[0].resource_name, resource["name"].as_str().unwrap());
+    assert_eq!(
+        hits[3].comment.as_deref(),
+        Some("Free text about the ORDERS")
+    );
+
+    let tables: Page<SearchHit> = s.get("/v1/search?q=orders&kind=table").await;
+    assert_eq!(tables.items.len(), 3, "both resources' tables: {tables:?}");
+    assert!(tables.items.iter().all(|h| h.kind == SearchHitKind::Table));
+    let columns: Page<SearchHit> = s
+        .get(&format!(
+            "/v1/search?q=orders&kind=column&resource_id={other_rid}"
+        ))
+        .await;
+    assert!(columns.items.is_empty(), "{columns:?}");
+
+    let (status, _, body) = s
+        .app
+        .call(TENANT, Method::GET, "/v1/search?q=orders&kind=views", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("column"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn changes_filter_by_job_and_kind() {
+    let s = scanner().await;
+    let source = create_source("create table a (id int);").await.unwrap();
+    let rid = s.register("postgres", &source, 5432, Value::Null).await;
+    let first = s.sync(rid).await;
+    let second = s
+        .change_pg(
+            &source,
+            rid,
+            "alter table a add column b int; create table c (id int);",
+        )
+        .await;
+
+    let by_first = s.changes_by(rid, &first).await;
+    let by_second = s.changes_by(rid, &second).await;
+    assert!(!by_first.is_empty());
+    assert_eq!(by_first.len() + by_second.len(), s.changes(rid).await.len());
+    let added: Vec<StoredChange> = s
+        .all_pages(
+            &format!(
+                "/v1/resources/{rid}/changes?kind=column_added&job_id={}",
+                second.id
+            ),
+            10,
+        )
+        .await;
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0].object_name.as_deref(), Some("b"));
+
+    let (status, _, body) = s
+        .app
+        .call(
+            TENANT,
+            Method::GET,
+            &format!("/v1/resources/{rid}/changes?kind=column_renamed_twice"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test]
 async fn an_unchanged_catalog_answers_304() {
     let s = scanner().await;
     let source = create_source("create table a (id int); create table b (id int);")

@@ -5,11 +5,13 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use metasync_shared::catalog::ChangeKind;
 use metasync_shared::db::catalog::{
-    self, SchemaSummary, SearchHit, StoredChange, TableDetail, TableFilter, TableSummary,
+    self, ChangeFilter, SchemaSummary, SearchFilter, SearchHit, SearchHitKind, SearchKey,
+    StoredChange, TableDetail, TableFilter, TableSummary,
 };
 use metasync_shared::db::resources;
-use metasync_shared::ids::{ResourceId, TableId};
+use metasync_shared::ids::{JobId, ResourceId, TableId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
@@ -213,6 +215,10 @@ struct ChangesQuery {
     /// Only changes at or after this RFC 3339 time.
     #[param(format = DateTime)]
     since: Option<String>,
+    /// Only the changes this job recorded.
+    job_id: Option<JobId>,
+    /// Only changes of this kind.
+    kind: Option<ChangeKind>,
     cursor: Option<Cursor>,
     #[serde(default)]
     #[param(value_type = Option<Limit>)]
@@ -242,10 +248,14 @@ async fn list_changes(
     AppQuery(query): AppQuery<ChangesQuery>,
 ) -> ApiResult<Response> {
     check_resource(&state, &tenant, id).await?;
-    let since = pagination::since(query.since.as_deref())?;
+    let filter = ChangeFilter {
+        since: pagination::since(query.since.as_deref())?,
+        job_id: query.job_id,
+        kind: query.kind,
+    };
     let after = pagination::after(query.cursor.as_ref())?;
     let items =
-        catalog::list_changes(&state.db, tenant.id(), id, since, after, query.limit.get()).await?;
+        catalog::list_changes(&state.db, tenant.id(), id, filter, after, query.limit.get()).await?;
     Ok(page(&headers, items, query.limit, |c| (c.created_at, c.id)))
 }
 
@@ -279,9 +289,13 @@ async fn read_table(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct SearchQuery {
-    /// Text the table or column name contains (3-200 characters).
+    /// Text the table or column name, or its comment, contains (3-200 characters).
     #[param(required = true, min_length = 3, max_length = 200)]
     q: Option<String>,
+    /// Only this resource's tables and columns.
+    resource_id: Option<ResourceId>,
+    /// Only tables, or only columns.
+    kind: Option<SearchHitKind>,
     cursor: Option<Cursor>,
     #[serde(default)]
     #[param(value_type = Option<Limit>)]
@@ -291,7 +305,8 @@ struct SearchQuery {
 /// Shorter text cannot use the trigram indexes and would scan every column in the tenant.
 const MIN_SEARCH_CHARS: usize = 3;
 
-/// Tables and columns of the caller's tenant whose name contains `q`.
+/// Tables and columns of the caller's tenant whose name or comment contains `q`: exact name
+/// matches first, then names containing `q`, then comments containing it.
 #[utoipa::path(
     get,
     path = "/v1/search",
@@ -318,9 +333,14 @@ async fn search(
             "`q` must be {MIN_SEARCH_CHARS} to 200 characters"
         )));
     }
-    let after = pagination::after(query.cursor.as_ref())?;
-    let items = catalog::search(&state.db, tenant.id(), &q, after, query.limit.get()).await?;
+    let filter = SearchFilter {
+        resource_id: query.resource_id,
+        kind: query.kind,
+    };
+    let after: Option<SearchKey> = pagination::after(query.cursor.as_ref())?;
+    let items =
+        catalog::search(&state.db, tenant.id(), &q, filter, after, query.limit.get()).await?;
     Ok(page(&headers, items, query.limit, |h| {
-        (h.name.clone(), h.table_id, h.position)
+        (h.rank, h.name.clone(), h.table_id, h.position)
     }))
 }

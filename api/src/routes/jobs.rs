@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -13,7 +13,7 @@ use metasync_shared::db::job_reads::{self, Attempt, JobFilter};
 use metasync_shared::db::jobs::{self, Cancelled, Enqueued, Job};
 use metasync_shared::db::resources;
 use metasync_shared::domain::{JobState, Trigger};
-use metasync_shared::ids::{BatchId, JobId, ResourceId};
+use metasync_shared::ids::{BatchId, JobId, ResourceId, TenantId};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -96,6 +96,9 @@ async fn cancel(
     let (actor, action) = (tenant.actor(), AuditAction::JobCancel);
     audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
     tx.commit().await?;
+    if status == StatusCode::OK {
+        state.queue.announce(id).await;
+    }
     let document = JobDocument {
         job,
         attempt_history: None,
@@ -282,26 +285,62 @@ async fn sync_many(
         .into_response())
 }
 
-/// A batch's jobs counted by state.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct BatchQuery {
+    /// Long-poll: wait up to this many seconds (at most `METASYNC_MAX_WAIT`, default 60) for
+    /// every job of the batch to finish; then the batch is returned as it is.
+    #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
+    wait: Option<u32>,
+}
+
+/// A batch's jobs counted by state; `?wait=` long-polls until they have all finished.
 #[utoipa::path(
     get,
     path = "/v1/batches/{id}",
     operation_id = "readBatch",
     tag = "jobs",
     security(("bearer" = [])),
-    params(("id" = BatchId, Path, description = "Batch id")),
+    params(("id" = BatchId, Path, description = "Batch id"), BatchQuery),
     responses(
         (status = 200, description = "The batch", body = BatchStatus),
         Authed,
         (status = 404, response = problem::NotFound),
+        (status = 429, response = problem::TooManyRequests),
     ),
 )]
 async fn read_batch(
     State(state): State<AppState>,
     tenant: Tenant,
     AppPath(id): AppPath<BatchId>,
+    AppQuery(query): AppQuery<BatchQuery>,
 ) -> ApiResult<Response> {
-    let by_state = batches::counts(&state.db, tenant.id(), id)
+    let mut waiter = query.wait.map(|_| state.job_events.subscribe());
+    let mut batch = batch_status(&state, tenant.id(), id).await?;
+    if let (Some(wait), Some(waiter)) = (query.wait, waiter.as_mut())
+        && !batch.done
+    {
+        let _slot = state.quotas.wait_slot(tenant.id())?;
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_secs(wait.into()).min(state.quotas.limits.max_wait);
+        // A batch's jobs are fixed when it is created: only their events wake the wait.
+        let members: HashSet<JobId> = batches::job_ids(&state.db, tenant.id(), id)
+            .await?
+            .into_iter()
+            .collect();
+        let recheck = state.quotas.limits.wait_recheck;
+        while !batch.done && tokio::time::Instant::now() < deadline {
+            let _ =
+                tokio::time::timeout_at(deadline, waiter.changed(|j| members.contains(j), recheck))
+                    .await;
+            batch = batch_status(&state, tenant.id(), id).await?;
+        }
+    }
+    Ok(axum::Json(batch).into_response())
+}
+
+async fn batch_status(state: &AppState, tenant: &TenantId, id: BatchId) -> ApiResult<BatchStatus> {
+    let by_state = batches::counts(&state.db, tenant, id)
         .await?
         .ok_or(ApiError::NotFound("batch"))?;
     let total: i64 = by_state.values().sum();
@@ -310,13 +349,12 @@ async fn read_batch(
         .filter(|(s, _)| s.is_terminal())
         .map(|(_, n)| n)
         .sum();
-    Ok(axum::Json(BatchStatus {
+    Ok(BatchStatus {
         id,
         jobs: total,
         by_state,
         done: finished == total,
     })
-    .into_response())
 }
 
 /// A job as the API returns it.
@@ -335,16 +373,28 @@ pub struct JobDocument {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ReadQuery {
-    /// Long-poll: wait up to this many seconds for the job's state to change (at most
-    /// `METASYNC_MAX_WAIT`, default 60, are waited).
+    /// Long-poll: wait up to this many seconds (at most `METASYNC_MAX_WAIT`, default 60) for
+    /// what `until` names; then the job is returned as it is.
     #[param(value_type = Option<i64>, minimum = 0, maximum = 4_294_967_295_i64)]
     wait: Option<u32>,
+    /// With `wait`: return on any change of state or attempt (`change`, the default), or only
+    /// once the job has finished (`finished`).
+    until: Option<Until>,
 }
 
-/// How often a long-poll re-reads the job row.
-const WAIT_POLL: Duration = Duration::from_millis(50);
+/// What a job long-poll waits for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum Until {
+    /// Any change of state or attempt.
+    #[default]
+    Change,
+    /// A terminal state: succeeded, failed or cancelled.
+    Finished,
+}
 
-/// A job with its attempt history; `?wait=` long-polls for a change.
+/// A job with its attempt history; `?wait=` long-polls for a change, `&until=finished` for
+/// its end.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}",
@@ -365,22 +415,31 @@ async fn read(
     AppPath(id): AppPath<JobId>,
     AppQuery(query): AppQuery<ReadQuery>,
 ) -> ApiResult<Response> {
+    // Subscribed before the first read, so a change between the two still wakes the wait.
+    let mut waiter = query.wait.map(|_| state.job_events.subscribe());
     let mut job = job_reads::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("job"))?;
-    if let Some(wait) = query.wait.filter(|_| !job.state.is_terminal()) {
+    if let (Some(wait), Some(waiter)) = (query.wait, waiter.as_mut())
+        && !job.state.is_terminal()
+    {
         let _slot = state.quotas.wait_slot(tenant.id())?;
         let deadline = tokio::time::Instant::now()
             + Duration::from_secs(wait.into()).min(state.quotas.limits.max_wait);
         let seen = (job.state, job.attempts);
-        while !job.state.is_terminal() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(WAIT_POLL).await;
+        let until = query.until.unwrap_or_default();
+        let done = |job: &Job| {
+            job.state.is_terminal() || (until == Until::Change && (job.state, job.attempts) != seen)
+        };
+        while !done(&job) && tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(
+                deadline,
+                waiter.changed(|j| *j == id, state.quotas.limits.wait_recheck),
+            )
+            .await;
             job = job_reads::get(&state.db, tenant.id(), id)
                 .await?
                 .ok_or(ApiError::NotFound("job"))?;
-            if (job.state, job.attempts) != seen {
-                break;
-            }
         }
     }
     let attempt_history = Some(job_reads::attempts(&state.db, id).await?);

@@ -33,6 +33,19 @@ pub async fn counts(
     Ok(Some(counts.into_iter().collect()))
 }
 
+/// The ids of a batch's jobs (none if the batch is not the tenant's).
+pub async fn job_ids(
+    db: &PgPool,
+    tenant: &TenantId,
+    batch: BatchId,
+) -> Result<Vec<JobId>, sqlx::Error> {
+    sqlx::query_scalar("select id from jobs where tenant_id = $1 and batch_id = $2")
+        .bind(tenant)
+        .bind(batch)
+        .fetch_all(db)
+        .await
+}
+
 /// What a batch request did with one of the resources it named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

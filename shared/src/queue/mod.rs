@@ -149,6 +149,9 @@ pub struct Keys {
     pub worker_info: String,
     /// Ids of test-connection requests waiting for a worker (`metasync:{q}:tests`).
     pub tests: String,
+    /// Pub/sub channel on which an attempt's end is announced with its job id
+    /// (`metasync:{q}:events`), to wake long-polls; a hint only, PostgreSQL has the state.
+    pub events: String,
     /// Prefix of the ready lists, `metasync:{q}:ready:` + `<class>:<tenant>`.
     ready_prefix: String,
     /// The one FIFO list of bare job ids that the queue had before fair scheduling
@@ -170,6 +173,7 @@ impl Keys {
             pending: format!("{base}:pending"),
             worker_info: format!("{base}:worker-info"),
             tests: format!("{base}:tests"),
+            events: format!("{base}:events"),
             ready_prefix: format!("{base}:ready:"),
             legacy_ready: format!("{base}:ready"),
             claimed_prefix: format!("{base}:claimed:"),
@@ -452,6 +456,8 @@ impl Queue {
                 .ignore()
                 .srem(&self.keys.pending, &job)
                 .ignore()
+                .publish(&self.keys.events, &job)
+                .ignore()
                 .query_async(&mut self.conn.clone())
                 .await?;
             Ok(())
@@ -482,6 +488,8 @@ impl Queue {
                 .sadd(&self.keys.pending, &job)
                 .ignore()
                 .zadd(&self.keys.delayed, &payload, due)
+                .ignore()
+                .publish(&self.keys.events, &job)
                 .ignore()
                 .query_async(&mut self.conn.clone())
                 .await?;
@@ -630,6 +638,38 @@ impl Queue {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?)
+    }
+
+    /// Announces on [`Keys::events`] that job `job` changed state outside an attempt (e.g.
+    /// cancelled before it ran), so its long-polls wake at once. Best effort: a waiter re-reads
+    /// PostgreSQL on its own every second anyway.
+    pub async fn announce(&self, job: JobId) {
+        let sent: Result<(), redis::RedisError> = self
+            .conn
+            .clone()
+            .publish(&self.keys.events, job.to_string())
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not announce a job's change");
+            metrics::counter!("metasync_queue_errors_total", "op" => "announce").increment(1);
+        }
+    }
+
+    /// Subscribes to [`Keys::events`] on a connection of its own: the ids of jobs whose
+    /// attempt ended (or that changed state otherwise), until that connection drops.
+    pub async fn job_events(
+        &self,
+    ) -> Result<impl futures::Stream<Item = JobId> + Send + 'static, QueueError> {
+        use futures::StreamExt as _;
+        let mut pubsub = self.client.get_async_pubsub().await?;
+        pubsub.subscribe(&self.keys.events).await?;
+        Ok(pubsub.into_on_message().filter_map(|message| {
+            let id = message
+                .get_payload::<String>()
+                .ok()
+                .and_then(|p| p.parse().ok());
+            std::future::ready(id)
+        }))
     }
 
     /// A dedicated connection for blocking pickups by one worker.

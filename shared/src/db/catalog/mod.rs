@@ -7,7 +7,8 @@ mod read;
 mod write;
 
 pub use read::{
-    SchemaSummary, SearchHit, SearchHitKind, StoredChange, TableDetail, TableFilter, TableSummary,
-    escape_like, get_table, list_changes, list_schemas, list_tables, search,
+    ChangeFilter, SchemaSummary, SearchFilter, SearchHit, SearchHitKind, SearchKey, StoredChange,
+    TableDetail, TableFilter, TableSummary, escape_like, get_table, list_changes, list_schemas,
+    list_tables, search,
 };
 pub use write::write_snapshot;

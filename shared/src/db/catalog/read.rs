@@ -220,13 +220,24 @@ pub struct StoredChange {
     pub created_at: DateTime<Utc>,
 }
 
-/// A resource's changes at or after `since`, oldest first, in `(created_at, id)` keyset order
+/// Which of a resource's changes to list.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChangeFilter {
+    /// At or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded by this job.
+    pub job_id: Option<JobId>,
+    /// Of this kind.
+    pub kind: Option<ChangeKind>,
+}
+
+/// A resource's changes that pass `filter`, oldest first, in `(created_at, id)` keyset order
 /// after `after`.
 pub async fn list_changes(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
     resource_id: ResourceId,
-    since: Option<DateTime<Utc>>,
+    filter: ChangeFilter,
     after: Option<(DateTime<Utc>, ChangeId)>,
     limit: i64,
 ) -> Result<Vec<StoredChange>, sqlx::Error> {
@@ -238,15 +249,19 @@ pub async fn list_changes(
          where tenant_id = $1 and resource_id = $2
            and ($3::timestamptz is null or created_at >= $3)
            and ($4::timestamptz is null or (created_at, id) > ($4, $5))
+           and ($7::uuid is null or job_id = $7)
+           and ($8::text is null or kind = $8)
          order by created_at, id
          limit $6",
     )
     .bind(tenant)
     .bind(resource_id)
-    .bind(since)
+    .bind(filter.since)
     .bind(after_at)
     .bind(after_id)
     .bind(limit)
+    .bind(filter.job_id)
+    .bind(filter.kind)
     .fetch_all(db)
     .await
 }
@@ -288,6 +303,8 @@ pub struct SearchHit {
     pub position: i32,
     /// The resource the table belongs to.
     pub resource_id: ResourceId,
+    /// That resource's name.
+    pub resource_name: String,
     /// Source database.
     pub database: String,
     /// Schema name.
@@ -298,51 +315,84 @@ pub struct SearchHit {
     pub table_kind: String,
     /// The column's type; absent for a table.
     pub data_type: Option<String>,
+    /// The table's or column's comment (which may be what matched).
+    pub comment: Option<String>,
+    /// 0: the name is `q`; 1: the name contains `q`; 2: only the comment does.
+    pub rank: i32,
 }
 
-/// Tables and columns of `tenant` whose name contains `q` (case-insensitive), ordered by
-/// `(name, table_id, position)` after the keyset position `after`.
+/// What a search looks for, besides its text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SearchFilter {
+    /// Only this resource's tables and columns.
+    pub resource_id: Option<ResourceId>,
+    /// Only tables, or only columns.
+    pub kind: Option<SearchHitKind>,
+}
+
+/// Where a search hit would be after `after`: `(rank, name, table_id, position)`.
+pub type SearchKey = (i32, String, TableId, i32);
+
+/// Tables and columns of `tenant` whose name or comment contains `q` (case-insensitive), best
+/// first: an exact name (rank 0), then a name containing `q` (1), then a comment containing it
+/// (2); within a rank by `(name, table_id, position)`; after the keyset position `after`.
 ///
-/// `name ilike '%q%'` is what the `pg_trgm` GIN indexes `catalog_tables_name_trgm` and
-/// `catalog_columns_name_trgm` serve (for a `q` of three characters or more), so the
-/// candidates come from the index, not a scan of every column.
+/// `ilike '%q%'` is what the `pg_trgm` GIN indexes on names and comments serve (for a `q` of
+/// three characters or more), so the candidates come from the indexes, not a scan of every
+/// column.
 pub async fn search(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
     q: &str,
-    after: Option<(String, TableId, i32)>,
+    filter: SearchFilter,
+    after: Option<SearchKey>,
     limit: i64,
 ) -> Result<Vec<SearchHit>, sqlx::Error> {
     let pattern = format!("%{}%", escape_like(q));
-    let (after_name, after_table, after_position) = match after {
-        Some((name, table, position)) => (Some(name), Some(table), Some(position)),
-        None => (None, None, None),
+    let (after_rank, after_name, after_table, after_position) = match after {
+        Some((rank, name, table, position)) => {
+            (Some(rank), Some(name), Some(table), Some(position))
+        }
+        None => (None, None, None, None),
     };
     sqlx::query_as(
-        "(select 'table' as kind, t.name, t.id as table_id, 0 as position, t.resource_id,
-                 t.database, t.schema_name as schema, t.name as table, t.kind as table_kind,
-                 null::text as data_type
-          from catalog_tables t
-          where t.tenant_id = $1 and t.name ilike $2
-            and ($3::text is null or (t.name, t.id, 0) > ($3, $4, $5))
-          order by t.name, t.id
-          limit $6)
-         union all
-         (select 'column', c.name, c.table_id, c.position, t.resource_id, t.database,
-                 t.schema_name, t.name, t.kind, c.data_type
-          from catalog_columns c join catalog_tables t on t.id = c.table_id
-          where c.tenant_id = $1 and c.name ilike $2
-            and ($3::text is null or (c.name, c.table_id, c.position) > ($3, $4, $5))
-          order by c.name, c.table_id, c.position
-          limit $6)
-         order by name, table_id, position
-         limit $6",
+        "with hits as (
+             select 'table' as kind, t.name, t.id as table_id, 0 as position, t.resource_id,
+                    t.database, t.schema_name as schema, t.name as table, t.kind as table_kind,
+                    null::text as data_type, t.comment
+             from catalog_tables t
+             where t.tenant_id = $1 and (t.name ilike $2 or t.comment ilike $2)
+               and ($7::uuid is null or t.resource_id = $7)
+               and ($8::text is null or $8 = 'table')
+             union all
+             select 'column', c.name, c.table_id, c.position, t.resource_id, t.database,
+                    t.schema_name, t.name, t.kind, c.data_type, c.comment
+             from catalog_columns c join catalog_tables t on t.id = c.table_id
+             where c.tenant_id = $1 and (c.name ilike $2 or c.comment ilike $2)
+               and ($7::uuid is null or t.resource_id = $7)
+               and ($8::text is null or $8 = 'column')
+         ), ranked as (
+             select h.*, case when lower(h.name) = lower($9) then 0
+                              when h.name ilike $2 then 1
+                              else 2 end as rank
+             from hits h
+         )
+         select k.kind, k.name, k.table_id, k.position, k.resource_id, r.name as resource_name,
+                k.database, k.schema, k.table, k.table_kind, k.data_type, k.comment, k.rank
+         from ranked k join resources r on r.id = k.resource_id
+         where $3::int is null or (k.rank, k.name, k.table_id, k.position) > ($3, $4, $5, $6)
+         order by k.rank, k.name, k.table_id, k.position
+         limit $10",
     )
     .bind(tenant)
     .bind(pattern)
+    .bind(after_rank)
     .bind(after_name)
     .bind(after_table)
     .bind(after_position)
+    .bind(filter.resource_id)
+    .bind(filter.kind)
+    .bind(q)
     .bind(limit)
     .fetch_all(db)
     .await
