@@ -122,8 +122,10 @@ async fn handle(
             ))
         });
     match handled {
-        Ok(Outcome::Failed(message)) => Err(AbortError::new(message).into()),
-        Ok(Outcome::Retrying(message, delay)) => Err(RetryAfterError::new(message, delay).into()),
+        Ok(Outcome::Failed(_, message)) => Err(AbortError::new(message).into()),
+        Ok(Outcome::Retrying(_, message, delay)) => {
+            Err(RetryAfterError::new(message, delay).into())
+        }
         Ok(_) => Ok(()),
         Err(e) => {
             // The catalog database or Redis failed: hand the delivery back for a later try.
