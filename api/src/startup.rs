@@ -53,6 +53,7 @@ impl Application {
             .connect()
             .await
             .context("connecting to REDIS_URL")?;
+        args.queue.check_eviction_policy().await?;
         let submitter = Submitter::new(pool.clone(), queue.clone(), retry.max_attempts);
         let fleet = args.maintenance.stand_for_leader.then(|| Fleet {
             db: pool.clone(),
