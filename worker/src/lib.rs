@@ -85,6 +85,9 @@ pub async fn run(
     // Whatever did not finish goes back now, not when the lease lapses.
     let expired = jobs::expire_leases(&ctx.db, &ctx.worker_id).await;
     let released = ctx.queue.release(&ctx.worker_id).await;
+    if let Ok(n) = &released {
+        metrics::counter!("metasync_deliveries_released_total").increment(*n as u64);
+    }
     ctx.sources.close_all().await;
     tracing::info!(
         worker = %ctx.worker_id,
