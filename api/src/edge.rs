@@ -71,14 +71,15 @@ fn route_template<B>(request: &axum::http::Request<B>) -> String {
 }
 
 /// The span of one request: every event logged while it is served carries its method, route
-/// template and request id.
+/// template and request id. Its level is `error` so that it is enabled whenever any event is
+/// (under `RUST_LOG=warn`, a 500's error line still carries the request id).
 pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     let request_id = request
         .headers()
         .get(&REQUEST_ID)
         .and_then(|id| id.to_str().ok())
         .unwrap_or_default();
-    tracing::info_span!(
+    tracing::error_span!(
         "request",
         method = %request.method(),
         route = %route_template(request),

@@ -94,8 +94,9 @@ impl Outcome {
 ///
 /// Every event logged while handling it carries the job, its tenant and, once claimed, its
 /// resource and attempt number (fields of this span); its end is one `info` line with the
-/// outcome and the duration.
-#[tracing::instrument(skip_all, fields(
+/// outcome and the duration. The span's level is `error` so that it is enabled whenever any
+/// event is: under `RUST_LOG=warn` a warning still carries the ids.
+#[tracing::instrument(level = "error", skip_all, fields(
     job_id = %delivery.job_id,
     tenant = %delivery.tenant,
     resource_id = tracing::field::Empty,
