@@ -48,7 +48,7 @@ async fn an_evicting_redis_is_a_warning_or_a_refusal() {
         .unwrap();
     // The in-process API warns and starts (the default).
     let app = spawn_app_with(&redis.url(), |args| {
-        args.maintenance.stand_for_leader = false
+        args.maintenance.stand_for_leader = false;
     })
     .await
     .unwrap();
@@ -73,7 +73,7 @@ async fn a_redis_without_config_is_a_warning() {
         .await
         .unwrap();
     let app = spawn_app_with(&redis.url(), |args| {
-        args.maintenance.stand_for_leader = false
+        args.maintenance.stand_for_leader = false;
     })
     .await
     .unwrap();
@@ -94,7 +94,7 @@ async fn a_redis_without_config_is_a_warning() {
 async fn a_noeviction_redis_passes_quietly() {
     let redis = RedisServer::start().await.unwrap();
     let app = spawn_app_with(&redis.url(), |args| {
-        args.maintenance.stand_for_leader = false
+        args.maintenance.stand_for_leader = false;
     })
     .await
     .unwrap();
