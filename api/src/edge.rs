@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn request_ids_are_short_tokens() {
         assert!(usable_request_id(b"0193a1b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b"));
-        assert!(usable_request_id(b"Root=1-abc.def_ghi~1"));
+        assert!(usable_request_id(b"Root-1-abc.def_ghi~1"));
         assert!(!usable_request_id(b""));
         assert!(!usable_request_id(b"two words"));
         assert!(!usable_request_id(b"{\"json\":1}"));
