@@ -1,16 +1,17 @@
-//! What every request passes through around the handlers: the request metrics, the limits on
-//! URIs and headers, the refusal of NUL characters (PostgreSQL cannot store them in text, so
+//! What every request passes through around the handlers: its request id and access log line,
+//! the request metrics, the limits on URIs and headers, the refusal of NUL characters (PostgreSQL cannot store them in text, so
 //! they would otherwise surface as a database error), `Cache-Control` on tenant data, and
 //! problem+json for every error response, including the framework's own rejections.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower_http::request_id::{MakeRequestId, RequestId};
 
 use crate::error::ApiError;
 
@@ -21,13 +22,84 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Largest request body; larger is a 413 (bodies are small JSON documents).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The header that carries a request's id, in and out.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Longest request id taken from a caller; a longer one is replaced.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+
+/// Drops a caller's `x-request-id` unless it is one short token (RFC 9110 `tchar`s, at most
+/// [`MAX_REQUEST_ID_BYTES`]), so that what goes into every log line is bounded and inert; a
+/// new one is made in its place ([`NewRequestId`]).
+pub async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let mut given = request.headers().get_all(&REQUEST_ID).iter();
+    let usable = match (given.next(), given.next()) {
+        (Some(id), None) => usable_request_id(id.as_bytes()),
+        (None, _) => true,
+        (Some(_), Some(_)) => false,
+    };
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+fn usable_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_BYTES).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+}
+
+/// A new request id: a UUID v7, so ids sort by time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewRequestId;
+
+impl MakeRequestId for NewRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let id = uuid::Uuid::now_v7().to_string();
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+/// The route template a request matched (never the raw path, which holds ids), or
+/// `unmatched`.
+fn route_template<B>(request: &axum::http::Request<B>) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
+}
+
+/// The span of one request: every event logged while it is served carries its method, route
+/// template and request id. Its level is `error` so that it is enabled whenever any event is
+/// (under `RUST_LOG=warn`, a 500's error line still carries the request id).
+pub fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or_default();
+    tracing::error_span!(
+        "request",
+        method = %request.method(),
+        route = %route_template(request),
+        request_id,
+    )
+}
+
+/// The access log: one line per request, in its span.
+pub fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _: &tracing::Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        latency_seconds = latency.as_secs_f64(),
+        "request served"
+    );
+}
+
 /// Request count and latency by route template and a fixed set of methods (never an id or
 /// anything else a caller chooses: labels stay low-cardinality).
 pub async fn record_request(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = route_template(&request);
     let method = method_label(request.method());
     // A long-poll lasts as long as its caller asked: counted, but kept out of the latency.
     let long_poll = request
@@ -225,6 +297,16 @@ pub fn json_has_nul(json: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_ids_are_short_tokens() {
+        assert!(usable_request_id(b"0193a1b2-7c3d-7e4f-8a5b-6c7d8e9f0a1b"));
+        assert!(usable_request_id(b"Root-1-abc.def_ghi~1"));
+        assert!(!usable_request_id(b""));
+        assert!(!usable_request_id(b"two words"));
+        assert!(!usable_request_id(b"{\"json\":1}"));
+        assert!(!usable_request_id(&[b'a'; MAX_REQUEST_ID_BYTES + 1]));
+    }
 
     #[test]
     fn nul_characters_are_found_in_every_spelling_and_only_there() {

@@ -27,11 +27,14 @@ use hyper_util::service::TowerToHyperService;
 use std::future::Future;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
 
 use crate::error::ApiError;
 pub use crate::state::AppState;
 
-/// The whole HTTP surface, testable with `oneshot` and no socket.
+/// The whole HTTP surface, testable with `oneshot` and no socket. Outermost: the request id
+/// (the caller's if usable, else a new one; returned on every response) and the access log.
 pub fn app(state: AppState) -> Router {
     let (router, _) = openapi::routes().split_for_parts();
     router
@@ -41,6 +44,17 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(edge::MAX_BODY_BYTES))
         .layer(middleware::from_fn(edge::guard))
         .layer(middleware::from_fn(edge::record_request))
+        .layer(PropagateRequestIdLayer::new(edge::REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(edge::request_span)
+                .on_request(())
+                .on_response(edge::log_response)
+                // The access line has the status; the error itself is logged where it arose.
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(edge::REQUEST_ID, edge::NewRequestId))
+        .layer(middleware::map_request(edge::drop_unusable_request_id))
         .with_state(state)
 }
 

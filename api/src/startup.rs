@@ -54,6 +54,7 @@ impl Application {
             .connect()
             .await
             .context("connecting to REDIS_URL")?;
+        args.queue.check_eviction_policy().await?;
         let submitter = Submitter::new(pool.clone(), queue.clone(), retry.max_attempts);
         let fleet = args.maintenance.stand_for_leader.then(|| Fleet {
             db: pool.clone(),
@@ -73,6 +74,7 @@ impl Application {
             quotas: Quotas::new(args.quotas.limits()),
             outbound: args.outbound.policy()?,
             connection_test_timeout: args.connection_test_timeout,
+            draining: Arc::default(),
         };
         let listener = TcpListener::bind(args.addr)
             .await
@@ -130,6 +132,7 @@ impl Application {
             .map(|fleet| Participant::start(fleet, holder_id()));
         // Dropped when `shutdown` resolves, or with the server if it fails first.
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let draining = self.state.draining.clone();
         let maintenance = tokio::spawn(async move {
             let _ = stopped.await;
             if let Some(participant) = participant {
@@ -138,6 +141,9 @@ impl Application {
         });
         let served = crate::serve(self.listener, self.state, self.header_timeout, async move {
             shutdown.await;
+            // Unready at once, so the load balancer stops sending while requests drain.
+            draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!("shutting down: unready, draining in-flight requests");
             drop(stopping);
         })
         .await;

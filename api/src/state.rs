@@ -1,5 +1,8 @@
 //! What every handler shares.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
 use metasync_shared::custody::{Fingerprinter, SealingKey};
 use metasync_shared::outbound::HostPolicy;
 use metasync_shared::queue::Queue;
@@ -31,4 +34,6 @@ pub struct AppState {
     pub outbound: HostPolicy,
     /// How long a test-connection request waits for a worker's answer.
     pub connection_test_timeout: std::time::Duration,
+    /// Set once shutdown begins: `/readyz` answers 503 while requests drain.
+    pub draining: Arc<AtomicBool>,
 }

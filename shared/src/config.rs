@@ -41,7 +41,20 @@ pub struct QueueArgs {
     /// `rediss://` URL; unset: the Mozilla roots built in.
     #[arg(long = "redis-ca", env = "METASYNC_REDIS_CA")]
     pub redis_ca: Option<std::path::PathBuf>,
+
+    /// Refuse to start when Redis's `maxmemory-policy` is not `noeviction`; false: warn.
+    #[arg(long = "redis-require-noeviction", env = "METASYNC_REDIS_REQUIRE_NOEVICTION",
+          default_value_t = false, action = clap::ArgAction::Set)]
+    pub redis_require_noeviction: bool,
 }
+
+/// Redis would evict keys and `METASYNC_REDIS_REQUIRE_NOEVICTION` is set.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Redis's maxmemory-policy is `{0}`, not `noeviction`, and METASYNC_REDIS_REQUIRE_NOEVICTION \
+     is set: under memory pressure Redis would drop deliveries and leases without an error"
+)]
+pub struct EvictingRedis(pub String);
 
 impl QueueArgs {
     /// A Redis client for `REDIS_URL` (TLS for `rediss://`, with `METASYNC_REDIS_CA`).
@@ -52,6 +65,53 @@ impl QueueArgs {
     /// Connects the queue with [`QueueArgs::client`].
     pub async fn connect(&self) -> Result<crate::queue::Queue, crate::queue::QueueError> {
         crate::queue::Queue::connect_client(self.client()?, &self.queue).await
+    }
+
+    /// Redis's `maxmemory-policy` (`CONFIG GET`); `None` if the server does not say.
+    pub async fn eviction_policy(&self) -> Result<Option<String>, crate::queue::QueueError> {
+        let mut conn = self.client()?.get_multiplexed_async_connection().await?;
+        let mut config: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("maxmemory-policy")
+            .query_async(&mut conn)
+            .await?;
+        Ok(config.remove("maxmemory-policy"))
+    }
+
+    /// The start-up check of both binaries. Any policy but `noeviction` lets a full Redis drop
+    /// keys silently: deliveries (a job then waits for the reconciler), worker leases (their
+    /// deliveries are reaped while running) and the pending set. Warns, or refuses with
+    /// `METASYNC_REDIS_REQUIRE_NOEVICTION`. A server that refuses `CONFIG` (disabled or
+    /// renamed, as on some managed services) cannot be checked: a warning says so, and start-up
+    /// goes on even when noeviction is required, since nothing shows the policy is wrong.
+    pub async fn check_eviction_policy(&self) -> Result<(), EvictingRedis> {
+        match self.eviction_policy().await {
+            Ok(Some(policy)) if policy == "noeviction" => Ok(()),
+            Ok(Some(policy)) if self.redis_require_noeviction => Err(EvictingRedis(policy)),
+            Ok(Some(policy)) => {
+                tracing::warn!(
+                    maxmemory_policy = %policy,
+                    "Redis may evict keys under memory pressure, losing deliveries and leases: \
+                     set maxmemory-policy to noeviction (METASYNC_REDIS_REQUIRE_NOEVICTION=true \
+                     refuses to start instead)"
+                );
+                Ok(())
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    "Redis did not report its maxmemory-policy: make sure it is noeviction"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "could not check Redis's maxmemory-policy (CONFIG GET refused?): make sure \
+                     it is noeviction"
+                );
+                Ok(())
+            }
+        }
     }
 }
 

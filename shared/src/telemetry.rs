@@ -385,6 +385,12 @@ pub const FAMILIES: &[Family] = &[
         &[label("reused", &["true", "false"])],
         "Source connections a scan started on: parked ones reused, or newly opened",
     ),
+    gauge(
+        "metasync_source_connections_parked",
+        Role::Worker,
+        &[label("engine", &["postgres", "mysql"])],
+        "Source connections parked between jobs, by engine",
+    ),
     counter(
         "metasync_source_jobs_deferred_total",
         Role::Worker,
@@ -433,6 +439,12 @@ pub const FAMILIES: &[Family] = &[
         NO_LABELS,
         "Claimed deliveries no attempt of their worker held, handed back by its audit",
     ),
+    counter(
+        "metasync_deliveries_released_total",
+        Role::Worker,
+        NO_LABELS,
+        "Unfinished deliveries a stopping worker handed back for prompt redelivery",
+    ),
     // Errors.
     counter(
         "metasync_queue_errors_total",
@@ -476,6 +488,12 @@ pub const FAMILIES: &[Family] = &[
         Role::Both,
         NO_LABELS,
         "1 while this process holds the maintenance lease, else 0",
+    ),
+    counter(
+        "metasync_lease_renewal_failures_total",
+        Role::Both,
+        &[label("store", &["postgres", "redis"])],
+        "Lease renewals that failed, by the store holding the lease",
     ),
     histogram(
         "metasync_lease_renewal_lag_seconds",

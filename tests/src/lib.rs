@@ -190,6 +190,7 @@ fn serve_args(database_url: &str, redis_url: &str, queue_name: &str) -> ServeArg
             redis_url: redis_url.to_owned(),
             queue: queue_name.to_owned(),
             redis_ca: None,
+            redis_require_noeviction: false,
         },
         sealing: sealing_args(),
         jwt: JwtArgs::hs256(JWT_SECRET),
@@ -376,6 +377,7 @@ impl TestApp {
                 redis_url: self.redis_url.clone(),
                 queue: self.queue_name.clone(),
                 redis_ca: self.redis_ca.clone(),
+                redis_require_noeviction: false,
             },
             opening: opening_args(),
             outbound: test_outbound(),
@@ -1229,6 +1231,8 @@ pub enum Persistence {
 pub struct RedisServer {
     pub port: u16,
     pub persistence: Persistence,
+    /// More `redis-server` arguments, e.g. `--maxmemory-policy allkeys-lru`.
+    args: Vec<String>,
     child: Option<std::process::Child>,
     dir: PathBuf,
     tls: Option<RedisTls>,
@@ -1246,7 +1250,12 @@ impl RedisServer {
     }
 
     pub async fn start_with(persistence: Persistence) -> anyhow::Result<Self> {
-        Self::start_inner(persistence, None).await
+        Self::start_inner(persistence, None, &[]).await
+    }
+
+    /// A server started with more arguments, e.g. `["--maxmemory-policy", "allkeys-lru"]`.
+    pub async fn start_with_args(args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_inner(Persistence::Off, None, args).await
     }
 
     /// A Redis that speaks TLS only (its plain port is off), with a certificate from `ca` for
@@ -1258,15 +1267,20 @@ impl RedisServer {
             cert,
             ca_file: ca.ca_file(),
         };
-        Self::start_inner(Persistence::Off, Some(tls)).await
+        Self::start_inner(Persistence::Off, Some(tls), &[]).await
     }
 
-    async fn start_inner(persistence: Persistence, tls: Option<RedisTls>) -> anyhow::Result<Self> {
+    async fn start_inner(
+        persistence: Persistence,
+        tls: Option<RedisTls>,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique_name("mstest-redis", '-'));
         std::fs::create_dir_all(&dir)?;
         let mut server = Self {
             port: 0,
             persistence,
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             child: None,
             dir,
             tls,
@@ -1315,6 +1329,7 @@ impl RedisServer {
             .args(["--save", "", "--appendonly", appendonly])
             .args(["--appendfsync", "everysec", "--dir"])
             .arg(&self.dir)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

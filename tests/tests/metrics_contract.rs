@@ -218,6 +218,8 @@ async fn both_scrapes_match_the_doc_and_pass_promtool() {
             &[
                 ("METASYNC_METRICS_ADDR", worker_ops.as_str()),
                 ("METASYNC_LEASE", "3s"),
+                // The job's connection stays parked while the test scrapes.
+                ("METASYNC_SOURCE_IDLE", "60s"),
             ],
         )
         .unwrap();
@@ -252,6 +254,10 @@ async fn both_scrapes_match_the_doc_and_pass_promtool() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
 
+    assert!(
+        worker.contains("metasync_source_connections_parked{engine=\"postgres\"} 1\n"),
+        "the job's connection is parked:\n{worker}"
+    );
     for body in [&api, &worker] {
         assert!(
             body.contains("process_resident_memory_bytes"),

@@ -85,6 +85,9 @@ pub async fn run(
     // Whatever did not finish goes back now, not when the lease lapses.
     let expired = jobs::expire_leases(&ctx.db, &ctx.worker_id).await;
     let released = ctx.queue.release(&ctx.worker_id).await;
+    if let Ok(n) = &released {
+        metrics::counter!("metasync_deliveries_released_total").increment(*n as u64);
+    }
     ctx.sources.close_all().await;
     tracing::info!(
         worker = %ctx.worker_id,
@@ -122,8 +125,10 @@ async fn handle(
             ))
         });
     match handled {
-        Ok(Outcome::Failed(message)) => Err(AbortError::new(message).into()),
-        Ok(Outcome::Retrying(message, delay)) => Err(RetryAfterError::new(message, delay).into()),
+        Ok(Outcome::Failed(_, message)) => Err(AbortError::new(message).into()),
+        Ok(Outcome::Retrying(_, message, delay)) => {
+            Err(RetryAfterError::new(message, delay).into())
+        }
         Ok(_) => Ok(()),
         Err(e) => {
             // The catalog database or Redis failed: hand the delivery back for a later try.

@@ -58,10 +58,10 @@ pub struct WorkerContext {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
-    /// Failed for good (permanent error, or out of attempts).
-    Failed(String),
-    /// Failed; another attempt is scheduled.
-    Retrying(String, Duration),
+    /// Failed for good (permanent error, or out of attempts): its class and message.
+    Failed(ErrorClass, String),
+    /// Failed; another attempt is scheduled after the delay.
+    Retrying(ErrorClass, String, Duration),
     /// Not claimable now (another attempt holds a live lease, or a retry is not yet due), or
     /// claimed but no connection to its source server could be had under the per-server cap
     /// (the claim was undone, no attempt used); the delivery was pushed again for later.
@@ -78,7 +78,7 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
-            Self::Failed(_) => "failed",
+            Self::Failed(..) => "failed",
             Self::Retrying(..) => "retrying",
             Self::Deferred => "deferred",
             Self::Skipped => "skipped",
@@ -91,7 +91,18 @@ impl Outcome {
 /// Handles one delivery and acknowledges it. Errors here are infrastructure failures (the
 /// catalog database or Redis); the delivery then stays claimed and is redelivered. The attempt
 /// is in `in_flight` (its lease renewed) from its claim until this returns.
-#[tracing::instrument(skip_all, fields(job_id = %delivery.job_id, worker = %ctx.worker_id))]
+///
+/// Every event logged while handling it carries the job, its tenant and, once claimed, its
+/// resource and attempt number (fields of this span); its end is one `info` line with the
+/// outcome and the duration. The span's level is `error` so that it is enabled whenever any
+/// event is: under `RUST_LOG=warn` a warning still carries the ids.
+#[tracing::instrument(level = "error", skip_all, fields(
+    job_id = %delivery.job_id,
+    tenant = %delivery.tenant,
+    resource_id = tracing::field::Empty,
+    attempt = tracing::field::Empty,
+    worker = %ctx.worker_id,
+))]
 pub async fn handle_delivery(
     ctx: &WorkerContext,
     in_flight: &InFlight,
@@ -121,14 +132,33 @@ pub async fn handle_delivery(
         metrics::counter!("metasync_fenced_writes_total").increment(1);
     }
     let label = outcome.label();
+    let duration_seconds = started.elapsed().as_secs_f64();
     metrics::counter!("metasync_jobs_total", "outcome" => label).increment(1);
     metrics::histogram!("metasync_job_duration_seconds", "outcome" => label)
-        .record(started.elapsed().as_secs_f64());
+        .record(duration_seconds);
+    // Error messages are scrubbed of the password where they arise (`JobError::guarded`).
     match &outcome {
-        Outcome::Failed(e) => tracing::warn!(error = %e, "job failed"),
-        Outcome::Retrying(e, delay) => tracing::info!(error = %e, ?delay, "job will retry"),
-        Outcome::Fenced => tracing::warn!("stale attempt fenced off; its results were dropped"),
-        other => tracing::debug!(outcome = ?other, "delivery handled"),
+        Outcome::Failed(class, error) => tracing::info!(
+            outcome = label,
+            error_class = class.as_str(),
+            %error,
+            duration_seconds,
+            "job failed"
+        ),
+        Outcome::Retrying(class, error, delay) => tracing::info!(
+            outcome = label,
+            error_class = class.as_str(),
+            %error,
+            retry_in_seconds = delay.as_secs_f64(),
+            duration_seconds,
+            "job will retry"
+        ),
+        Outcome::Fenced => tracing::warn!(
+            outcome = label,
+            duration_seconds,
+            "stale attempt fenced off; its results were dropped"
+        ),
+        _ => tracing::info!(outcome = label, duration_seconds, "delivery handled"),
     }
     Ok(outcome)
 }
@@ -196,6 +226,9 @@ async fn process(
     if taken_over {
         metrics::counter!("metasync_job_takeovers_total").increment(1);
     }
+    tracing::Span::current()
+        .record("resource_id", tracing::field::display(claim.resource_id))
+        .record("attempt", claim.attempt);
     let claimed = Claimed {
         created_at: job_created_at,
         attempt: claim.attempt,
@@ -268,11 +301,14 @@ async fn process(
             FailureOutcome::Failed => {
                 count_failure(&error);
                 record_final("failed", &claimed);
-                (Outcome::Failed(error.message), None)
+                (Outcome::Failed(error.class, error.message), None)
             }
             FailureOutcome::RetryAfter(delay) => {
                 count_failure(&error);
-                (Outcome::Retrying(error.message, delay), Some(delay))
+                (
+                    Outcome::Retrying(error.class, error.message, delay),
+                    Some(delay),
+                )
             }
         }),
     }

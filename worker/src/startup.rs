@@ -37,6 +37,7 @@ impl Worker {
             .connect()
             .await
             .context("connecting to REDIS_URL")?;
+        args.queue.check_eviction_policy().await?;
         let worker_id = worker_id(args.worker_name.as_deref());
         let permits = ServerPermits::connect(
             args.queue.client().context("connecting to REDIS_URL")?,

@@ -1,6 +1,8 @@
 //! Liveness and readiness: no authentication, for probes. Served on the public port and on the
 //! operations listener (`metasync_shared::ops`), which also serves `/metrics`.
 
+use std::sync::atomic::Ordering;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -30,22 +32,31 @@ async fn alive() -> &'static str {
     "ok"
 }
 
-/// Which dependencies answer.
+/// Which dependencies answer, and whether the process is shutting down.
 #[derive(Serialize, ToSchema)]
 struct Readiness {
     postgres: bool,
     redis: bool,
+    /// Shutdown has begun: in-flight requests drain, new ones belong elsewhere.
+    draining: bool,
 }
 
-/// Ready when both PostgreSQL and Redis answer; the operations listener's `/readyz` too.
+/// Ready when both PostgreSQL and Redis answer and shutdown has not begun; the operations
+/// listener's `/readyz` too.
 pub async fn readiness(state: &AppState) -> (bool, serde_json::Value) {
+    let draining = state.draining.load(Ordering::Relaxed);
     let postgres = sqlx::query("select 1").execute(&state.db).await.is_ok();
     let redis = state.queue.depth().await.is_ok();
-    let body = serde_json::to_value(Readiness { postgres, redis }).unwrap_or_default();
-    (postgres && redis, body)
+    let body = serde_json::to_value(Readiness {
+        postgres,
+        redis,
+        draining,
+    })
+    .unwrap_or_default();
+    (postgres && redis && !draining, body)
 }
 
-/// Readiness: both PostgreSQL and Redis answer.
+/// Readiness: both PostgreSQL and Redis answer, and the process is not shutting down.
 #[utoipa::path(
     get,
     path = "/readyz",

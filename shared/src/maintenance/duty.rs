@@ -82,6 +82,14 @@ where
             }
             Err(e) => {
                 metrics::counter!("metasync_maintenance_errors_total", "duty" => name).increment(1);
+                if duty.renews.is_some() {
+                    let store = match &e {
+                        DutyError::Db(_) => "postgres",
+                        DutyError::Queue(_) => "redis",
+                    };
+                    metrics::counter!("metasync_lease_renewal_failures_total", "store" => store)
+                        .increment(1);
+                }
                 match &e {
                     DutyError::Db(_) => {
                         metrics::counter!("metasync_catalog_db_errors_total", "site" => "maintenance")

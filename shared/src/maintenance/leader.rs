@@ -237,6 +237,11 @@ async fn campaign(elector: Elector, fleet: Fleet, mut stop: oneshot::Receiver<()
             Err(e) => {
                 metrics::counter!("metasync_maintenance_errors_total", "duty" => "leader_election")
                     .increment(1);
+                if duties.is_some() {
+                    // Leading: this was a renewal of the leader's lease.
+                    metrics::counter!("metasync_lease_renewal_failures_total", "store" => "postgres")
+                        .increment(1);
+                }
                 warnings.failed(&e);
                 due = Instant::now() + third;
                 // Step down before the term can lapse under us: the next try may be too late.

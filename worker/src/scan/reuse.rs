@@ -66,8 +66,8 @@ impl SourceConnections {
     /// Parks at most `max_parked` connections per engine, each for at most `idle_for`.
     pub fn new(idle_for: Duration, max_parked: usize) -> Self {
         Self {
-            postgres: Parking::new(idle_for, max_parked),
-            mysql: Parking::new(idle_for, max_parked),
+            postgres: Parking::new("postgres", idle_for, max_parked),
+            mysql: Parking::new("mysql", idle_for, max_parked),
             permits: ServerPermits::unlimited(),
             salt: rand::random(),
         }
@@ -161,14 +161,23 @@ type Slots<C> = HashMap<SourceKey, Vec<Parked<C>>>;
 /// Parked connections of one engine.
 pub struct Parking<C> {
     slots: Arc<Mutex<Slots<C>>>,
+    /// The `engine` label of `metasync_source_connections_parked`.
+    engine: &'static str,
     idle_for: Duration,
     max_parked: usize,
+}
+
+/// Moves `metasync_source_connections_parked{engine}` by `delta` (not set to a count: a test
+/// process runs several workers, whose parkings add up).
+fn count_parked(engine: &'static str, delta: f64) {
+    metrics::gauge!("metasync_source_connections_parked", "engine" => engine).increment(delta);
 }
 
 impl<C> Clone for Parking<C> {
     fn clone(&self) -> Self {
         Self {
             slots: self.slots.clone(),
+            engine: self.engine,
             idle_for: self.idle_for,
             max_parked: self.max_parked,
         }
@@ -176,15 +185,20 @@ impl<C> Clone for Parking<C> {
 }
 
 impl<C: Connection + 'static> Parking<C> {
-    fn new(idle_for: Duration, max_parked: usize) -> Self {
+    fn new(engine: &'static str, idle_for: Duration, max_parked: usize) -> Self {
         let parking = Self {
             slots: Arc::default(),
+            engine,
             idle_for,
             max_parked,
         };
         if !idle_for.is_zero() && max_parked > 0 {
             // The sweeper holds a weak reference: it ends when the last handle is dropped.
-            tokio::spawn(sweep_forever(Arc::downgrade(&parking.slots), idle_for));
+            tokio::spawn(sweep_forever(
+                Arc::downgrade(&parking.slots),
+                engine,
+                idle_for,
+            ));
         }
         parking
     }
@@ -202,6 +216,7 @@ impl<C: Connection + 'static> Parking<C> {
                 }
                 parked?
             };
+            count_parked(self.engine, -1.0);
             if !parked.usable(self.idle_for) {
                 close_in_background(parked.conn, parked.permit);
                 continue;
@@ -260,9 +275,12 @@ impl<C: Connection + 'static> Parking<C> {
                 None
             }
         };
-        if let Some((conn, permit)) = refused {
-            let _ = tokio::time::timeout(close_timeout, conn.close()).await;
-            drop(permit);
+        match refused {
+            Some((conn, permit)) => {
+                let _ = tokio::time::timeout(close_timeout, conn.close()).await;
+                drop(permit);
+            }
+            None => count_parked(self.engine, 1.0),
         }
     }
 
@@ -271,6 +289,7 @@ impl<C: Connection + 'static> Parking<C> {
             let mut slots = self.slots.lock().expect("parking lock");
             slots.drain().flat_map(|(_, stack)| stack).collect()
         };
+        count_parked(self.engine, -(all.len() as f64));
         for parked in all {
             let _ = tokio::time::timeout(Duration::from_secs(1), parked.conn.close()).await;
             drop(parked.permit);
@@ -299,13 +318,18 @@ impl<C: Connection + 'static> Parking<C> {
         let Some(parked) = victim else {
             return false;
         };
+        count_parked(self.engine, -1.0);
         let _ = tokio::time::timeout(Duration::from_secs(1), parked.conn.close()).await;
         drop(parked.permit);
         true
     }
 }
 
-async fn sweep_forever<C: Connection + 'static>(slots: Weak<Mutex<Slots<C>>>, idle_for: Duration) {
+async fn sweep_forever<C: Connection + 'static>(
+    slots: Weak<Mutex<Slots<C>>>,
+    engine: &'static str,
+    idle_for: Duration,
+) {
     let every = (idle_for / 2).max(Duration::from_millis(100));
     loop {
         tokio::time::sleep(every).await;
@@ -322,6 +346,7 @@ async fn sweep_forever<C: Connection + 'static>(slots: Weak<Mutex<Slots<C>>>, id
             });
             stale
         };
+        count_parked(engine, -(stale.len() as f64));
         for parked in stale {
             close_in_background(parked.conn, parked.permit);
         }
