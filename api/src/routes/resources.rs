@@ -581,7 +581,7 @@ async fn update(
     Ok(axum::Json(resource).into_response())
 }
 
-/// Remove a resource, its jobs and its stored catalog.
+/// Remove a resource and its stored catalog. Its jobs stay readable (active ones are cancelled).
 #[utoipa::path(
     delete,
     path = "/v1/resources/{id}",

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgExecutor;
 use sqlx::types::Json;
+use sqlx::{PgConnection, PgExecutor};
 
 use crate::custody::{ConnectionTarget, RecordFormat, SealedPassword};
 use crate::domain::{JobState, ResourceKind};
@@ -398,18 +398,47 @@ pub async fn update(
     .await
 }
 
-/// Deletes a resource with its jobs and catalog. Returns its name, or `None` if it did not
-/// exist.
+/// Deletes a resource with its catalog, leaving a tombstone (id, name, kind) and its jobs, which
+/// stay readable; its active jobs are cancelled. Returns its name, or `None` if it did not
+/// exist. Run it in a transaction: it is two statements.
 pub async fn delete(
-    db: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     tenant: &TenantId,
     id: ResourceId,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("delete from resources where tenant_id = $1 and id = $2 returning name")
-        .bind(tenant)
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    // Its active jobs end first, so no claim can start one on a resource that is gone (a
+    // running attempt's outcome is then fenced off: the job is no longer `running`).
+    sqlx::query(
+        "with ended as (
+             update jobs set state = 'cancelled', cancel_requested = true, finished_at = now(),
+                    next_attempt_at = null, lease_expires_at = null,
+                    error = 'the resource was deleted', error_class = 'permanent'
+             where tenant_id = $1 and resource_id = $2
+               and state in ('queued', 'running', 'retrying')
+             returning id
+         )
+         update job_attempts a set finished_at = now(), error_class = 'permanent',
+                error = 'the resource was deleted'
+         from ended e where a.job_id = e.id and a.finished_at is null",
+    )
+    .bind(tenant)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_scalar(
+        "with gone as (
+             delete from resources where tenant_id = $1 and id = $2
+             returning id, tenant_id, name, kind
+         ), kept as (
+             insert into resource_tombstones (id, tenant_id, name, kind)
+             select id, tenant_id, name, kind from gone
+         )
+         select name from gone",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await
 }
 
 /// A resource pushed through the internal API, with its password's fingerprint.
