@@ -261,11 +261,11 @@ pub async fn wait(
         jobs[i].job = job;
         // The others' state, cheaply, when several are followed.
         if jobs.len() > 1 {
-            for j in 0..jobs.len() {
-                if j != i && !is_finished(&jobs[j].job) {
-                    let job = client.get(&["v1", "jobs", &jobs[j].job_id], &[]).await?;
-                    display.update(j, &jobs[j].name, &job);
-                    jobs[j].job = job;
+            for (j, other) in jobs.iter_mut().enumerate() {
+                if j != i && !is_finished(&other.job) {
+                    let job = client.get(&["v1", "jobs", &other.job_id], &[]).await?;
+                    display.update(j, &other.name, &job);
+                    other.job = job;
                 }
             }
         }
