@@ -106,10 +106,10 @@ pub fn describe(job: &Value) -> String {
     if attempts > 0 {
         parts.push(format!("attempt {attempts}/{max}"));
     }
-    if state(job) == "retrying" {
-        if let Some(error) = job["error"].as_str() {
-            parts.push(format!("last error: {}", first_line(error)));
-        }
+    if state(job) == "retrying"
+        && let Some(error) = job["error"].as_str()
+    {
+        parts.push(format!("last error: {}", first_line(error)));
     }
     parts.join(" · ")
 }
@@ -301,8 +301,8 @@ pub fn humanize(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0..60 => format!("{s}s"),
-        60..3600 if s % 60 == 0 => format!("{}m", s / 60),
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
+        60..3600 if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
         _ => format!("{s}s"),
     }
 }
