@@ -152,6 +152,8 @@ enum Display {
     Plain {
         last: Vec<String>,
     },
+    /// `--quiet`: nothing.
+    Silent,
 }
 
 impl Display {
@@ -161,7 +163,10 @@ impl Display {
             .map(|j| j.name.chars().count())
             .max()
             .unwrap_or(0);
-        if quiet || !std::io::stderr().is_terminal() {
+        if quiet {
+            return Self::Silent;
+        }
+        if !std::io::stderr().is_terminal() {
             return Self::Plain {
                 last: vec![String::new(); jobs.len()],
             };
@@ -209,6 +214,7 @@ impl Display {
                     last[i] = line;
                 }
             }
+            Self::Silent => {}
         }
     }
 
@@ -230,7 +236,12 @@ pub async fn wait(
 ) -> CliResult<()> {
     let deadline = Instant::now() + timeout;
     let mut display = Display::new(jobs, quiet);
-    for (i, tracked) in jobs.iter().enumerate() {
+    // A long-poll waits for a change from the state the server sees when it starts, so the
+    // display first catches up with that state (a job claimed since it was enqueued).
+    for (i, tracked) in jobs.iter_mut().enumerate() {
+        if !is_finished(&tracked.job) {
+            tracked.job = client.get(&["v1", "jobs", &tracked.job_id], &[]).await?;
+        }
         display.update(i, &tracked.name, &tracked.job);
     }
     loop {
@@ -247,8 +258,9 @@ pub async fn wait(
                 humanize(timeout)
             )));
         }
-        // Short long-polls while several jobs are followed, so every line stays current.
-        let slice = if jobs.len() > 1 { 2 } else { 10 };
+        // Short long-polls while progress is shown: with `until=finished` the server answers
+        // only at the end, and several jobs each want their line current.
+        let slice = if quiet && jobs.len() == 1 { 10 } else { 2 };
         let wait = left.min(Duration::from_secs(slice));
         let job = match client.wait_job(&jobs[i].job_id, wait).await {
             Ok(job) => job,

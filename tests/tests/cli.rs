@@ -552,7 +552,7 @@ async fn in_a_terminal_the_progress_display_advances_then_shows_the_outcome() {
     // Running, stalled: the spinner line names the resource, state, phase and attempt, and
     // its elapsed time advances.
     let first = wait_for_pane(&capture, |p| p.contains("slow") && p.contains("running")).await;
-    assert!(first.contains("attempt 1/"), "{first}");
+    assert!(first.contains("scanning · attempt "), "{first}");
     let later = wait_for_pane(&capture, |p| p != first && p.contains("slow")).await;
     assert_ne!(first, later);
 
