@@ -112,6 +112,8 @@ drop_test_leftovers() {
 main() {
     ensure_rust
     ensure_services
+    # The CLI's terminal test runs it under tmux; the README's "Running it" test uses curl and jq.
+    ensure_tools tmux jq curl
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/metasync-target}"
 
     drop_test_leftovers mstest_ test-

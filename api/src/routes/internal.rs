@@ -48,52 +48,52 @@ const MAX_EXTERNAL_ID: usize = 200;
 // Not Debug: it carries a password.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PutResource {
+pub(crate) struct PutResource {
     #[schema(
         min_length = 1,
         max_length = 200,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
-    name: String,
-    kind: ResourceKind,
+    pub(crate) name: String,
+    pub(crate) kind: ResourceKind,
     #[schema(
         min_length = 1,
         max_length = 253,
         pattern = r"^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?)$"
     )]
-    host: String,
+    pub(crate) host: String,
     #[schema(minimum = 1, maximum = 65535)]
-    port: i64,
+    pub(crate) port: i64,
     #[schema(
         min_length = 1,
         max_length = 255,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
-    database: String,
+    pub(crate) database: String,
     #[schema(
         min_length = 1,
         max_length = 255,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
-    username: String,
+    pub(crate) username: String,
     /// Required when the resource is new or its target changes; sealed on arrival.
     #[serde(default)]
     #[schema(max_length = 1024, format = Password)]
-    password: Option<String>,
+    pub(crate) password: Option<String>,
     #[serde(default)]
     #[schema(value_type = Option<ScanOptions>)]
-    options: Option<OptionsBody>,
+    pub(crate) options: Option<OptionsBody>,
     #[serde(default)]
-    schedule: Option<ScheduleSpec>,
+    pub(crate) schedule: Option<ScheduleSpec>,
     #[serde(default)]
-    retry_policy: Option<RetryOverrides>,
+    pub(crate) retry_policy: Option<RetryOverrides>,
     #[serde(default)]
-    tls: Option<SourceTls>,
+    pub(crate) tls: Option<SourceTls>,
 }
 
 /// The resource after an upsert, and whether this request changed it.
 #[derive(Debug, Serialize, ToSchema)]
-struct Upserted {
+pub(crate) struct Upserted {
     #[serde(flatten)]
     resource: Resource,
     changed: bool,
@@ -159,16 +159,18 @@ async fn put_resource(
     }
     let definition = Definition::check(&state, body).await?;
     let actor = caller.actor();
+    let key = UpsertKey::External(external_id);
     // Two first pushes of one resource race to insert; the loser tries again and finds the
     // winner's row. Only the second try's unique violations are what they say.
     for retry_on_race in [true, false] {
         let upserted = upsert(
             &state,
             &tenant,
-            external_id,
+            key,
             &definition,
             &actor,
             retry_on_race,
+            false,
         );
         if let Some(response) = upserted.await? {
             return Ok(response);
@@ -179,8 +181,17 @@ async fn put_resource(
     ))
 }
 
+/// What an upsert finds its resource by.
+#[derive(Clone, Copy)]
+pub(crate) enum UpsertKey<'a> {
+    /// The platform's own id (`/internal/v1`); the name may change.
+    External(&'a str),
+    /// The definition's name (`PUT /v1/resources/by-name/{name}`).
+    Name,
+}
+
 /// A checked definition.
-struct Definition {
+pub(crate) struct Definition {
     name: String,
     kind: ResourceKind,
     host: String,
@@ -196,7 +207,7 @@ struct Definition {
 
 impl Definition {
     /// The same checks as `POST /v1/resources` (outbound host policy included).
-    async fn check(state: &AppState, body: PutResource) -> ApiResult<Self> {
+    pub(crate) async fn check(state: &AppState, body: PutResource) -> ApiResult<Self> {
         check_text("name", &body.name, 200)?;
         check_host(state, &body.host).await?;
         let port = check_port(body.port)?;
@@ -248,17 +259,27 @@ fn violated(e: &sqlx::Error) -> Option<&str> {
 /// One try of the upsert, in one transaction with its audit record. With `retry_on_race`,
 /// `None` when the insert of a new resource hit a unique violation (a concurrent push may have
 /// created it first: try again, and it is an update).
-async fn upsert(
+pub(crate) async fn upsert(
     state: &AppState,
     tenant: &TenantId,
-    external_id: &str,
+    key: UpsertKey<'_>,
     definition: &Definition,
     actor: &Actor,
     retry_on_race: bool,
+    dry_run: bool,
 ) -> ApiResult<Option<Response>> {
+    let external_id = match key {
+        UpsertKey::External(id) => Some(id),
+        UpsertKey::Name => None,
+    };
     let mut tx = state.db.begin().await?;
-    let Some(current) = resources::get_external_for_update(&mut *tx, tenant, external_id).await?
-    else {
+    let found = match key {
+        UpsertKey::External(id) => resources::get_external_for_update(&mut *tx, tenant, id).await?,
+        UpsertKey::Name => {
+            resources::get_by_name_for_update(&mut *tx, tenant, &definition.name).await?
+        }
+    };
+    let Some(current) = found else {
         let Some(password) = &definition.password else {
             return Err(ApiError::Unprocessable(
                 "`password` is required to create a resource".into(),
@@ -288,7 +309,7 @@ async fn upsert(
                 options: definition.options.clone(),
                 schedule,
                 retry_policy: definition.retry_policy.clone(),
-                external_id: Some(external_id),
+                external_id,
                 tls: definition.tls.clone(),
             },
         )
@@ -305,17 +326,22 @@ async fn upsert(
         };
         let details = AuditDetails {
             name: Some(resource.name.clone()),
-            external_id: Some(external_id.to_owned()),
+            external_id: external_id.map(str::to_owned),
             ..AuditDetails::default()
         };
         let action = AuditAction::ResourceCreate;
         audit::record(&mut *tx, tenant, actor, action, id.uuid(), details).await?;
-        tx.commit().await?;
-        let location = format!("/v1/resources/{id}");
+        finish(tx, dry_run).await?;
         let body = Upserted {
             resource,
             changed: true,
         };
+        if dry_run {
+            return Ok(Some(
+                (StatusCode::CREATED, axum::Json(body)).into_response(),
+            ));
+        }
+        let location = format!("/v1/resources/{id}");
         return Ok(Some(
             (
                 StatusCode::CREATED,
@@ -362,7 +388,7 @@ async fn upsert(
         fields.push("password".into());
     }
     if fields.is_empty() {
-        tx.commit().await?;
+        finish(tx, dry_run).await?;
         let body = Upserted {
             resource: current,
             changed: false,
@@ -394,7 +420,7 @@ async fn upsert(
         .ok_or(ApiError::NotFound("resource"))?;
     let details = AuditDetails {
         fields,
-        external_id: Some(external_id.to_owned()),
+        external_id: external_id.map(str::to_owned),
         ..AuditDetails::default()
     };
     audit::record(
@@ -406,10 +432,21 @@ async fn upsert(
         details,
     )
     .await?;
-    tx.commit().await?;
+    finish(tx, dry_run).await?;
     let body = Upserted {
         resource,
         changed: true,
     };
     Ok(Some(axum::Json(body).into_response()))
+}
+
+/// Commits the upsert's transaction, or with `dry_run` rolls it back: the answer then says
+/// what the request would have done, and nothing (audit record included) is stored.
+async fn finish(tx: sqlx::Transaction<'_, sqlx::Postgres>, dry_run: bool) -> ApiResult<()> {
+    if dry_run {
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    Ok(())
 }

@@ -27,6 +27,7 @@ use crate::extract::{AppJson, AppPath, AppQuery};
 use crate::openapi::{Authed, problem};
 use crate::pagination::{self, Cursor, Limit, Page};
 use crate::quotas::Bucket;
+use crate::routes::internal::{self, PutResource, UpsertKey, Upserted, upsert};
 use crate::routes::jobs::JobDocument;
 use crate::state::AppState;
 
@@ -35,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create, list))
         .routes(routes!(read, update, remove))
         .routes(routes!(sync))
+        .routes(routes!(put_by_name))
 }
 
 // The patterns: text fields hold something besides spaces and no control characters; a host
@@ -603,7 +605,7 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
     let mut tx = state.db.begin().await?;
-    let name = resources::delete(&mut *tx, tenant.id(), id)
+    let name = resources::delete(&mut tx, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
     let details = AuditDetails {
@@ -614,6 +616,146 @@ async fn remove(
     audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The whole definition of the resource a `PUT /v1/resources/by-name/{name}` creates or
+/// replaces: the body of `POST /v1/resources` without `name` (the path names it), and
+/// `password` may be left out of an update that keeps `kind`, `host`, `port`, `database`,
+/// `username` and `tls`. Absent `options`, `schedule`, `retry_policy` and `tls` mean the
+/// defaults, as at creation.
+// Not Debug: it carries a password.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PutByName {
+    kind: ResourceKind,
+    /// One host name or IP address (no port, path or list), allowed by the outbound policy.
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = r"^(\[?[0-9A-Fa-f:.]+\]?|[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?)$"
+    )]
+    host: String,
+    #[schema(minimum = 1, maximum = 65535)]
+    port: i64,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    database: String,
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    username: String,
+    /// Required when the resource is new or its target changes; sealed on arrival, compared
+    /// by fingerprint otherwise (the same password again changes nothing).
+    #[serde(default)]
+    #[schema(max_length = 1024, format = Password)]
+    password: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<ScanOptions>)]
+    options: Option<OptionsBody>,
+    #[serde(default)]
+    schedule: Option<ScheduleSpec>,
+    #[serde(default)]
+    retry_policy: Option<RetryOverrides>,
+    /// Absent: `{"mode": "prefer"}`.
+    #[serde(default)]
+    tls: Option<SourceTls>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ByNamePath {
+    /// The resource's name (percent-encoded): 1-200 characters, none a control character,
+    /// not only spaces; leading and trailing spaces are trimmed, as at creation.
+    #[param(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
+    name: String,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PutQuery {
+    /// `true`: check and compare as usual, store nothing, and answer what the request would
+    /// do (`201` for a creation, without `Location`; `200` with `changed`). A plan.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Creates or replaces the resource with this name (configuration as code: the same request
+/// twice changes nothing the second time). `201` with the resource when it was created, `200`
+/// with `"changed": true|false` otherwise. Replacing without `password` keeps the stored one
+/// only when the connection target and TLS settings stay the same (as `PATCH`).
+#[utoipa::path(
+    put,
+    path = "/v1/resources/by-name/{name}",
+    operation_id = "putResourceByName",
+    tag = "resources",
+    security(("bearer" = [])),
+    params(ByNamePath, PutQuery),
+    request_body = PutByName,
+    responses(
+        (status = 201, description = "Created", body = Upserted,
+            headers(("Location" = String, description = "`/v1/resources/{id}`"))),
+        (status = 200, description = "Already there: `changed` says whether this changed it", body = Upserted),
+        Authed,
+        (status = 409, response = problem::Conflict),
+        (status = 413, response = problem::PayloadTooLarge),
+        (status = 415, response = problem::UnsupportedMediaType),
+        (status = 422, response = problem::Unprocessable),
+        (status = 429, response = problem::TooManyRequests),
+    ),
+)]
+async fn put_by_name(
+    State(state): State<AppState>,
+    tenant: Tenant<Manage>,
+    AppPath(path): AppPath<ByNamePath>,
+    AppQuery(query): AppQuery<PutQuery>,
+    AppJson(body): AppJson<PutByName>,
+) -> ApiResult<Response> {
+    // The name is checked like a body's (a 422 names it); what is stored is trimmed, so it is
+    // also what is looked up, or a name with spaces around it could never be found again.
+    let body = PutResource {
+        name: path.name,
+        kind: body.kind,
+        host: body.host,
+        port: body.port,
+        database: body.database,
+        username: body.username,
+        password: body.password,
+        options: body.options,
+        schedule: body.schedule,
+        retry_policy: body.retry_policy,
+        tls: body.tls,
+    };
+    let definition = internal::Definition::check(&state, body).await?;
+    state.quotas.spend(tenant.id(), Bucket::Writes)?;
+    let actor = tenant.actor();
+    // Two first PUTs of one name race to insert; the loser tries again and finds the winner's
+    // row.
+    for retry_on_race in [true, false] {
+        let upserted = upsert(
+            &state,
+            tenant.id(),
+            UpsertKey::Name,
+            &definition,
+            &actor,
+            retry_on_race,
+            query.dry_run,
+        );
+        if let Some(response) = upserted.await? {
+            return Ok(response);
+        }
+    }
+    Err(ApiError::Conflict(
+        "the resource is being written concurrently: try again".into(),
+    ))
 }
 
 /// Enqueues a sync: `202` with the new job, or `200` with the active job when one exists.

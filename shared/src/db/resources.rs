@@ -441,7 +441,7 @@ pub async fn delete(
     .await
 }
 
-/// A resource pushed through the internal API, with its password's fingerprint.
+/// A resource read for an upsert (by external id or by name), with its password's fingerprint.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ExternalResource {
     /// The fields clients see.
@@ -465,6 +465,24 @@ pub async fn get_external_for_update(
     )))
     .bind(tenant)
     .bind(external_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The tenant's resource named `name`, locked for the rest of the transaction (an upsert by
+/// name reads, compares and writes it), with its password's fingerprint.
+pub async fn get_by_name_for_update(
+    db: impl PgExecutor<'_>,
+    tenant: &TenantId,
+    name: &str,
+) -> Result<Option<ExternalResource>, sqlx::Error> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLUMNS}, password_fingerprint from resources
+         where tenant_id = $1 and name = $2
+         for update"
+    )))
+    .bind(tenant)
+    .bind(name)
     .fetch_optional(db)
     .await
 }
