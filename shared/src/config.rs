@@ -25,7 +25,10 @@ pub struct DatabaseArgs {
 /// Connection settings for the Redis that carries deliveries.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// Redis, e.g. `redis://127.0.0.1:6379`.
+    /// Redis: one server, `redis://HOST:PORT` (`rediss://` for TLS), or a Redis Cluster,
+    /// `redis+cluster://HOST:PORT,HOST:PORT,…` (`rediss+cluster://` for TLS) naming some of
+    /// its nodes, from which the client learns the rest. Credentials go before the hosts
+    /// (`redis+cluster://USER:PASSWORD@HOST:PORT,…`) and apply to every node.
     #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: String,
 
@@ -38,14 +41,15 @@ pub struct QueueArgs {
     pub queue: String,
 
     /// A PEM file of the CA certificate(s) Redis's certificate is verified against, for a
-    /// `rediss://` URL; unset: the Mozilla roots built in.
+    /// `rediss://` or `rediss+cluster://` URL; unset: the Mozilla roots built in.
     #[arg(long = "redis-ca", env = "METASYNC_REDIS_CA")]
     pub redis_ca: Option<std::path::PathBuf>,
 }
 
 impl QueueArgs {
-    /// A Redis client for `REDIS_URL` (TLS for `rediss://`, with `METASYNC_REDIS_CA`).
-    pub fn client(&self) -> Result<redis::Client, crate::queue::QueueError> {
+    /// A Redis client for `REDIS_URL`: one server or a cluster, TLS for `rediss://` and
+    /// `rediss+cluster://` (with `METASYNC_REDIS_CA`).
+    pub fn client(&self) -> Result<crate::queue::RedisClient, crate::queue::QueueError> {
         crate::queue::redis_client(&self.redis_url, self.redis_ca.as_deref())
     }
 

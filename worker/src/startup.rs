@@ -39,7 +39,7 @@ impl Worker {
             .context("connecting to REDIS_URL")?;
         let worker_id = worker_id(args.worker_name.as_deref());
         let permits = ServerPermits::connect(
-            args.queue.client().context("connecting to REDIS_URL")?,
+            queue.client(),
             &args.queue.queue,
             &worker_id,
             args.source_connections_per_server,
