@@ -162,19 +162,63 @@ impl RedisCluster {
         node_query(port, &["KEYS", pattern]).await
     }
 
-    /// Every node's error counters (`INFO errorstats`: `errorstat_<PREFIX>:count=N,…` lines),
-    /// prefixed by the node's port.
-    pub async fn error_stats(&self) -> anyhow::Result<Vec<String>> {
-        let mut stats = Vec::new();
+    /// What went wrong on the nodes, each line prefixed by the node's port: every class of
+    /// error reply counted (`INFO errorstats`), and what is unexpected. That is every command
+    /// with failed or rejected calls (`INFO commandstats`: a `CROSSSLOT` is a rejected call,
+    /// a script touching another slot a failed one), except the `EVALSHA`s answered
+    /// `NOSCRIPT` before their script was loaded; and more `ERR` replies than two per
+    /// connection (the client sends `CLIENT SETINFO` twice on each, which Redis 7.0 answers
+    /// with `ERR unknown subcommand`, counted under no command).
+    pub async fn errors(&self) -> anyhow::Result<ClusterErrors> {
+        let mut found = ClusterErrors::default();
         for &port in &self.ports {
-            let info: String = node_query(port, &["INFO", "errorstats"]).await?;
-            stats.extend(
-                info.lines()
+            let errors: String = node_query(port, &["INFO", "errorstats"]).await?;
+            let commands: String = node_query(port, &["INFO", "commandstats"]).await?;
+            let count = |line: &str, field: &str| -> u64 {
+                line.split([',', ':'])
+                    .find_map(|f| f.strip_prefix(field)?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let stats: String = node_query(port, &["INFO", "stats"]).await?;
+            let noscript = errors
+                .lines()
+                .find(|line| line.starts_with("errorstat_NOSCRIPT:"))
+                .map_or(0, |line| count(line, "count="));
+            found.replies.extend(
+                errors
+                    .lines()
                     .filter(|line| line.starts_with("errorstat_"))
                     .map(|line| format!("{port}: {}", line.trim())),
             );
+            let connections = stats
+                .lines()
+                .find_map(|line| line.strip_prefix("total_connections_received:"))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or(0);
+            let err = errors
+                .lines()
+                .find(|line| line.starts_with("errorstat_ERR:"))
+                .map_or(0, |line| count(line, "count="));
+            if err > 2 * connections {
+                found.unexpected.push(format!(
+                    "{port}: {err} ERR replies, more than two per connection ({connections})"
+                ));
+            }
+            found.unexpected.extend(
+                commands
+                    .lines()
+                    .filter(|line| {
+                        let (failed, rejected) =
+                            (count(line, "failed_calls="), count(line, "rejected_calls="));
+                        let first_loads = line.starts_with("cmdstat_evalsha:")
+                            && rejected == 0
+                            && failed <= noscript;
+                        (failed > 0 || rejected > 0) && !first_loads
+                    })
+                    .map(|line| format!("{port}: {}", line.trim())),
+            );
         }
-        Ok(stats)
+        Ok(found)
     }
 
     fn kill(&mut self) {
@@ -190,6 +234,16 @@ impl Drop for RedisCluster {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// What [`RedisCluster::errors`] found.
+#[derive(Debug, Default)]
+pub struct ClusterErrors {
+    /// `errorstat_<PREFIX>:count=N` lines.
+    pub replies: Vec<String>,
+    /// `cmdstat_<command>:…` lines of commands with failed or rejected calls, and nodes
+    /// with unexplained `ERR` replies.
+    pub unexpected: Vec<String>,
 }
 
 /// One command to the node on `port` alone (no cluster routing).

@@ -27,16 +27,21 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Redis to connect to: one server or a cluster. Cheap to clone; connects nothing by itself.
 #[derive(Clone)]
+#[allow(clippy::large_enum_variant)] // one or two per process: boxing would buy nothing
 pub enum RedisClient {
     /// One server.
     Single(redis::Client),
     /// A Redis Cluster, found from its seed nodes.
-    Cluster {
-        /// For commands: each answers within the response timeout, retries included.
-        commands: ClusterClient,
-        /// For blocking commands: no response timeout.
-        blocking: ClusterClient,
-    },
+    Cluster(ClusterClients),
+}
+
+/// A Redis Cluster's clients: the same nodes and settings, with and without a response timeout.
+#[derive(Clone)]
+pub struct ClusterClients {
+    /// For commands: each answers within the response timeout, retries included.
+    commands: ClusterClient,
+    /// For blocking commands: no response timeout.
+    blocking: ClusterClient,
 }
 
 impl std::fmt::Debug for RedisClient {
@@ -44,7 +49,7 @@ impl std::fmt::Debug for RedisClient {
         // The clients' own Debug would print the password.
         f.write_str(match self {
             Self::Single(_) => "RedisClient::Single",
-            Self::Cluster { .. } => "RedisClient::Cluster",
+            Self::Cluster(_) => "RedisClient::Cluster",
         })
     }
 }
@@ -133,15 +138,15 @@ impl RedisClient {
                 None => builder,
             }
         };
-        Ok(Self::Cluster {
+        Ok(Self::Cluster(ClusterClients {
             commands: builder().response_timeout(RESPONSE_TIMEOUT).build()?,
             blocking: builder().build()?,
-        })
+        }))
     }
 
     /// Whether this is a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self, Self::Cluster { .. })
+        matches!(self, Self::Cluster(_))
     }
 
     /// A connection for commands, shared by cloning: it reconnects after a failure, and a
@@ -156,8 +161,8 @@ impl RedisClient {
                 let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
                 Ok(RedisConnection::Manager(conn))
             }
-            Self::Cluster { commands, .. } => Ok(RedisConnection::Cluster(
-                commands.get_async_connection().await?,
+            Self::Cluster(clients) => Ok(RedisConnection::Cluster(
+                clients.commands.get_async_connection().await?,
             )),
         }
     }
@@ -178,8 +183,8 @@ impl RedisClient {
                     .await?;
                 Ok(RedisConnection::Multiplexed(conn))
             }
-            Self::Cluster { blocking, .. } => Ok(RedisConnection::Cluster(
-                blocking.get_async_connection().await?,
+            Self::Cluster(clients) => Ok(RedisConnection::Cluster(
+                clients.blocking.get_async_connection().await?,
             )),
         }
     }
