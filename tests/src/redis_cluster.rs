@@ -100,8 +100,12 @@ impl RedisCluster {
             .args(self.ports.iter().map(|port| format!("127.0.0.1:{port}")))
             .args(["--cluster-replicas", "0", "--cluster-yes"])
             .stdin(Stdio::null())
-            .output()
+            .kill_on_drop(true)
+            .output();
+        // redis-cli waits for the nodes to join with no limit of its own.
+        let output = tokio::time::timeout(Duration::from_secs(60), output)
             .await
+            .context("redis-cli --cluster create still waiting after 60 s")?
             .context("running redis-cli --cluster create")?;
         anyhow::ensure!(
             output.status.success(),
