@@ -87,10 +87,10 @@ drop_test_leftovers() {
     fi
     echo "test.sh: deleted $(grep -c . <<<"$stale_keys" || true) stale Redis key(s) metasync:{${queue_prefix}*"
 
-    # Private servers of killed tests (PostgresServer, RedisServer, MariaDbServer) keep
-    # running: stop the PostgreSQL and MariaDB ones by the pid in their directory, then remove
-    # the directories (and the test CAs' files).
-    local dir pid
+    # Private servers of killed tests (PostgresServer, RedisServer, RedisCluster, MariaDbServer)
+    # keep running: stop the PostgreSQL, MariaDB and Redis Cluster ones by the pid in their
+    # directory, then remove the directories (and the test CAs' files).
+    local dir pid pidfile
     count=0
     for dir in "${TMPDIR:-/tmp}"/mstest-pg-* "${TMPDIR:-/tmp}"/mstest-redis-* \
         "${TMPDIR:-/tmp}"/mstest-mariadb-* "${TMPDIR:-/tmp}"/mstest-ca-*; do
@@ -99,10 +99,12 @@ drop_test_leftovers() {
             pid="$(head -1 "$dir/data/postmaster.pid")"
             kill -QUIT "$pid" 2>/dev/null || true
         fi
-        if [[ -f "$dir/pid" ]]; then
-            pid="$(head -1 "$dir/pid")"
+        # A RedisCluster keeps one node per subdirectory, each with its pid.
+        for pidfile in "$dir/pid" "$dir"/*/pid; do
+            [[ -f "$pidfile" ]] || continue
+            pid="$(head -1 "$pidfile")"
             kill -KILL "$pid" 2>/dev/null || true
-        fi
+        done
         rm -rf "$dir"
         count=$((count + 1))
     done

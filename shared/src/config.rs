@@ -25,7 +25,10 @@ pub struct DatabaseArgs {
 /// Connection settings for the Redis that carries deliveries.
 #[derive(Debug, Clone, Args)]
 pub struct QueueArgs {
-    /// Redis, e.g. `redis://127.0.0.1:6379`.
+    /// Redis: one server, `redis://HOST:PORT` (`rediss://` for TLS), or a Redis Cluster,
+    /// `redis+cluster://HOST:PORT,HOST:PORT,…` (`rediss+cluster://` for TLS) naming some of
+    /// its nodes, from which the client learns the rest. Credentials go before the hosts
+    /// (`redis+cluster://USER:PASSWORD@HOST:PORT,…`) and apply to every node.
     #[arg(long = "redis-url", env = "REDIS_URL", hide_env_values = true)]
     pub redis_url: String,
 
@@ -38,7 +41,7 @@ pub struct QueueArgs {
     pub queue: String,
 
     /// A PEM file of the CA certificate(s) Redis's certificate is verified against, for a
-    /// `rediss://` URL; unset: the Mozilla roots built in.
+    /// `rediss://` or `rediss+cluster://` URL; unset: the Mozilla roots built in.
     #[arg(long = "redis-ca", env = "METASYNC_REDIS_CA")]
     pub redis_ca: Option<std::path::PathBuf>,
 
@@ -57,8 +60,9 @@ pub struct QueueArgs {
 pub struct EvictingRedis(pub String);
 
 impl QueueArgs {
-    /// A Redis client for `REDIS_URL` (TLS for `rediss://`, with `METASYNC_REDIS_CA`).
-    pub fn client(&self) -> Result<redis::Client, crate::queue::QueueError> {
+    /// A Redis client for `REDIS_URL`: one server or a cluster, TLS for `rediss://` and
+    /// `rediss+cluster://` (with `METASYNC_REDIS_CA`).
+    pub fn client(&self) -> Result<crate::queue::RedisClient, crate::queue::QueueError> {
         crate::queue::redis_client(&self.redis_url, self.redis_ca.as_deref())
     }
 
@@ -67,14 +71,15 @@ impl QueueArgs {
         crate::queue::Queue::connect_client(self.client()?, &self.queue).await
     }
 
-    /// Redis's `maxmemory-policy` (`CONFIG GET`); `None` if the server does not say.
+    /// Redis's `maxmemory-policy` (`CONFIG GET`) on the server that holds the queue (on a
+    /// cluster, the master of its slot); `None` if the server does not say.
     pub async fn eviction_policy(&self) -> Result<Option<String>, crate::queue::QueueError> {
-        let mut conn = self.client()?.get_multiplexed_async_connection().await?;
-        let mut config: std::collections::HashMap<String, String> = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("maxmemory-policy")
-            .query_async(&mut conn)
-            .await?;
+        let mut conn = self.client()?.connection().await?;
+        let mut get = redis::cmd("CONFIG");
+        get.arg("GET").arg("maxmemory-policy");
+        let key = crate::queue::Keys::new(&self.queue).workers;
+        let mut config: std::collections::HashMap<String, String> =
+            conn.query_on_node_of(&get, &key).await?;
         Ok(config.remove("maxmemory-policy"))
     }
 

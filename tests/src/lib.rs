@@ -10,6 +10,7 @@
 pub mod assert;
 pub mod chaos;
 pub mod fixtures;
+pub mod redis_cluster;
 pub mod tls;
 
 use std::fmt::Display;
@@ -40,6 +41,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 pub use crate::assert::assert_job;
+pub use crate::redis_cluster::RedisCluster;
 
 pub const PG_HOST: &str = "127.0.0.1";
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -298,9 +300,9 @@ pub async fn spawn_app_at(
     edit: impl FnOnce(&mut ServeArgs),
 ) -> anyhow::Result<TestApp> {
     let database_url = database_url.to_owned();
-    let queue_name = queue_name();
-    let mut args = serve_args(&database_url, redis_url, &queue_name);
+    let mut args = serve_args(&database_url, redis_url, &queue_name());
     edit(&mut args);
+    let queue_name = args.queue.queue.clone();
     let application = Application::build(&args, None).await?;
     let base = format!("http://127.0.0.1:{}", application.port());
     let db = application.state().db.clone();
@@ -641,10 +643,11 @@ impl TestApp {
         }
     }
 
-    /// Keys of this test's queue still in Redis.
+    /// Keys of this test's queue still in its Redis (on a cluster, on every master).
     pub async fn queue_keys(&self) -> anyhow::Result<Vec<String>> {
-        let client = redis::Client::open(REDIS_URL)?;
-        let mut conn = client.get_multiplexed_async_connection().await?;
+        let client =
+            metasync_shared::queue::redis_client(&self.redis_url, self.redis_ca.as_deref())?;
+        let mut conn = client.connection().await?;
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(self.queue.keys().pattern())
             .query_async(&mut conn)
@@ -1346,7 +1349,7 @@ impl RedisServer {
                 anyhow::ensure!(process_alive(pid), "redis-server exited");
                 let answered = async {
                     let client = metasync_shared::queue::redis_client(&url, ca_file.as_deref())?;
-                    let mut conn = client.get_multiplexed_async_connection().await?;
+                    let mut conn = client.blocking_connection().await?;
                     redis::cmd("PING").query_async::<String>(&mut conn).await?;
                     anyhow::Ok(())
                 }

@@ -5,14 +5,18 @@
 
 use std::time::{Duration, Instant};
 
-use metasync_tests::{REDIS_URL, TestApp, create_source, spawn_app_with};
+use metasync_tests::{REDIS_URL, RedisCluster, TestApp, create_source, spawn_app_with};
 use reqwest::Method;
 use serde_json::{Value, json};
 
 const T: &str = "longpoll";
 
 async fn app() -> TestApp {
-    spawn_app_with(REDIS_URL, |args| {
+    app_on(REDIS_URL).await
+}
+
+async fn app_on(redis_url: &str) -> TestApp {
+    spawn_app_with(redis_url, |args| {
         args.quotas.wait_recheck = Duration::from_secs(60);
     })
     .await
@@ -39,14 +43,24 @@ fn spawn_get(app: &TestApp, path: &str) -> tokio::task::JoinHandle<(u16, Value, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn until_finished_skips_the_claim_and_returns_at_the_end() {
-    let app = app().await;
+    until_finished_on(&app().await).await;
+}
+
+/// On a cluster the API subscribes on one seed node, which hears every node's PUBLISH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_is_woken_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await.unwrap();
+    until_finished_on(&app_on(&cluster.url()).await).await;
+}
+
+async fn until_finished_on(app: &TestApp) {
     let source = create_source("create table t (id int);").await.unwrap();
     let resource = app.register(T, "src", &source).await.unwrap();
     let job = app.sync(T, resource.id).await.unwrap();
 
     // Waiting before any worker exists: the claim (`running`) must not end this wait.
     let path = format!("/v1/jobs/{}?wait=50&until=finished", job.id);
-    let waiting = spawn_get(&app, &path);
+    let waiting = spawn_get(app, &path);
     let _worker = app.spawn_worker().await;
     let (status, body, elapsed) = waiting.await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -57,8 +71,7 @@ async fn until_finished_skips_the_claim_and_returns_at_the_end() {
     );
 
     // A finished job answers at once, whatever the wait.
-    let (_, body, elapsed) =
-        get(&app, &format!("/v1/jobs/{}?wait=50&until=finished", job.id)).await;
+    let (_, body, elapsed) = get(app, &format!("/v1/jobs/{}?wait=50&until=finished", job.id)).await;
     assert_eq!(body["state"], "succeeded");
     assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
 }

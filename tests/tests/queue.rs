@@ -12,7 +12,8 @@ use metasync_shared::db::jobs::{self, Enqueued};
 use metasync_shared::ids::{JobId, TenantId};
 use metasync_shared::queue::{Class, Delivery, Pickup, Queue};
 use metasync_tests::{
-    FaultProxy, ProxyMode, REDIS_URL, RedisServer, create_source, eventually, spawn_app,
+    FaultProxy, ProxyMode, REDIS_URL, RedisCluster, RedisServer, create_source, eventually,
+    spawn_app,
 };
 use uuid::Uuid;
 
@@ -479,4 +480,118 @@ async fn a_bare_job_id_from_the_old_fifo_list_is_handed_to_the_reconciler() {
     assert_eq!(queue.missing(&[job]).await.unwrap(), vec![job]);
     assert_eq!(queue.claimed("w").await.unwrap(), vec![routed.payload()]);
     drop_keys(&queue).await;
+}
+
+/// Every queue operation on a three-master Redis Cluster: each script, pipeline and
+/// transaction touches one slot, `INFO` for the reaper goes to the queue's master, and a
+/// blocked pickup holds up neither the queue's other commands nor the test lane.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_queue_operation_works_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await.unwrap();
+    let queue = own_queue(&cluster.url()).await;
+    assert!(queue.client().is_cluster());
+
+    // Pushed, delayed, promoted, taken in order; the backlog's depth and pending count.
+    let first = delivery("a", Class::Manual);
+    let later = delivery("b", Class::Scheduled);
+    queue.push(std::slice::from_ref(&first)).await.unwrap();
+    queue.push_delayed(&later, Duration::ZERO).await.unwrap();
+    assert_eq!(queue.depth().await.unwrap(), (1, 1));
+    assert_eq!(queue.promote_due().await.unwrap(), 1);
+    assert_eq!(queue.pending_count().await.unwrap(), 2);
+    let mut fetcher = queue.fetcher("w").await.unwrap();
+    assert_eq!(take(&mut fetcher).await, first);
+    assert_eq!(take(&mut fetcher).await, later);
+
+    // Heartbeats, the fleet view, acknowledgement, redelivery, the audit's requeue.
+    queue
+        .worker_heartbeat("w", Duration::from_secs(30), 4)
+        .await
+        .unwrap();
+    let workers = queue.workers().await.unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!((workers[0].in_flight, workers[0].concurrency), (2, Some(4)));
+    assert_eq!(queue.live_workers().await.unwrap(), 1);
+    queue.ack("w", &first).await.unwrap();
+    assert_eq!(
+        queue.missing(&[first.job_id]).await.unwrap(),
+        [first.job_id]
+    );
+    queue
+        .redeliver_later("w", &later, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(queue.promote_due().await.unwrap(), 1);
+    assert_eq!(take(&mut fetcher).await, later);
+    let claimed = queue.claimed("w").await.unwrap();
+    assert_eq!(claimed, [later.payload()]);
+    assert_eq!(queue.requeue("w", &claimed).await.unwrap(), 1);
+    assert_eq!(take(&mut fetcher).await, later);
+
+    // The reaper: Redis (the queue's master) has not been up for an hour, so no lease is
+    // judged; a lapsed lease is reaped once judged, and a released worker at once.
+    queue.heartbeat("w", Duration::ZERO).await.unwrap();
+    assert_eq!(queue.reap(Duration::from_secs(3_600)).await.unwrap(), 0);
+    assert_eq!(queue.reap(Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(take(&mut fetcher).await, later);
+    queue.heartbeat("w", Duration::from_secs(30)).await.unwrap();
+    assert_eq!(queue.release("w").await.unwrap(), 1);
+    assert_eq!(take(&mut fetcher).await, later);
+    queue.ack("w", &later).await.unwrap();
+    queue.ack_garbage("w", "not-a-delivery").await.unwrap();
+
+    // A blocked pickup waits on its own connections: the queue's commands answer meanwhile,
+    // and a push wakes it.
+    let blocked = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let pickup = fetcher.next(Duration::from_secs(10)).await.unwrap();
+        (pickup, started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = std::time::Instant::now();
+    assert_eq!(queue.depth().await.unwrap(), (0, 0));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    let woken = delivery("c", Class::Manual);
+    queue.push(std::slice::from_ref(&woken)).await.unwrap();
+    let (pickup, waited) = blocked.await.unwrap();
+    assert_eq!(pickup, Some(Pickup::Job(woken.clone())));
+    assert!(waited < Duration::from_secs(5), "woken after {waited:?}");
+    queue.ack("w", &woken).await.unwrap();
+
+    // The test lane: pushed, withdrawn, taken by a blocked take.
+    let test = metasync_shared::ids::TestId::new_v7();
+    queue
+        .push_test(test, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(queue.withdraw_test(test).await.unwrap());
+    let mut lane = queue.test_lane().await.unwrap();
+    queue
+        .push_test(test, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(lane.next(Duration::from_secs(5)).await.unwrap(), Some(test));
+
+    queue.heartbeat("w", Duration::ZERO).await.unwrap();
+    queue.release("w").await.unwrap();
+    let port = cluster.master_of(&queue.keys().ring).await.unwrap();
+    let keys = cluster
+        .node_keys(port, &queue.keys().pattern())
+        .await
+        .unwrap();
+    assert_eq!(
+        keys,
+        Vec::<String>::new(),
+        "nothing left on the queue's master"
+    );
+    let errors = cluster.errors().await.unwrap();
+    assert!(
+        !errors.replies.iter().any(|line| line.contains("CROSSSLOT")),
+        "{errors:?}"
+    );
+    assert_eq!(errors.unexpected, Vec::<String>::new());
 }

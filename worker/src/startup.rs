@@ -40,7 +40,7 @@ impl Worker {
         args.queue.check_eviction_policy().await?;
         let worker_id = worker_id(args.worker_name.as_deref());
         let permits = ServerPermits::connect(
-            args.queue.client().context("connecting to REDIS_URL")?,
+            queue.client(),
             &args.queue.queue,
             &worker_id,
             args.source_connections_per_server,

@@ -34,15 +34,22 @@
 //! reaps a worker that is alive but has not renewed yet. Each worker audits its own claimed list
 //! against the attempts it runs and hands back what it does not hold ([`Queue::requeue`]).
 //! Acknowledging removes the delivery (retried on failure), so nothing per job outlives the job.
+//!
+//! The same code runs on one Redis server or on a Redis Cluster ([`RedisClient`]): the keys
+//! share one slot, so every script, pipeline and transaction runs on the queue's master, and
+//! the one server command, the reaper's `INFO`, is sent there too.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backon::{ExponentialBuilder, Retryable as _};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncCommands as _, AsyncConnectionConfig, Script};
+use redis::{AsyncCommands as _, Script};
 use uuid::Uuid;
 
 use crate::ids::{JobId, TenantId, TestId};
+
+mod connection;
+
+pub use connection::{RedisClient, RedisConnection};
 
 /// A Redis failure. Always transient from the job's point of view: PostgreSQL keeps the job.
 #[derive(Debug, thiserror::Error)]
@@ -228,12 +235,13 @@ impl Scripts {
     }
 }
 
-/// Handle on one queue. Cheap to clone; commands are multiplexed on one connection, except
-/// blocking pickups, which get a [`Fetcher`] of their own.
+/// Handle on one queue, on one Redis server or a Redis Cluster. Cheap to clone; commands are
+/// multiplexed on one connection, except blocking pickups, which get a [`Fetcher`] of their
+/// own.
 #[derive(Clone)]
 pub struct Queue {
-    client: redis::Client,
-    conn: ConnectionManager,
+    client: RedisClient,
+    conn: RedisConnection,
     keys: Keys,
     scripts: Scripts,
 }
@@ -273,48 +281,40 @@ fn note_retry(op: &'static str) -> impl FnMut(&QueueError, Duration) {
     }
 }
 
-/// A Redis client for `url`. A `rediss://` URL is TLS (rustls), verified against `ca` (a PEM
-/// file of CA certificates) when given, else against the Mozilla roots built in; `ca` with a
-/// plain `redis://` URL is refused rather than ignored, so a typo cannot silently turn TLS off.
-pub fn redis_client(url: &str, ca: Option<&std::path::Path>) -> Result<redis::Client, QueueError> {
-    crate::tls::install_crypto_provider();
-    let Some(ca) = ca else {
-        return Ok(redis::Client::open(url)?);
-    };
-    let root_cert = std::fs::read(ca).map_err(|e| {
-        redis::RedisError::from((
-            redis::ErrorKind::InvalidClientConfig,
-            "cannot read the Redis CA file (METASYNC_REDIS_CA)",
-            e.to_string(),
-        ))
-    })?;
-    let certificates = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(root_cert),
-    };
-    Ok(redis::Client::build_with_tls(url, certificates)?)
+/// A Redis client for `url`: one server or a cluster, with TLS as [`RedisClient::open`] says.
+pub fn redis_client(url: &str, ca: Option<&std::path::Path>) -> Result<RedisClient, QueueError> {
+    RedisClient::open(url, ca)
 }
 
 impl Queue {
-    /// Connects to Redis at `url` (no CA of its own: see [`redis_client`]), retrying lost
+    /// Connects to Redis at `url` (no CA of its own: see [`RedisClient::open`]), retrying lost
     /// connections; `queue` names the key set.
     pub async fn connect(url: &str, queue: &str) -> Result<Self, QueueError> {
         Self::connect_client(redis_client(url, None)?, queue).await
     }
 
-    /// Like [`Queue::connect`], with a client built by [`redis_client`] (e.g. with a CA).
-    pub async fn connect_client(client: redis::Client, queue: &str) -> Result<Self, QueueError> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
+    /// Like [`Queue::connect`], with a client built by [`RedisClient::open`] (e.g. with a CA).
+    pub async fn connect_client(client: RedisClient, queue: &str) -> Result<Self, QueueError> {
+        if queue.is_empty() {
+            // `metasync:{}:…` has no hash tag: a cluster would scatter the queue's keys over
+            // slots, and every script would fail.
+            return Err(QueueError(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "the queue name (METASYNC_QUEUE) is empty",
+            ))));
+        }
+        let conn = client.connection().await?;
         Ok(Self {
             client,
             conn,
             keys: Keys::new(queue),
             scripts: Scripts::new(),
         })
+    }
+
+    /// The client this queue connects with, for other connections to the same Redis.
+    pub fn client(&self) -> &RedisClient {
+        &self.client
     }
 
     /// This queue's key names.
@@ -535,9 +535,11 @@ impl Queue {
 
     /// How long the Redis server has been up (whole seconds, rounded down).
     async fn uptime(&self) -> Result<Duration, QueueError> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query_async(&mut self.conn.clone())
+        // The server that holds the queue (on a cluster, the master of its slot).
+        let info: String = self
+            .conn
+            .clone()
+            .query_on_node_of(redis::cmd("INFO").arg("server"), &self.keys.workers)
             .await?;
         let seconds = info
             .lines()
@@ -627,19 +629,6 @@ impl Queue {
         Ok(conn.scard(&self.keys.pending).await?)
     }
 
-    /// A connection of its own for blocking commands.
-    async fn blocking_connection(&self) -> Result<MultiplexedConnection, QueueError> {
-        // A blocking command must not share a multiplexed connection or hit the default
-        // 500 ms response timeout.
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(None);
-        Ok(self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?)
-    }
-
     /// Announces on [`Keys::events`] that job `job` changed state outside an attempt (e.g.
     /// cancelled before it ran), so its long-polls wake at once. Best effort: a waiter re-reads
     /// PostgreSQL on its own every second anyway.
@@ -661,7 +650,7 @@ impl Queue {
         &self,
     ) -> Result<impl futures::Stream<Item = JobId> + Send + 'static, QueueError> {
         use futures::StreamExt as _;
-        let mut pubsub = self.client.get_async_pubsub().await?;
+        let mut pubsub = self.client.pubsub().await?;
         pubsub.subscribe(&self.keys.events).await?;
         Ok(pubsub.into_on_message().filter_map(|message| {
             let id = message
@@ -675,7 +664,7 @@ impl Queue {
     /// A dedicated connection for blocking pickups by one worker.
     pub async fn fetcher(&self, worker: &str) -> Result<Fetcher, QueueError> {
         Ok(Fetcher {
-            conn: self.blocking_connection().await?,
+            conn: self.client.blocking_connection().await?,
             pop: self.scripts.pop.clone(),
             keys: self.keys.clone(),
             claimed: self.keys.claimed(worker),
@@ -685,7 +674,7 @@ impl Queue {
 
 /// Blocking pickup for one worker.
 pub struct Fetcher {
-    conn: MultiplexedConnection,
+    conn: RedisConnection,
     pop: Script,
     keys: Keys,
     claimed: String,
@@ -693,7 +682,7 @@ pub struct Fetcher {
 
 /// One worker's blocking take from the test lane.
 pub struct TestLane {
-    conn: MultiplexedConnection,
+    conn: RedisConnection,
     key: String,
 }
 
@@ -787,7 +776,7 @@ impl Queue {
     /// A dedicated connection for one worker's test task to block on the test lane.
     pub async fn test_lane(&self) -> Result<TestLane, QueueError> {
         Ok(TestLane {
-            conn: self.blocking_connection().await?,
+            conn: self.client.blocking_connection().await?,
             key: self.keys.tests.clone(),
         })
     }

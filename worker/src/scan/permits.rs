@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use metasync_shared::queue::{RedisClient, RedisConnection};
 use metasync_shared::warnings::Warnings;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// Takes a permit if fewer than the cap are live. KEYS[1]: the server's set; ARGV: now (ms),
 /// the new permit's expiry (ms), the cap, the permit's id, the set's TTL (ms).
@@ -54,7 +54,7 @@ pub struct ServerPermits {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     /// `metasync:{queue}:permits:`, followed by `host:port`.
     key_prefix: String,
     cap: u32,
@@ -76,20 +76,16 @@ impl ServerPermits {
     /// At most `cap` connections per source server across every process on `queue`; `0`
     /// means no cap. Permits held by a process that stops renewing lapse after `lease`.
     pub async fn connect(
-        client: redis::Client,
+        client: &RedisClient,
         queue: &str,
         worker_id: &str,
         cap: u32,
         lease: Duration,
-    ) -> Result<Self, redis::RedisError> {
+    ) -> Result<Self, metasync_shared::queue::QueueError> {
         if cap == 0 {
             return Ok(Self::unlimited());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2);
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = client.connection().await?;
         let inner = Arc::new(Inner {
             conn,
             key_prefix: format!("metasync:{{{queue}}}:permits:"),
