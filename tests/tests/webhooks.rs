@@ -295,7 +295,7 @@ async fn refused_targets_and_bad_definitions_are_a_422() {
             .unwrap();
         assert_eq!(status, 422, "{url} {events}: {problem}");
         assert_eq!(content_type, "application/problem+json");
-        assert!(!problem.to_string().contains(&secret));
+        assert!(!problem.to_string().contains(secret));
     }
     let (status, _, page) = app
         .call(T, Method::GET, "/v1/webhooks", None)

@@ -207,7 +207,10 @@ async fn send(
     let id = claimed.id.to_string();
     let timestamp = Utc::now().timestamp().to_string();
     let signature = sign(secret, &id, &timestamp, &body);
-    let authority = uri.authority().map(|a| a.as_str()).unwrap_or(host);
+    let authority = uri
+        .authority()
+        .map(hyper::http::uri::Authority::as_str)
+        .unwrap_or(host);
     let request = Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
         .header(hyper::header::HOST, authority)
         .header(hyper::header::CONTENT_TYPE, "application/json")
