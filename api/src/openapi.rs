@@ -36,6 +36,7 @@ use crate::state::AppState;
         (name = "resources", description = "Sources: register, read, change, remove, sync"),
         (name = "jobs", description = "Sync jobs and batches"),
         (name = "catalog", description = "What the syncs stored: schemas, tables, changes, search"),
+        (name = "webhooks", description = "HTTP receivers of job outcomes and catalog changes, and their deliveries"),
         (name = "audit", description = "Who changed what in the tenant (admins)"),
         (name = "fleet", description = "Workers and the queue, fleet-wide (the `fleet` role)"),
         (name = "internal", description = "A platform's own system service, with an internal API key"),
@@ -54,6 +55,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .merge(crate::routes::health::router())
         .merge(crate::routes::audit::router())
         .merge(crate::routes::fleet::router())
+        .merge(crate::routes::webhooks::router())
         .merge(crate::routes::internal::router())
         .routes(routes!(openapi_json))
 }

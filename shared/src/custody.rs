@@ -36,7 +36,7 @@ use sha2::Sha256;
 
 use crate::crypto::SecretBox;
 use crate::domain::ResourceKind;
-use crate::ids::{ResourceId, TenantId};
+use crate::ids::{ResourceId, TenantId, WebhookId};
 use crate::tls::SourceTls;
 
 type Kem = X25519HkdfSha256;
@@ -46,6 +46,8 @@ type EncappedKey = <Kem as hpke::Kem>::EncappedKey;
 
 /// HPKE's `info`: which protocol and version a record belongs to.
 const INFO: &[u8] = b"metasync source password v1";
+/// HPKE's `info` of webhook signing secrets.
+const WEBHOOK_INFO: &[u8] = b"metasync webhook secret v1";
 /// The key id of records sealed by the earlier AES-256-GCM scheme (resource id as AAD).
 pub const LEGACY_KEY_ID: &str = "legacy-aes";
 /// Longest key id accepted (it is stored beside every record).
@@ -201,21 +203,65 @@ impl SealingKey {
         format: RecordFormat,
     ) -> SealedPassword {
         let aad = target.associated_data(&self.id, format);
+        SealedPassword {
+            key_id: self.id.clone(),
+            record: self.seal_record(INFO, password.as_bytes(), &aad),
+            format,
+        }
+    }
+
+    /// Seals a webhook's signing secret for `hook` (its own HPKE `info`, so a sealed secret
+    /// never opens as a password nor the other way round).
+    pub fn seal_webhook_secret(&self, secret: &str, hook: &WebhookTarget<'_>) -> SealedPassword {
+        let aad = hook.associated_data(&self.id);
+        SealedPassword {
+            key_id: self.id.clone(),
+            record: self.seal_record(WEBHOOK_INFO, secret.as_bytes(), &aad),
+            format: RecordFormat::CURRENT,
+        }
+    }
+
+    fn seal_record(&self, info: &[u8], plain: &[u8], aad: &[u8]) -> Vec<u8> {
         let (encapped, ciphertext) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, Kem>(
             &OpModeS::Base,
             &self.public,
-            INFO,
-            password.as_bytes(),
-            &aad,
+            info,
+            plain,
+            aad,
         )
         .expect("HPKE sealing to a valid public key cannot fail");
         let mut record = encapped.to_bytes().to_vec();
         record.extend_from_slice(&ciphertext);
-        SealedPassword {
-            key_id: self.id.clone(),
-            record,
-            format,
+        record
+    }
+}
+
+/// What a webhook's secret is bound to: a copied ciphertext or a changed URL does not open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookTarget<'a> {
+    /// The owning tenant.
+    pub tenant: &'a TenantId,
+    /// The webhook.
+    pub webhook: WebhookId,
+    /// Where deliveries go.
+    pub url: &'a str,
+}
+
+impl WebhookTarget<'_> {
+    fn associated_data(&self, key_id: &str) -> Vec<u8> {
+        let webhook = self.webhook.to_string();
+        let mut out = Vec::new();
+        for field in [
+            "metasync-webhook-v1",
+            self.tenant.as_str(),
+            &webhook,
+            self.url,
+            key_id,
+        ] {
+            out.extend_from_slice(&(field.len() as u64).to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
         }
+        out
     }
 }
 
@@ -282,6 +328,28 @@ impl OpeningKeys {
                 .open(&sealed.record, target.resource.uuid().as_bytes())
                 .map_err(|_| OpenError);
         }
+        self.open_record(
+            sealed,
+            INFO,
+            &target.associated_data(&sealed.key_id, sealed.format),
+        )
+    }
+
+    /// Opens a webhook's signing secret sealed for `hook`.
+    pub fn open_webhook_secret(
+        &self,
+        sealed: &SealedPassword,
+        hook: &WebhookTarget<'_>,
+    ) -> Result<String, OpenError> {
+        self.open_record(sealed, WEBHOOK_INFO, &hook.associated_data(&sealed.key_id))
+    }
+
+    fn open_record(
+        &self,
+        sealed: &SealedPassword,
+        info: &[u8],
+        aad: &[u8],
+    ) -> Result<String, OpenError> {
         let (private, _) = self.keys.get(&sealed.key_id).ok_or(OpenError)?;
         let split = EncappedKey::size();
         if sealed.record.len() < split {
@@ -293,9 +361,9 @@ impl OpeningKeys {
             &OpModeR::Base,
             private,
             &encapped,
-            INFO,
+            info,
             ciphertext,
-            &target.associated_data(&sealed.key_id, sealed.format),
+            aad,
         )
         .map_err(|_| OpenError)?;
         String::from_utf8(plain).map_err(|_| OpenError)

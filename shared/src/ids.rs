@@ -89,6 +89,14 @@ uuid_id!(
     /// resource id its password is sealed for.
     TestId
 );
+uuid_id!(
+    /// A tenant's webhook subscription (`webhooks.id`).
+    WebhookId
+);
+uuid_id!(
+    /// One event to one webhook (`webhook_deliveries.id`); also its `webhook-id` header.
+    DeliveryId
+);
 
 /// The tenant that owns a row. Taken from the caller's token; every tenant-owned query
 /// filters by it.

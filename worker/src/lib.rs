@@ -14,6 +14,7 @@ pub mod maintenance;
 pub mod pipeline;
 pub mod scan;
 pub mod startup;
+pub mod webhooks;
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -51,6 +52,8 @@ pub async fn run(
     let maintenance = maintenance::spawn(ctx.clone(), in_flight.clone(), concurrency);
     // Tests are served on their own task, never behind a job slot.
     let test_lane = connection_test::TestLane::spawn(ctx.clone());
+    // Webhook deliveries likewise: a receiver that never answers holds none of the slots.
+    let webhook_lane = webhooks::WebhookLane::spawn(ctx.clone());
     tracing::info!(worker = %ctx.worker_id, concurrency = options.concurrency, "worker started");
 
     let factory_ctx = ctx.clone();
@@ -80,6 +83,7 @@ pub async fn run(
         })
         .await;
     test_lane.stop().await;
+    webhook_lane.stop().await;
     maintenance.stop().await;
 
     // Whatever did not finish goes back now, not when the lease lapses.

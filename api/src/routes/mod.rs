@@ -8,3 +8,4 @@ pub mod health;
 pub mod internal;
 pub mod jobs;
 pub mod resources;
+pub mod webhooks;

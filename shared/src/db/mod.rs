@@ -9,6 +9,7 @@ pub mod job_reads;
 pub mod jobs;
 pub mod resources;
 pub mod schedules;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -1,0 +1,181 @@
+//! Webhooks must not slow syncs: sync throughput with a webhook receiver that never answers,
+//! against the same run without webhooks.
+//!
+//! `cargo run --release -p metasync-tests --bin bench-webhooks -- [JOBS] [RUNS] [WORKERS]`
+//! (defaults 2000 jobs, 3 runs per mode, 2 worker processes of concurrency 8).
+//!
+//! Each run registers JOBS resources on one tiny PostgreSQL source (one job each) and enqueues
+//! them with one `POST /v1/syncs`; jobs/s is measured from the request to the last job
+//! `succeeded`. In the `hanging` mode the tenant first registers a webhook for every event
+//! (`job.succeeded`, `job.failed`, `catalog.changed`: two deliveries per job) whose receiver
+//! accepts connections and never answers, so every delivery runs into its timeout while the
+//! syncs run. Modes alternate run by run; medians over RUNS runs.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use metasync_tests::{REDIS_URL, TestApp, create_source, eventually, spawn_app};
+use reqwest::Method;
+use serde_json::json;
+
+const TENANT: &str = "bench";
+
+/// A TCP listener on loopback that accepts every connection and never answers (it holds the
+/// sockets open until the process ends).
+async fn hanging_receiver() -> anyhow::Result<u16> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    Ok(port)
+}
+
+async fn wait_registered(app: &TestApp, workers: usize) -> anyhow::Result<()> {
+    eventually(Duration::from_secs(30), "workers to register", || async {
+        let client = redis::Client::open(REDIS_URL)?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let n: usize = redis::cmd("ZCARD")
+            .arg(&app.queue.keys().workers)
+            .query_async(&mut conn)
+            .await?;
+        Ok((n >= workers).then_some(()))
+    })
+    .await
+}
+
+struct Run {
+    jobs_per_sec: f64,
+    /// Delivery attempts made (all timed out) while the syncs ran.
+    attempts: i64,
+    /// Deliveries waiting at the end (the outbox the hanging receiver left behind).
+    outstanding: i64,
+}
+
+async fn run_once(jobs: usize, workers: usize, hanging: bool) -> anyhow::Result<Run> {
+    let app = spawn_app().await?;
+    let source = create_source("create table t (id int primary key, v text);").await?;
+    let tls = serde_json::from_value(json!({ "mode": "disable" }))?;
+    metasync_tests::insert_resources_with_tls(
+        &app.db, TENANT, "postgres", 5432, &source, "pw", jobs, &tls,
+    )
+    .await?;
+    if hanging {
+        let port = hanging_receiver().await?;
+        let body = json!({
+            "url": format!("http://127.0.0.1:{port}/hook"),
+            "events": ["job.succeeded", "job.failed", "catalog.changed"],
+            "secret": "bench-secret-0123456789abcdef",
+        });
+        let (status, _, hook) = app
+            .call(TENANT, Method::POST, "/v1/webhooks", Some(body))
+            .await?;
+        anyhow::ensure!(status == 201, "webhook answered {status}: {hook}");
+    }
+    let database_url = format!("{}?sslmode=disable", app.database_url);
+    let fleet: Vec<_> = (0..workers)
+        .map(|i| {
+            app.spawn_worker_process(
+                &format!("bench-{i}"),
+                &[
+                    ("DATABASE_URL", database_url.as_str()),
+                    ("METASYNC_WORKER_CONCURRENCY", "8"),
+                    ("METASYNC_SOURCE_CONNECTIONS_PER_SERVER", "64"),
+                ],
+            )
+        })
+        .collect::<Result<_, _>>()?;
+    wait_registered(&app, workers).await?;
+
+    let started = chrono::Utc::now();
+    let (status, _, batch) = app.call(TENANT, Method::POST, "/v1/syncs", None).await?;
+    anyhow::ensure!(status == 202, "batch answered {status}: {batch}");
+    loop {
+        let (done,): (i64,) =
+            sqlx::query_as("select count(*) from jobs where state in ('succeeded', 'failed')")
+                .fetch_one(&app.db)
+                .await?;
+        if done == jobs as i64 {
+            break;
+        }
+        anyhow::ensure!(
+            chrono::Utc::now() - started < chrono::TimeDelta::seconds(900),
+            "timed out waiting for the jobs to finish"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (last_finished, failed): (chrono::DateTime<chrono::Utc>, i64) = sqlx::query_as(
+        "select max(finished_at), count(*) filter (where state = 'failed') from jobs",
+    )
+    .fetch_one(&app.db)
+    .await?;
+    anyhow::ensure!(failed == 0, "{failed} jobs failed");
+    let elapsed = (last_finished - started).to_std()?;
+    let (attempts, outstanding): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from webhook_attempts)
+                + (select count(*) from webhook_deliveries where state = 'delivering'),
+                (select count(*) from webhook_deliveries
+                 where state in ('pending', 'delivering'))",
+    )
+    .fetch_one(&app.db)
+    .await?;
+    for mut w in fleet {
+        metasync_tests::signal(&w, "TERM")?;
+        w.wait().await?;
+    }
+    let catalog = app
+        .database_url
+        .rsplit('/')
+        .next()
+        .context("catalog database name")?
+        .to_owned();
+    app.db.close().await;
+    drop(app);
+    metasync_tests::drop_database(&catalog).await?;
+    metasync_tests::drop_database(&source).await?;
+    Ok(Run {
+        jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
+        attempts,
+        outstanding,
+    })
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let jobs: usize = args.get(1).map_or(Ok(2000), |s| s.parse())?;
+    let runs: usize = args.get(2).map_or(Ok(3), |s| s.parse())?;
+    let workers: usize = args.get(3).map_or(Ok(2), |s| s.parse())?;
+    let (mut plain, mut hanging) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        for mode in [false, true] {
+            let result = run_once(jobs, workers, mode).await?;
+            println!(
+                "run {run} {:<8} {:>8.1} jobs/s  delivery attempts {:>5}  outstanding deliveries {:>5}",
+                if mode { "hanging" } else { "none" },
+                result.jobs_per_sec,
+                result.attempts,
+                result.outstanding,
+            );
+            if mode {
+                hanging.push(result.jobs_per_sec);
+            } else {
+                plain.push(result.jobs_per_sec);
+            }
+        }
+    }
+    let (plain, hanging) = (median(plain), median(hanging));
+    println!(
+        "median: no webhooks {plain:.1} jobs/s, receiver never answers {hanging:.1} jobs/s ({:+.1}%)",
+        (hanging / plain - 1.0) * 100.0
+    );
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! Webhooks against a real HTTP receiver on loopback: deliveries are signed (the test
+//! recomputes the signature), retried until the receiver takes them, a 410 Gone turns the hook
+//! off, a refused host is refused at registration, and the secret appears in no log, Redis
+//! command or response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use metasync_shared::domain::JobState;
+use metasync_tests::{TestApp, create_source, eventually};
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use uuid::Uuid;
+
+const T: &str = "hooks";
+
+/// What the receiver answers.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// 500 to the first two tries of each delivery, then 200.
+    FailTwice,
+    /// 410 Gone.
+    Gone,
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    id: String,
+    timestamp: String,
+    signature: String,
+    body: Vec<u8>,
+    status: u16,
+}
+
+#[derive(Clone)]
+struct Receiver {
+    mode: Mode,
+    got: Arc<Mutex<Vec<Received>>>,
+}
+
+/// An axum receiver on 127.0.0.1; returns its URL and what it got.
+async fn receiver(mode: Mode) -> (String, Arc<Mutex<Vec<Received>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let state = Receiver {
+        mode,
+        got: got.clone(),
+    };
+    let app = axum::Router::new()
+        .route("/hook", axum::routing::post(receive))
+        .with_state(state);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://127.0.0.1:{port}/hook"), got)
+}
+
+async fn receive(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let id = header("webhook-id");
+    let mut got = receiver.got.lock().unwrap();
+    let tries = got.iter().filter(|r| r.id == id).count();
+    let status = match receiver.mode {
+        Mode::FailTwice if tries < 2 => StatusCode::INTERNAL_SERVER_ERROR,
+        Mode::FailTwice => StatusCode::OK,
+        Mode::Gone => StatusCode::GONE,
+    };
+    got.push(Received {
+        id,
+        timestamp: header("webhook-timestamp"),
+        signature: header("webhook-signature"),
+        body: body.to_vec(),
+        status: status.as_u16(),
+    });
+    status
+}
+
+/// The signature as a receiver computes it (Standard Webhooks).
+fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{id}.{timestamp}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+fn secret() -> String {
+    format!("whook-secret-{}", Uuid::now_v7().simple())
+}
+
+async fn create_hook(app: &TestApp, url: &str, secret: &str, events: &[&str]) -> Value {
+    let (status, _, hook) = app
+        .call(
+            T,
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({ "url": url, "events": events, "secret": secret })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 201, "{hook}");
+    assert!(!hook.to_string().contains(secret), "{hook}");
+    hook
+}
+
+/// Syncs a fresh source to success.
+async fn sync_once(app: &TestApp) {
+    let source = create_source("create table t (id int primary key);")
+        .await
+        .unwrap();
+    let resource = app.register(T, &source, &source).await.unwrap();
+    let job = app.sync(T, resource.id).await.unwrap();
+    let job = app
+        .wait_for_job(T, job.id, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(job.state, JobState::Succeeded);
+}
+
+async fn deliveries(app: &TestApp, hook: &str) -> Vec<Value> {
+    let (status, _, page) = app
+        .call(
+            T,
+            Method::GET,
+            &format!("/v1/webhooks/{hook}/deliveries"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{page}");
+    page["items"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_signed_and_retried_until_the_receiver_takes_them() {
+    let app = metasync_tests::spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+    let (url, got) = receiver(Mode::FailTwice).await;
+    let secret = secret();
+    let hook = create_hook(
+        &app,
+        &url,
+        &secret,
+        &["job.succeeded", "catalog.changed", "job.failed"],
+    )
+    .await;
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    sync_once(&app).await;
+
+    let done = eventually(Duration::from_secs(30), "both deliveries", || async {
+        let items = deliveries(&app, &hook_id).await;
+        Ok((items.len() == 2 && items.iter().all(|d| d["state"] == "succeeded")).then_some(items))
+    })
+    .await
+    .unwrap();
+    let mut events: Vec<&str> = done.iter().map(|d| d["event"].as_str().unwrap()).collect();
+    events.sort_unstable();
+    assert_eq!(events, ["catalog.changed", "job.succeeded"]);
+    for delivery in &done {
+        assert_eq!(delivery["attempts"], 3, "{delivery}");
+        let codes: Vec<&Value> = delivery["attempt_log"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| &a["status_code"])
+            .collect();
+        assert_eq!(codes, [&json!(500), &json!(500), &json!(200)], "{delivery}");
+    }
+    let changed = done
+        .iter()
+        .find(|d| d["event"] == "catalog.changed")
+        .unwrap();
+    assert_eq!(
+        changed["payload"]["data"]["changes"]["table_added"], 1,
+        "{changed}"
+    );
+
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 6, "{got:?}");
+    let mut per_id: HashMap<&str, usize> = HashMap::new();
+    for request in &got {
+        *per_id.entry(&request.id).or_default() += 1;
+        let expected = expected_signature(&secret, &request.id, &request.timestamp, &request.body);
+        assert_eq!(request.signature, expected, "signature of {}", request.id);
+        let sent: i64 = request.timestamp.parse().unwrap();
+        assert!((chrono::Utc::now().timestamp() - sent).abs() < 300);
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert!(
+            body["type"].is_string() && body["data"].is_object(),
+            "{body}"
+        );
+    }
+    assert!(per_id.values().all(|n| *n == 3), "{per_id:?}");
+    assert_eq!(got.iter().filter(|r| r.status == 200).count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_410_gone_turns_the_hook_off_until_it_is_turned_on() {
+    let app = metasync_tests::spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+    let (url, got) = receiver(Mode::Gone).await;
+    let hook = create_hook(&app, &url, &secret(), &["job.succeeded", "job.failed"]).await;
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    sync_once(&app).await;
+
+    let path = format!("/v1/webhooks/{hook_id}");
+    let off = eventually(Duration::from_secs(30), "the hook turned off", || async {
+        let (_, _, hook) = app.call(T, Method::GET, &path, None).await?;
+        Ok((hook["enabled"] == false).then_some(hook))
+    })
+    .await
+    .unwrap();
+    assert!(
+        off["disabled_reason"].as_str().unwrap().contains("410"),
+        "{off}"
+    );
+    let items = deliveries(&app, &hook_id).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["state"], "dropped");
+    assert_eq!(items[0]["attempts"], 1);
+    assert_eq!(got.lock().unwrap().len(), 1);
+
+    // Off: a later job makes no delivery.
+    sync_once(&app).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(deliveries(&app, &hook_id).await.len(), 1);
+
+    let (status, _, on) = app
+        .call(T, Method::PATCH, &path, Some(json!({ "enabled": true })))
+        .await
+        .unwrap();
+    assert_eq!((status, &on["enabled"]), (200, &json!(true)), "{on}");
+    assert!(on["disabled_reason"].is_null(), "{on}");
+    let (status, _, _) = app.call(T, Method::DELETE, &path, None).await.unwrap();
+    assert_eq!(status, 204);
+    let (status, _, _) = app.call(T, Method::GET, &path, None).await.unwrap();
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn refused_targets_and_bad_definitions_are_a_422() {
+    let app = metasync_tests::spawn_app().await.unwrap();
+    let secret = secret();
+    for (url, events, secret) in [
+        // Link-local (cloud metadata), private, metadata names: refused by the policy.
+        (
+            "http://169.254.169.254/latest",
+            json!(["job.failed"]),
+            secret.as_str(),
+        ),
+        ("https://10.1.2.3/hook", json!(["job.failed"]), &secret),
+        (
+            "http://metadata.google.internal/",
+            json!(["job.failed"]),
+            &secret,
+        ),
+        (
+            "http://[::ffff:169.254.169.254]/",
+            json!(["job.failed"]),
+            &secret,
+        ),
+        // Not an http(s) URL, or with credentials.
+        ("ftp://example.com/hook", json!(["job.failed"]), &secret),
+        (
+            "http://user:pw@example.com/hook",
+            json!(["job.failed"]),
+            &secret,
+        ),
+        ("/relative", json!(["job.failed"]), &secret),
+        // Bad events or secret.
+        ("https://example.com/hook", json!([]), &secret),
+        ("https://example.com/hook", json!(["job.exploded"]), &secret),
+        ("https://example.com/hook", json!(["job.failed"]), "short"),
+    ] {
+        let body = json!({ "url": url, "events": events, "secret": secret });
+        let (status, content_type, problem) = app
+            .call(T, Method::POST, "/v1/webhooks", Some(body))
+            .await
+            .unwrap();
+        assert_eq!(status, 422, "{url} {events}: {problem}");
+        assert_eq!(content_type, "application/problem+json");
+        assert!(!problem.to_string().contains(secret));
+    }
+    let (status, _, page) = app
+        .call(T, Method::GET, "/v1/webhooks", None)
+        .await
+        .unwrap();
+    assert_eq!((status, page["items"].as_array().unwrap().len()), (200, 0));
+    // Strict query parameters, as every list.
+    let (status, _, _) = app
+        .call(T, Method::GET, "/v1/webhooks?state=x", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 400);
+}
+
+/// Real API and worker processes at trace level: the secret is in no log line, no Redis
+/// command and no response, while deliveries are signed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_reaches_no_log_redis_command_or_response() {
+    let app = metasync_tests::spawn_app_without_maintenance()
+        .await
+        .unwrap();
+    let recorded = app
+        .spawn_recorded("hooks", &[("RUST_LOG", "trace")])
+        .await
+        .unwrap();
+    let (url, got) = receiver(Mode::FailTwice).await;
+    let secret = secret();
+    let http = reqwest::Client::new();
+    let token = app.token(T);
+    let mut seen = Vec::new();
+    let response = http
+        .post(format!("{}/v1/webhooks", recorded.base))
+        .bearer_auth(&token)
+        .json(&json!({ "url": url, "events": ["job.succeeded"], "secret": secret }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    seen.push(format!("{:?}", response.headers()));
+    let hook: Value = response.json().await.unwrap();
+    seen.push(hook.to_string());
+    for path in [
+        "/v1/webhooks".to_owned(),
+        format!("/v1/webhooks/{}", hook["id"].as_str().unwrap()),
+    ] {
+        let text = http
+            .get(format!("{}{path}", recorded.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        seen.push(text);
+    }
+    sync_once(&app).await;
+    eventually(Duration::from_secs(30), "the delivery", || async {
+        Ok(got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.status == 200)
+            .then_some(()))
+    })
+    .await
+    .unwrap();
+    let (logs, commands) = recorded.finish().await.unwrap();
+    assert!(
+        logs.len() > 50,
+        "trace logging is on, yet {} lines",
+        logs.len()
+    );
+    for (what, lines) in [
+        ("log", &logs),
+        ("redis command", &commands),
+        ("response", &seen),
+    ] {
+        if let Some(line) = lines.iter().find(|l| l.contains(&secret)) {
+            panic!("the secret is in a {what}: {line}");
+        }
+    }
+}
