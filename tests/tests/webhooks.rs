@@ -379,3 +379,67 @@ async fn the_secret_reaches_no_log_redis_command_or_response() {
         }
     }
 }
+
+/// A resource whose schedule stopped succeeding goes stale once: one `resource.stale` per last
+/// success, found by the fleet duty (this app's API holds the maintenance lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_resource_is_announced_once() {
+    let app = metasync_tests::spawn_app().await.unwrap();
+    let _worker = app.spawn_worker().await;
+    let (url, got) = receiver(Mode::FailTwice).await;
+    let hook = create_hook(&app, &url, &secret(), &["resource.stale"]).await;
+    let hook_id = hook["id"].as_str().unwrap().to_owned();
+    let source = create_source("create table t (id int);").await.unwrap();
+    let resource = app.register(T, "aging", &source).await.unwrap();
+    // A daily schedule whose last success was three days ago, its next tick far ahead: stale by
+    // its last success alone.
+    sqlx::query(
+        "update resources set sync_interval_seconds = 86400,
+                last_succeeded_at = now() - interval '3 days',
+                next_sync_at = now() + interval '1 day'
+         where id = $1",
+    )
+    .bind(resource.id.uuid())
+    .execute(&app.db)
+    .await
+    .unwrap();
+
+    let delivered = eventually(
+        Duration::from_secs(60),
+        "a resource.stale delivery",
+        || async {
+            let items = deliveries(&app, &hook_id).await;
+            Ok((items.len() == 1 && items[0]["state"] == "succeeded").then_some(items))
+        },
+    )
+    .await
+    .unwrap();
+    let data = &delivered[0]["payload"]["data"];
+    assert_eq!(delivered[0]["event"], "resource.stale");
+    assert_eq!(data["resource_id"], resource.id.to_string(), "{data}");
+    assert_eq!(data["name"], "aging", "{data}");
+
+    // Later runs of the duty find it stale again, and notify nobody again.
+    let notified: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select stale_notified_for from resources where id = $1")
+            .bind(resource.id.uuid())
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert!(notified.is_some());
+    assert_eq!(
+        metasync_shared::db::webhooks::record_stale(&app.db)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(deliveries(&app, &hook_id).await.len(), 1);
+    assert_eq!(
+        got.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == 200)
+            .count(),
+        1
+    );
+}

@@ -27,6 +27,10 @@ pub enum WebhookEvent {
     /// A successful sync changed the stored catalog; the data carries the count per change kind.
     #[serde(rename = "catalog.changed")]
     CatalogChanged,
+    /// A resource went stale: its schedule's syncs stopped succeeding in time (the definition of
+    /// `metasync_resources{freshness="stale"}`); once per last success.
+    #[serde(rename = "resource.stale")]
+    ResourceStale,
 }
 
 impl WebhookEvent {
@@ -36,13 +40,19 @@ impl WebhookEvent {
             Self::JobFailed => "job.failed",
             Self::JobSucceeded => "job.succeeded",
             Self::CatalogChanged => "catalog.changed",
+            Self::ResourceStale => "resource.stale",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [Self::JobFailed, Self::JobSucceeded, Self::CatalogChanged]
-            .into_iter()
-            .find(|e| e.as_str() == text)
+        [
+            Self::JobFailed,
+            Self::JobSucceeded,
+            Self::CatalogChanged,
+            Self::ResourceStale,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == text)
     }
 }
 
@@ -243,7 +253,7 @@ pub struct Delivery {
     pub id: DeliveryId,
     /// The webhook it goes to.
     pub webhook_id: WebhookId,
-    /// `job.failed`, `job.succeeded` or `catalog.changed`.
+    /// `job.failed`, `job.succeeded`, `catalog.changed` or `resource.stale`.
     pub event: String,
     /// Where it is.
     pub state: DeliveryState,
@@ -458,4 +468,38 @@ pub async fn record_attempt(
         .await?;
     }
     tx.commit().await
+}
+
+/// Records a `resource.stale` delivery for every enabled hook that asked for it, for each
+/// resource that is stale (docs/metrics.md: an interval schedule's last success older than twice
+/// the interval plus 60 s, or a next tick over 60 s past; a failing resource is not stale, its
+/// `job.failed` said so) and was not yet notified since its last success. Returns how many
+/// resources went stale.
+pub async fn record_stale(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let stale: i64 = sqlx::query_scalar(
+        "with stale as (
+             update resources r set stale_notified_for = r.last_succeeded_at
+             where r.last_error is null and r.last_succeeded_at is not null
+               and (r.last_succeeded_at
+                        < now() - make_interval(secs => 2 * r.sync_interval_seconds + 60)
+                    or r.next_sync_at < now() - interval '60 seconds')
+               and r.stale_notified_for is distinct from r.last_succeeded_at
+             returning r.id, r.tenant_id, r.name, r.last_succeeded_at, r.next_sync_at
+         ), recorded as (
+             insert into webhook_deliveries (id, tenant_id, webhook_id, event, payload)
+             select metasync_uuid_v7(), w.tenant_id, w.id, 'resource.stale',
+                    jsonb_build_object('type', 'resource.stale', 'timestamp', now(),
+                        'data', jsonb_build_object(
+                            'resource_id', s.id, 'name', s.name,
+                            'last_succeeded_at', s.last_succeeded_at,
+                            'next_sync_at', s.next_sync_at))
+             from stale s
+                  join webhooks w on w.tenant_id = s.tenant_id and w.enabled
+                      and 'resource.stale' = any (w.events)
+         )
+         select count(*) from stale",
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(stale.unsigned_abs())
 }

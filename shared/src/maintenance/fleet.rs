@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use super::Settings;
 use super::duty::{Duty, DutyError, DutySet};
-use crate::db::{audit, connection_tests, jobs, resources};
+use crate::db::{audit, connection_tests, jobs, resources, webhooks};
 use crate::ids::JobId;
 use crate::queue::Queue;
 use crate::submit::Submitter;
@@ -138,6 +138,11 @@ async fn fleet_gauges(fleet: Fleet) -> Result<(), DutyError> {
         }
     }
     let freshness = resources::freshness(&fleet.db).await?;
+    // The same definition of stale, turned into `resource.stale` webhook events.
+    let went_stale = webhooks::record_stale(&fleet.db).await?;
+    if went_stale > 0 {
+        tracing::info!(resources = went_stale, "resources went stale");
+    }
     for (name, count) in [
         ("fresh", freshness.fresh),
         ("stale", freshness.stale),
