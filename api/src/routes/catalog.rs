@@ -101,6 +101,7 @@ struct TablesQuery {
     /// Only tables in this schema.
     schema: Option<String>,
     /// Only this kind.
+    #[param(inline)]
     kind: Option<RelationKind>,
     /// Only tables whose name contains this.
     q: Option<String>,

@@ -379,6 +379,7 @@ struct ReadQuery {
     wait: Option<u32>,
     /// With `wait`: return on any change of state or attempt (`change`, the default), or only
     /// once the job has finished (`finished`).
+    #[param(inline)]
     until: Option<Until>,
 }
 
