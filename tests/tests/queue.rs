@@ -405,7 +405,7 @@ async fn a_tarpit_tenant_holding_every_slot_does_not_stop_another_tenants_job() 
     args.concurrency = 4;
     args.statement_timeout = Duration::from_secs(3);
     let worker = app.spawn_worker_with(args).await;
-    for i in 0..8 {
+    for i in 0..12 {
         let resource = app
             .register_via(
                 "tarpit-a",
@@ -418,7 +418,7 @@ async fn a_tarpit_tenant_holding_every_slot_does_not_stop_another_tenants_job() 
             .unwrap();
         app.sync("tarpit-a", resource.id).await.unwrap();
     }
-    // A holds all 4 slots, 4 more of its jobs waiting; then B asks for one sync.
+    // A holds all 4 slots, 8 more of its jobs waiting; then B asks for one sync.
     eventually(Duration::from_secs(30), "A to hold every slot", || async {
         let (running,): (i64,) = sqlx::query_as(
             "select count(*) from jobs where tenant_id = 'tarpit-a' and state = 'running'",
@@ -436,8 +436,10 @@ async fn a_tarpit_tenant_holding_every_slot_does_not_stop_another_tenants_job() 
         .await
         .unwrap();
     metasync_tests::assert::assert_job(&b_job).succeeded();
-    // B waited for a slot A gave back, and then at most one pickup (A was ahead in the ring):
-    // not for A's backlog.
+    // B waited for a slot A gave back, then one pickup of A's (A was ahead in the ring), not
+    // for A's backlog of 8. The 4 slots come free together, so the pickups after them (A, B,
+    // A, A) claim at once and their `started_at` may commit in any order: up to 3 of A's may
+    // show as started before B's. An unfair queue would start all 12 first.
     let (a_before,): (i64,) = sqlx::query_as(
         "select count(*) from jobs where tenant_id = 'tarpit-a' and started_at < $1",
     )
@@ -446,8 +448,8 @@ async fn a_tarpit_tenant_holding_every_slot_does_not_stop_another_tenants_job() 
     .await
     .unwrap();
     assert!(
-        (4..=5).contains(&a_before),
-        "{a_before} of A's jobs started before B's: 4 held the slots, at most 1 more may"
+        (4..=7).contains(&a_before),
+        "{a_before} of A's jobs started before B's: 4 held the slots, at most 3 more may"
     );
     worker.stop().await.unwrap();
 }
