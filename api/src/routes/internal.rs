@@ -10,6 +10,7 @@ use metasync_shared::custody::ConnectionTarget;
 use metasync_shared::db::audit::{self, Actor, AuditAction, AuditDetails};
 use metasync_shared::db::resources::{
     self, EXTERNAL_ID_TAKEN_CONSTRAINT, ExternalResource, NewResource, Resource, ResourcePatch,
+    UpsertTarget,
 };
 use metasync_shared::domain::ResourceKind;
 use metasync_shared::ids::{ResourceId, TenantId};
@@ -273,12 +274,11 @@ pub(crate) async fn upsert(
         UpsertKey::Name => None,
     };
     let mut tx = state.db.begin().await?;
-    let found = match key {
-        UpsertKey::External(id) => resources::get_external_for_update(&mut *tx, tenant, id).await?,
-        UpsertKey::Name => {
-            resources::get_by_name_for_update(&mut *tx, tenant, &definition.name).await?
-        }
+    let target = match key {
+        UpsertKey::External(id) => UpsertTarget::ExternalId(id),
+        UpsertKey::Name => UpsertTarget::Name(&definition.name),
     };
+    let found = resources::get_for_update(&mut *tx, tenant, target).await?;
     let Some(current) = found else {
         let Some(password) = &definition.password else {
             return Err(ApiError::Unprocessable(

@@ -451,38 +451,33 @@ pub struct ExternalResource {
     pub password_fingerprint: Option<Vec<u8>>,
 }
 
-/// The tenant's resource with `external_id`, locked for the rest of the transaction (an
-/// upsert reads, compares and writes it).
-pub async fn get_external_for_update(
-    db: impl PgExecutor<'_>,
-    tenant: &TenantId,
-    external_id: &str,
-) -> Result<Option<ExternalResource>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLUMNS}, password_fingerprint from resources
-         where tenant_id = $1 and external_id = $2
-         for update"
-    )))
-    .bind(tenant)
-    .bind(external_id)
-    .fetch_optional(db)
-    .await
+/// How an upsert finds the resource it replaces.
+#[derive(Debug, Clone, Copy)]
+pub enum UpsertTarget<'a> {
+    /// By the caller's external id (the internal API).
+    ExternalId(&'a str),
+    /// By name (`PUT /v1/resources/by-name/{name}`).
+    Name(&'a str),
 }
 
-/// The tenant's resource named `name`, locked for the rest of the transaction (an upsert by
-/// name reads, compares and writes it), with its password's fingerprint.
-pub async fn get_by_name_for_update(
+/// The tenant's resource that `target` names, locked for the rest of the transaction (an
+/// upsert reads, compares and writes it), with its password's fingerprint.
+pub async fn get_for_update(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
-    name: &str,
+    target: UpsertTarget<'_>,
 ) -> Result<Option<ExternalResource>, sqlx::Error> {
+    let (column, value) = match target {
+        UpsertTarget::ExternalId(id) => ("external_id", id),
+        UpsertTarget::Name(name) => ("name", name),
+    };
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLUMNS}, password_fingerprint from resources
-         where tenant_id = $1 and name = $2
+         where tenant_id = $1 and {column} = $2
          for update"
     )))
     .bind(tenant)
-    .bind(name)
+    .bind(value)
     .fetch_optional(db)
     .await
 }
