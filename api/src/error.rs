@@ -127,8 +127,13 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // Class 08: connection exception; 57P01-57P03: admin/crash shutdown, cannot
-            // connect now; 53300: too many connections.
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            // connect now; 53300: too many connections; 40P01, 40001: a deadlock or
+            // serialization failure, which the same request retried gets past.
+            code.starts_with("08")
+                || matches!(
+                    &*code,
+                    "57P01" | "57P02" | "57P03" | "53300" | "40P01" | "40001"
+                )
         }),
         _ => false,
     }

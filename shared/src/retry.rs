@@ -213,6 +213,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_factor_just_below_one_is_refused_as_sent() {
+        // serde_json's `float_roundtrip`: the default parser rounded this up to 1.0, which the
+        // range accepted (a fuzz finding).
+        let parsed: RetryOverrides =
+            serde_json::from_str(r#"{"factor": 0.9999999999999999}"#).unwrap();
+        assert!(parsed.validate().is_err());
+        let parsed: RetryOverrides =
+            serde_json::from_str(r#"{"factor": 10.000000000000002}"#).unwrap();
+        assert!(parsed.validate().is_err());
+    }
+
+    #[test]
     fn ceilings_grow_then_cap() {
         let policy = RetryPolicy::default();
         assert_eq!(policy.ceiling(1), Duration::from_secs(2));

@@ -97,3 +97,45 @@ async fn a_deleted_resource_leaves_its_jobs_readable_and_its_catalog_gone() {
         .unwrap();
     assert_eq!(listing["items"], Value::Array(Vec::new()));
 }
+
+/// A delete racing a batch sync of the same resource: both answer (never a 500 from a
+/// deadlock, which the fuzzing found when the delete locked the job before the resource), and
+/// no active job outlives the resource, whether the batch came first or second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_racing_a_batch_sync_answers_both_and_leaves_no_active_job() {
+    let app = spawn_app().await.unwrap();
+    let source = create_source("create table t (id int);").await.unwrap();
+    for round in 0..24 {
+        let resource = app
+            .register(T, &format!("raced-{round}"), &source)
+            .await
+            .unwrap();
+        let rid = resource.id;
+        if round % 2 == 0 {
+            // No worker: this job stays queued, so the batch meets an active job.
+            app.sync(T, rid).await.unwrap();
+        }
+        let batch = serde_json::json!({ "resource_ids": [rid] });
+        let path = format!("/v1/resources/{rid}");
+        let (synced, deleted) = tokio::join!(
+            app.call(T, Method::POST, "/v1/syncs", Some(batch)),
+            app.call(T, Method::DELETE, &path, None),
+        );
+        let (status, _, body) = synced.unwrap();
+        assert!(
+            matches!(status, 200 | 202),
+            "round {round}: {status} {body}"
+        );
+        let (status, _, body) = deleted.unwrap();
+        assert_eq!(status, 204, "round {round}: {body}");
+        let active: i64 = sqlx::query_scalar(
+            "select count(*) from jobs
+             where resource_id = $1 and state in ('queued', 'running', 'retrying')",
+        )
+        .bind(rid.uuid())
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        assert_eq!(active, 0, "round {round}: a job outlived its resource");
+    }
+}

@@ -604,18 +604,40 @@ async fn remove(
     AppPath(id): AppPath<ResourceId>,
 ) -> ApiResult<StatusCode> {
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
+    // A job that ends while the delete runs locks its row, then (its freshness trigger) the
+    // resource: the opposite of the delete's order. PostgreSQL breaks such a deadlock by
+    // aborting one side; when it is this one, the delete runs again.
+    let mut tries = 0;
+    let name = loop {
+        tries += 1;
+        match delete_resource(&state, &tenant, id).await {
+            Err(e) if tries < 3 && metasync_shared::db::is_transient_conflict(&e) => continue,
+            done => break done?,
+        }
+    };
+    name.map(|_| StatusCode::NO_CONTENT)
+        .ok_or(ApiError::NotFound("resource"))
+}
+
+/// Deletes the resource and records it in the audit log, in one transaction; its name, or
+/// `None` when it did not exist.
+async fn delete_resource(
+    state: &AppState,
+    tenant: &Tenant<Manage>,
+    id: ResourceId,
+) -> Result<Option<String>, sqlx::Error> {
     let mut tx = state.db.begin().await?;
-    let name = resources::delete(&mut tx, tenant.id(), id)
-        .await?
-        .ok_or(ApiError::NotFound("resource"))?;
+    let Some(name) = resources::delete(&mut tx, tenant.id(), id).await? else {
+        return Ok(None);
+    };
     let details = AuditDetails {
-        name: Some(name),
+        name: Some(name.clone()),
         ..AuditDetails::default()
     };
     let (actor, action) = (tenant.actor(), AuditAction::ResourceDelete);
     audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
     tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Some(name))
 }
 
 /// The whole definition of the resource a `PUT /v1/resources/by-name/{name}` creates or

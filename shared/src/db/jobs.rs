@@ -436,6 +436,12 @@ pub async fn fence(
     tx: &mut sqlx::PgConnection,
     claim: &Claim,
 ) -> Result<Result<(), Fenced>, sqlx::Error> {
+    // The resource first (the catalog rows' foreign keys take it anyway, later): a delete
+    // locks the resource, then its jobs, and the opposite order here could deadlock with it.
+    sqlx::query("select from resources where id = $1 for key share")
+        .bind(claim.resource_id)
+        .execute(&mut *tx)
+        .await?;
     let held: Option<(JobId,)> = sqlx::query_as(
         "select id from jobs
          where id = $1 and lease_token = $2 and state = 'running' and not cancel_requested

@@ -53,3 +53,9 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 
 /// A page cursor: the last id of the previous page.
 pub type Cursor = uuid::Uuid;
+
+/// Whether PostgreSQL aborted the transaction to break a deadlock (40P01) or a serialization
+/// conflict (40001): running the same transaction again is the remedy.
+pub fn is_transient_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}

@@ -406,6 +406,15 @@ pub async fn delete(
     tenant: &TenantId,
     id: ResourceId,
 ) -> Result<Option<String>, sqlx::Error> {
+    // Lock order, everywhere: the resource, then its jobs. An enqueue holds the resource (key
+    // share) while it waits on an active job's row, and an attempt's catalog write takes it
+    // before its job (`jobs::fence`); taking the jobs first here deadlocked with a batch
+    // (a fuzz finding).
+    sqlx::query("select from resources where tenant_id = $1 and id = $2 for update")
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     // Its active jobs end first, so no claim can start one on a resource that is gone (a
     // running attempt's outcome is then fenced off: the job is no longer `running`).
     sqlx::query(
