@@ -9,7 +9,11 @@
 //! `succeeded`. In the `hanging` mode the tenant first registers a webhook for every event
 //! (`job.succeeded`, `job.failed`, `catalog.changed`: two deliveries per job) whose receiver
 //! accepts connections and never answers, so every delivery runs into its timeout while the
-//! syncs run. Modes alternate run by run; medians over RUNS runs.
+//! syncs run. Runs come in pairs, one of each mode, in alternating order (none first, then
+//! hanging first, ...), so a drift of the machine's load hits both modes alike. It prints each
+//! pair's ratio and the median of those ratios (the figure to quote: the two runs of a pair are
+//! seconds apart), the medians per mode, and the worker processes' CPU per job (utime + stime
+//! from /proc, the cost a hanging receiver could add to the syncs' processes).
 
 use std::time::Duration;
 
@@ -49,6 +53,8 @@ async fn wait_registered(app: &TestApp, workers: usize) -> anyhow::Result<()> {
 
 struct Run {
     jobs_per_sec: f64,
+    /// CPU time of the worker processes (user + system), per job.
+    worker_cpu_ms_per_job: f64,
     /// Delivery attempts made (all timed out) while the syncs ran.
     attempts: i64,
     /// Deliveries waiting at the end (the outbox the hanging receiver left behind).
@@ -122,6 +128,11 @@ async fn run_once(jobs: usize, workers: usize, hanging: bool) -> anyhow::Result<
     )
     .fetch_one(&app.db)
     .await?;
+    // Read before the workers drain: their CPU while the syncs ran (the hanging lane included).
+    let mut worker_cpu = Duration::ZERO;
+    for w in &fleet {
+        worker_cpu += process_cpu(w.id().context("a worker exited early")?)?;
+    }
     for mut w in fleet {
         metasync_tests::signal(&w, "TERM")?;
         w.wait().await?;
@@ -138,9 +149,32 @@ async fn run_once(jobs: usize, workers: usize, hanging: bool) -> anyhow::Result<
     metasync_tests::drop_database(&source).await?;
     Ok(Run {
         jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
+        worker_cpu_ms_per_job: worker_cpu.as_secs_f64() * 1000.0 / jobs as f64,
         attempts,
         outstanding,
     })
+}
+
+/// User + system CPU time of a process so far, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name (which may hold spaces), from field 3 (`state`).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("a /proc stat line")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    let per_second: u64 = String::from_utf8(
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()?
+            .stdout,
+    )?
+    .trim()
+    .parse()?;
+    Ok(Duration::from_millis(ticks * 1000 / per_second.max(1)))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -154,28 +188,49 @@ async fn main() -> anyhow::Result<()> {
     let jobs: usize = args.get(1).map_or(Ok(2000), |s| s.parse())?;
     let runs: usize = args.get(2).map_or(Ok(3), |s| s.parse())?;
     let workers: usize = args.get(3).map_or(Ok(2), |s| s.parse())?;
-    let (mut plain, mut hanging) = (Vec::new(), Vec::new());
+    let (mut plain, mut hanging, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut plain_cpu, mut hanging_cpu) = (Vec::new(), Vec::new());
     for run in 1..=runs {
-        for mode in [false, true] {
+        let order = if run % 2 == 1 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let mut pair = [0.0; 2];
+        for mode in order {
             let result = run_once(jobs, workers, mode).await?;
             println!(
-                "run {run} {:<8} {:>8.1} jobs/s  delivery attempts {:>5}  outstanding deliveries {:>5}",
+                "run {run} {:<8} {:>8.1} jobs/s  worker cpu {:>5.2} ms/job  delivery attempts {:>5}  outstanding deliveries {:>5}",
                 if mode { "hanging" } else { "none" },
                 result.jobs_per_sec,
+                result.worker_cpu_ms_per_job,
                 result.attempts,
                 result.outstanding,
             );
+            pair[usize::from(mode)] = result.jobs_per_sec;
             if mode {
                 hanging.push(result.jobs_per_sec);
+                hanging_cpu.push(result.worker_cpu_ms_per_job);
             } else {
                 plain.push(result.jobs_per_sec);
+                plain_cpu.push(result.worker_cpu_ms_per_job);
             }
         }
+        let ratio = pair[1] / pair[0];
+        println!("run {run} ratio hanging/none {ratio:.3}");
+        ratios.push(ratio);
     }
-    let (plain, hanging) = (median(plain), median(hanging));
     println!(
-        "median: no webhooks {plain:.1} jobs/s, receiver never answers {hanging:.1} jobs/s ({:+.1}%)",
-        (hanging / plain - 1.0) * 100.0
+        "median of the pairs' ratios (hanging/none): {:.3} ({:+.1}%) over {runs} pairs",
+        median(ratios.clone()),
+        (median(ratios) - 1.0) * 100.0
+    );
+    println!(
+        "medians: no webhooks {:.1} jobs/s, {:.2} worker cpu ms/job; receiver never answers {:.1} jobs/s, {:.2} worker cpu ms/job",
+        median(plain),
+        median(plain_cpu),
+        median(hanging),
+        median(hanging_cpu),
     );
     Ok(())
 }
