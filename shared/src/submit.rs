@@ -116,9 +116,9 @@ impl Submitter {
         // The guarantee: a tenant's batches count and enqueue one at a time (this lock is
         // held until the transaction ends, and each statement after it sees the batches
         // committed before), so no two batches spend the same room and a batch never takes
-        // the tenant past its cap. Single syncs, retries and schedule ticks do not take the
-        // lock: each one in flight while a batch counts can take the tenant one job past it,
-        // never more.
+        // the tenant past its cap. Single syncs and retries check the cap without the lock:
+        // each one in flight while a batch counts can take the tenant one job past it, never
+        // more. Schedule ticks are not held to the cap (one job per schedule, at most).
         sqlx::query(
             "select pg_advisory_xact_lock(hashtextextended('metasync.active_jobs:' || $1, 0))",
         )
