@@ -6,7 +6,8 @@
 //! The buckets and the long-poll count live in this API process (GCRA from `governor`): with
 //! several API replicas behind a balancer, a tenant's effective rate is up to replicas × rate.
 //! The resource and active-job caps are counted in PostgreSQL, so they hold fleet-wide (two
-//! requests racing past a cap can overshoot it by their own size, never more).
+//! requests racing past a cap can overshoot it by their own size, never more; batches count
+//! under a per-tenant lock, so a batch never overshoots: see `Submitter::batch`).
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -176,15 +177,21 @@ impl Quotas {
         let have = job_reads::count_active(db, tenant, cap + 1).await?;
         let adding = i64::try_from(adding).unwrap_or(i64::MAX);
         if have.saturating_add(adding) > cap {
-            return Err(ApiError::TooManyRequests {
-                detail: format!(
-                    "this tenant has {have} unfinished jobs and may have at most {cap}: \
-                     {adding} more would exceed that; try again as they finish"
-                ),
-                retry_after: 30,
-            });
+            return Err(self.active_jobs_exceeded(have, adding));
         }
         Ok(())
+    }
+
+    /// The `429` for `adding` more unfinished jobs to the `have` of a tenant over its cap.
+    pub fn active_jobs_exceeded(&self, have: i64, adding: i64) -> ApiError {
+        let cap = self.limits.max_active_jobs;
+        ApiError::TooManyRequests {
+            detail: format!(
+                "this tenant has {have} unfinished jobs and may have at most {cap}: \
+                 {adding} more would exceed that; try again as they finish"
+            ),
+            retry_after: 30,
+        }
     }
 
     /// A `422` when `schedule` fires more often than the minimum interval allows.

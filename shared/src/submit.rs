@@ -10,6 +10,7 @@
 use sqlx::PgPool;
 
 use crate::db::audit::{self, Actor, AuditAction, AuditDetails};
+use crate::db::job_reads;
 use crate::db::jobs::{self, Enqueued};
 use crate::db::schedules;
 pub use crate::domain::Trigger;
@@ -28,11 +29,26 @@ pub struct Submitter {
 /// A batch as submitted.
 #[derive(Debug)]
 pub struct SubmittedBatch {
-    /// The batch's id; `None` when it created no job (every resource had an active job, or
-    /// there were none), and no batch was recorded.
+    /// The batch's id; `None` when it created no job (every resource had an active job, was
+    /// refused by the cap, or there were none), and no batch was recorded.
     pub id: Option<BatchId>,
     /// The jobs created, one per resource.
     pub jobs: Vec<JobId>,
+    /// Named resources that would have had a job but did not fit under the tenant's cap on
+    /// unfinished jobs.
+    pub refused: Vec<ResourceId>,
+    /// All the tenant's resources were asked for and they did not all fit under the cap:
+    /// nothing was enqueued.
+    pub over_cap: Option<OverCap>,
+}
+
+/// A batch of every resource that did not fit under the tenant's cap on unfinished jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct OverCap {
+    /// The tenant's unfinished jobs when the batch was counted.
+    pub active: i64,
+    /// The jobs the batch needed.
+    pub wanted: i64,
 }
 
 impl Submitter {
@@ -84,17 +100,55 @@ impl Submitter {
 
     /// Syncs of many resources of one tenant (all of them when `resources` is `None`) as one
     /// batch requested by `actor`; resources with an active job keep it and are not part of
-    /// the batch. A batch created is recorded in the audit log in the same transaction.
+    /// the batch. The batch keeps the tenant within `max_active_jobs` unfinished jobs: named
+    /// resources are enqueued in request order while they fit and the rest are refused; all
+    /// of them are enqueued together or, when they do not all fit, none. A batch created is
+    /// recorded in the audit log in the same transaction.
     pub async fn batch(
         &self,
         tenant: &TenantId,
         resources: Option<&[ResourceId]>,
         actor: &Actor,
+        max_active_jobs: u32,
     ) -> Result<SubmittedBatch, sqlx::Error> {
         let id = BatchId::new_v7();
         let mut tx = self.db.begin().await?;
-        let jobs =
-            jobs::enqueue_many_on(&mut tx, tenant, resources, self.max_attempts, Some(id)).await?;
+        // The guarantee: a tenant's batches count and enqueue one at a time (this lock is
+        // held until the transaction ends, and each statement after it sees the batches
+        // committed before), so no two batches spend the same room and a batch never takes
+        // the tenant past its cap. Single syncs and retries check the cap without the lock:
+        // each one in flight while a batch counts can take the tenant one job past it, never
+        // more. Schedule ticks are not held to the cap (one job per schedule, at most).
+        sqlx::query(
+            "select pg_advisory_xact_lock(hashtextextended('metasync.active_jobs:' || $1, 0))",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await?;
+        let cap = i64::from(max_active_jobs);
+        let active = job_reads::count_active(&mut *tx, tenant, cap + 1).await?;
+        let room = (cap - active).max(0);
+        let many = jobs::enqueue_many_on(
+            &mut tx,
+            tenant,
+            resources,
+            self.max_attempts,
+            Some(id),
+            room,
+        )
+        .await?;
+        if resources.is_none() && !many.over_limit.is_empty() {
+            // Rolled back: "every resource" is one intent, and without ids there is no
+            // per-resource answer to say which were left out.
+            let wanted = (many.created.len() + many.over_limit.len()) as i64;
+            return Ok(SubmittedBatch {
+                id: None,
+                jobs: Vec::new(),
+                refused: Vec::new(),
+                over_cap: Some(OverCap { active, wanted }),
+            });
+        }
+        let jobs = many.created;
         if !jobs.is_empty() {
             let details = AuditDetails {
                 jobs: Some(jobs.len() as i64),
@@ -112,6 +166,8 @@ impl Submitter {
         Ok(SubmittedBatch {
             id: (!jobs.is_empty()).then_some(id),
             jobs,
+            refused: many.over_limit,
+            over_cap: None,
         })
     }
 

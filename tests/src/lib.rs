@@ -12,6 +12,7 @@ pub mod chaos;
 pub mod fixtures;
 pub mod redis_cluster;
 pub mod tls;
+pub mod webhook_receiver;
 
 use std::fmt::Display;
 use std::num::NonZeroU32;
@@ -171,6 +172,7 @@ fn test_maintenance() -> MaintenanceArgs {
         lease: Duration::from_secs(3),
         reconcile_every: Duration::from_secs(1),
         job_retention: Duration::from_secs(30 * 86_400),
+        webhook_delivery_retention: Duration::from_secs(30 * 86_400),
         stand_for_leader: true,
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use metasync_api::auth::Role;
 use metasync_shared::db::audit::AuditEvent;
+use metasync_tests::webhook_receiver::create_hook;
 use metasync_tests::{REDIS_URL, eventually, spawn_app, spawn_app_with, spawn_app_with_urls};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -386,4 +387,78 @@ async fn the_audit_log_is_kept_as_long_as_jobs_are() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn webhook_changes_are_recorded_without_the_secret() {
+    let app = spawn_app().await.unwrap();
+    let secret = format!("whook-audit-secret-{}", Uuid::now_v7().simple());
+    let url = "http://127.0.0.1:9/hooks/receiver-token-in-path";
+    let hook = create_hook(&app, TENANT, url, &secret, &["job.failed"]).await;
+    let id = hook["id"].as_str().unwrap().to_owned();
+    let (status, _, body) = app
+        .call(
+            TENANT,
+            Method::PATCH,
+            &format!("/v1/webhooks/{id}"),
+            Some(json!({ "enabled": false })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = app
+        .call(TENANT, Method::DELETE, &format!("/v1/webhooks/{id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    // Changes that did not happen are not recorded.
+    let (status, _, _) = app
+        .call(TENANT, Method::DELETE, &format!("/v1/webhooks/{id}"), None)
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    let (status, _, _) = app
+        .call(
+            TENANT,
+            Method::POST,
+            "/v1/webhooks",
+            Some(json!({ "url": url, "events": ["job.failed"], "secret": "short" })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422);
+
+    let (events, _) = audit_page(&app, TENANT, "").await;
+    let recorded: Vec<(String, Value)> = events
+        .iter()
+        .map(|e| {
+            assert_eq!(e.object_id.to_string(), id);
+            assert_eq!(e.subject, "test");
+            (action(e), serde_json::to_value(&e.details.0).unwrap())
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("webhook.delete".into(), json!({ "host": "127.0.0.1" })),
+            (
+                "webhook.update".into(),
+                json!({ "fields": ["enabled"], "enabled": false })
+            ),
+            ("webhook.create".into(), json!({ "host": "127.0.0.1" })),
+        ]
+    );
+    let (_, _, raw) = app
+        .call(TENANT, Method::GET, "/v1/audit", None)
+        .await
+        .unwrap();
+    assert_eq!(raw["items"][0]["object_type"], "webhook", "{raw}");
+    let raw = raw.to_string();
+    assert!(
+        !raw.contains(&secret) && !raw.contains("receiver-token"),
+        "{raw}"
+    );
+    // Filtered by the hook, as for any object.
+    let (by_object, _) = audit_page(&app, TENANT, &format!("?object_id={id}")).await;
+    assert_eq!(by_object.len(), 3);
 }

@@ -2,7 +2,7 @@
 //! TLS settings, so it is never sent anywhere else or under laxer TLS (not after a `PATCH`
 //! without the password, not after the row is changed in the database), and `metasync-worker
 //! rotate-master-key` re-seals every password, earlier-scheme and earlier-format ones included,
-//! under a new master key.
+//! and every webhook secret under a new master key.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -16,8 +16,10 @@ use metasync_shared::domain::ResourceKind;
 use metasync_shared::ids::TenantId;
 use metasync_shared::tls::SourceTls;
 use metasync_tests::assert::assert_job;
+use metasync_tests::webhook_receiver::{Mode, create_hook, expected_signature, receiver};
 use metasync_tests::{
-    FINGERPRINT_KEY, TestApp, binary, counting_listener, create_source, spawn_app, test_master_key,
+    FINGERPRINT_KEY, TestApp, binary, counting_listener, create_source, eventually, spawn_app,
+    test_master_key,
 };
 use reqwest::Method;
 use serde_json::json;
@@ -175,11 +177,19 @@ async fn rotate_master_key_reseals_every_password_and_old_keys_can_go() {
     .unwrap();
     ids.push(legacy_id);
 
+    // A webhook, its secret sealed under the current key like the passwords.
+    let (url, got) = receiver(Mode::Accept).await;
+    let secret = format!("whook-rotated-{}", Uuid::now_v7().simple());
+    create_hook(&app, TENANT, &url, &secret, &["job.succeeded"]).await;
+
     let (new_opening, _) = custody::generate("k2").unwrap();
     let both = format!("{},{new_opening}", test_master_key().0);
     let legacy = STANDARD.encode(legacy_key);
     let out = rotate(&app.database_url, "k2", &both, Some(&legacy)).await;
-    assert!(out.contains("4 re-sealed"), "{out}");
+    assert!(
+        out.contains("passwords: 4 re-sealed") && out.contains("webhook secrets: 1 re-sealed"),
+        "{out}"
+    );
     let rows: Vec<(String, Option<Vec<u8>>, i16)> = sqlx::query_as(
         "select password_key_id, password_fingerprint, password_format from resources order by id",
     )
@@ -192,16 +202,35 @@ async fn rotate_master_key_reseals_every_password_and_old_keys_can_go() {
             .all(|(key, fp, format)| key == "k2" && fp.is_some() && *format == 2),
         "{rows:?}"
     );
+    let hook_keys: Vec<String> = sqlx::query_scalar("select secret_key_id from webhooks")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(hook_keys, ["k2"]);
     // Idempotent: a second run has nothing left to do.
     let out = rotate(&app.database_url, "k2", &both, Some(&legacy)).await;
-    assert!(out.contains("0 re-sealed"), "{out}");
+    assert!(
+        out.contains("passwords: 0 re-sealed") && out.contains("webhook secrets: 0 re-sealed"),
+        "{out}"
+    );
 
-    // Workers holding only the new key sync every resource, the migrated one included.
+    // Workers holding only the new key sync every resource, the migrated one included, and
+    // sign each job.succeeded with the hook's secret.
     let mut args = app.worker_args();
     args.opening.opening_keys = new_opening;
     let _worker = app.spawn_worker_with(args).await;
-    for id in ids {
+    for id in &ids {
         assert_job(&synced(&app, id).await).succeeded();
+    }
+    let delivered = eventually(WAIT, "a delivery per job", || async {
+        let got = got.lock().unwrap().clone();
+        Ok((got.len() >= ids.len()).then_some(got))
+    })
+    .await
+    .unwrap();
+    for request in &delivered {
+        let expected = expected_signature(&secret, &request.id, &request.timestamp, &request.body);
+        assert_eq!(request.signature, expected, "signature of {}", request.id);
     }
 }
 
@@ -295,11 +324,11 @@ async fn records_of_the_earlier_format_open_until_the_migration_reseals_them() {
     let key = test_master_key();
     let key_id = sealing.id().to_owned();
     let out = rotate(&app.database_url, &key_id, &key.0, None).await;
-    assert!(out.contains("1 re-sealed"), "{out}");
+    assert!(out.contains("passwords: 1 re-sealed"), "{out}");
     let (format, stored_tls) = stored_format(&app, id).await;
     assert_eq!((format, stored_tls), (2, json!({ "mode": "prefer" })));
     let out = rotate(&app.database_url, &key_id, &key.0, None).await;
-    assert!(out.contains("0 re-sealed"), "{out}");
+    assert!(out.contains("passwords: 0 re-sealed"), "{out}");
     assert_job(&synced(&app, id).await).succeeded();
 
     // From now on its TLS settings are bound too.

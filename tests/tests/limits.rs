@@ -145,28 +145,15 @@ async fn resources_and_unfinished_jobs_are_capped_per_tenant() {
     // No worker runs, so jobs stay unfinished: two fit, the third does not.
     let mut jobs = Vec::new();
     for id in &ids[..2] {
-        let (status, _, body) = send(
-            &app,
-            "acme",
-            Method::POST,
-            &format!("/v1/resources/{id}/sync"),
-            None,
-        )
-        .await;
+        let (status, _, body) = sync(&app, id).await;
         assert_eq!(status, 202, "{body}");
         jobs.push(body["id"].as_str().unwrap().to_owned());
     }
-    let (status, retry_after, body) = send(
-        &app,
-        "acme",
-        Method::POST,
-        &format!("/v1/resources/{}/sync", ids[2]),
-        None,
-    )
-    .await;
+    let (status, retry_after, body) = sync(&app, &ids[2]).await;
     assert_eq!(status, 429, "{body}");
     assert!(retry_after.is_some());
-    // A batch counts every job it would create.
+    // A batch counts every job it would create: nothing fits, so the id is refused (and no
+    // batch is made); every resource at once is all or nothing, so a 429.
     let (status, _, body) = send(
         &app,
         "acme",
@@ -175,7 +162,12 @@ async fn resources_and_unfinished_jobs_are_capped_per_tenant() {
         Some(json!({ "resource_ids": [ids[2]] })),
     )
     .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["batch_id"], Value::Null, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "refused", "{body}");
+    let (status, retry_after, body) = send(&app, "acme", Method::POST, "/v1/syncs", None).await;
     assert_eq!(status, 429, "{body}");
+    assert!(retry_after.is_some());
     // Cancelling one frees its place.
     let (status, _, body) = send(
         &app,
@@ -186,15 +178,150 @@ async fn resources_and_unfinished_jobs_are_capped_per_tenant() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    let (status, _, body) = sync(&app, &ids[2]).await;
+    assert_eq!(status, 202, "{body}");
+}
+
+/// Asks acme for a sync of one resource.
+async fn sync(app: &TestApp, id: &str) -> (u16, Option<String>, Value) {
+    let path = format!("/v1/resources/{id}/sync");
+    send(app, "acme", Method::POST, &path, None).await
+}
+
+/// Registers `n` resources of `tenant` and returns their ids.
+async fn register_many(app: &TestApp, tenant: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let resource = app
+            .register(tenant, &format!("r{i}"), "unused")
+            .await
+            .unwrap();
+        ids.push(resource.id.to_string());
+    }
+    ids
+}
+
+/// The tenant's unfinished jobs, from the catalog.
+async fn active_jobs(app: &TestApp, tenant: &str) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from jobs
+         where tenant_id = $1 and state in ('queued', 'running', 'retrying')",
+    )
+    .bind(tenant)
+    .fetch_one(&app.db)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_over_the_active_jobs_cap_enqueues_what_fits_and_refuses_the_rest() {
+    let app = app_with(|args| args.quotas.max_active_jobs = 3).await;
+    let ids = register_many(&app, "acme", 5).await;
+    // No worker runs, so jobs stay unfinished: one place taken, two left.
+    let (status, _, kept) = sync(&app, &ids[0]).await;
+    assert_eq!(status, 202, "{kept}");
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let requested = [
+        &ids[0], &ids[1], &unknown, &ids[2], &ids[3], &ids[4], &ids[1],
+    ];
     let (status, _, body) = send(
         &app,
         "acme",
         Method::POST,
-        &format!("/v1/resources/{}/sync", ids[2]),
-        None,
+        "/v1/syncs",
+        Some(json!({ "resource_ids": requested })),
     )
     .await;
     assert_eq!(status, 202, "{body}");
+    assert_eq!(body["jobs"], 2, "{body}");
+    let results = body["results"].as_array().unwrap();
+    let outcomes: Vec<(&str, Option<&str>)> = results
+        .iter()
+        .map(|r| (r["outcome"].as_str().unwrap(), r["reason"].as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("deduplicated", None),
+            ("enqueued", None),
+            ("not_found", None),
+            ("enqueued", None),
+            ("refused", Some("active_jobs_quota")),
+            ("refused", Some("active_jobs_quota")),
+            ("enqueued", None),
+        ],
+        "{body}"
+    );
+    for (result, id) in results.iter().zip(requested) {
+        assert_eq!(result["resource_id"].as_str(), Some(id.as_str()), "{body}");
+    }
+    assert_eq!(results[0]["job_id"], kept["id"]);
+    assert_eq!(results[1]["job_id"], results[6]["job_id"], "{body}");
+    assert!(results[4]["job_id"].is_null() && results[5]["job_id"].is_null());
+    assert!(results[2].get("reason").is_none(), "{body}");
+    assert_eq!(active_jobs(&app, "acme").await, 3);
+
+    // Every resource at once is all or nothing: two more do not fit, so none is enqueued.
+    let (status, retry_after, body) = send(&app, "acme", Method::POST, "/v1/syncs", None).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(retry_after.is_some());
+    assert_eq!(active_jobs(&app, "acme").await, 3);
+    // A place freed is taken by the next named resource that asks.
+    let job = kept["id"].as_str().unwrap();
+    let (status, _, body) = send(
+        &app,
+        "acme",
+        Method::POST,
+        &format!("/v1/jobs/{job}/cancel"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = send(
+        &app,
+        "acme",
+        Method::POST,
+        "/v1/syncs",
+        Some(json!({ "resource_ids": [&ids[3], &ids[4]] })),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["results"][0]["outcome"], "enqueued", "{body}");
+    assert_eq!(body["results"][1]["outcome"], "refused", "{body}");
+    assert_eq!(active_jobs(&app, "acme").await, 3);
+}
+
+#[tokio::test]
+async fn concurrent_batches_never_take_a_tenant_past_the_active_jobs_cap() {
+    const CAP: i64 = 10;
+    let app = app_with(|args| args.quotas.max_active_jobs = CAP as u32).await;
+    let ids = register_many(&app, "acme", 40).await;
+    // Eight batches of five different resources at once: without the per-tenant lock each
+    // counts no active job and all 40 are enqueued.
+    let batches = ids.chunks(5).map(|chunk| {
+        send(
+            &app,
+            "acme",
+            Method::POST,
+            "/v1/syncs",
+            Some(json!({ "resource_ids": chunk })),
+        )
+    });
+    let answers = futures::future::join_all(batches).await;
+    let mut enqueued = 0;
+    let mut refused = 0;
+    for (status, _, body) in &answers {
+        assert!([200, 202].contains(status), "{body}");
+        for result in body["results"].as_array().unwrap() {
+            match result["outcome"].as_str().unwrap() {
+                "enqueued" => enqueued += 1,
+                "refused" => refused += 1,
+                other => panic!("{other}: {body}"),
+            }
+        }
+    }
+    assert_eq!((enqueued, refused), (CAP, 40 - CAP));
+    assert_eq!(active_jobs(&app, "acme").await, CAP);
 }
 
 #[tokio::test]
@@ -210,14 +337,7 @@ async fn long_polls_are_capped_per_tenant() {
     )
     .await;
     let rid = body["id"].as_str().unwrap().to_owned();
-    let (_, _, job) = send(
-        &app,
-        "acme",
-        Method::POST,
-        &format!("/v1/resources/{rid}/sync"),
-        None,
-    )
-    .await;
+    let (_, _, job) = sync(&app, &rid).await;
     let job_id = job["id"].as_str().unwrap().to_owned();
     // Two waiters hold the places (no worker: the job stays queued). A waiter that meets a
     // probe's momentary place asks again, so both end up holding one.

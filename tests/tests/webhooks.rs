@@ -4,119 +4,19 @@
 //! command or response.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
 use metasync_shared::domain::JobState;
+use metasync_tests::webhook_receiver::{Mode, create_hook, expected_signature, receiver};
 use metasync_tests::{TestApp, create_source, eventually};
 use reqwest::Method;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use uuid::Uuid;
 
 const T: &str = "hooks";
 
-/// What the receiver answers.
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    /// 500 to the first two tries of each delivery, then 200.
-    FailTwice,
-    /// 410 Gone.
-    Gone,
-}
-
-/// One request the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: Vec<u8>,
-    status: u16,
-}
-
-#[derive(Clone)]
-struct Receiver {
-    mode: Mode,
-    got: Arc<Mutex<Vec<Received>>>,
-}
-
-/// An axum receiver on 127.0.0.1; returns its URL and what it got.
-async fn receiver(mode: Mode) -> (String, Arc<Mutex<Vec<Received>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let state = Receiver {
-        mode,
-        got: got.clone(),
-    };
-    let app = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
-        .with_state(state);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://127.0.0.1:{port}/hook"), got)
-}
-
-async fn receive(
-    State(receiver): State<Receiver>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let id = header("webhook-id");
-    let mut got = receiver.got.lock().unwrap();
-    let tries = got.iter().filter(|r| r.id == id).count();
-    let status = match receiver.mode {
-        Mode::FailTwice if tries < 2 => StatusCode::INTERNAL_SERVER_ERROR,
-        Mode::FailTwice => StatusCode::OK,
-        Mode::Gone => StatusCode::GONE,
-    };
-    got.push(Received {
-        id,
-        timestamp: header("webhook-timestamp"),
-        signature: header("webhook-signature"),
-        body: body.to_vec(),
-        status: status.as_u16(),
-    });
-    status
-}
-
-/// The signature as a receiver computes it (Standard Webhooks).
-fn expected_signature(secret: &str, id: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
-}
-
 fn secret() -> String {
     format!("whook-secret-{}", Uuid::now_v7().simple())
-}
-
-async fn create_hook(app: &TestApp, url: &str, secret: &str, events: &[&str]) -> Value {
-    let (status, _, hook) = app
-        .call(
-            T,
-            Method::POST,
-            "/v1/webhooks",
-            Some(json!({ "url": url, "events": events, "secret": secret })),
-        )
-        .await
-        .unwrap();
-    assert_eq!(status, 201, "{hook}");
-    assert!(!hook.to_string().contains(secret), "{hook}");
-    hook
 }
 
 /// Syncs a fresh source to success.
@@ -155,6 +55,7 @@ async fn deliveries_are_signed_and_retried_until_the_receiver_takes_them() {
     let secret = secret();
     let hook = create_hook(
         &app,
+        T,
         &url,
         &secret,
         &["job.succeeded", "catalog.changed", "job.failed"],
@@ -215,7 +116,7 @@ async fn a_410_gone_turns_the_hook_off_until_it_is_turned_on() {
     let app = metasync_tests::spawn_app().await.unwrap();
     let _worker = app.spawn_worker().await;
     let (url, got) = receiver(Mode::Gone).await;
-    let hook = create_hook(&app, &url, &secret(), &["job.succeeded", "job.failed"]).await;
+    let hook = create_hook(&app, T, &url, &secret(), &["job.succeeded", "job.failed"]).await;
     let hook_id = hook["id"].as_str().unwrap().to_owned();
     sync_once(&app).await;
 
@@ -387,7 +288,7 @@ async fn a_stale_resource_is_announced_once() {
     let app = metasync_tests::spawn_app().await.unwrap();
     let _worker = app.spawn_worker().await;
     let (url, got) = receiver(Mode::FailTwice).await;
-    let hook = create_hook(&app, &url, &secret(), &["resource.stale"]).await;
+    let hook = create_hook(&app, T, &url, &secret(), &["resource.stale"]).await;
     let hook_id = hook["id"].as_str().unwrap().to_owned();
     let source = create_source("create table t (id int);").await.unwrap();
     let resource = app.register(T, "aging", &source).await.unwrap();
@@ -442,4 +343,90 @@ async fn a_stale_resource_is_announced_once() {
             .count(),
         1
     );
+}
+
+/// Inserts a delivery of `hook` in `state`, made and (unless pending) finished `age` ago.
+async fn old_delivery(app: &TestApp, hook: &str, id: Uuid, state: &str, age: &str) {
+    sqlx::query(
+        "insert into webhook_deliveries
+             (id, tenant_id, webhook_id, event, payload, state, attempts, created_at, finished_at)
+         values ($1, $2, $3::uuid, 'job.failed', '{}', $4, 1, now() - $5::interval,
+                 case when $4 = 'pending' then null else now() - $5::interval end)",
+    )
+    .bind(id)
+    .bind(T)
+    .bind(hook)
+    .bind(state)
+    .bind(age)
+    .execute(&app.db)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn finished_deliveries_past_the_retention_are_pruned_but_each_hook_keeps_its_latest() {
+    let first = metasync_tests::spawn_app().await.unwrap();
+    let busy = create_hook(
+        &first,
+        T,
+        "http://127.0.0.1:9/busy",
+        &secret(),
+        &["job.failed"],
+    )
+    .await;
+    let quiet = create_hook(
+        &first,
+        T,
+        "http://127.0.0.1:9/quiet",
+        &secret(),
+        &["job.failed"],
+    )
+    .await;
+    let (busy, quiet) = (busy["id"].as_str().unwrap(), quiet["id"].as_str().unwrap());
+    // In id order (newest last): an old pending delivery, 105 old finished ones, a recent one.
+    let mut ids: Vec<Uuid> = (0..107).map(|_| Uuid::now_v7()).collect();
+    ids.sort();
+    old_delivery(&first, busy, ids[0], "pending", "2 days").await;
+    for (i, id) in ids[1..106].iter().enumerate() {
+        let state = ["succeeded", "failed", "dropped"][i % 3];
+        old_delivery(&first, busy, *id, state, "2 days").await;
+    }
+    old_delivery(&first, busy, ids[106], "succeeded", "1 minute").await;
+    // A quiet hook's few old deliveries are all among its latest.
+    for _ in 0..3 {
+        old_delivery(&first, quiet, Uuid::now_v7(), "failed", "2 days").await;
+    }
+
+    // The prune duty runs when a leader starts: a new API, with a one-day retention, takes
+    // over from this one.
+    let database_url = first.database_url.clone();
+    drop(first);
+    let app = metasync_tests::spawn_app_at(&database_url, metasync_tests::REDIS_URL, |args| {
+        args.maintenance.webhook_delivery_retention = Duration::from_secs(86_400);
+    })
+    .await
+    .unwrap();
+    let left = eventually(Duration::from_secs(30), "old deliveries pruned", || async {
+        let left: Vec<Uuid> = sqlx::query_scalar(
+            "select id from webhook_deliveries where webhook_id = $1::uuid order by id",
+        )
+        .bind(busy)
+        .fetch_all(&app.db)
+        .await?;
+        Ok((left.len() < 107).then_some(left))
+    })
+    .await
+    .unwrap();
+    // The busy hook keeps its latest 100 and its pending one; the six finished ones beyond
+    // them are gone.
+    let mut kept = vec![ids[0]];
+    kept.extend_from_slice(&ids[7..]);
+    assert_eq!(left, kept);
+    let quiet_left: i64 =
+        sqlx::query_scalar("select count(*) from webhook_deliveries where webhook_id = $1::uuid")
+            .bind(quiet)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(quiet_left, 3);
 }

@@ -1,13 +1,15 @@
 //! The custody subcommands, run where the private keys are: `keygen` prints a new master key
-//! pair; `rotate-master-key` re-seals every stored password under one master key and in the
-//! current record format (also migrating records of the earlier AES scheme, and records sealed
-//! before the TLS settings were bound), while the old keys keep opening until it ends.
+//! pair; `rotate-master-key` re-seals every stored password and webhook secret under one
+//! master key, passwords in the current record format (also migrating records of the earlier
+//! AES scheme, and records sealed before the TLS settings were bound), while the old keys keep
+//! opening until it ends.
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use metasync_shared::config::{DatabaseArgs, OpeningArgs, decode_key32};
-use metasync_shared::custody::{self, Fingerprinter};
-use metasync_shared::db::{self, resources};
+use metasync_shared::custody::{self, Fingerprinter, OpeningKeys, SealingKey};
+use metasync_shared::db::{self, resources, webhooks};
+use sqlx::PgPool;
 
 /// `metasync-worker keygen | rotate-master-key`.
 #[derive(Parser)]
@@ -29,9 +31,9 @@ enum CustodyCommand {
         #[arg(long)]
         key_id: String,
     },
-    /// Re-seal every stored password under the key `--to` (which METASYNC_OPENING_KEYS must
-    /// hold, beside the keys the passwords are sealed under now) and in the current record
-    /// format (bound to the TLS settings). Run it after the API seals with the new key; then the
+    /// Re-seal every stored password and webhook secret under the key `--to` (which
+    /// METASYNC_OPENING_KEYS must hold, beside the keys they are sealed under now), passwords in
+    /// the current record format (bound to the TLS settings). Run it after the API seals with the new key; then the
     /// old keys can be removed from the workers. With `--to` the current key, it migrates older
     /// records alone.
     RotateMasterKey(RotateArgs),
@@ -74,34 +76,58 @@ pub async fn run(cli: CustodyCli) -> anyhow::Result<()> {
             Ok(())
         }
         CustodyCommand::RotateMasterKey(args) => {
-            let report = rotate(&args).await?;
+            let rotation = rotate(&args).await?;
+            let (passwords, secrets) = (rotation.passwords, rotation.webhook_secrets);
             println!(
-                "rotate-master-key: {} re-sealed under {:?}, {} changed meanwhile (kept), {} could not be opened",
-                report.resealed, args.to, report.raced, report.unopened
+                "rotate-master-key --to {:?}: passwords: {} re-sealed, {} changed meanwhile (kept), {} could not be opened; \
+                 webhook secrets: {} re-sealed, {} changed meanwhile (kept), {} could not be opened",
+                args.to,
+                passwords.resealed,
+                passwords.raced,
+                passwords.unopened,
+                secrets.resealed,
+                secrets.raced,
+                secrets.unopened,
             );
             anyhow::ensure!(
-                report.unopened == 0,
+                passwords.unopened == 0,
                 "{} password(s) could not be opened with METASYNC_OPENING_KEYS (and the legacy key, if given): \
                  they stay as they are; set them again through the API",
-                report.unopened
+                passwords.unopened
+            );
+            anyhow::ensure!(
+                secrets.unopened == 0,
+                "{} webhook secret(s) could not be opened with METASYNC_OPENING_KEYS: they stay as \
+                 they are; register those webhooks again",
+                secrets.unopened
             );
             Ok(())
         }
     }
 }
 
-/// What a rotation did.
+/// What a rotation did, to passwords and to webhook secrets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// Source passwords.
+    pub passwords: RotationReport,
+    /// Webhook signing secrets.
+    pub webhook_secrets: RotationReport,
+}
+
+/// What a rotation did to one kind of record.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RotationReport {
-    /// Passwords now sealed under the new key.
+    /// Records now sealed under the new key.
     pub resealed: u64,
-    /// Passwords set through the API while the rotation ran (already under the new key).
+    /// Records set or removed through the API while the rotation ran (already under the new
+    /// key, or gone).
     pub raced: u64,
-    /// Passwords no configured key opens.
+    /// Records no configured key opens.
     pub unopened: u64,
 }
 
-async fn rotate(args: &RotateArgs) -> anyhow::Result<RotationReport> {
+async fn rotate(args: &RotateArgs) -> anyhow::Result<Rotation> {
     let keys = args.opening.keys()?;
     let to = keys.sealing_key(&args.to).with_context(|| {
         format!(
@@ -117,10 +143,22 @@ async fn rotate(args: &RotateArgs) -> anyhow::Result<RotationReport> {
     let pool = db::connect(&args.database)
         .await
         .context("connecting to DATABASE_URL")?;
+    Ok(Rotation {
+        passwords: reseal_passwords(&pool, &keys, &to, fingerprinter.as_ref()).await?,
+        webhook_secrets: reseal_webhook_secrets(&pool, &keys, &to).await?,
+    })
+}
+
+async fn reseal_passwords(
+    pool: &PgPool,
+    keys: &OpeningKeys,
+    to: &SealingKey,
+    fingerprinter: Option<&Fingerprinter>,
+) -> anyhow::Result<RotationReport> {
     let mut report = RotationReport::default();
     let mut after = None;
     loop {
-        let page = resources::needing_reseal(&pool, to.id(), after, 200).await?;
+        let page = resources::needing_reseal(pool, to.id(), after, 200).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.resource.id);
         for row in &page {
@@ -131,11 +169,9 @@ async fn rotate(args: &RotateArgs) -> anyhow::Result<RotationReport> {
                 continue;
             };
             let resealed = to.seal(&password, &row.target());
-            let fingerprint = fingerprinter
-                .as_ref()
-                .map(|f| f.fingerprint(row.resource.id, &password));
+            let fingerprint = fingerprinter.map(|f| f.fingerprint(row.resource.id, &password));
             if resources::reseal(
-                &pool,
+                pool,
                 row.resource.id,
                 &old,
                 &resealed,
@@ -143,6 +179,36 @@ async fn rotate(args: &RotateArgs) -> anyhow::Result<RotationReport> {
             )
             .await?
             {
+                report.resealed += 1;
+            } else {
+                report.raced += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Webhook secrets have one record format: only the key changes.
+async fn reseal_webhook_secrets(
+    pool: &PgPool,
+    keys: &OpeningKeys,
+    to: &SealingKey,
+) -> anyhow::Result<RotationReport> {
+    let mut report = RotationReport::default();
+    let mut after = None;
+    loop {
+        let page = webhooks::needing_reseal(pool, to.id(), after, 200).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.webhook_id);
+        for hook in &page {
+            let old = hook.sealed_secret();
+            let Ok(secret) = keys.open_webhook_secret(&old, &hook.target()) else {
+                tracing::warn!(webhook_id = %hook.webhook_id, key_id = %old.key_id, "webhook secret cannot be opened; left as it is");
+                report.unopened += 1;
+                continue;
+            };
+            let resealed = to.seal_webhook_secret(&secret, &hook.target());
+            if webhooks::reseal(pool, hook.webhook_id, &old, &resealed).await? {
                 report.resealed += 1;
             } else {
                 report.raced += 1;

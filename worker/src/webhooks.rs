@@ -101,13 +101,13 @@ async fn serve(ctx: WorkerContext, mut stopped: watch::Receiver<bool>) {
 }
 
 /// Sends one claimed delivery and records the attempt.
-#[tracing::instrument(skip_all, fields(delivery_id = %claimed.id, webhook_id = %claimed.webhook_id, attempt = claimed.attempt))]
+#[tracing::instrument(skip_all, fields(delivery_id = %claimed.id, webhook_id = %claimed.hook.webhook_id, attempt = claimed.attempt))]
 async fn deliver(ctx: &WorkerContext, tls: &tokio_rustls::TlsConnector, claimed: Claimed) {
     let started_at = Utc::now();
     let started = Instant::now();
     let sent = match ctx
         .keys
-        .open_webhook_secret(&claimed.sealed_secret(), &claimed.target())
+        .open_webhook_secret(&claimed.hook.sealed_secret(), &claimed.hook.target())
     {
         Ok(secret) => {
             match tokio::time::timeout(REQUEST_TIMEOUT, send(ctx, tls, &claimed, &secret)).await {
@@ -189,7 +189,7 @@ async fn send(
     claimed: &Claimed,
     secret: &str,
 ) -> Result<u16, SendError> {
-    let uri: hyper::Uri = claimed.url.parse().map_err(|_| SendError {
+    let uri: hyper::Uri = claimed.hook.url.parse().map_err(|_| SendError {
         message: "the URL does not parse".into(),
         permanent: true,
     })?;

@@ -11,7 +11,6 @@ use metasync_shared::db::audit::{self, AuditAction, AuditDetails};
 use metasync_shared::db::batches::{self, RequestedSync};
 use metasync_shared::db::job_reads::{self, Attempt, JobFilter};
 use metasync_shared::db::jobs::{self, Cancelled, Enqueued, Job};
-use metasync_shared::db::resources;
 use metasync_shared::domain::{JobState, Trigger};
 use metasync_shared::ids::{BatchId, JobId, ResourceId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -170,8 +169,10 @@ struct BatchAccepted {
     /// Jobs in the batch.
     jobs: usize,
     /// With `resource_ids`: what became of each, in request order (`enqueued` with the
-    /// batch's job, `deduplicated` with the active job it kept, `not_found`). Absent when the
-    /// request named no ids (every resource).
+    /// batch's job, `deduplicated` with the active job it kept, `not_found`, or `refused` with
+    /// a `reason`: `active_jobs_quota` when the tenant's unfinished jobs reached
+    /// `METASYNC_MAX_ACTIVE_JOBS` before its turn). Absent when the request named no ids
+    /// (every resource).
     #[serde(skip_serializing_if = "Option::is_none")]
     results: Option<Vec<RequestedSync>>,
 }
@@ -191,6 +192,12 @@ struct BatchStatus {
 /// Enqueues many resources as a batch: `202` with the batch. Resources with an active job keep
 /// it and are not part of the batch; when that leaves nothing to run, `200` with
 /// `"batch_id": null` and `"jobs": 0`, and no batch is recorded.
+///
+/// The tenant's cap on unfinished jobs (`METASYNC_MAX_ACTIVE_JOBS`): with `resource_ids`, the
+/// named resources are enqueued in request order while they fit and the others are reported
+/// `refused` (`reason: active_jobs_quota`) in `results`, not enqueued. Without them (every
+/// resource), the batch is all or nothing: `429` when they do not all fit. A spent request
+/// bucket (`METASYNC_RATE_SYNCS_PER_MINUTE`) is a `429` for the whole request either way.
 #[utoipa::path(
     post,
     path = "/v1/syncs",
@@ -202,7 +209,7 @@ struct BatchStatus {
         (status = 202, description = "A batch", body = BatchAccepted,
             headers(("Location" = String, description = "`/v1/batches/{id}`")),
             links(("readBatch" = (operation_id = "readBatch", parameters(("id" = "$response.body#/batch_id")))))),
-        (status = 200, description = "Nothing to run: every resource already had an active job", body = BatchAccepted),
+        (status = 200, description = "Nothing to run: every named resource already had an active job, was not found or was refused by the cap", body = BatchAccepted),
         Authed,
         (status = 413, response = problem::PayloadTooLarge),
         (status = 422, response = problem::Unprocessable),
@@ -246,22 +253,25 @@ async fn sync_many(
             "at most 100000 `resource_ids` per batch".into(),
         ));
     }
-    // One request against the bucket; all its jobs against the cap.
+    // One request against the bucket (a whole-request 429); its jobs against the cap, which
+    // the submitter counts under a per-tenant lock (see `Submitter::batch`).
     state.quotas.spend(tenant.id(), Bucket::Syncs)?;
-    let size = match &body.resource_ids {
-        Some(ids) => ids.len(),
-        None => usize::try_from(resources::count(&state.db, tenant.id()).await?).unwrap_or(0),
-    };
-    state
-        .quotas
-        .check_active_jobs(&state.db, tenant.id(), size)
-        .await?;
     let batch = state
         .submitter
-        .batch(tenant.id(), body.resource_ids.as_deref(), &tenant.actor())
+        .batch(
+            tenant.id(),
+            body.resource_ids.as_deref(),
+            &tenant.actor(),
+            state.quotas.limits.max_active_jobs,
+        )
         .await?;
+    if let Some(over) = batch.over_cap {
+        return Err(state.quotas.active_jobs_exceeded(over.active, over.wanted));
+    }
     let results = match &body.resource_ids {
-        Some(ids) => Some(batches::outcomes(&state.db, tenant.id(), batch.id, ids).await?),
+        Some(ids) => {
+            Some(batches::outcomes(&state.db, tenant.id(), batch.id, ids, &batch.refused).await?)
+        }
         None => None,
     };
     let Some(id) = batch.id else {

@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use metasync_shared::custody::WebhookTarget;
+use metasync_shared::db::audit::{self, AuditAction, AuditDetails};
 use metasync_shared::db::webhooks::{self, Delivery, Webhook, WebhookEvent};
 use metasync_shared::ids::{DeliveryId, WebhookId};
 use serde::Deserialize;
@@ -72,7 +73,7 @@ struct UpdateWebhook {
     enabled: bool,
 }
 
-/// Register a webhook.
+/// Register a webhook (recorded in the audit log as `webhook.create`, with its URL's host).
 #[utoipa::path(
     post,
     path = "/v1/webhooks",
@@ -99,9 +100,10 @@ async fn create(
     let events = check_events(body.events)?;
     check_secret(&body.secret)?;
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
+    let mut tx = state.db.begin().await?;
     let (count,): (i64,) = sqlx::query_as("select count(*) from webhooks where tenant_id = $1")
         .bind(tenant.id())
-        .fetch_one(&state.db)
+        .fetch_one(&mut *tx)
         .await?;
     if count >= MAX_WEBHOOKS_PER_TENANT {
         return Err(ApiError::QuotaExceeded(format!(
@@ -115,7 +117,14 @@ async fn create(
         url: &body.url,
     };
     let sealed = state.sealing_key.seal_webhook_secret(&body.secret, &target);
-    let hook = webhooks::insert(&state.db, tenant.id(), id, &body.url, &events, &sealed).await?;
+    let hook = webhooks::insert(&mut *tx, tenant.id(), id, &body.url, &events, &sealed).await?;
+    let details = AuditDetails {
+        host: url_host(&hook.url),
+        ..AuditDetails::default()
+    };
+    let (actor, action) = (tenant.actor(), AuditAction::WebhookCreate);
+    audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
+    tx.commit().await?;
     let location = format!("/v1/webhooks/{id}");
     Ok((
         StatusCode::CREATED,
@@ -182,7 +191,7 @@ async fn read(
     Ok(axum::Json(hook))
 }
 
-/// Turn a webhook on again, or off.
+/// Turn a webhook on again, or off (recorded in the audit log as `webhook.update`).
 #[utoipa::path(
     patch,
     path = "/v1/webhooks/{id}",
@@ -208,13 +217,22 @@ async fn update(
     AppJson(body): AppJson<UpdateWebhook>,
 ) -> ApiResult<axum::Json<Webhook>> {
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
-    let hook = webhooks::set_enabled(&state.db, tenant.id(), id, body.enabled)
+    let mut tx = state.db.begin().await?;
+    let hook = webhooks::set_enabled(&mut *tx, tenant.id(), id, body.enabled)
         .await?
         .ok_or(ApiError::NotFound("webhook"))?;
+    let details = AuditDetails {
+        fields: vec!["enabled".into()],
+        enabled: Some(body.enabled),
+        ..AuditDetails::default()
+    };
+    let (actor, action) = (tenant.actor(), AuditAction::WebhookUpdate);
+    audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
+    tx.commit().await?;
     Ok(axum::Json(hook))
 }
 
-/// Remove a webhook and its deliveries.
+/// Remove a webhook and its deliveries (recorded in the audit log as `webhook.delete`).
 #[utoipa::path(
     delete,
     path = "/v1/webhooks/{id}",
@@ -235,11 +253,18 @@ async fn remove(
     AppPath(id): AppPath<WebhookId>,
 ) -> ApiResult<StatusCode> {
     state.quotas.spend(tenant.id(), Bucket::Writes)?;
-    if webhooks::delete(&state.db, tenant.id(), id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound("webhook"))
-    }
+    let mut tx = state.db.begin().await?;
+    let url = webhooks::delete(&mut *tx, tenant.id(), id)
+        .await?
+        .ok_or(ApiError::NotFound("webhook"))?;
+    let details = AuditDetails {
+        host: url_host(&url),
+        ..AuditDetails::default()
+    };
+    let (actor, action) = (tenant.actor(), AuditAction::WebhookDelete);
+    audit::record(&mut *tx, tenant.id(), &actor, action, id.uuid(), details).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The webhook's deliveries, newest first, each with its attempts.
@@ -291,6 +316,12 @@ async fn check_url(state: &AppState, url: &str) -> ApiResult<()> {
         return Err(invalid("must not contain credentials"));
     }
     check_host(state, authority.host()).await
+}
+
+/// The host of a stored (so already checked) URL, for the audit log.
+fn url_host(url: &str) -> Option<String> {
+    let uri: Uri = url.parse().ok()?;
+    uri.host().map(str::to_owned)
 }
 
 fn check_events(mut events: Vec<WebhookEvent>) -> ApiResult<Vec<WebhookEvent>> {

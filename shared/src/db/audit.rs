@@ -1,7 +1,7 @@
 //! The audit log (`audit_events`): who changed what, and when. Each change a caller makes is
 //! recorded by [`record`] on the connection of the change's own transaction, so a change and
 //! its record commit or roll back together. Details name what changed (field names, the job a
-//! sync created), never a value of a password.
+//! sync created), never a value of a password or a webhook secret.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,6 +49,18 @@ pub enum AuditAction {
     #[serde(rename = "job.retry")]
     #[sqlx(rename = "job.retry")]
     JobRetry,
+    /// A webhook was registered.
+    #[serde(rename = "webhook.create")]
+    #[sqlx(rename = "webhook.create")]
+    WebhookCreate,
+    /// A webhook was turned on or off.
+    #[serde(rename = "webhook.update")]
+    #[sqlx(rename = "webhook.update")]
+    WebhookUpdate,
+    /// A webhook was deleted with its deliveries.
+    #[serde(rename = "webhook.delete")]
+    #[sqlx(rename = "webhook.delete")]
+    WebhookDelete,
 }
 
 impl AuditAction {
@@ -62,6 +74,7 @@ impl AuditAction {
             | Self::ResourceTest => ObjectType::Resource,
             Self::BatchCreate => ObjectType::Batch,
             Self::JobCancel | Self::JobRetry => ObjectType::Job,
+            Self::WebhookCreate | Self::WebhookUpdate | Self::WebhookDelete => ObjectType::Webhook,
         }
     }
 }
@@ -79,6 +92,8 @@ pub enum ObjectType {
     Job,
     /// A batch (`batches.id`).
     Batch,
+    /// A webhook (`webhooks.id`).
+    Webhook,
 }
 
 /// Who made a change: a token's subject, or an internal API key by its id.
@@ -127,6 +142,13 @@ pub struct AuditDetails {
     /// checkpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
+    /// A webhook's URL host, on create and delete (not the URL: its path or query may carry
+    /// the receiver's token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Whether a webhook update turned it on or off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
 }
 
 /// One recorded event, as `GET /v1/audit` returns it.

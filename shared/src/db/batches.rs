@@ -57,6 +57,17 @@ pub enum SyncOutcome {
     Deduplicated,
     /// The tenant has no resource with this id.
     NotFound,
+    /// Not enqueued: a quota left no room for it (`reason` says which); ask again later.
+    Refused,
+}
+
+/// Which quota refused a requested resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RefusalReason {
+    /// The tenant's unfinished jobs would pass `METASYNC_MAX_ACTIVE_JOBS`.
+    ActiveJobsQuota,
 }
 
 /// One requested resource and what became of it.
@@ -66,26 +77,35 @@ pub struct RequestedSync {
     pub resource_id: ResourceId,
     /// What became of it.
     pub outcome: SyncOutcome,
-    /// The batch's job (`enqueued`) or the active job it kept (`deduplicated`).
+    /// The batch's job (`enqueued`) or the active job it kept (`deduplicated`); `null`
+    /// otherwise.
     pub job_id: Option<JobId>,
+    /// Why it was `refused`; absent for the other outcomes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RefusalReason>,
 }
 
 /// What the batch `batch` (`None` when it created nothing) did with each of `requested`, in
-/// request order. Read after the batch committed: a job of the batch is found by its batch id
-/// whatever its state now, and a resource left out of the batch had an active job then, its
-/// latest job.
+/// request order, `refused` being those the active-jobs cap left out. Read after the batch
+/// committed: a job of the batch is found by its batch id whatever its state now, and any
+/// other resource left out of the batch had an active job then, its latest job.
 pub async fn outcomes(
     db: &PgPool,
     tenant: &TenantId,
     batch: Option<BatchId>,
     requested: &[ResourceId],
+    refused: &[ResourceId],
 ) -> Result<Vec<RequestedSync>, sqlx::Error> {
     sqlx::query_as(
         "select q.resource_id,
                 case when b.id is not null then 'enqueued'
                      when r.id is null then 'not_found'
+                     when q.resource_id = any ($4::uuid[]) then 'refused'
                      else 'deduplicated' end as outcome,
-                coalesce(b.id, case when r.id is not null then l.id end) as job_id
+                case when b.id is not null then b.id
+                     when r.id is not null and q.resource_id <> all ($4::uuid[]) then l.id end as job_id,
+                case when b.id is null and r.id is not null and q.resource_id = any ($4::uuid[])
+                     then 'active_jobs_quota' end as reason
          from unnest($2::uuid[]) with ordinality as q (resource_id, n)
          left join resources r on r.id = q.resource_id and r.tenant_id = $1
          left join lateral (
@@ -103,6 +123,7 @@ pub async fn outcomes(
     .bind(tenant)
     .bind(requested)
     .bind(batch)
+    .bind(refused)
     .fetch_all(db)
     .await
 }

@@ -180,18 +180,40 @@ pub async fn enqueue_many(
     batch_id: Option<BatchId>,
 ) -> Result<Vec<JobId>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    enqueue_many_on(&mut conn, tenant, resource_ids, max_attempts, batch_id).await
+    let many = enqueue_many_on(
+        &mut conn,
+        tenant,
+        resource_ids,
+        max_attempts,
+        batch_id,
+        i64::MAX,
+    )
+    .await?;
+    Ok(many.created)
+}
+
+/// What [`enqueue_many_on`] did.
+#[derive(Debug, Default)]
+pub struct EnqueuedMany {
+    /// The jobs created.
+    pub created: Vec<JobId>,
+    /// Resources that would have had a job but came after the first `at_most`, in request
+    /// order (resource id order for all of them); nothing was created for them.
+    pub over_limit: Vec<ResourceId>,
 }
 
 /// [`enqueue_many`] on `conn` (e.g. the transaction that also records the batch in the audit
-/// log).
+/// log), creating at most `at_most` jobs: the first resources in request order that exist and
+/// have no active job get one, the others of those are returned as over the limit. A
+/// resource named twice counts once.
 pub async fn enqueue_many_on(
     conn: &mut PgConnection,
     tenant: &TenantId,
     resource_ids: Option<&[ResourceId]>,
     max_attempts: i32,
     batch_id: Option<BatchId>,
-) -> Result<Vec<JobId>, sqlx::Error> {
+    at_most: i64,
+) -> Result<EnqueuedMany, sqlx::Error> {
     let resource_ids: Vec<Uuid> = match resource_ids {
         Some(ids) => ids.iter().map(|id| id.uuid()).collect(),
         None => {
@@ -202,33 +224,59 @@ pub async fn enqueue_many_on(
         }
     };
     let job_ids: Vec<Uuid> = resource_ids.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query_scalar(
+    let rows: Vec<(ResourceId, Option<JobId>)> = sqlx::query_as(
         // The jobs' foreign key to the batch is checked at the end of the statement, once
         // the batch row exists. `for key share`: resources deleted since they were listed are
-        // skipped instead of failing the foreign key to them (a 500 the fuzzing found).
-        "with created as (
-             insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
-             select j.id, r.tenant_id, r.id, 'queued',
-                    greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4)), $5
-             from unnest($2::uuid[], $3::uuid[]) as j (resource_id, id)
-             join resources r on r.id = j.resource_id and r.tenant_id = $1
+        // skipped instead of failing the foreign key to them (a 500 the fuzzing found). A
+        // resource that gets an active job between the look here and the insert is skipped by
+        // the conflict clause (it is deduplicated, not over the limit).
+        "with requested as (
+             select distinct on (q.resource_id) q.resource_id, q.job_id, q.n
+             from unnest($2::uuid[], $3::uuid[]) with ordinality as q (resource_id, job_id, n)
+             order by q.resource_id, q.n
+         ), runnable as (
+             select q.job_id, q.n, r.id as resource_id, r.tenant_id,
+                    greatest(1, coalesce((r.retry_policy ->> 'max_attempts')::int, $4))
+                        as max_attempts
+             from requested q
+             join resources r on r.id = q.resource_id and r.tenant_id = $1
+             where not exists (
+                 select from jobs a
+                 where a.resource_id = r.id and a.state in ('queued', 'running', 'retrying'))
              for key share of r
+         ), ranked as (
+             select runnable.*, row_number() over (order by n) as rank from runnable
+         ), created as (
+             insert into jobs (id, tenant_id, resource_id, state, max_attempts, batch_id)
+             select job_id, tenant_id, resource_id, 'queued', max_attempts, $5
+             from ranked where rank <= $6
              on conflict (resource_id) where state in ('queued', 'running', 'retrying')
              do nothing
-             returning id
+             returning id, resource_id
          ), batch as (
              insert into batches (id, tenant_id)
              select $5, $1 where $5::uuid is not null and exists (select from created)
          )
-         select id from created",
+         select resource_id, id from created
+         union all
+         select resource_id, null from ranked where rank > $6",
     )
     .bind(tenant)
     .bind(&resource_ids)
     .bind(&job_ids)
     .bind(max_attempts)
     .bind(batch_id)
+    .bind(at_most)
     .fetch_all(&mut *conn)
-    .await
+    .await?;
+    let mut many = EnqueuedMany::default();
+    for (resource, job) in rows {
+        match job {
+            Some(job) => many.created.push(job),
+            None => many.over_limit.push(resource),
+        }
+    }
+    Ok(many)
 }
 
 /// What a worker holds after claiming a job.

@@ -198,18 +198,17 @@ pub async fn set_enabled(
     Ok(row.map(Into::into))
 }
 
-/// Deletes a webhook and its deliveries. Returns whether it existed.
+/// Deletes a webhook and its deliveries. Returns its URL, or `None` if it did not exist.
 pub async fn delete(
     db: impl PgExecutor<'_>,
     tenant: &TenantId,
     id: WebhookId,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from webhooks where tenant_id = $1 and id = $2")
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("delete from webhooks where tenant_id = $1 and id = $2 returning url")
         .bind(tenant)
         .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+        .fetch_optional(db)
+        .await
 }
 
 /// Where a delivery is.
@@ -305,26 +304,20 @@ pub async fn deliveries(
     .await
 }
 
-/// A delivery a worker has claimed: what to send, where, and the sealed secret to sign with.
+/// A webhook's sealed signing secret, with what it is sealed for.
 #[derive(Debug, FromRow)]
-pub struct Claimed {
-    /// The delivery (the `webhook-id` header).
-    pub id: DeliveryId,
+pub struct HookSecret {
+    /// The webhook.
+    pub webhook_id: WebhookId,
     /// Its tenant.
     pub tenant_id: TenantId,
-    /// Its webhook.
-    pub webhook_id: WebhookId,
-    /// Where it goes.
+    /// Where it posts.
     pub url: String,
-    /// The body.
-    pub payload: Json<serde_json::Value>,
-    /// This attempt's number (1 for the first).
-    pub attempt: i32,
     secret_sealed: Vec<u8>,
     secret_key_id: String,
 }
 
-impl Claimed {
+impl HookSecret {
     /// The sealed signing secret.
     pub fn sealed_secret(&self) -> SealedPassword {
         SealedPassword {
@@ -342,6 +335,20 @@ impl Claimed {
             url: &self.url,
         }
     }
+}
+
+/// A delivery a worker has claimed: what to send, where, and the sealed secret to sign with.
+#[derive(Debug, FromRow)]
+pub struct Claimed {
+    /// The delivery (the `webhook-id` header).
+    pub id: DeliveryId,
+    /// Its webhook, where it goes and the secret to sign with.
+    #[sqlx(flatten)]
+    pub hook: HookSecret,
+    /// The body.
+    pub payload: Json<serde_json::Value>,
+    /// This attempt's number (1 for the first).
+    pub attempt: i32,
 }
 
 /// Claims one due delivery of an enabled webhook (pending and due, or delivering with a lapsed
@@ -446,7 +453,7 @@ pub async fn record_attempt(
     )
     .bind(claimed.id)
     .bind(claimed.attempt)
-    .bind(&claimed.tenant_id)
+    .bind(&claimed.hook.tenant_id)
     .bind(record.started_at)
     .bind(i32::try_from(record.duration.as_millis()).unwrap_or(i32::MAX))
     .bind(status)
@@ -463,11 +470,86 @@ pub async fn record_attempt(
              update webhook_deliveries d set state = 'dropped', finished_at = now()
              from hook where d.webhook_id = hook.id and d.state = 'pending'",
         )
-        .bind(claimed.webhook_id)
+        .bind(claimed.hook.webhook_id)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await
+}
+
+/// Deletes finished deliveries (succeeded, failed, dropped) that finished more than
+/// `retention` ago, with their attempts, keeping each hook's latest `keep` deliveries whatever
+/// their age; at most `limit` at a time. Returns how many.
+pub async fn prune_deliveries(
+    db: impl PgExecutor<'_>,
+    retention: Duration,
+    keep: i64,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    // One bound per hook (an index probe of `webhook_deliveries_by_hook`, `keep` rows deep),
+    // then only the hook's older rows are looked at: not a window over the whole table.
+    let done = sqlx::query(
+        "delete from webhook_deliveries where id in (
+             select d.id
+             from webhooks w
+             cross join lateral (
+                 select k.id from webhook_deliveries k
+                 where k.webhook_id = w.id
+                 order by k.id desc offset $2 limit 1
+             ) beyond_kept
+             join webhook_deliveries d on d.webhook_id = w.id and d.id <= beyond_kept.id
+             where d.state in ('succeeded', 'failed', 'dropped')
+               and d.finished_at < now() - $1 * interval '1 millisecond'
+             limit $3)",
+    )
+    .bind(retention.as_millis() as i64)
+    .bind(keep)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Up to `limit` webhooks whose secret is not sealed under `key_id`, after `after` in id
+/// order: the next page for `rotate-master-key`.
+pub async fn needing_reseal(
+    db: impl PgExecutor<'_>,
+    key_id: &str,
+    after: Option<WebhookId>,
+    limit: i64,
+) -> Result<Vec<HookSecret>, sqlx::Error> {
+    sqlx::query_as(
+        "select id as webhook_id, tenant_id, url, secret_sealed, secret_key_id from webhooks
+         where secret_key_id <> $1 and ($2::uuid is null or id > $2)
+         order by id limit $3",
+    )
+    .bind(key_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Replaces a webhook's sealed secret with `resealed` if it still holds `old`. Returns whether
+/// it did (a webhook deleted meanwhile is left alone).
+pub async fn reseal(
+    db: impl PgExecutor<'_>,
+    id: WebhookId,
+    old: &SealedPassword,
+    resealed: &SealedPassword,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update webhooks set secret_sealed = $4, secret_key_id = $5
+         where id = $1 and secret_key_id = $2 and secret_sealed = $3",
+    )
+    .bind(id)
+    .bind(&old.key_id)
+    .bind(&old.record)
+    .bind(&resealed.record)
+    .bind(&resealed.key_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Records a `resource.stale` delivery for every enabled hook that asked for it, for each

@@ -1,7 +1,8 @@
 //! The fleet-wide duties, run by the maintenance leader alone: reap the deliveries of dead
 //! workers, end cancelled jobs whose worker was lost, promote due delayed deliveries, re-push
 //! jobs whose delivery was lost (Redis flushed, or a crash between insert and push), fire due
-//! schedules, prune old finished jobs (and audit events as old) and export the queue gauges.
+//! schedules, prune old finished jobs (and audit events as old, and old webhook deliveries)
+//! and export the queue gauges.
 //! Each is still safe to run in several processes at once, so the moment of a leadership
 //! change needs no care.
 
@@ -25,6 +26,12 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Audit events deleted per statement, and statements per prune run at most.
 const AUDIT_PRUNE_PAGE: i64 = 10_000;
 const AUDIT_PRUNE_PAGES: usize = 10;
+/// Finished webhook deliveries each hook keeps past the retention, newest first: a quiet
+/// hook's last answers stay readable (`GET /v1/webhooks/{id}/deliveries`) to debug it.
+pub const KEPT_DELIVERIES_PER_HOOK: i64 = 100;
+/// Webhook deliveries deleted per statement, and statements per prune run at most.
+const DELIVERY_PRUNE_PAGE: i64 = 10_000;
+const DELIVERY_PRUNE_PAGES: usize = 10;
 /// A queued job younger than this may still be waiting for its push; don't call it lost.
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -156,8 +163,8 @@ async fn fleet_gauges(fleet: Fleet) -> Result<(), DutyError> {
     Ok(())
 }
 
-/// Old finished jobs, and audit events as old: the audit log is kept as long as jobs are; and
-/// test-connection requests their API process abandoned.
+/// Old finished jobs, and audit events as old: the audit log is kept as long as jobs are; old
+/// finished webhook deliveries; and test-connection requests their API process abandoned.
 async fn prune(fleet: Fleet) -> Result<(), DutyError> {
     let n = jobs::prune_finished(&fleet.db, fleet.settings.retention, 1_000).await?;
     if n > 0 {
@@ -175,6 +182,19 @@ async fn prune(fleet: Fleet) -> Result<(), DutyError> {
     }
     if pruned > 0 {
         tracing::info!(events = pruned, "pruned old audit events");
+    }
+    let mut pruned = 0;
+    for _ in 0..DELIVERY_PRUNE_PAGES {
+        let retention = fleet.settings.webhook_delivery_retention;
+        let (keep, page) = (KEPT_DELIVERIES_PER_HOOK, DELIVERY_PRUNE_PAGE);
+        let n = webhooks::prune_deliveries(&fleet.db, retention, keep, page).await?;
+        pruned += n;
+        if n < DELIVERY_PRUNE_PAGE as u64 {
+            break;
+        }
+    }
+    if pruned > 0 {
+        tracing::info!(deliveries = pruned, "pruned old webhook deliveries");
     }
     connection_tests::prune_expired(&fleet.db).await?;
     Ok(())

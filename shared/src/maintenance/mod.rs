@@ -38,6 +38,12 @@ pub struct MaintenanceArgs {
     #[arg(long, env = "METASYNC_JOB_RETENTION", default_value = "720h", value_parser = parse_duration)]
     pub job_retention: Duration,
 
+    /// Finished webhook deliveries (delivered, failed or dropped) older than this are deleted
+    /// with their attempts, except each hook's latest
+    /// [`KEPT_DELIVERIES_PER_HOOK`](fleet::KEPT_DELIVERIES_PER_HOOK).
+    #[arg(long, env = "METASYNC_WEBHOOK_DELIVERY_RETENTION", default_value = "720h", value_parser = parse_duration)]
+    pub webhook_delivery_retention: Duration,
+
     /// Whether this process stands for election as maintenance leader. Leave it on: any
     /// process may lead, and with it off everywhere nothing is reaped, promoted, reconciled
     /// or scheduled.
@@ -53,6 +59,7 @@ impl MaintenanceArgs {
             lease: self.lease,
             reconcile_every: self.reconcile_every,
             retention: self.job_retention,
+            webhook_delivery_retention: self.webhook_delivery_retention,
         }
     }
 }
@@ -66,4 +73,6 @@ pub struct Settings {
     pub reconcile_every: Duration,
     /// Finished jobs older than this are deleted.
     pub retention: Duration,
+    /// Finished webhook deliveries older than this are deleted (each hook keeps its latest).
+    pub webhook_delivery_retention: Duration,
 }
