@@ -66,8 +66,13 @@ pub async fn enqueue(client: &Client, names: &[String], all: bool) -> CliResult<
             .find(|r| r["resource_id"] == Value::String(id.clone()));
         let Some(job_id) = result.and_then(|r| r["job_id"].as_str()) else {
             let outcome = result.map_or("absent", |r| r["outcome"].as_str().unwrap_or("?"));
+            // A refusal says why (`active_jobs_quota`: the tenant's cap on unfinished jobs).
+            let reason = result
+                .and_then(|r| r["reason"].as_str())
+                .map(|reason| format!(": {reason}"))
+                .unwrap_or_default();
             return Err(CliError::Api(format!(
-                "POST /v1/syncs did not start a job for `{}` ({outcome})",
+                "POST /v1/syncs did not start a job for `{}` ({outcome}{reason})",
                 name_of(resource)
             )));
         };
