@@ -238,6 +238,25 @@ impl ScanOptions {
         Ok(parsed)
     }
 
+    /// These options with `patch` applied key by key, as `PATCH` does: a key given replaces
+    /// that key (a pattern list whole), a key left out keeps its value. `null` (not an object)
+    /// means the defaults. The result is parsed and compiled as a client's options are.
+    pub fn patched(&self, patch: &Value) -> Result<Self, String> {
+        let Value::Object(given) = patch else {
+            return Self::parse(patch);
+        };
+        let mut merged = match Value::from(self.clone()) {
+            Value::Object(current) => current,
+            _ => serde_json::Map::new(),
+        };
+        merged.extend(
+            given
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+        Self::parse(&Value::Object(merged))
+    }
+
     /// Parses options without compiling the patterns (stored options, checked when written;
     /// [`ScanOptions::compile`] reports a bad pattern where it is used).
     fn read(options: &Value) -> Result<Self, String> {

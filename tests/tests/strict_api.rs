@@ -158,7 +158,7 @@ async fn tables_filter_by_database() {
 }
 
 #[tokio::test]
-async fn patch_merges_the_retry_policy_and_refuses_a_cap_below_the_base() {
+async fn patch_merges_the_retry_policy_and_options_and_refuses_a_cap_below_the_base() {
     let app = spawn_app().await.unwrap();
     let resource = app
         .register_via(
@@ -193,13 +193,46 @@ async fn patch_merges_the_retry_policy_and_refuses_a_cap_below_the_base() {
             TENANT,
             Method::PATCH,
             &path,
-            Some(json!({ "options": { "depth": 3 } })),
+            Some(json!({ "options": { "depth": 1 } })),
         )
         .await
         .unwrap();
     assert_eq!(status, 200, "{changed}");
-    // `options` is replaced whole: it is a scan's whole description.
-    assert_eq!(changed["options"].get("include_schemas"), None, "{changed}");
+    // `options` merges key by key: the schemas filter is kept.
+    assert_eq!(
+        changed["options"],
+        json!({ "include_schemas": ["public"], "depth": 1 }),
+        "{changed}"
+    );
+    // A list given replaces that list whole; a bad key is a 422 naming it, and changes nothing.
+    let (status, _, changed) = app
+        .call(
+            TENANT,
+            Method::PATCH,
+            &path,
+            Some(json!({ "options": { "include_schemas": [] } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["options"], json!({ "depth": 1 }), "{changed}");
+    let (status, _, problem) = app
+        .call(
+            TENANT,
+            Method::PATCH,
+            &path,
+            Some(json!({ "options": { "depth": null } })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("options.depth"),
+        "{problem}"
+    );
     // `null` removes the policy.
     let (status, _, changed) = app
         .call(

@@ -126,6 +126,8 @@ struct PatchResource {
     username: Option<String>,
     #[schema(max_length = 1024, format = Password)]
     password: Option<String>,
+    /// Merged key by key: a key given replaces that key (a pattern list whole), a key left
+    /// out keeps its value; a key goes back to its default when given it (`[]`, `3`).
     #[schema(value_type = Option<ScanOptions>)]
     options: Option<OptionsBody>,
     kind: Option<ResourceKind>,
@@ -509,9 +511,13 @@ async fn update(
     let current = resources::get(&state.db, tenant.id(), id)
         .await?
         .ok_or(ApiError::NotFound("resource"))?;
-    // `options` is replaced whole (its keys are a scan's whole description); the retry policy
+    // `options` merges key by key (a list given replaces that list), as the retry policy
     // merges field by field below.
-    let options = body.options.map(|o| check_options(Some(o))).transpose()?;
+    let options = body
+        .options
+        .map(|OptionsBody(patch)| current.options.0.patched(&patch))
+        .transpose()
+        .map_err(ApiError::Unprocessable)?;
     // The password is sealed for a target: where it may be sent, and under which TLS
     // settings. A new target without the password again would send the stored one somewhere
     // new (or under laxer TLS), and the API cannot re-seal what it cannot open; so that takes
