@@ -174,6 +174,11 @@ pub struct SyncStats {
     pub tables_removed: u64,
     /// Tables stored already and identical.
     pub tables_unchanged: u64,
+    /// Unchanged tables whose statistics (row estimate, estimated bytes) moved and were
+    /// refreshed, in one statement; not a change of their definition. 0 in jobs finished
+    /// before it was counted.
+    #[serde(default)]
+    pub tables_statistics_updated: u64,
     /// Statements issued against the source, summed over its databases.
     pub source_statements: u64,
 }

@@ -43,7 +43,7 @@ fn normalize(value: &mut Value, database: &str) {
                 let placeholder = match key.as_str() {
                     "id" | "resource_id" => Some("<id>"),
                     "last_changed_at" | "created_at" | "updated_at" => Some("<time>"),
-                    "total_bytes" => Some("<statistic>"),
+                    "estimated_bytes" => Some("<statistic>"),
                     _ => None,
                 };
                 match placeholder {
