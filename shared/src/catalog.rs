@@ -12,6 +12,9 @@ pub struct Snapshot {
     pub databases: Vec<DatabaseSnapshot>,
     /// Statements issued against the source, all databases together.
     pub statements: u64,
+    /// What the scan could not read, recorded with the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::domain::JobWarning>,
 }
 
 /// One source database as a scan read it.
