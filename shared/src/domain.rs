@@ -230,6 +230,10 @@ pub enum WarningCode {
     /// Views whose definition the user may not read (MySQL/MariaDB without `SHOW VIEW`): they
     /// are stored with `view_definition: null`.
     ViewDefinitionHidden,
+    /// Views whose columns the server could not list (MySQL/MariaDB: the view refers to a
+    /// table, column or function that no longer exists, or its definer lacks rights): they
+    /// are stored without columns.
+    ViewColumnsUnreadable,
     /// A database named in `options.databases` does not exist (or, on MySQL/MariaDB, the user
     /// holds no privilege in it, which hides it the same way); the others were read.
     DatabaseNotFound,

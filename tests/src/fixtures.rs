@@ -81,27 +81,22 @@ impl Scanner {
         port: u16,
         options: Value,
     ) -> ResourceId {
-        let (status, _, body) = self.try_register(kind, database, port, options).await;
-        assert_eq!(status, 201, "{body}");
-        let resource: Resource = serde_json::from_value(body).unwrap();
-        resource.id
+        created(self.try_register(kind, database, port, options).await)
     }
 
     /// Registers a source with `tls: disable`, for a proxy that reads the protocol on the wire
     /// (under the default `prefer`, the client and the server would talk TLS through it).
     pub async fn register_in_clear(&self, kind: &str, database: &str, port: u16) -> ResourceId {
-        let (status, _, body) = self
-            .register_body(
+        created(
+            self.register_body(
                 kind,
                 database,
                 port,
                 Value::Null,
                 json!({ "mode": "disable" }),
             )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let resource: Resource = serde_json::from_value(body).unwrap();
-        resource.id
+            .await,
+        )
     }
 
     /// Registers a source and returns the raw answer, for the tests of refused options
@@ -127,8 +122,8 @@ impl Scanner {
         (username, password): (&str, &str),
         options: Value,
     ) -> ResourceId {
-        let (status, _, body) = self
-            .register_with(
+        created(
+            self.register_with(
                 kind,
                 database,
                 port,
@@ -136,10 +131,8 @@ impl Scanner {
                 options,
                 Value::Null,
             )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let resource: Resource = serde_json::from_value(body).unwrap();
-        resource.id
+            .await,
+        )
     }
 
     async fn register_body(
@@ -339,6 +332,14 @@ impl Scanner {
     pub async fn change_count(&self, rid: ResourceId) -> usize {
         self.changes(rid).await.len()
     }
+}
+
+/// The id of the resource a registration created, which must have answered `201`.
+#[track_caller]
+fn created((status, _, body): (u16, String, Value)) -> ResourceId {
+    assert_eq!(status, 201, "{body}");
+    let resource: Resource = serde_json::from_value(body).unwrap();
+    resource.id
 }
 
 pub fn triple(kind: ChangeKind, table: &str, object: &str) -> ChangeTriple {

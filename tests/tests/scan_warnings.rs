@@ -86,3 +86,31 @@ async fn mariadb_a_missing_database_is_a_warning_unless_none_was_read() {
     missing_databases_warn_or_fail(&s, rid, &db.name, (&db.name, "a")).await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn mariadb_a_view_whose_columns_cannot_be_read_is_a_warning() {
+    let s = scanner().await;
+    let db = MariaDb::create().await;
+    db.run(&[
+        "create table `{db}`.t (id int)",
+        "create view `{db}`.v as select id from `{db}`.t",
+        "create view `{db}`.fine as select 1 as one",
+        "drop table `{db}`.t",
+    ])
+    .await;
+    let rid = s.register("mysql", &db.name, 3306, Value::Null).await;
+    let job = s.sync(rid).await;
+    let warnings = s.warnings(&job).await;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].code, WarningCode::ViewColumnsUnreadable);
+    assert_eq!(warnings[0].objects, [format!("{}.v", db.name)]);
+    assert!(
+        s.table(rid, &db.name, "v")
+            .await
+            .definition
+            .columns
+            .is_empty()
+    );
+    assert_eq!(column_names(&s.table(rid, &db.name, "fine").await), ["one"]);
+    db.drop().await;
+}

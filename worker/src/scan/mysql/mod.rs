@@ -7,6 +7,8 @@ mod assembly;
 mod connection;
 mod sql;
 
+use std::collections::HashSet;
+
 use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
 use metasync_shared::scan_options::{Depth, Filters, ScanOptions};
 use sqlx::MySqlConnection;
@@ -47,6 +49,7 @@ pub async fn scan(
         databases_read,
         missing,
         hidden_views,
+        unreadable_views,
     } = result?;
     let mut warnings = super::databases_not_found(
         &target.server_name(),
@@ -64,6 +67,19 @@ pub async fn scan(
             ),
             Some(database.name.clone()),
             hidden_views,
+        ));
+    }
+    if !unreadable_views.is_empty() {
+        warnings.push(JobWarning::about(
+            WarningCode::ViewColumnsUnreadable,
+            format!(
+                "the columns of {} view(s) could not be read: each refers to a table, column or \
+                 function that no longer exists, or its definer or invoker lacks the rights to \
+                 use them; those views are stored without columns",
+                unreadable_views.len()
+            ),
+            Some(database.name.clone()),
+            unreadable_views,
         ));
     }
     Ok(Snapshot {
@@ -185,6 +201,8 @@ struct Read {
     missing: Vec<String>,
     /// Views (`schema.name`) whose definition the server hid (no `SHOW VIEW`).
     hidden_views: Vec<String>,
+    /// Views (`schema.name`) the server listed no column of: it could not resolve them.
+    unreadable_views: Vec<String>,
 }
 
 /// At most 11 statements, whatever the table count: the timeout, begin, one per object
@@ -227,6 +245,7 @@ async fn read_server(
         .cloned()
         .collect();
     let mut hidden_views = Vec::new();
+    let mut unreadable_views = Vec::new();
     if options.depth >= Depth::Tables {
         rows.tables = read
             .fetch(&mut tx, "reading tables and views", sql::tables(names))
@@ -272,6 +291,23 @@ async fn read_server(
         rows.columns = read
             .fetch(&mut tx, "reading columns", sql::columns(names))
             .await?;
+        // A view always has a column; the server lists none of an invalid one (a warning
+        // 1356 on the statement, which the driver drops).
+        let with_columns: HashSet<(&str, &str)> = rows
+            .columns
+            .iter()
+            .map(|c| (c.table_schema.as_str(), c.table_name.as_str()))
+            .collect();
+        unreadable_views = rows
+            .tables
+            .iter()
+            .filter(|t| {
+                t.table_type.eq_ignore_ascii_case("VIEW")
+                    && filters.table_included(&t.table_schema, &t.table_name)
+                    && !with_columns.contains(&(t.table_schema.as_str(), t.table_name.as_str()))
+            })
+            .map(|t| format!("{}.{}", t.table_schema, t.table_name))
+            .collect();
         rows.key_columns = read
             .fetch(&mut tx, "reading constraints", sql::key_columns(names))
             .await?;
@@ -303,5 +339,6 @@ async fn read_server(
         databases_read,
         missing,
         hidden_views,
+        unreadable_views,
     })
 }
