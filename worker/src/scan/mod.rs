@@ -179,8 +179,8 @@ fn databases_not_found(
         .iter()
         .map(|name| {
             let message = format!(
-                "the database {} in options.databases does not exist on {server}{hidden}: it \
-                 was not read, the others were",
+                "the database {} does not exist on {server}{hidden}: it was not read, the \
+                 others were",
                 quoted(name)
             );
             JobWarning::about(
