@@ -235,7 +235,8 @@ pub enum WarningCode {
     /// are stored without columns.
     ViewColumnsUnreadable,
     /// A database named in `options.databases` does not exist (or, on MySQL/MariaDB, the user
-    /// holds no privilege in it, which hides it the same way); the others were read.
+    /// holds no privilege in it, which hides it the same way), or one listed by the server
+    /// was dropped before it was read; the others were read.
     DatabaseNotFound,
 }
 
