@@ -12,6 +12,9 @@ pub struct Snapshot {
     pub databases: Vec<DatabaseSnapshot>,
     /// Statements issued against the source, all databases together.
     pub statements: u64,
+    /// What the scan could not read, recorded with the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<crate::domain::JobWarning>,
 }
 
 /// One source database as a scan read it.
@@ -143,10 +146,14 @@ pub struct TableInfo {
     pub owner: Option<String>,
     /// The table's comment; `None` when unset.
     pub comment: Option<String>,
-    /// Row count as the engine's statistics estimate it, not counted; `None` for views.
+    /// Row count as the engine's statistics estimate it, not counted; `None` for views (and
+    /// on PostgreSQL for a table never analyzed). A statistic: refreshed on every sync, not part
+    /// of the fingerprint.
     pub row_estimate: Option<i64>,
-    /// Size on disk in bytes, indexes included; `None` for views.
-    pub total_bytes: Option<i64>,
+    /// Size on disk in bytes, indexes (and TOAST) included, estimated from page counts
+    /// (PostgreSQL's `relpages`, MySQL's `DATA_LENGTH + INDEX_LENGTH`), not measured; `None`
+    /// for views. A statistic, like [`Self::row_estimate`].
+    pub estimated_bytes: Option<i64>,
     /// The `SELECT` behind a view; `None` for other kinds.
     pub view_definition: Option<String>,
     /// Engine-specific facts, e.g. `{"partition_of": "public.events"}` or `{"engine": "InnoDB"}`.
@@ -730,7 +737,7 @@ mod tests {
             owner: None,
             comment: None,
             row_estimate: Some(1),
-            total_bytes: Some(8192),
+            estimated_bytes: Some(8192),
             view_definition: None,
             details: json!({"engine": "InnoDB", "updated_at": "2026-01-01"}),
             columns,
@@ -744,7 +751,7 @@ mod tests {
         let a = table(vec![column(1, "id", "int")]);
         let mut b = a.clone();
         b.row_estimate = Some(1000);
-        b.total_bytes = None;
+        b.estimated_bytes = None;
         b.details["updated_at"] = json!("2026-02-02");
         assert_eq!(a.fingerprint(), b.fingerprint());
         assert!(diff_table(&a, &b).is_empty());

@@ -174,8 +174,70 @@ pub struct SyncStats {
     pub tables_removed: u64,
     /// Tables stored already and identical.
     pub tables_unchanged: u64,
+    /// Unchanged tables whose statistics (row estimate, estimated bytes) moved and were
+    /// refreshed, in one statement; not a change of their definition. 0 in jobs finished
+    /// before it was counted.
+    #[serde(default)]
+    pub tables_statistics_updated: u64,
     /// Statements issued against the source, summed over its databases.
     pub source_statements: u64,
+}
+
+/// Something a sync could not read although the job succeeded, kept with the job (`warnings`
+/// in `GET /v1/jobs/{id}`). What a job cannot do without (no database read at all, a catalog
+/// it cannot query) fails it instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobWarning {
+    /// What kind of gap: stable, for programs to match on.
+    pub code: WarningCode,
+    /// The gap in words, with what to grant or fix.
+    pub message: String,
+    /// The source database concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    /// The objects concerned, as `schema.name`, at most [`JobWarning::MAX_OBJECTS`] (the
+    /// message gives the whole count).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+}
+
+impl JobWarning {
+    /// Objects named in one warning: enough to act on, bounded for a source with thousands.
+    pub const MAX_OBJECTS: usize = 100;
+
+    /// A warning about `objects` (all of them counted in `message`, the first
+    /// [`Self::MAX_OBJECTS`] listed).
+    pub fn about(
+        code: WarningCode,
+        message: String,
+        database: Option<String>,
+        mut objects: Vec<String>,
+    ) -> Self {
+        objects.truncate(Self::MAX_OBJECTS);
+        Self {
+            code,
+            message,
+            database,
+            objects,
+        }
+    }
+}
+
+/// What a [`JobWarning`] is about. Sent as the snake_case string; new codes may be added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningCode {
+    /// Views whose definition the user may not read (MySQL/MariaDB without `SHOW VIEW`): they
+    /// are stored with `view_definition: null`.
+    ViewDefinitionHidden,
+    /// Views whose columns the server could not list (MySQL/MariaDB: the view refers to a
+    /// table, column or function that no longer exists, or its definer lacks rights): they
+    /// are stored without columns.
+    ViewColumnsUnreadable,
+    /// A database named in `options.databases` does not exist (or, on MySQL/MariaDB, the user
+    /// holds no privilege in it, which hides it the same way), or one listed by the server
+    /// was dropped before it was read; the others were read.
+    DatabaseNotFound,
 }
 
 /// Where a running attempt is, for clients polling its job.

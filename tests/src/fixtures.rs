@@ -81,27 +81,22 @@ impl Scanner {
         port: u16,
         options: Value,
     ) -> ResourceId {
-        let (status, _, body) = self.try_register(kind, database, port, options).await;
-        assert_eq!(status, 201, "{body}");
-        let resource: Resource = serde_json::from_value(body).unwrap();
-        resource.id
+        created(self.try_register(kind, database, port, options).await)
     }
 
     /// Registers a source with `tls: disable`, for a proxy that reads the protocol on the wire
     /// (under the default `prefer`, the client and the server would talk TLS through it).
     pub async fn register_in_clear(&self, kind: &str, database: &str, port: u16) -> ResourceId {
-        let (status, _, body) = self
-            .register_body(
+        created(
+            self.register_body(
                 kind,
                 database,
                 port,
                 Value::Null,
                 json!({ "mode": "disable" }),
             )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        let resource: Resource = serde_json::from_value(body).unwrap();
-        resource.id
+            .await,
+        )
     }
 
     /// Registers a source and returns the raw answer, for the tests of refused options
@@ -117,6 +112,29 @@ impl Scanner {
             .await
     }
 
+    /// Registers a source read as `username` with `password` (e.g. a test's own user with
+    /// chosen grants) and returns its id.
+    pub async fn register_as(
+        &self,
+        kind: &str,
+        database: &str,
+        port: u16,
+        (username, password): (&str, &str),
+        options: Value,
+    ) -> ResourceId {
+        created(
+            self.register_with(
+                kind,
+                database,
+                port,
+                (username, password),
+                options,
+                Value::Null,
+            )
+            .await,
+        )
+    }
+
     async fn register_body(
         &self,
         kind: &str,
@@ -125,8 +143,21 @@ impl Scanner {
         options: Value,
         tls: Value,
     ) -> (u16, String, Value) {
-        let name = format!("src-{}", uuid::Uuid::now_v7().simple());
         let password = if kind == "mysql" { "" } else { "unused" };
+        self.register_with(kind, database, port, ("root", password), options, tls)
+            .await
+    }
+
+    async fn register_with(
+        &self,
+        kind: &str,
+        database: &str,
+        port: u16,
+        (username, password): (&str, &str),
+        options: Value,
+        tls: Value,
+    ) -> (u16, String, Value) {
+        let name = format!("src-{}", uuid::Uuid::now_v7().simple());
         self.app
             .call(
                 TENANT,
@@ -134,7 +165,7 @@ impl Scanner {
                 "/v1/resources",
                 Some(json!({
                     "name": name, "kind": kind, "host": "127.0.0.1", "port": port,
-                    "database": database, "username": "root", "password": password,
+                    "database": database, "username": username, "password": password,
                     "options": options, "tls": tls,
                 })),
             )
@@ -165,14 +196,24 @@ impl Scanner {
 
     /// Syncs and returns the succeeded job.
     pub async fn sync(&self, rid: ResourceId) -> Job {
-        let job = self.app.sync(TENANT, rid).await.unwrap();
-        let job = self
-            .app
-            .wait_for_job(TENANT, job.id, Duration::from_secs(120))
-            .await
-            .unwrap();
+        let job = self.sync_to_the_end(rid).await;
         assert_job(&job).succeeded();
         job
+    }
+
+    /// The job's warnings, as `GET /v1/jobs/{id}` sends them.
+    pub async fn warnings(&self, job: &Job) -> Vec<metasync_shared::domain::JobWarning> {
+        let raw: Value = self.get(&format!("/v1/jobs/{}", job.id)).await;
+        serde_json::from_value(raw["warnings"].clone()).unwrap_or_else(|e| panic!("{e}: {raw}"))
+    }
+
+    /// Syncs and returns the job once it finished, however it ended.
+    pub async fn sync_to_the_end(&self, rid: ResourceId) -> Job {
+        let job = self.app.sync(TENANT, rid).await.unwrap();
+        self.app
+            .wait_for_job(TENANT, job.id, Duration::from_secs(120))
+            .await
+            .unwrap()
     }
 
     /// Every item of a paginated listing, following `next_cursor`.
@@ -293,6 +334,14 @@ impl Scanner {
     }
 }
 
+/// The id of the resource a registration created, which must have answered `201`.
+#[track_caller]
+fn created((status, _, body): (u16, String, Value)) -> ResourceId {
+    assert_eq!(status, 201, "{body}");
+    let resource: Resource = serde_json::from_value(body).unwrap();
+    resource.id
+}
+
 pub fn triple(kind: ChangeKind, table: &str, object: &str) -> ChangeTriple {
     (kind, table.to_owned(), object.to_owned())
 }
@@ -383,6 +432,24 @@ impl MariaDb {
         }
     }
 
+    /// Runs a script of statements separated by `;` at line ends, `--` comment lines
+    /// dropped (the golden fixture's format).
+    pub async fn run_script(&self, sql: &str) {
+        let statements: Vec<String> = sql
+            .split(";\n")
+            .map(|statement| {
+                statement
+                    .lines()
+                    .filter(|line| !line.trim_start().starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .filter(|statement| !statement.trim().is_empty())
+            .collect();
+        let statements: Vec<&str> = statements.iter().map(String::as_str).collect();
+        self.run(&statements).await;
+    }
+
     pub async fn drop(self) {
         self.run(&["drop database `{db}`"]).await;
         self.admin.close().await;
@@ -411,4 +478,52 @@ pub async fn assert_unchanged_resync(s: &Scanner, rid: ResourceId, tables: u64) 
     assert_eq!(s.change_count(rid).await, before);
     let after = change_stamps(s, rid).await;
     assert_eq!(stamps, after, "an unchanged resync rewrote a table");
+}
+
+/// A file of `tests/fixtures/catalog/`: the golden fixtures and their expected catalogs.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/catalog")
+        .join(name)
+}
+
+/// Schemas, then every table with its definition, as the API sends them.
+pub async fn whole_catalog(s: &Scanner, rid: ResourceId) -> Value {
+    let schemas: Vec<Value> = s
+        .all_pages(&format!("/v1/resources/{rid}/schemas"), 1000)
+        .await;
+    let summaries: Vec<Value> = s
+        .all_pages(&format!("/v1/resources/{rid}/tables"), 1000)
+        .await;
+    let mut tables = Vec::new();
+    for summary in &summaries {
+        let id = summary["id"].as_str().unwrap();
+        tables.push(s.get::<Value>(&format!("/v1/tables/{id}")).await);
+    }
+    json!({ "schemas": schemas, "tables": tables })
+}
+
+/// Replaces what differs from run to run: ids, times, statistics, the database name.
+pub fn normalize(value: &mut Value, database: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                let placeholder = match key.as_str() {
+                    "id" | "resource_id" => Some("<id>"),
+                    "last_changed_at" | "created_at" | "updated_at" => Some("<time>"),
+                    "estimated_bytes" => Some("<statistic>"),
+                    _ => None,
+                };
+                match placeholder {
+                    Some(p) if !v.is_null() => *v = json!(p),
+                    // PostgreSQL has none (null) until a table is first vacuumed or analyzed.
+                    _ if key == "row_estimate" => *v = json!("<statistic>"),
+                    _ => normalize(v, database),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| normalize(v, database)),
+        Value::String(s) if s.contains(database) => *s = s.replace(database, "<database>"),
+        _ => {}
+    }
 }

@@ -101,7 +101,9 @@ fn one_table() -> SyncStats {
 
 async fn succeed(db: &PgPool, claim: &Claim) -> Result<(), jobs::Fenced> {
     let mut tx = db.begin().await.unwrap();
-    let done = jobs::succeed(&mut tx, claim, &one_table()).await.unwrap();
+    let done = jobs::succeed(&mut tx, claim, &one_table(), &[])
+        .await
+        .unwrap();
     if done.is_ok() {
         tx.commit().await.unwrap();
     }

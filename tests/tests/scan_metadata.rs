@@ -104,7 +104,7 @@ async fn a_postgres_scan_reads_every_metadata_item() {
     );
     assert_eq!(customers.definition.owner.as_deref(), Some("root"));
     assert!(
-        customers.definition.total_bytes.unwrap() > 0,
+        customers.definition.estimated_bytes.unwrap() > 0,
         "{customers:?}"
     );
     // The wire shape: `row_estimate` is sent even when the engine has no estimate (as `null`),
@@ -241,7 +241,7 @@ async fn a_mariadb_scan_reads_every_metadata_item() {
     );
     assert_eq!(customers.definition.details["engine"], "InnoDB");
     assert!(customers.definition.details["created_at"].is_string());
-    assert!(customers.definition.total_bytes.unwrap() > 0);
+    assert!(customers.definition.estimated_bytes.unwrap() > 0);
     let id = column(&customers, "id");
     assert_eq!(id.data_type, "int(11)");
     assert_eq!(id.details["extra"], "auto_increment");

@@ -464,7 +464,7 @@ async fn run_attempt(
     )
     .await
     .map_err(catalog_error)?;
-    if jobs::succeed(&mut tx, claim, &stats)
+    if jobs::succeed(&mut tx, claim, &stats, &snapshot.warnings)
         .await
         .map_err(catalog_error)?
         .is_err()

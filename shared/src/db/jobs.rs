@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::db::job_reads;
 use crate::db::resources::{self, ResourceWithSecret};
-use crate::domain::{ErrorClass, JobState, Progress, SyncStats, Trigger};
+use crate::domain::{ErrorClass, JobState, JobWarning, Progress, SyncStats, Trigger};
 use crate::ids::{BatchId, JobId, ResourceId, TenantId};
 use crate::queue::{Class, Delivery};
 use crate::retry::RetryOverrides;
@@ -46,6 +46,10 @@ pub struct Job {
     /// What the successful attempt read and wrote; `None` until the job succeeds.
     #[schema(value_type = Option<SyncStats>)]
     pub stats: Option<Json<SyncStats>>,
+    /// What the successful attempt could not read (see `docs/job_states.md`); empty until
+    /// the job succeeds, and when it read everything.
+    #[schema(value_type = Vec<JobWarning>)]
+    pub warnings: Json<Vec<JobWarning>>,
     /// Only while an attempt runs.
     #[schema(value_type = Option<Progress>)]
     pub progress: Option<Json<Progress>>,
@@ -76,7 +80,7 @@ pub(crate) const TRIGGER_SQL: &str = trigger_sql!();
 
 pub(crate) const COLUMNS: &str = concat!(
     "id, resource_id, state, attempts, max_attempts, created_at, started_at, \
-     finished_at, next_attempt_at, error, error_class, stats, progress, \
+     finished_at, next_attempt_at, error, error_class, stats, warnings, progress, \
      cancel_requested, retry_of, batch_id, scheduled_for, ",
     trigger_sql!(),
     " as trigger"
@@ -504,17 +508,18 @@ pub async fn fence(
 
 /// Marks the attempt succeeded, inside the catalog transaction. It matches only while the
 /// attempt still holds the job (its token, `running`, no cancel requested); on `Err(Fenced)`
-/// the caller must roll back.
+/// the caller must roll back. `warnings` are what the attempt could not read.
 pub async fn succeed(
     tx: &mut sqlx::PgConnection,
     claim: &Claim,
     stats: &SyncStats,
+    warnings: &[JobWarning],
 ) -> Result<Result<(), Fenced>, sqlx::Error> {
     let (done,): (i64,) = sqlx::query_as(
         // clock_timestamp(), not now(): now() is the transaction's start, before the write.
         "with done as (
              update jobs set state = 'succeeded', finished_at = clock_timestamp(), stats = $3,
-                    error = null, error_class = null, lease_expires_at = null, progress = null
+                    warnings = $4, error = null, error_class = null, lease_expires_at = null, progress = null
              where id = $1 and lease_token = $2 and state = 'running' and not cancel_requested
              returning id, attempts, finished_at
          ), closed as (
@@ -526,6 +531,7 @@ pub async fn succeed(
     .bind(claim.job_id)
     .bind(claim.lease_token)
     .bind(Json(stats))
+    .bind(Json(warnings))
     .fetch_one(&mut *tx)
     .await?;
     Ok(if done == 1 {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use metasync_shared::catalog::Snapshot;
 use metasync_shared::connection_test::{FailureCode, MissingGrant};
 use metasync_shared::db::resources::Resource;
-use metasync_shared::domain::ResourceKind;
+use metasync_shared::domain::{JobWarning, ResourceKind, WarningCode};
 use metasync_shared::scan_options::Filters;
 
 use crate::error::{JobError, Reason};
@@ -150,6 +150,47 @@ pub async fn scan(
         ScanError::Failed(e) => ScanError::Failed(e.guarded(target.password)),
         busy @ ScanError::ServerBusy => busy,
     })
+}
+
+/// The rule for databases to scan that the server does not have, the same on both engines: a
+/// `database_not_found` warning each when another database was read, a permanent failure when
+/// none was. `hidden` adds what else hides a database on the engine.
+fn databases_not_found(
+    server: &str,
+    missing: &[String],
+    read: usize,
+    hidden: &str,
+) -> Result<Vec<JobWarning>, JobError> {
+    let quoted = |name: &String| format!("\"{name}\"");
+    if read == 0 && !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(quoted).collect();
+        let message = match names.as_slice() {
+            [one] => format!("the database {one} does not exist on {server}{hidden}"),
+            many => format!(
+                "none of the databases to scan exists on {server}{hidden}: {}",
+                many.join(", ")
+            ),
+        };
+        return Err(JobError::permanent(message)
+            .with_failure(FailureCode::UnknownDatabase)
+            .because(Reason::Source));
+    }
+    Ok(missing
+        .iter()
+        .map(|name| {
+            let message = format!(
+                "the database {} does not exist on {server}{hidden}: it was not read, the \
+                 others were",
+                quoted(name)
+            );
+            JobWarning::about(
+                WarningCode::DatabaseNotFound,
+                message,
+                Some(name.clone()),
+                Vec::new(),
+            )
+        })
+        .collect())
 }
 
 /// What test-connection learns from a session it opened the way a scan does.

@@ -27,16 +27,16 @@ pub struct TableSummary {
     pub kind: String,
     /// The table's comment; `None` when unset.
     pub comment: Option<String>,
-    /// Engine estimate as of the last scan; `None` for views.
+    /// Engine estimate as of the last sync; `None` for views.
     pub row_estimate: Option<i64>,
-    /// Bytes on disk as of the last scan; `None` for views.
-    pub total_bytes: Option<i64>,
+    /// Bytes on disk estimated from page counts, as of the last sync; `None` for views.
+    pub estimated_bytes: Option<i64>,
     /// When a sync last changed this table's definition.
     pub last_changed_at: DateTime<Utc>,
 }
 
 const SUMMARY_COLUMNS: &str = "id, resource_id, database, schema_name as schema, name, kind, \
-                               comment, row_estimate, total_bytes, last_changed_at";
+                               comment, row_estimate, estimated_bytes, last_changed_at";
 
 /// Filters and keyset position for listing a resource's tables, ordered by
 /// `(database, schema, name)`.

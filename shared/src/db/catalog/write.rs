@@ -38,6 +38,30 @@ struct StoredTable {
     name: String,
     fingerprint: String,
     kind: String,
+    row_estimate: Option<i64>,
+    estimated_bytes: Option<i64>,
+}
+
+/// The statistics of tables whose definition is unchanged but whose statistics moved, as
+/// `unnest` arrays for [`update_statistics`].
+#[derive(Default)]
+struct StatisticsUpdate {
+    ids: Vec<Uuid>,
+    row_estimates: Vec<Option<i64>>,
+    estimated_bytes: Vec<Option<i64>>,
+}
+
+impl StatisticsUpdate {
+    /// Queues `table`'s statistics if they differ from the stored ones.
+    fn push_if_moved(&mut self, stored: &StoredTable, table: &TableInfo) {
+        if (stored.row_estimate, stored.estimated_bytes)
+            != (table.row_estimate, table.estimated_bytes)
+        {
+            self.ids.push(stored.id.uuid());
+            self.row_estimates.push(table.row_estimate);
+            self.estimated_bytes.push(table.estimated_bytes);
+        }
+    }
 }
 
 /// Where a table sits in its resource: the stored catalog's unique key.
@@ -145,7 +169,8 @@ pub async fn write_snapshot(
                                                                types, sequences)), '[]')
                      from catalog_schemas where resource_id = $1),
                     (select coalesce(json_agg(json_build_array(id, database, schema_name, name,
-                                                               fingerprint, kind)), '[]')
+                                                               fingerprint, kind, row_estimate,
+                                                               estimated_bytes)), '[]')
                      from catalog_tables where resource_id = $1)",
         )
         .bind(resource_id)
@@ -159,6 +184,7 @@ pub async fn write_snapshot(
         stored_tables.iter().map(|t| (t.key(), t)).collect();
     let mut rewrite: Vec<TableWrite> = Vec::new();
     let mut changed_ids: Vec<Uuid> = Vec::new();
+    let mut statistics = StatisticsUpdate::default();
     for database in &snapshot.databases {
         for table in &database.tables {
             stats.tables += 1;
@@ -172,6 +198,7 @@ pub async fn write_snapshot(
             let id = match stored.remove(&key) {
                 Some(old) if old.fingerprint == fingerprint => {
                     stats.tables_unchanged += 1;
+                    statistics.push_if_moved(old, table);
                     continue;
                 }
                 Some(old) => {
@@ -242,6 +269,9 @@ pub async fn write_snapshot(
     for batch in batches(&updated, |write| write.table.columns.len().max(1)) {
         rows_written += upsert_tables(tx, owner, batch).await?;
     }
+    // Changed and new tables carry their statistics in their rows; unchanged ones get theirs
+    // here, without touching their definition.
+    stats.tables_statistics_updated = update_statistics(tx, &statistics).await?;
     // Small inserts wait in `pending` and go out together, in one statement at the end.
     let mut pending = PendingInserts::default();
     rows_written += copy_tables(tx, &mut pending, owner, &added).await?;
@@ -249,8 +279,41 @@ pub async fn write_snapshot(
     rows_written += insert_columns(tx, &mut pending, owner.tenant, &added).await?;
     let changes = insert_changes(tx, &mut pending, owner, &changes).await?;
     pending.execute(tx).await?;
-    tracing::debug!(rows_written, changes, "catalog written");
+    tracing::debug!(
+        rows_written,
+        changes,
+        statistics_updated = stats.tables_statistics_updated,
+        "catalog written"
+    );
     Ok(stats)
+}
+
+/// Refreshes the row estimates and sizes of tables whose definition did not change, in one
+/// statement (none when no statistic moved). Statistics are not part of the definition: the
+/// fingerprint, `last_job_id` and `last_changed_at` stay, and no change history is written.
+/// Returns the tables updated.
+async fn update_statistics(
+    tx: &mut PgConnection,
+    update: &StatisticsUpdate,
+) -> Result<u64, sqlx::Error> {
+    if update.ids.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "update catalog_tables t
+         set row_estimate = s.row_estimate, estimated_bytes = s.estimated_bytes
+         from unnest($1::uuid[], $2::int8[], $3::int8[])
+              as s (id, row_estimate, estimated_bytes)
+         where t.id = s.id
+           and (t.row_estimate, t.estimated_bytes)
+               is distinct from (s.row_estimate, s.estimated_bytes)",
+    )
+    .bind(&update.ids)
+    .bind(&update.row_estimates)
+    .bind(&update.estimated_bytes)
+    .execute(&mut *tx)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Rows (columns, or tables without any) per write statement. Each statement's arrays and
@@ -283,7 +346,7 @@ async fn read_definitions(
     ids: &[Uuid],
 ) -> Result<HashMap<TableId, TableInfo>, sqlx::Error> {
     let tables: Vec<DefinitionRow> = sqlx::query_as(
-        "select id, schema_name as schema, name, kind, owner, comment, row_estimate, total_bytes,
+        "select id, schema_name as schema, name, kind, owner, comment, row_estimate, estimated_bytes,
                 view_definition, details, constraints, indexes
          from catalog_tables where id = any($1)",
     )
@@ -336,7 +399,7 @@ const TABLE_COLUMNS: Target = Target {
         ("owner", "text"),
         ("comment", "text"),
         ("row_estimate", "int8"),
-        ("total_bytes", "int8"),
+        ("estimated_bytes", "int8"),
         ("view_definition", "text"),
         ("details", "jsonb"),
         ("constraints", "jsonb"),
@@ -414,7 +477,7 @@ async fn copy_tables(
     {
         let id = id.to_string();
         let rows_estimate = table.row_estimate.map(|n| n.to_string());
-        let bytes = table.total_bytes.map(|n| n.to_string());
+        let bytes = table.estimated_bytes.map(|n| n.to_string());
         let details = table.details.to_string();
         let constraints = serde_json::to_string(&table.constraints).expect("json serializes");
         let indexes = serde_json::to_string(&table.indexes).expect("json serializes");
@@ -610,7 +673,7 @@ async fn upsert_tables(
         owners.push(table.owner.as_deref());
         comments.push(table.comment.as_deref());
         row_estimates.push(table.row_estimate);
-        sizes.push(table.total_bytes);
+        sizes.push(table.estimated_bytes);
         view_definitions.push(table.view_definition.as_deref());
         details.push(table.details.clone());
         constraints.push(serde_json::to_value(&table.constraints).expect("serializable"));
@@ -619,19 +682,19 @@ async fn upsert_tables(
     }
     let done = sqlx::query(
         "insert into catalog_tables (id, tenant_id, resource_id, database, schema_name, name,
-             kind, owner, comment, row_estimate, total_bytes, view_definition, details,
+             kind, owner, comment, row_estimate, estimated_bytes, view_definition, details,
              constraints, indexes, fingerprint, last_job_id)
          select t.id, $1, $2, t.db, t.schema_name, t.name, t.kind, t.owner, t.comment,
-                t.row_estimate, t.total_bytes, t.view_definition, t.details, t.constraints,
+                t.row_estimate, t.estimated_bytes, t.view_definition, t.details, t.constraints,
                 t.indexes, t.fingerprint, $3
          from unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
                      $10::text[], $11::int8[], $12::int8[], $13::text[], $14::jsonb[],
                      $15::jsonb[], $16::jsonb[], $17::text[])
-              as t (id, db, schema_name, name, kind, owner, comment, row_estimate, total_bytes,
+              as t (id, db, schema_name, name, kind, owner, comment, row_estimate, estimated_bytes,
                     view_definition, details, constraints, indexes, fingerprint)
          on conflict (resource_id, database, schema_name, name) do update set
              kind = excluded.kind, owner = excluded.owner, comment = excluded.comment,
-             row_estimate = excluded.row_estimate, total_bytes = excluded.total_bytes,
+             row_estimate = excluded.row_estimate, estimated_bytes = excluded.estimated_bytes,
              view_definition = excluded.view_definition, details = excluded.details,
              constraints = excluded.constraints, indexes = excluded.indexes,
              fingerprint = excluded.fingerprint, last_job_id = excluded.last_job_id,

@@ -95,7 +95,7 @@ pub(super) fn assemble(database: &str, filters: &Filters, rows: Rows) -> Databas
                 .table_comment
                 .filter(|c| !(c.is_empty() || is_view && c == "VIEW")),
             row_estimate: if is_view { None } else { row.table_rows },
-            total_bytes: if is_view { None } else { row.total_bytes },
+            estimated_bytes: if is_view { None } else { row.estimated_bytes },
             view_definition: row.view_definition,
             details: serde_json::Value::Object(details),
             columns: Vec::new(),

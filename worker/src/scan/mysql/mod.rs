@@ -7,11 +7,14 @@ mod assembly;
 mod connection;
 mod sql;
 
+use std::collections::HashSet;
+
 use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
 use metasync_shared::scan_options::{Depth, Filters, ScanOptions};
 use sqlx::MySqlConnection;
 
 use metasync_shared::connection_test::MissingGrant;
+use metasync_shared::domain::{JobWarning, WarningCode};
 
 use super::reuse::SourceConnections;
 use super::{Probe, ScanError, ScanLimits, ScanTarget};
@@ -41,9 +44,48 @@ pub async fn scan(
         .mysql
         .give_back(key, taken, result.is_ok(), limits.connect_timeout)
         .await;
+    let Read {
+        database,
+        databases_read,
+        missing,
+        hidden_views,
+        unreadable_views,
+    } = result?;
+    let mut warnings = super::databases_not_found(
+        &target.server_name(),
+        &missing,
+        databases_read,
+        " (or the user holds no privilege in it, which hides it)",
+    )?;
+    if !hidden_views.is_empty() {
+        warnings.push(JobWarning::about(
+            WarningCode::ViewDefinitionHidden,
+            format!(
+                "the definitions of {} view(s) are hidden from the user (it lacks the SHOW VIEW \
+                 privilege): those views are stored with view_definition null",
+                hidden_views.len()
+            ),
+            Some(database.name.clone()),
+            hidden_views,
+        ));
+    }
+    if !unreadable_views.is_empty() {
+        warnings.push(JobWarning::about(
+            WarningCode::ViewColumnsUnreadable,
+            format!(
+                "the columns of {} view(s) could not be read: each refers to a table, column or \
+                 function that no longer exists, or its definer or invoker lacks the rights to \
+                 use them; those views are stored without columns",
+                unreadable_views.len()
+            ),
+            Some(database.name.clone()),
+            unreadable_views,
+        ));
+    }
     Ok(Snapshot {
-        databases: vec![result?],
+        databases: vec![database],
         statements,
+        warnings,
     })
 }
 
@@ -150,6 +192,19 @@ impl Reader<'_> {
     }
 }
 
+/// What [`read_server`] read, and what it could not.
+struct Read {
+    database: DatabaseSnapshot,
+    /// Databases (MySQL's schemas) read.
+    databases_read: usize,
+    /// Databases of `options.databases` the server did not show.
+    missing: Vec<String>,
+    /// Views (`schema.name`) whose definition the server hid (no `SHOW VIEW`).
+    hidden_views: Vec<String>,
+    /// Views (`schema.name`) the server listed no column of: it could not resolve them.
+    unreadable_views: Vec<String>,
+}
+
 /// At most 11 statements, whatever the table count: the timeout, begin, one per object
 /// family (partitions only when a table is partitioned, sequences only when there is one),
 /// commit. Shallower depths skip the
@@ -161,7 +216,7 @@ async fn read_server(
     filters: &Filters,
     limits: ScanLimits,
     statements: &mut u64,
-) -> Result<DatabaseSnapshot, JobError> {
+) -> Result<Read, JobError> {
     let names = options.database_names(database);
     let names = names.as_deref();
     let mut tx = connection::begin_read_only(conn, limits, statements).await?;
@@ -177,10 +232,33 @@ async fn read_server(
             .await?,
         ..Rows::default()
     };
+    // information_schema compares names without case, as the server does where it folds it.
+    let missing: Vec<String> = names
+        .unwrap_or_default()
+        .iter()
+        .filter(|name| {
+            !rows
+                .schemas
+                .iter()
+                .any(|row| row.schema_name.eq_ignore_ascii_case(name))
+        })
+        .cloned()
+        .collect();
+    let mut hidden_views = Vec::new();
+    let mut unreadable_views = Vec::new();
     if options.depth >= Depth::Tables {
         rows.tables = read
             .fetch(&mut tx, "reading tables and views", sql::tables(names))
             .await?;
+        // Without SHOW VIEW, the server answers an empty definition: none is known.
+        for view in rows.tables.iter_mut().filter(|t| {
+            t.table_type.eq_ignore_ascii_case("VIEW")
+                && t.view_definition.as_deref() == Some("")
+                && filters.table_included(&t.table_schema, &t.table_name)
+        }) {
+            view.view_definition = None;
+            hidden_views.push(format!("{}.{}", view.table_schema, view.table_name));
+        }
         let partitioned = rows.tables.iter().any(|t| {
             t.create_options
                 .as_deref()
@@ -213,6 +291,23 @@ async fn read_server(
         rows.columns = read
             .fetch(&mut tx, "reading columns", sql::columns(names))
             .await?;
+        // A view always has a column; the server lists none of an invalid one (a warning
+        // 1356 on the statement, which the driver drops).
+        let with_columns: HashSet<(&str, &str)> = rows
+            .columns
+            .iter()
+            .map(|c| (c.table_schema.as_str(), c.table_name.as_str()))
+            .collect();
+        unreadable_views = rows
+            .tables
+            .iter()
+            .filter(|t| {
+                t.table_type.eq_ignore_ascii_case("VIEW")
+                    && filters.table_included(&t.table_schema, &t.table_name)
+                    && !with_columns.contains(&(t.table_schema.as_str(), t.table_name.as_str()))
+            })
+            .map(|t| format!("{}.{}", t.table_schema, t.table_name))
+            .collect();
         rows.key_columns = read
             .fetch(&mut tx, "reading constraints", sql::key_columns(names))
             .await?;
@@ -238,5 +333,12 @@ async fn read_server(
     .await?;
     *statements += 1;
 
-    Ok(assembly::assemble(database, filters, rows))
+    let databases_read = rows.schemas.len();
+    Ok(Read {
+        database: assembly::assemble(database, filters, rows),
+        databases_read,
+        missing,
+        hidden_views,
+        unreadable_views,
+    })
 }

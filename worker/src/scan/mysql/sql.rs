@@ -47,7 +47,7 @@ pub(super) struct TableRow {
     pub engine: Option<String>,
     pub table_rows: Option<i64>,
     /// Data and index length together.
-    pub total_bytes: Option<i64>,
+    pub estimated_bytes: Option<i64>,
     pub table_comment: Option<String>,
     pub view_definition: Option<String>,
     pub create_time: Option<String>,
@@ -64,7 +64,7 @@ pub(super) fn tables(names: Option<&[String]>) -> String {
                         cast(t.table_name as char) as table_name,
                         cast(t.table_type as char) as table_type, cast(t.engine as char) as engine,
                         cast(t.table_rows as signed) as table_rows,
-                        cast(t.data_length + t.index_length as signed) as total_bytes,
+                        cast(t.data_length + t.index_length as signed) as estimated_bytes,
                         cast(t.table_comment as char) as table_comment,
                         cast(v.view_definition as char) as view_definition,
                         cast(t.create_time as char) as create_time,

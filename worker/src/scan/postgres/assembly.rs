@@ -105,7 +105,7 @@ impl<'a> Assembly<'a> {
             owner: row.owner,
             comment: row.comment,
             row_estimate: row.row_estimate,
-            total_bytes: row.total_bytes,
+            estimated_bytes: row.estimated_bytes,
             view_definition: row.view_definition,
             details,
             columns: Vec::new(),

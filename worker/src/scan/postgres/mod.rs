@@ -13,7 +13,7 @@ use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
 use metasync_shared::scan_options::{Filters, ScanOptions};
 use sqlx::PgConnection;
 
-use metasync_shared::connection_test::MissingGrant;
+use metasync_shared::connection_test::{FailureCode, MissingGrant};
 
 use super::reuse::SourceConnections;
 use super::{Probe, ScanError, ScanLimits, ScanTarget};
@@ -53,8 +53,16 @@ pub async fn scan(
     // One database at a time: a server with many databases never holds more than one
     // connection or one snapshot transaction open for this job.
     let mut databases = Vec::with_capacity(names.len());
+    let mut missing = Vec::new();
     for name in &names {
-        let (key, mut taken) = connection::open(target, name, limits, sources, true).await?;
+        let (key, mut taken) = match connection::open(target, name, limits, sources, true).await {
+            Ok(opened) => opened,
+            Err(ScanError::Failed(e)) if e.failure == Some(FailureCode::UnknownDatabase) => {
+                missing.push(name.clone());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let result = super::answered(
             limits,
             "reading the catalog",
@@ -73,9 +81,12 @@ pub async fn scan(
             .await;
         databases.push(result?);
     }
+    let warnings =
+        super::databases_not_found(&target.server_name(), &missing, databases.len(), "")?;
     Ok(Snapshot {
         databases,
         statements,
+        warnings,
     })
 }
 

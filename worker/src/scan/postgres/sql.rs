@@ -227,7 +227,7 @@ pub(super) struct RelationRow {
     #[sqlx(rename = "i1")]
     pub row_estimate: Option<i64>,
     #[sqlx(rename = "i2")]
-    pub total_bytes: Option<i64>,
+    pub estimated_bytes: Option<i64>,
     /// `pg_class.relpersistence`: `p` (permanent), `u` (unlogged) or `t` (temporary).
     #[sqlx(rename = "t8")]
     pub persistence: String,
