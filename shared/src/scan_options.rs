@@ -204,9 +204,9 @@ impl utoipa::PartialSchema for ScanOptions {
             "additionalProperties": false,
             "properties": {
                 "databases": {
-                    "description": "`all`, or a list of database names; absent: the resource's `database`.",
+                    "description": "`resource` (the default: the resource's `database`), `all`, or a list of database names.",
                     "oneOf": [
-                        { "type": "string", "enum": ["all"] },
+                        { "type": "string", "enum": ["resource", "all"] },
                         {
                             "type": "array", "minItems": 1, "maxItems": MAX_LIST,
                             "items": { "type": "string", "minLength": 1, "maxLength": 255 },
@@ -408,9 +408,12 @@ fn selected(include: &[Regex], exclude: &[Regex], name: &str) -> bool {
 }
 
 fn parse_databases(value: &Value) -> Result<DatabaseSelection, String> {
-    const SHAPE: &str = "`options.databases` must be \"all\" or a non-empty list of names";
+    const SHAPE: &str =
+        "`options.databases` must be \"resource\", \"all\" or a non-empty list of names";
     match value {
         Value::String(s) if s == "all" => Ok(DatabaseSelection::All),
+        // The default, spelled out: what a `PATCH` gives to go back to it.
+        Value::String(s) if s == "resource" => Ok(DatabaseSelection::Resource),
         Value::Array(items) if !items.is_empty() && items.len() <= MAX_LIST => {
             let mut names = Vec::with_capacity(items.len());
             for item in items {
@@ -476,6 +479,26 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_patch_replaces_the_keys_it_gives_and_keeps_the_others() {
+        let current = ScanOptions::parse(&json!({
+            "databases": ["a", "b"], "depth": 2, "include_schemas": ["public"]
+        }))
+        .unwrap();
+        let patched = current.patched(&json!({ "depth": 1 })).unwrap();
+        assert_eq!(
+            Value::from(patched.clone()),
+            json!({ "databases": ["a", "b"], "depth": 1, "include_schemas": ["public"] })
+        );
+        // Each default has a spelling, so a patch can go back to it.
+        let reset = patched
+            .patched(&json!({ "databases": "resource", "depth": 3, "include_schemas": [] }))
+            .unwrap();
+        assert_eq!(Value::from(reset), json!({}));
+        assert!(current.patched(&json!({ "depth": null })).is_err());
+        assert!(current.patched(&json!({ "colour": 1 })).is_err());
+    }
 
     #[test]
     fn defaults_scan_the_resource_database_fully() {

@@ -184,8 +184,18 @@ impl Scanner {
         .await
     }
 
+    /// Replaces the resource's options whole: a `PATCH` merges them key by key, so every key
+    /// left out of `options` is given its default.
     pub async fn set_options(&self, rid: ResourceId, options: Value) {
-        self.patch(rid, json!({ "options": options })).await;
+        let mut whole = json!({
+            "databases": "resource", "depth": 3,
+            "include_schemas": [], "exclude_schemas": [],
+            "include_tables": [], "exclude_tables": [],
+        });
+        if let (Some(whole), Some(given)) = (whole.as_object_mut(), options.as_object()) {
+            whole.extend(given.clone());
+        }
+        self.patch(rid, json!({ "options": whole })).await;
     }
 
     /// Runs `sql` in a PostgreSQL source, then syncs and returns the succeeded job.

@@ -127,7 +127,7 @@ struct PatchResource {
     #[schema(max_length = 1024, format = Password)]
     password: Option<String>,
     /// Merged key by key: a key given replaces that key (a pattern list whole), a key left
-    /// out keeps its value; a key goes back to its default when given it (`[]`, `3`).
+    /// out keeps its value; a key goes back to its default when given it (`"resource"`, `3`, `[]`).
     #[schema(value_type = Option<ScanOptions>)]
     options: Option<OptionsBody>,
     kind: Option<ResourceKind>,
