@@ -30,7 +30,7 @@ async fn sync_once(app: &TestApp) {
         .wait_for_job(T, job.id, Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(job.state, JobState::Succeeded);
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
 }
 
 async fn deliveries(app: &TestApp, hook: &str) -> Vec<Value> {
