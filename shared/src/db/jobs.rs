@@ -490,17 +490,18 @@ pub async fn fence(
 ) -> Result<Result<(), Fenced>, sqlx::Error> {
     // The resource first (the catalog rows' foreign keys take it anyway, later): a delete
     // locks the resource, then its jobs, and the opposite order here could deadlock with it.
-    sqlx::query("select from resources where id = $1 for key share")
-        .bind(claim.resource_id)
-        .execute(&mut *tx)
-        .await?;
+    // The CTE's lock is taken as it is scanned, below the job's (taken on the joined row), so
+    // one statement keeps that order. A resource deleted meanwhile fences the attempt off.
     let held: Option<(JobId,)> = sqlx::query_as(
-        "select id from jobs
-         where id = $1 and lease_token = $2 and state = 'running' and not cancel_requested
-         for update",
+        "with resource as (select id from resources where id = $3 for key share)
+         select j.id from jobs j join resource r on r.id = j.resource_id
+         where j.id = $1 and j.lease_token = $2 and j.state = 'running'
+           and not j.cancel_requested
+         for update of j",
     )
     .bind(claim.job_id)
     .bind(claim.lease_token)
+    .bind(claim.resource_id)
     .fetch_optional(&mut *tx)
     .await?;
     Ok(held.map(|_| ()).ok_or(Fenced(claim.job_id)))
