@@ -268,6 +268,16 @@ async fn patch_merges_the_retry_policy_and_options_and_refuses_a_cap_below_the_b
 #[tokio::test]
 async fn a_batch_reports_what_became_of_every_requested_id() {
     let app = spawn_app().await.unwrap();
+    // Whitespace alone is not "no body" (which syncs everything): it is not JSON.
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/syncs", app.base))
+        .bearer_auth(app.token(TENANT))
+        .header("content-type", "application/json")
+        .body("\t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
     let active = app.register(TENANT, "active", "test").await.unwrap();
     let idle = app.register(TENANT, "idle", "test").await.unwrap();
     let kept = app.sync(TENANT, active.id).await.unwrap();
