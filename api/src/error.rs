@@ -125,15 +125,12 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
+        // A deadlock or serialization failure: the same request retried gets past it.
+        sqlx::Error::Database(_) if metasync_shared::db::is_transient_conflict(e) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // Class 08: connection exception; 57P01-57P03: admin/crash shutdown, cannot
-            // connect now; 53300: too many connections; 40P01, 40001: a deadlock or
-            // serialization failure, which the same request retried gets past.
-            code.starts_with("08")
-                || matches!(
-                    &*code,
-                    "57P01" | "57P02" | "57P03" | "53300" | "40P01" | "40001"
-                )
+            // connect now; 53300: too many connections.
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
         }),
         _ => false,
     }
