@@ -456,12 +456,16 @@ pub enum ChangeKind {
     TableRemoved,
     /// Kind, owner, view definition or engine details moved.
     TableChanged,
+    /// Renamed in place (PostgreSQL, by oid): same table, same id, a new name.
+    TableRenamed,
     /// A column appeared.
     ColumnAdded,
     /// A column disappeared.
     ColumnRemoved,
     /// Type, nullability, default, comment or identity/generated moved.
     ColumnChanged,
+    /// Renamed in place (PostgreSQL, by attnum).
+    ColumnRenamed,
     /// A constraint appeared.
     ConstraintAdded,
     /// A constraint disappeared.
@@ -488,6 +492,9 @@ pub enum ChangeKind {
     SequenceRemoved,
     /// Same name, different type, bounds, step, cycle or owner.
     SequenceChanged,
+    /// The resource's scan scope (databases, filters, depth) changed: recorded once, and the
+    /// objects that left or entered the scope because of it are not reported one by one.
+    ScopeChanged,
 }
 
 impl ChangeKind {
@@ -499,9 +506,11 @@ impl ChangeKind {
             Self::TableAdded => "table_added",
             Self::TableRemoved => "table_removed",
             Self::TableChanged => "table_changed",
+            Self::TableRenamed => "table_renamed",
             Self::ColumnAdded => "column_added",
             Self::ColumnRemoved => "column_removed",
             Self::ColumnChanged => "column_changed",
+            Self::ColumnRenamed => "column_renamed",
             Self::ConstraintAdded => "constraint_added",
             Self::ConstraintRemoved => "constraint_removed",
             Self::ConstraintChanged => "constraint_changed",
@@ -515,6 +524,7 @@ impl ChangeKind {
             Self::SequenceAdded => "sequence_added",
             Self::SequenceRemoved => "sequence_removed",
             Self::SequenceChanged => "sequence_changed",
+            Self::ScopeChanged => "scope_changed",
         }
     }
 }
@@ -842,6 +852,9 @@ mod tests {
             (ChangeKind::SequenceAdded, "sequence_added"),
             (ChangeKind::SequenceRemoved, "sequence_removed"),
             (ChangeKind::SequenceChanged, "sequence_changed"),
+            (ChangeKind::TableRenamed, "table_renamed"),
+            (ChangeKind::ColumnRenamed, "column_renamed"),
+            (ChangeKind::ScopeChanged, "scope_changed"),
         ];
         for (kind, name) in kinds {
             assert_eq!(kind.as_str(), name);
