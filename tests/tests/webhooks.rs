@@ -109,6 +109,36 @@ async fn deliveries_are_signed_and_retried_until_the_receiver_takes_them() {
     }
     assert!(per_id.values().all(|n| *n == 3), "{per_id:?}");
     assert_eq!(got.iter().filter(|r| r.status == 200).count(), 2);
+    // A job event's body is built from the finished job when it is read: every attempt sends
+    // the same bytes, and the API lists that body.
+    for delivery in &done {
+        let id = delivery["id"].as_str().unwrap();
+        let bodies: Vec<&[u8]> = got
+            .iter()
+            .filter(|r| r.id == id)
+            .map(|r| r.body.as_slice())
+            .collect();
+        assert!(
+            bodies.windows(2).all(|b| b[0] == b[1]),
+            "bodies of {id} differ"
+        );
+        let sent: Value = serde_json::from_slice(bodies[0]).unwrap();
+        assert_eq!(sent, delivery["payload"], "{id}");
+    }
+    let succeeded = done.iter().find(|d| d["event"] == "job.succeeded").unwrap();
+    let data = &succeeded["payload"]["data"];
+    assert_eq!(data["state"], "succeeded", "{data}");
+    assert_eq!(data["attempts"], 1, "{data}");
+    assert!(data["stats"]["tables"].is_number(), "{data}");
+    let summary = &changed["payload"]["data"];
+    let counted: i64 = summary["changes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_i64().unwrap())
+        .sum();
+    assert_eq!(summary["total"], counted, "{summary}");
+    assert_eq!(summary["job_id"], data["job_id"], "{summary}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

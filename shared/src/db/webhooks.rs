@@ -286,7 +286,8 @@ pub async fn deliveries(
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as(
         "select d.id, d.webhook_id, d.event, d.state, d.attempts, d.next_attempt_at,
-                d.last_status, d.last_error, d.created_at, d.finished_at, d.payload,
+                d.last_status, d.last_error, d.created_at, d.finished_at,
+                coalesce(d.payload, webhook_job_payload(d.event, d.job_id, d.created_at)) as payload,
                 coalesce((select json_agg(json_build_object(
                               'attempt', a.attempt, 'started_at', a.started_at,
                               'duration_ms', a.duration_ms, 'status_code', a.status_code,
@@ -370,9 +371,12 @@ pub async fn claim_due(
              set state = 'delivering', attempts = d.attempts + 1,
                  lease_expires_at = now() + $1 * interval '1 millisecond'
              from next where d.id = next.id
-             returning d.id, d.tenant_id, d.webhook_id, d.payload, d.attempts
+             returning d.id, d.tenant_id, d.webhook_id, d.event, d.job_id, d.payload, d.created_at,
+                       d.attempts
          )
-         select c.id, c.tenant_id, c.webhook_id, w.url, c.payload, c.attempts as attempt,
+         select c.id, c.tenant_id, c.webhook_id, w.url,
+                coalesce(c.payload, webhook_job_payload(c.event, c.job_id, c.created_at)) as payload,
+                c.attempts as attempt,
                 w.secret_sealed, w.secret_key_id
          from claimed c join webhooks w on w.id = c.webhook_id",
     )

@@ -13,7 +13,8 @@
 //! hanging first, ...), so a drift of the machine's load hits both modes alike. It prints each
 //! pair's ratio and the median of those ratios (the figure to quote: the two runs of a pair are
 //! seconds apart), the medians per mode, and the worker processes' CPU per job (utime + stime
-//! from /proc, the cost a hanging receiver could add to the syncs' processes).
+//! from /proc, the cost a hanging receiver could add to the syncs' processes) and the
+//! PostgreSQL server's (where the outbox written in the job-ending transaction costs).
 
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ struct Run {
     jobs_per_sec: f64,
     /// CPU time of the worker processes (user + system), per job.
     worker_cpu_ms_per_job: f64,
+    /// CPU time of the PostgreSQL server's processes (catalog and source) while the jobs ran,
+    /// per job: where the outbox trigger's cost shows.
+    postgres_cpu_ms_per_job: f64,
     /// Delivery attempts made (all timed out) while the syncs ran.
     attempts: i64,
     /// Deliveries waiting at the end (the outbox the hanging receiver left behind).
@@ -96,6 +100,7 @@ async fn run_once(jobs: usize, workers: usize, hanging: bool) -> anyhow::Result<
         .collect::<Result<_, _>>()?;
     wait_registered(&app, workers).await?;
 
+    let postgres_before = postgres_cpu()?;
     let started = chrono::Utc::now();
     let (status, _, batch) = app.call(TENANT, Method::POST, "/v1/syncs", None).await?;
     anyhow::ensure!(status == 202, "batch answered {status}: {batch}");
@@ -119,6 +124,13 @@ async fn run_once(jobs: usize, workers: usize, hanging: bool) -> anyhow::Result<
     .fetch_one(&app.db)
     .await?;
     anyhow::ensure!(failed == 0, "{failed} jobs failed");
+    let postgres_after = postgres_cpu()?;
+    let postgres: Duration = postgres_after
+        .iter()
+        .map(|(pid, after)| {
+            after.saturating_sub(postgres_before.get(pid).copied().unwrap_or_default())
+        })
+        .sum();
     let elapsed = (last_finished - started).to_std()?;
     let (attempts, outstanding): (i64, i64) = sqlx::query_as(
         "select (select count(*) from webhook_attempts)
@@ -150,9 +162,31 @@ async fn run_once(jobs: usize, workers: usize, hanging: bool) -> anyhow::Result<
     Ok(Run {
         jobs_per_sec: jobs as f64 / elapsed.as_secs_f64(),
         worker_cpu_ms_per_job: worker_cpu.as_secs_f64() * 1000.0 / jobs as f64,
+        postgres_cpu_ms_per_job: postgres.as_secs_f64() * 1000.0 / jobs as f64,
         attempts,
         outstanding,
     })
+}
+
+/// The CPU time so far of every PostgreSQL server process on the machine, by pid (a backend
+/// that exits between two readings is missed; the pools keep theirs open through a run).
+fn postgres_cpu() -> anyhow::Result<std::collections::HashMap<u32, Duration>> {
+    let mut cpu = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let Some(pid) = entry?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| comm.trim() == "postgres");
+        if is_postgres && let Ok(used) = process_cpu(pid) {
+            cpu.insert(pid, used);
+        }
+    }
+    Ok(cpu)
 }
 
 /// User + system CPU time of a process so far, from `/proc/<pid>/stat`.
@@ -190,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
     let workers: usize = args.get(3).map_or(Ok(2), |s| s.parse())?;
     let (mut plain, mut hanging, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut plain_cpu, mut hanging_cpu) = (Vec::new(), Vec::new());
+    let (mut plain_pg, mut hanging_pg) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         let order = if run % 2 == 1 {
             [false, true]
@@ -200,10 +235,11 @@ async fn main() -> anyhow::Result<()> {
         for mode in order {
             let result = run_once(jobs, workers, mode).await?;
             println!(
-                "run {run} {:<8} {:>8.1} jobs/s  worker cpu {:>5.2} ms/job  delivery attempts {:>5}  outstanding deliveries {:>5}",
+                "run {run} {:<8} {:>8.1} jobs/s  worker cpu {:>5.2} ms/job  postgres cpu {:>5.2} ms/job  delivery attempts {:>5}  outstanding deliveries {:>5}",
                 if mode { "hanging" } else { "none" },
                 result.jobs_per_sec,
                 result.worker_cpu_ms_per_job,
+                result.postgres_cpu_ms_per_job,
                 result.attempts,
                 result.outstanding,
             );
@@ -211,9 +247,11 @@ async fn main() -> anyhow::Result<()> {
             if mode {
                 hanging.push(result.jobs_per_sec);
                 hanging_cpu.push(result.worker_cpu_ms_per_job);
+                hanging_pg.push(result.postgres_cpu_ms_per_job);
             } else {
                 plain.push(result.jobs_per_sec);
                 plain_cpu.push(result.worker_cpu_ms_per_job);
+                plain_pg.push(result.postgres_cpu_ms_per_job);
             }
         }
         let ratio = pair[1] / pair[0];
@@ -226,11 +264,13 @@ async fn main() -> anyhow::Result<()> {
         (median(ratios) - 1.0) * 100.0
     );
     println!(
-        "medians: no webhooks {:.1} jobs/s, {:.2} worker cpu ms/job; receiver never answers {:.1} jobs/s, {:.2} worker cpu ms/job",
+        "medians: no webhooks {:.1} jobs/s, {:.2} worker cpu ms/job, {:.2} postgres cpu ms/job; receiver never answers {:.1} jobs/s, {:.2} worker cpu ms/job, {:.2} postgres cpu ms/job",
         median(plain),
         median(plain_cpu),
+        median(plain_pg),
         median(hanging),
         median(hanging_cpu),
+        median(hanging_pg),
     );
     Ok(())
 }
