@@ -17,7 +17,9 @@ use super::sql::{
     TableRow,
 };
 
-/// What the catalog statements returned, one vector per object family.
+/// What the catalog statements returned, one vector per object family, except the columns:
+/// those, by far the most rows (15 per table in the benchmark's schema), are assembled as
+/// they stream ([`Assembly::add_column`]) instead of being held as rows first.
 #[derive(Default)]
 pub(super) struct Rows {
     pub schemas: Vec<SchemaRow>,
@@ -25,88 +27,102 @@ pub(super) struct Rows {
     pub partitions: Vec<PartitionRow>,
     /// The sequences' `(schema, name)`s, and their settings by index in that list.
     pub sequences: (Vec<(String, String)>, Vec<SequenceRow>),
-    pub columns: Vec<ColumnRow>,
     pub key_columns: Vec<KeyColumnRow>,
     pub constraints: Vec<ConstraintRow>,
     pub index_columns: Vec<IndexColumnRow>,
 }
 
-pub(super) fn assemble(database: &str, filters: &Filters, rows: Rows) -> DatabaseSnapshot {
-    let Rows {
-        schemas,
-        tables,
-        partitions,
-        sequences,
-        columns,
-        key_columns,
-        constraints,
-        index_columns,
-    } = rows;
-    let mariadb = schemas
-        .first()
-        .is_some_and(|row| row.server_version.contains("MariaDB"));
-    // MariaDB's JSON is a LONGTEXT with a column-level `json_valid` check named after the
-    // column: the column is reported as `json`, and the check as the type it implements.
-    let json_columns: HashSet<(&str, &str, &str)> = constraints
-        .iter()
-        .filter(|row| is_json_check(row))
-        .map(|row| {
-            (
-                row.constraint_schema.as_str(),
-                row.table_name.as_str(),
-                row.constraint_name.as_str(),
-            )
-        })
-        .collect();
-    let mut out: Vec<TableInfo> = Vec::with_capacity(tables.len());
-    let mut by_name: HashMap<(String, String), usize> = HashMap::with_capacity(tables.len());
-    for row in tables {
-        // A sequence is listed under its schema (see below), not as a table.
-        if !filters.table_included(&row.table_schema, &row.table_name)
-            || row.table_type == "SEQUENCE"
-        {
-            continue;
+/// One database's tables being assembled: made from the rows read before the columns (the
+/// tables, and what a column's assembly needs to know: the server, the JSON checks), then fed
+/// the columns one by one, then finished with the keys, constraints and indexes.
+pub(super) struct Assembly {
+    mariadb: bool,
+    /// MariaDB's JSON is a LONGTEXT with a column-level `json_valid` check named after the
+    /// column: such a column is reported as `json` (schema, table, column).
+    json_columns: HashSet<(String, String, String)>,
+    tables: Vec<TableInfo>,
+    by_name: HashMap<(String, String), usize>,
+}
+
+impl Assembly {
+    /// The tables and views of `rows` that `filters` keep, without columns yet.
+    pub(super) fn new(filters: &Filters, rows: &mut Rows) -> Self {
+        let mariadb = rows
+            .schemas
+            .first()
+            .is_some_and(|row| row.server_version.contains("MariaDB"));
+        let json_columns = rows
+            .constraints
+            .iter()
+            .filter(|row| is_json_check(row))
+            .map(|row| {
+                (
+                    row.constraint_schema.clone(),
+                    row.table_name.clone(),
+                    row.constraint_name.clone(),
+                )
+            })
+            .collect();
+        let table_rows = std::mem::take(&mut rows.tables);
+        let mut tables: Vec<TableInfo> = Vec::with_capacity(table_rows.len());
+        let mut by_name: HashMap<(String, String), usize> =
+            HashMap::with_capacity(table_rows.len());
+        for row in table_rows {
+            // A sequence is listed under its schema (see `finish`), not as a table.
+            if !filters.table_included(&row.table_schema, &row.table_name)
+                || row.table_type == "SEQUENCE"
+            {
+                continue;
+            }
+            let is_view = row.table_type.eq_ignore_ascii_case("VIEW");
+            let mut details = serde_json::Map::new();
+            if let Some(engine) = row.engine {
+                details.insert("engine".into(), json!(engine));
+            }
+            if let Some(collation) = row.table_collation {
+                details.insert("collation".into(), json!(collation));
+            }
+            if let Some(created) = row.create_time {
+                details.insert("created_at".into(), json!(created));
+            }
+            if let Some(updated) = row.update_time {
+                details.insert("updated_at".into(), json!(updated));
+            }
+            by_name.insert(
+                (row.table_schema.clone(), row.table_name.clone()),
+                tables.len(),
+            );
+            tables.push(TableInfo {
+                schema: row.table_schema,
+                name: row.table_name,
+                kind: if is_view { "view" } else { "table" }.to_owned(),
+                owner: None,
+                // MySQL reports "VIEW" as the comment of every view.
+                comment: row
+                    .table_comment
+                    .filter(|c| !(c.is_empty() || is_view && c == "VIEW")),
+                row_estimate: if is_view { None } else { row.table_rows },
+                estimated_bytes: if is_view { None } else { row.estimated_bytes },
+                view_definition: row.view_definition,
+                details: serde_json::Value::Object(details),
+                columns: Vec::new(),
+                constraints: Vec::new(),
+                indexes: Vec::new(),
+            });
         }
-        let is_view = row.table_type.eq_ignore_ascii_case("VIEW");
-        let mut details = serde_json::Map::new();
-        if let Some(engine) = row.engine {
-            details.insert("engine".into(), json!(engine));
+        add_partitions(&mut tables, &by_name, std::mem::take(&mut rows.partitions));
+        Self {
+            mariadb,
+            json_columns,
+            tables,
+            by_name,
         }
-        if let Some(collation) = row.table_collation {
-            details.insert("collation".into(), json!(collation));
-        }
-        if let Some(created) = row.create_time {
-            details.insert("created_at".into(), json!(created));
-        }
-        if let Some(updated) = row.update_time {
-            details.insert("updated_at".into(), json!(updated));
-        }
-        by_name.insert(
-            (row.table_schema.clone(), row.table_name.clone()),
-            out.len(),
-        );
-        out.push(TableInfo {
-            schema: row.table_schema,
-            name: row.table_name,
-            kind: if is_view { "view" } else { "table" }.to_owned(),
-            owner: None,
-            // MySQL reports "VIEW" as the comment of every view.
-            comment: row
-                .table_comment
-                .filter(|c| !(c.is_empty() || is_view && c == "VIEW")),
-            row_estimate: if is_view { None } else { row.table_rows },
-            estimated_bytes: if is_view { None } else { row.estimated_bytes },
-            view_definition: row.view_definition,
-            details: serde_json::Value::Object(details),
-            columns: Vec::new(),
-            constraints: Vec::new(),
-            indexes: Vec::new(),
-        });
     }
-    add_partitions(&mut out, &by_name, partitions);
-    for row in columns {
-        let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
-            continue;
+
+    /// Adds a column to its table (none when the table is filtered out).
+    pub(super) fn add_column(&mut self, row: ColumnRow) {
+        let Some(&i) = self.by_name.get(&(row.table_schema, row.table_name)) else {
+            return;
         };
         let mut details = serde_json::Map::new();
         if !row.extra.is_empty() {
@@ -122,18 +138,18 @@ pub(super) fn assemble(database: &str, filters: &Filters, rows: Rows) -> Databas
         if let Some(expr) = row.generation_expression {
             details.insert("generated".into(), json!(expr));
         }
-        let table = &mut out[i];
+        let table = &mut self.tables[i];
         let is_json = row.column_type.eq_ignore_ascii_case("longtext")
-            && json_columns.contains(&(
-                table.schema.as_str(),
-                table.name.as_str(),
-                row.column_name.as_str(),
+            && self.json_columns.contains(&(
+                table.schema.clone(),
+                table.name.clone(),
+                row.column_name.clone(),
             ));
         // MariaDB prints a string default quoted and no default as the bare word NULL; a
         // view's column repeats its base column's default, which the view does not have.
         let default_value = row
             .column_default
-            .filter(|d| !(mariadb && d == "NULL") && table.kind != "view" && !generated);
+            .filter(|d| !(self.mariadb && d == "NULL") && table.kind != "view" && !generated);
         table.columns.push(ColumnInfo {
             position: row.ordinal_position as i32,
             name: row.column_name,
@@ -148,161 +164,188 @@ pub(super) fn assemble(database: &str, filters: &Filters, rows: Rows) -> Databas
             details: serde_json::Value::Object(details),
         });
     }
-    for row in key_columns {
-        let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
-            continue;
-        };
-        let kind = match row.constraint_type.as_str() {
-            "PRIMARY KEY" => ConstraintKind::PrimaryKey,
-            "FOREIGN KEY" => ConstraintKind::ForeignKey,
-            _ => ConstraintKind::Unique,
-        };
-        let name = row.constraint_name;
-        let table_constraints = &mut out[i].constraints;
-        let existing = table_constraints
+
+    /// The views that got no column (`schema.name`): the server could not resolve them.
+    pub(super) fn views_without_columns(&self) -> Vec<String> {
+        self.tables
             .iter()
-            .position(|c| c.name == name && c.kind == kind);
-        let index = match existing {
-            Some(index) => index,
-            None => {
-                table_constraints.push(ConstraintInfo::new(name, kind, Vec::new()));
-                table_constraints.len() - 1
-            }
-        };
-        let constraint = &mut table_constraints[index];
-        if let Some(column) = row.column_name {
-            constraint.columns.push(column);
-        }
-        if let (Some(schema), Some(table)) =
-            (row.referenced_table_schema, row.referenced_table_name)
-        {
-            let target = constraint.references.get_or_insert(ForeignKeyTarget {
-                schema,
-                table,
-                columns: Vec::new(),
-            });
-            target.columns.extend(row.referenced_column_name);
-        }
+            .filter(|t| t.kind == "view" && t.columns.is_empty())
+            .map(|t| format!("{}.{}", t.schema, t.name))
+            .collect()
     }
-    for row in constraints {
-        let json_check = is_json_check(&row);
-        let Some(&i) = by_name.get(&(row.constraint_schema, row.table_name)) else {
-            continue;
-        };
-        let table = &mut out[i];
-        if row.kind == "FOREIGN KEY" {
-            let fk = table
-                .constraints
-                .iter_mut()
-                .find(|c| c.kind == ConstraintKind::ForeignKey && c.name == row.constraint_name);
-            if let Some(fk) = fk {
-                fk.on_delete = row.delete_rule.as_deref().and_then(fk_action);
-                fk.on_update = row.update_rule.as_deref().and_then(fk_action);
-                fk.match_type = row.match_option.as_deref().and_then(fk_match);
-                fk.deferrable = Some(false);
-                fk.initially_deferred = Some(false);
-            }
-            continue;
-        }
-        let implements_json = json_check
-            && table
-                .columns
+
+    /// The snapshot: keys, constraints and indexes joined to their tables, and the schemas.
+    pub(super) fn finish(self, database: &str, filters: &Filters, rows: Rows) -> DatabaseSnapshot {
+        let Rows {
+            schemas,
+            sequences,
+            key_columns,
+            constraints,
+            index_columns,
+            ..
+        } = rows;
+        let Self {
+            tables: mut out,
+            by_name,
+            ..
+        } = self;
+        for row in key_columns {
+            let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
+                continue;
+            };
+            let kind = match row.constraint_type.as_str() {
+                "PRIMARY KEY" => ConstraintKind::PrimaryKey,
+                "FOREIGN KEY" => ConstraintKind::ForeignKey,
+                _ => ConstraintKind::Unique,
+            };
+            let name = row.constraint_name;
+            let table_constraints = &mut out[i].constraints;
+            let existing = table_constraints
                 .iter()
-                .any(|c| c.name == row.constraint_name && c.data_type == "json");
-        if implements_json {
-            continue;
-        }
-        let clause = row.check_clause.unwrap_or_default();
-        // A check written on a column is named after it; a table's names its columns inside.
-        let columns = if row.check_level.as_deref() == Some("Column") {
-            vec![row.constraint_name.clone()]
-        } else {
-            quoted_names(&clause)
-                .into_iter()
-                .filter(|name| table.columns.iter().any(|c| &c.name == name))
-                .collect()
-        };
-        let mut check = ConstraintInfo::new(row.constraint_name, ConstraintKind::Check, columns);
-        check.definition = Some(clause);
-        table.constraints.push(check);
-    }
-    // One order whatever the statement each kind came from, so fingerprints are stable.
-    for table in &mut out {
-        table
-            .constraints
-            .sort_by(|a, b| (&a.name, a.kind).cmp(&(&b.name, b.kind)));
-    }
-    for row in index_columns {
-        let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
-            continue;
-        };
-        let name = row.index_name;
-        let indexes = &mut out[i].indexes;
-        let index = match indexes.iter().position(|x| x.name == name) {
-            Some(index) => index,
-            None => {
-                indexes.push(IndexInfo {
-                    primary: name == "PRIMARY",
-                    name,
-                    columns: Vec::new(),
-                    expression: row.expression.clone(),
-                    unique: row.non_unique == 0,
-                    method: row.index_type.to_lowercase(),
-                    keys: Vec::new(),
-                    include: Vec::new(),
-                    predicate: None,
-                    definition: None,
-                });
-                indexes.len() - 1
+                .position(|c| c.name == name && c.kind == kind);
+            let index = match existing {
+                Some(index) => index,
+                None => {
+                    table_constraints.push(ConstraintInfo::new(name, kind, Vec::new()));
+                    table_constraints.len() - 1
+                }
+            };
+            let constraint = &mut table_constraints[index];
+            if let Some(column) = row.column_name {
+                constraint.columns.push(column);
             }
-        };
-        let index = &mut indexes[index];
-        index.columns.extend(row.column_name.clone());
-        index.keys.push(IndexKey {
-            column: row.column_name,
-            expression: row.expression,
-            order: match row.collation.as_deref() {
-                Some("A") => Some(SortOrder::Asc),
-                Some("D") => Some(SortOrder::Desc),
-                _ => None,
-            },
-            nulls: None,
-            opclass: None,
-            collation: None,
-            prefix_length: row.sub_part,
-        });
-    }
-    for index in out.iter_mut().flat_map(|t| t.indexes.iter_mut()) {
-        index.definition = Some(index_definition(index));
-    }
-    let mut schemas: Vec<SchemaInfo> = schemas
-        .into_iter()
-        .filter(|row| filters.schema_included(&row.schema_name))
-        .map(|row| SchemaInfo::new(row.schema_name, None, row.schema_comment))
-        .collect();
-    let (names, settings) = sequences;
-    for row in settings {
-        let Some((schema, name)) = usize::try_from(row.n).ok().and_then(|n| names.get(n)) else {
-            continue;
-        };
-        if let Some(schema) = schemas.iter_mut().find(|s| &s.name == schema) {
-            schema.sequences.push(SequenceInfo {
-                name: name.clone(),
-                data_type: "bigint".to_owned(),
-                start: row.start,
-                increment: row.step,
-                min: row.min_value,
-                max: row.max_value,
-                cycle: row.cycle != 0,
-                owned_by: None,
-                identity: false,
+            if let (Some(schema), Some(table)) =
+                (row.referenced_table_schema, row.referenced_table_name)
+            {
+                let target = constraint.references.get_or_insert(ForeignKeyTarget {
+                    schema,
+                    table,
+                    columns: Vec::new(),
+                });
+                target.columns.extend(row.referenced_column_name);
+            }
+        }
+        for row in constraints {
+            let json_check = is_json_check(&row);
+            let Some(&i) = by_name.get(&(row.constraint_schema, row.table_name)) else {
+                continue;
+            };
+            let table = &mut out[i];
+            if row.kind == "FOREIGN KEY" {
+                let fk = table.constraints.iter_mut().find(|c| {
+                    c.kind == ConstraintKind::ForeignKey && c.name == row.constraint_name
+                });
+                if let Some(fk) = fk {
+                    fk.on_delete = row.delete_rule.as_deref().and_then(fk_action);
+                    fk.on_update = row.update_rule.as_deref().and_then(fk_action);
+                    fk.match_type = row.match_option.as_deref().and_then(fk_match);
+                    fk.deferrable = Some(false);
+                    fk.initially_deferred = Some(false);
+                }
+                continue;
+            }
+            let implements_json = json_check
+                && table
+                    .columns
+                    .iter()
+                    .any(|c| c.name == row.constraint_name && c.data_type == "json");
+            if implements_json {
+                continue;
+            }
+            let clause = row.check_clause.unwrap_or_default();
+            // A check written on a column is named after it; a table's names its columns inside.
+            let columns = if row.check_level.as_deref() == Some("Column") {
+                vec![row.constraint_name.clone()]
+            } else {
+                quoted_names(&clause)
+                    .into_iter()
+                    .filter(|name| table.columns.iter().any(|c| &c.name == name))
+                    .collect()
+            };
+            let mut check =
+                ConstraintInfo::new(row.constraint_name, ConstraintKind::Check, columns);
+            check.definition = Some(clause);
+            table.constraints.push(check);
+        }
+        // One order whatever the statement each kind came from, so fingerprints are stable.
+        for table in &mut out {
+            table
+                .constraints
+                .sort_by(|a, b| (&a.name, a.kind).cmp(&(&b.name, b.kind)));
+        }
+        for row in index_columns {
+            let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
+                continue;
+            };
+            let name = row.index_name;
+            let indexes = &mut out[i].indexes;
+            let index = match indexes.iter().position(|x| x.name == name) {
+                Some(index) => index,
+                None => {
+                    indexes.push(IndexInfo {
+                        primary: name == "PRIMARY",
+                        name,
+                        columns: Vec::new(),
+                        expression: row.expression.clone(),
+                        unique: row.non_unique == 0,
+                        method: row.index_type.to_lowercase(),
+                        keys: Vec::new(),
+                        include: Vec::new(),
+                        predicate: None,
+                        definition: None,
+                    });
+                    indexes.len() - 1
+                }
+            };
+            let index = &mut indexes[index];
+            index.columns.extend(row.column_name.clone());
+            index.keys.push(IndexKey {
+                column: row.column_name,
+                expression: row.expression,
+                order: match row.collation.as_deref() {
+                    Some("A") => Some(SortOrder::Asc),
+                    Some("D") => Some(SortOrder::Desc),
+                    _ => None,
+                },
+                nulls: None,
+                opclass: None,
+                collation: None,
+                prefix_length: row.sub_part,
             });
         }
-    }
-    DatabaseSnapshot {
-        name: database.to_owned(),
-        schemas,
-        tables: out,
+        for index in out.iter_mut().flat_map(|t| t.indexes.iter_mut()) {
+            index.definition = Some(index_definition(index));
+        }
+        let mut schemas: Vec<SchemaInfo> = schemas
+            .into_iter()
+            .filter(|row| filters.schema_included(&row.schema_name))
+            .map(|row| SchemaInfo::new(row.schema_name, None, row.schema_comment))
+            .collect();
+        let (names, settings) = sequences;
+        for row in settings {
+            let Some((schema, name)) = usize::try_from(row.n).ok().and_then(|n| names.get(n))
+            else {
+                continue;
+            };
+            if let Some(schema) = schemas.iter_mut().find(|s| &s.name == schema) {
+                schema.sequences.push(SequenceInfo {
+                    name: name.clone(),
+                    data_type: "bigint".to_owned(),
+                    start: row.start,
+                    increment: row.step,
+                    min: row.min_value,
+                    max: row.max_value,
+                    cycle: row.cycle != 0,
+                    owned_by: None,
+                    identity: false,
+                });
+            }
+        }
+        DatabaseSnapshot {
+            name: database.to_owned(),
+            schemas,
+            tables: out,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ mod assembly;
 mod connection;
 mod sql;
 
-use std::collections::HashSet;
+use futures::TryStreamExt as _;
 
 use metasync_shared::catalog::{DatabaseSnapshot, Snapshot};
 use metasync_shared::scan_options::{Depth, Filters, ScanOptions};
@@ -19,7 +19,7 @@ use metasync_shared::domain::{JobWarning, WarningCode};
 use super::reuse::SourceConnections;
 use super::{Probe, ScanError, ScanLimits, ScanTarget};
 use crate::error::JobError;
-use assembly::Rows;
+use assembly::{Assembly, Rows};
 
 /// Reads the databases the options select, all on the resource's connection.
 pub async fn scan(
@@ -190,6 +190,37 @@ impl Reader<'_> {
         *self.statements += 1;
         Ok(rows)
     }
+
+    /// Runs one statement and hands each row to `each` as it arrives, holding none.
+    async fn for_each<T>(
+        &mut self,
+        conn: &mut MySqlConnection,
+        what: &'static str,
+        sql: String,
+        mut each: impl FnMut(T) + Send,
+    ) -> Result<(), JobError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+    {
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for name in self.names.unwrap_or_default() {
+            query = query.bind(name);
+        }
+        super::answered(self.limits, what, async {
+            let mut rows = query.fetch(conn);
+            while let Some(row) = rows
+                .try_next()
+                .await
+                .map_err(|e| JobError::from_source(what, &e))?
+            {
+                each(row);
+            }
+            Ok(())
+        })
+        .await?;
+        *self.statements += 1;
+        Ok(())
+    }
 }
 
 /// What [`read_server`] read, and what it could not.
@@ -288,26 +319,6 @@ async fn read_server(
                 .await?;
             rows.sequences = (names, found);
         }
-        rows.columns = read
-            .fetch(&mut tx, "reading columns", sql::columns(names))
-            .await?;
-        // A view always has a column; the server lists none of an invalid one (a warning
-        // 1356 on the statement, which the driver drops).
-        let with_columns: HashSet<(&str, &str)> = rows
-            .columns
-            .iter()
-            .map(|c| (c.table_schema.as_str(), c.table_name.as_str()))
-            .collect();
-        unreadable_views = rows
-            .tables
-            .iter()
-            .filter(|t| {
-                t.table_type.eq_ignore_ascii_case("VIEW")
-                    && filters.table_included(&t.table_schema, &t.table_name)
-                    && !with_columns.contains(&(t.table_schema.as_str(), t.table_name.as_str()))
-            })
-            .map(|t| format!("{}.{}", t.table_schema, t.table_name))
-            .collect();
         rows.key_columns = read
             .fetch(&mut tx, "reading constraints", sql::key_columns(names))
             .await?;
@@ -323,6 +334,17 @@ async fn read_server(
             .fetch(&mut tx, "reading indexes", sql::index_columns(names))
             .await?;
     }
+    let mut assembly = Assembly::new(filters, &mut rows);
+    if options.depth == Depth::Everything {
+        // Last, and streamed: the columns join the tables already assembled.
+        read.for_each(&mut tx, "reading columns", sql::columns(names), |row| {
+            assembly.add_column(row);
+        })
+        .await?;
+        // A view always has a column; the server lists none of an invalid one (a warning
+        // 1356 on the statement, which the driver drops).
+        unreadable_views = assembly.views_without_columns();
+    }
 
     let what = "ending the read-only transaction";
     super::answered(limits, what, async {
@@ -335,7 +357,7 @@ async fn read_server(
 
     let databases_read = rows.schemas.len();
     Ok(Read {
-        database: assembly::assemble(database, filters, rows),
+        database: assembly.finish(database, filters, rows),
         databases_read,
         missing,
         hidden_views,
