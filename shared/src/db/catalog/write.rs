@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Deserialize;
+use serde_json::json;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -40,32 +41,39 @@ struct StoredTable {
     kind: String,
     row_estimate: Option<i64>,
     estimated_bytes: Option<i64>,
+    source_oid: Option<i64>,
 }
 
 /// The statistics of tables whose definition is unchanged but whose statistics moved, as
-/// `unnest` arrays for [`update_statistics`].
+/// `unnest` arrays for [`update_statistics`]. The source oid rides along: a table dropped and
+/// re-created alike keeps its definition but not its oid, which a later rename is matched by.
 #[derive(Default)]
 struct StatisticsUpdate {
     ids: Vec<Uuid>,
     row_estimates: Vec<Option<i64>>,
     estimated_bytes: Vec<Option<i64>>,
+    source_oids: Vec<Option<i64>>,
 }
 
 impl StatisticsUpdate {
     /// Queues `table`'s statistics if they differ from the stored ones.
     fn push_if_moved(&mut self, stored: &StoredTable, table: &TableInfo) {
-        if (stored.row_estimate, stored.estimated_bytes)
-            != (table.row_estimate, table.estimated_bytes)
+        if (
+            stored.row_estimate,
+            stored.estimated_bytes,
+            stored.source_oid,
+        ) != (table.row_estimate, table.estimated_bytes, table.source_oid)
         {
             self.ids.push(stored.id.uuid());
             self.row_estimates.push(table.row_estimate);
             self.estimated_bytes.push(table.estimated_bytes);
+            self.source_oids.push(table.source_oid);
         }
     }
 }
 
 /// Where a table sits in its resource: the stored catalog's unique key.
-#[derive(PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct TableKey<'a> {
     database: &'a str,
     schema: &'a str,
@@ -80,6 +88,46 @@ impl StoredTable {
             name: &self.name,
         }
     }
+}
+
+/// How a scanned table was matched to the stored catalog.
+enum Match<'s> {
+    /// Stored under the same (database, schema, name).
+    Key(&'s StoredTable),
+    /// A stored table whose name vanished, with the same source oid: renamed in place.
+    Renamed(&'s StoredTable),
+    /// Not stored: a new table.
+    New,
+}
+
+/// The ids of retired tables (`catalog_retired_tables`) by the name they had, for the new
+/// tables of a sync: one statement, only when there are new tables and retired ids.
+async fn retired_ids(
+    tx: &mut PgConnection,
+    resource_id: ResourceId,
+    new: &[(&str, &TableInfo)],
+) -> Result<HashMap<(String, String, String), TableId>, sqlx::Error> {
+    let dbs: Vec<&str> = new.iter().map(|(db, _)| *db).collect();
+    let schemas: Vec<&str> = new.iter().map(|(_, t)| t.schema.as_str()).collect();
+    let names: Vec<&str> = new.iter().map(|(_, t)| t.name.as_str()).collect();
+    let rows: Vec<(String, String, String, TableId)> = sqlx::query_as(
+        "select r.database, r.schema_name, r.name, r.id
+         from catalog_retired_tables r
+              join unnest($2::text[], $3::text[], $4::text[]) as n (db, schema_name, name)
+                on (r.database, r.schema_name, r.name) = (n.db, n.schema_name, n.name)
+         where r.resource_id = $1
+           and not exists (select from catalog_tables t where t.id = r.id)",
+    )
+    .bind(resource_id)
+    .bind(&dbs)
+    .bind(&schemas)
+    .bind(&names)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(db, schema, name, id)| ((db, schema, name), id))
+        .collect())
 }
 
 /// A scanned table to write, under the id it is (or will be) stored with.
@@ -163,67 +211,165 @@ pub async fn write_snapshot(
     // Catalog rows inserted, updated or deleted: 0 for an unchanged resync.
     let mut rows_written = 0;
     // What is stored now, schemas and tables, in one round trip.
-    let (stored_schemas, stored_tables): (Json<Vec<StoredSchema>>, Json<Vec<StoredTable>>) =
-        sqlx::query_as(
-            "select (select coalesce(json_agg(json_build_array(database, name, owner, comment,
+    let (stored_schemas, stored_tables, any_retired): (
+        Json<Vec<StoredSchema>>,
+        Json<Vec<StoredTable>>,
+        bool,
+    ) = sqlx::query_as(
+        "select (select coalesce(json_agg(json_build_array(database, name, owner, comment,
                                                                types, sequences)), '[]')
                      from catalog_schemas where resource_id = $1),
                     (select coalesce(json_agg(json_build_array(id, database, schema_name, name,
                                                                fingerprint, kind, row_estimate,
-                                                               estimated_bytes)), '[]')
-                     from catalog_tables where resource_id = $1)",
-        )
-        .bind(resource_id)
-        .fetch_one(&mut *tx)
-        .await?;
+                                                               estimated_bytes, source_oid)), '[]')
+                     from catalog_tables where resource_id = $1),
+                    exists (select from catalog_retired_tables where resource_id = $1)",
+    )
+    .bind(resource_id)
+    .fetch_one(&mut *tx)
+    .await?;
     let (schema_rows, mut changes) = write_schemas(tx, owner, snapshot, stored_schemas.0).await?;
     rows_written += schema_rows;
 
     let stored_tables = stored_tables.0;
     let mut stored: HashMap<TableKey, &StoredTable> =
         stored_tables.iter().map(|t| (t.key(), t)).collect();
-    let mut rewrite: Vec<TableWrite> = Vec::new();
-    let mut changed_ids: Vec<Uuid> = Vec::new();
-    let mut statistics = StatisticsUpdate::default();
-    for database in &snapshot.databases {
-        for table in &database.tables {
-            stats.tables += 1;
-            stats.columns += table.columns.len() as u64;
-            let key = TableKey {
-                database: &database.name,
-                schema: &table.schema,
-                name: &table.name,
-            };
-            let fingerprint = table.fingerprint();
-            let id = match stored.remove(&key) {
-                Some(old) if old.fingerprint == fingerprint => {
-                    stats.tables_unchanged += 1;
-                    statistics.push_if_moved(old, table);
-                    continue;
-                }
-                Some(old) => {
-                    stats.tables_changed += 1;
-                    changed_ids.push(old.id.uuid());
-                    old.id
-                }
-                None => {
-                    stats.tables_added += 1;
-                    let after = serde_json::json!({ "kind": table.kind });
-                    let change = TableChange::new(ChangeKind::TableAdded, None, None, Some(after));
-                    changes.push(ChangeRow::of_table(&database.name, table, change));
-                    TableId::new_v7()
-                }
-            };
-            rewrite.push(TableWrite {
-                id,
-                database: &database.name,
-                table,
-                fingerprint,
-            });
+    // Matched by name, unless the stored table's oid is scanned under a free name (renamed
+    // away, and a new table took the name); then a new name takes a vanished name's table if
+    // they share the source oid (a rename in place, PostgreSQL only). A rename onto a name
+    // that was stored (a swap, a chain of renames) is matched by name: the rename statement
+    // must never move a table onto a name another row still holds.
+    let scanned: Vec<(&str, &TableInfo)> = snapshot
+        .databases
+        .iter()
+        .flat_map(|d| d.tables.iter().map(move |t| (d.name.as_str(), t)))
+        .collect();
+    fn key_of<'a>(&(database, table): &(&'a str, &'a TableInfo)) -> TableKey<'a> {
+        TableKey {
+            database,
+            schema: &table.schema,
+            name: &table.name,
         }
     }
+    let occupied: HashSet<TableKey> = stored.keys().copied().collect();
+    let scanned_at: HashMap<(&str, i64), TableKey> = scanned
+        .iter()
+        .filter_map(|t| Some(((t.0, t.1.source_oid?), key_of(t))))
+        .collect();
+    let renamed_away =
+        |old: &StoredTable, table: &TableInfo| match (old.source_oid, table.source_oid) {
+            (Some(was), Some(now)) if was != now => scanned_at
+                .get(&(old.database.as_str(), was))
+                .is_some_and(|key| !occupied.contains(key)),
+            _ => false,
+        };
+    let mut matches: Vec<Match> = scanned
+        .iter()
+        .map(|t| {
+            let key = key_of(t);
+            match stored.get(&key).copied() {
+                Some(old) if !renamed_away(old, t.1) => {
+                    stored.remove(&key);
+                    Match::Key(old)
+                }
+                _ => Match::New,
+            }
+        })
+        .collect();
+    let mut vanished_by_oid: HashMap<(&str, i64), &StoredTable> = stored
+        .values()
+        .filter_map(|t| Some(((t.database.as_str(), t.source_oid?), *t)))
+        .collect();
+    for (m, t) in matches.iter_mut().zip(&scanned) {
+        let Some(oid) = t.1.source_oid else {
+            continue;
+        };
+        if matches!(m, Match::New)
+            && !occupied.contains(&key_of(t))
+            && let Some(old) = vanished_by_oid.remove(&(t.0, oid))
+            && old.kind == t.1.kind
+        {
+            stored.remove(&old.key());
+            *m = Match::Renamed(old);
+        }
+    }
+    // A new table takes back the id its name had when it left, if no live table holds it.
+    let new: Vec<(&str, &TableInfo)> = matches
+        .iter()
+        .zip(&scanned)
+        .filter(|(m, _)| matches!(m, Match::New))
+        .map(|(_, t)| *t)
+        .collect();
+    let retired = if any_retired && !new.is_empty() {
+        retired_ids(tx, resource_id, &new).await?
+    } else {
+        HashMap::new()
+    };
+    let live: HashSet<TableId> = stored_tables.iter().map(|t| t.id).collect();
 
-    // Only tables whose fingerprint moved are read back, to say what moved.
+    let mut rewrite: Vec<TableWrite> = Vec::new();
+    let mut changed_ids: Vec<Uuid> = Vec::new();
+    let mut reused_ids: Vec<Uuid> = Vec::new();
+    let mut renamed = Renames::default();
+    let mut statistics = StatisticsUpdate::default();
+    for (m, (database, table)) in matches.into_iter().zip(scanned) {
+        stats.tables += 1;
+        stats.columns += table.columns.len() as u64;
+        let fingerprint = table.fingerprint();
+        let id = match m {
+            Match::Key(old) if old.fingerprint == fingerprint => {
+                stats.tables_unchanged += 1;
+                statistics.push_if_moved(old, table);
+                continue;
+            }
+            Match::Key(old) => {
+                stats.tables_changed += 1;
+                changed_ids.push(old.id.uuid());
+                old.id
+            }
+            Match::Renamed(old) => {
+                stats.tables_changed += 1;
+                changed_ids.push(old.id.uuid());
+                renamed.push(old.id, table);
+                let name = |schema: &str, name: &str| json!({ "schema": schema, "name": name });
+                let change = TableChange::new(
+                    ChangeKind::TableRenamed,
+                    None,
+                    Some(name(&old.schema, &old.name)),
+                    Some(name(&table.schema, &table.name)),
+                );
+                changes.push(ChangeRow::of_table(database, table, change));
+                old.id
+            }
+            Match::New => {
+                stats.tables_added += 1;
+                let after = json!({ "kind": table.kind });
+                let change = TableChange::new(ChangeKind::TableAdded, None, None, Some(after));
+                changes.push(ChangeRow::of_table(database, table, change));
+                let key = (
+                    database.to_owned(),
+                    table.schema.clone(),
+                    table.name.clone(),
+                );
+                match retired.get(&key) {
+                    Some(id) if !live.contains(id) => {
+                        reused_ids.push(id.uuid());
+                        *id
+                    }
+                    _ => TableId::new_v7(),
+                }
+            }
+        };
+        rewrite.push(TableWrite {
+            id,
+            database,
+            table,
+            fingerprint,
+        });
+    }
+
+    // Only tables whose fingerprint moved (or that were renamed) are read back, to say what
+    // moved.
     if !changed_ids.is_empty() {
         let before = read_definitions(tx, &changed_ids).await?;
         for write in &rewrite {
@@ -240,7 +386,7 @@ pub async fn write_snapshot(
     let removed: Vec<Uuid> = stored.values().map(|t| t.id.uuid()).collect();
     stats.tables_removed = removed.len() as u64;
     for gone in stored.into_values() {
-        let before = serde_json::json!({ "kind": gone.kind });
+        let before = json!({ "kind": gone.kind });
         changes.push(ChangeRow {
             database: gone.database.clone(),
             schema: gone.schema.clone(),
@@ -248,18 +394,13 @@ pub async fn write_snapshot(
             change: TableChange::new(ChangeKind::TableRemoved, None, Some(before), None),
         });
     }
-    let deletes = [
-        ("delete from catalog_tables where id = any($1)", &removed),
-        (
-            "delete from catalog_columns where table_id = any($1)",
-            &changed_ids,
-        ),
-    ];
-    for (statement, ids) in deletes {
-        if !ids.is_empty() {
-            let done = sqlx::query(statement).bind(ids).execute(&mut *tx).await?;
-            rows_written += done.rows_affected();
-        }
+    rows_written += retire_and_rename(tx, resource_id, &removed, &reused_ids, &renamed).await?;
+    if !changed_ids.is_empty() {
+        let done = sqlx::query("delete from catalog_columns where table_id = any($1)")
+            .bind(&changed_ids)
+            .execute(&mut *tx)
+            .await?;
+        rows_written += done.rows_affected();
     }
     // New tables go in with COPY; changed ones need the upsert to keep their ids.
     let changed: HashSet<Uuid> = changed_ids.iter().copied().collect();
@@ -288,6 +429,67 @@ pub async fn write_snapshot(
     Ok(stats)
 }
 
+/// Renamed tables' new (schema, name), as `unnest` arrays for [`retire_and_rename`].
+#[derive(Default)]
+struct Renames<'a> {
+    ids: Vec<Uuid>,
+    schemas: Vec<&'a str>,
+    names: Vec<&'a str>,
+}
+
+impl<'a> Renames<'a> {
+    fn push(&mut self, id: TableId, table: &'a TableInfo) {
+        self.ids.push(id.uuid());
+        self.schemas.push(&table.schema);
+        self.names.push(&table.name);
+    }
+}
+
+/// One statement (none when there is nothing to do): deletes the `removed` tables and keeps
+/// their ids as retired under their names, forgets the retired ids `reused` by new tables,
+/// and moves `renamed` tables to their new names (so the upsert, keyed by name, finds them).
+/// A rename's new name was free (a stored one would have matched by name), so no row
+/// conflicts with another inside the statement. Returns the catalog rows deleted or renamed.
+async fn retire_and_rename(
+    tx: &mut PgConnection,
+    resource_id: ResourceId,
+    removed: &[Uuid],
+    reused: &[Uuid],
+    renamed: &Renames<'_>,
+) -> Result<u64, sqlx::Error> {
+    if removed.is_empty() && reused.is_empty() && renamed.ids.is_empty() {
+        return Ok(0);
+    }
+    let (written,): (i64,) = sqlx::query_as(
+        "with gone as (
+             delete from catalog_tables where id = any($2)
+             returning tenant_id, database, schema_name, name, id),
+         retired as (
+             insert into catalog_retired_tables (resource_id, tenant_id, database, schema_name,
+                                                 name, id)
+             select $1, tenant_id, database, schema_name, name, id from gone
+             on conflict (resource_id, database, schema_name, name)
+             do update set id = excluded.id, retired_at = now()),
+         reused as (
+             delete from catalog_retired_tables where resource_id = $1 and id = any($3)),
+         renamed as (
+             update catalog_tables t set schema_name = r.schema_name, name = r.name
+             from unnest($4::uuid[], $5::text[], $6::text[]) as r (id, schema_name, name)
+             where t.id = r.id
+             returning t.id)
+         select (select count(*) from gone) + (select count(*) from renamed)",
+    )
+    .bind(resource_id)
+    .bind(removed)
+    .bind(reused)
+    .bind(&renamed.ids)
+    .bind(&renamed.schemas)
+    .bind(&renamed.names)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(written as u64)
+}
+
 /// Refreshes the row estimates and sizes of tables whose definition did not change, in one
 /// statement (none when no statistic moved). Statistics are not part of the definition: the
 /// fingerprint, `last_job_id` and `last_changed_at` stay, and no change history is written.
@@ -301,16 +503,18 @@ async fn update_statistics(
     }
     let done = sqlx::query(
         "update catalog_tables t
-         set row_estimate = s.row_estimate, estimated_bytes = s.estimated_bytes
-         from unnest($1::uuid[], $2::int8[], $3::int8[])
-              as s (id, row_estimate, estimated_bytes)
+         set row_estimate = s.row_estimate, estimated_bytes = s.estimated_bytes,
+             source_oid = s.source_oid
+         from unnest($1::uuid[], $2::int8[], $3::int8[], $4::int8[])
+              as s (id, row_estimate, estimated_bytes, source_oid)
          where t.id = s.id
-           and (t.row_estimate, t.estimated_bytes)
-               is distinct from (s.row_estimate, s.estimated_bytes)",
+           and (t.row_estimate, t.estimated_bytes, t.source_oid)
+               is distinct from (s.row_estimate, s.estimated_bytes, s.source_oid)",
     )
     .bind(&update.ids)
     .bind(&update.row_estimates)
     .bind(&update.estimated_bytes)
+    .bind(&update.source_oids)
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected())
@@ -347,7 +551,7 @@ async fn read_definitions(
 ) -> Result<HashMap<TableId, TableInfo>, sqlx::Error> {
     let tables: Vec<DefinitionRow> = sqlx::query_as(
         "select id, schema_name as schema, name, kind, owner, comment, row_estimate, estimated_bytes,
-                view_definition, details, constraints, indexes
+                view_definition, details, constraints, indexes, source_oid
          from catalog_tables where id = any($1)",
     )
     .bind(ids)
@@ -406,6 +610,7 @@ const TABLE_COLUMNS: Target = Target {
         ("indexes", "jsonb"),
         ("fingerprint", "text"),
         ("last_job_id", "uuid"),
+        ("source_oid", "int8"),
     ],
 };
 
@@ -478,6 +683,7 @@ async fn copy_tables(
         let id = id.to_string();
         let rows_estimate = table.row_estimate.map(|n| n.to_string());
         let bytes = table.estimated_bytes.map(|n| n.to_string());
+        let oid = table.source_oid.map(|n| n.to_string());
         let details = table.details.to_string();
         let constraints = serde_json::to_string(&table.constraints).expect("json serializes");
         let indexes = serde_json::to_string(&table.indexes).expect("json serializes");
@@ -499,6 +705,7 @@ async fn copy_tables(
             Some(&indexes),
             Some(fingerprint),
             Some(&job_id),
+            oid.as_deref(),
         ])
         .await?;
     }
@@ -658,6 +865,7 @@ async fn upsert_tables(
     let mut constraints = Vec::with_capacity(n);
     let mut indexes = Vec::with_capacity(n);
     let mut fingerprints = Vec::with_capacity(n);
+    let mut oids = Vec::with_capacity(n);
     for TableWrite {
         id,
         database,
@@ -679,26 +887,27 @@ async fn upsert_tables(
         constraints.push(serde_json::to_value(&table.constraints).expect("serializable"));
         indexes.push(serde_json::to_value(&table.indexes).expect("serializable"));
         fingerprints.push(fingerprint.as_str());
+        oids.push(table.source_oid);
     }
     let done = sqlx::query(
         "insert into catalog_tables (id, tenant_id, resource_id, database, schema_name, name,
              kind, owner, comment, row_estimate, estimated_bytes, view_definition, details,
-             constraints, indexes, fingerprint, last_job_id)
+             constraints, indexes, fingerprint, last_job_id, source_oid)
          select t.id, $1, $2, t.db, t.schema_name, t.name, t.kind, t.owner, t.comment,
                 t.row_estimate, t.estimated_bytes, t.view_definition, t.details, t.constraints,
-                t.indexes, t.fingerprint, $3
+                t.indexes, t.fingerprint, $3, t.source_oid
          from unnest($4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
                      $10::text[], $11::int8[], $12::int8[], $13::text[], $14::jsonb[],
-                     $15::jsonb[], $16::jsonb[], $17::text[])
+                     $15::jsonb[], $16::jsonb[], $17::text[], $18::int8[])
               as t (id, db, schema_name, name, kind, owner, comment, row_estimate, estimated_bytes,
-                    view_definition, details, constraints, indexes, fingerprint)
+                    view_definition, details, constraints, indexes, fingerprint, source_oid)
          on conflict (resource_id, database, schema_name, name) do update set
              kind = excluded.kind, owner = excluded.owner, comment = excluded.comment,
              row_estimate = excluded.row_estimate, estimated_bytes = excluded.estimated_bytes,
              view_definition = excluded.view_definition, details = excluded.details,
              constraints = excluded.constraints, indexes = excluded.indexes,
              fingerprint = excluded.fingerprint, last_job_id = excluded.last_job_id,
-             last_changed_at = now()",
+             source_oid = excluded.source_oid, last_changed_at = now()",
     )
     .bind(owner.tenant)
     .bind(owner.resource_id)
@@ -717,6 +926,7 @@ async fn upsert_tables(
     .bind(&constraints)
     .bind(&indexes)
     .bind(&fingerprints)
+    .bind(&oids)
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected())

@@ -101,6 +101,8 @@ pub(super) fn assemble(database: &str, filters: &Filters, rows: Rows) -> Databas
             columns: Vec::new(),
             constraints: Vec::new(),
             indexes: Vec::new(),
+            // No stable id on MySQL/MariaDB: a rename is a drop and an add.
+            source_oid: None,
         });
     }
     add_partitions(&mut out, &by_name, partitions);
