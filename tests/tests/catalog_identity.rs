@@ -3,7 +3,7 @@
 //! a live table's id; on MariaDB, with no stable id, a rename stays a drop and an add.
 
 use metasync_shared::catalog::ChangeKind;
-use metasync_shared::db::catalog::{StoredChange, TableDetail};
+use metasync_shared::db::catalog::TableDetail;
 use metasync_shared::ids::{ResourceId, TableId};
 use metasync_tests::assert::stats;
 use metasync_tests::create_source;
@@ -25,16 +25,6 @@ async fn table_by_id(s: &Scanner, id: TableId) -> Option<TableDetail> {
         404 => None,
         other => panic!("GET {path}: {other} {body}"),
     }
-}
-
-/// The one change of `kind` a job recorded, with its details.
-async fn change_of(s: &Scanner, rid: ResourceId, job_id: &str, kind: ChangeKind) -> StoredChange {
-    let changes: Vec<StoredChange> = s
-        .all_pages(&format!("/v1/resources/{rid}/changes?job_id={job_id}"), 100)
-        .await;
-    let mut found: Vec<StoredChange> = changes.into_iter().filter(|c| c.kind == kind).collect();
-    assert_eq!(found.len(), 1, "{found:?}");
-    found.remove(0)
 }
 
 #[tokio::test]
@@ -63,7 +53,7 @@ async fn postgres_renames_keep_the_table_and_its_id() {
         (stats(&job).tables_changed, stats(&job).tables_added),
         (1, 0)
     );
-    let change = change_of(&s, rid, &job.id.to_string(), ChangeKind::TableRenamed).await;
+    let change = s.change_of_kind(rid, &job, ChangeKind::TableRenamed).await;
     assert_eq!(
         change.details,
         json!({"before": {"schema": "public", "name": "a"},
@@ -83,7 +73,7 @@ async fn postgres_renames_keep_the_table_and_its_id() {
         s.changes_of(rid, &job).await,
         [triple(ChangeKind::ColumnRenamed, "a2", "w")]
     );
-    let change = change_of(&s, rid, &job.id.to_string(), ChangeKind::ColumnRenamed).await;
+    let change = s.change_of_kind(rid, &job, ChangeKind::ColumnRenamed).await;
     assert_eq!(
         change.details,
         json!({"before": {"name": "v"}, "after": {"name": "w"}})
@@ -109,7 +99,7 @@ async fn postgres_renames_keep_the_table_and_its_id() {
             triple(ChangeKind::TableRenamed, "a3", ""),
         ]
     );
-    let changed = change_of(&s, rid, &job.id.to_string(), ChangeKind::ColumnChanged).await;
+    let changed = s.change_of_kind(rid, &job, ChangeKind::ColumnChanged).await;
     assert_eq!(changed.details["before"]["data_type"], "text");
     assert_eq!(
         changed.details["after"]["data_type"],
@@ -128,7 +118,7 @@ async fn postgres_renames_keep_the_table_and_its_id() {
         s.changes_of(rid, &job).await,
         [triple(ChangeKind::TableRenamed, "a3", "")]
     );
-    let change = change_of(&s, rid, &job.id.to_string(), ChangeKind::TableRenamed).await;
+    let change = s.change_of_kind(rid, &job, ChangeKind::TableRenamed).await;
     assert_eq!(change.schema, "other");
     assert_eq!(change.details["before"]["schema"], "public");
     assert_eq!(id_of(&s, rid, "other", "a3").await, a);

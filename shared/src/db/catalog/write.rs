@@ -17,6 +17,70 @@ use crate::catalog::{
 };
 use crate::domain::SyncStats;
 use crate::ids::{JobId, ResourceId, SchemaId, TableId, TenantId};
+use crate::scan_options::{Depth, Filters, ScanOptions};
+
+/// The scope a snapshot was read under: the resource's scan options, compiled, and what its
+/// `databases` selects by. The writer compares it with the scope the catalog was last written
+/// with (`resources.catalog_scope`): a change is recorded once as `scope_changed`, and what
+/// left or entered the scope because of it is not reported as removed or added.
+#[derive(Clone, Copy)]
+pub struct Scope<'a> {
+    /// The options the scan ran with.
+    pub options: &'a ScanOptions,
+    /// `options`' patterns, compiled (the worker's cached ones).
+    pub filters: &'a Filters,
+    /// The resource's own database: what `databases: "resource"` selects.
+    pub resource_database: &'a str,
+    /// MySQL/MariaDB: `databases` selects schemas, a database being a schema there (and the
+    /// snapshot's one database is the resource's).
+    pub databases_are_schemas: bool,
+}
+
+impl Scope<'_> {
+    fn covers_schema(&self, database: &str, schema: &str) -> bool {
+        let selected = if self.databases_are_schemas {
+            schema
+        } else {
+            database
+        };
+        self.options
+            .selects_database(selected, self.resource_database)
+            && self.filters.schema_included(schema)
+    }
+
+    fn covers_table(&self, database: &str, schema: &str, name: &str) -> bool {
+        self.options.depth >= Depth::Tables
+            && self.covers_schema(database, schema)
+            && self.filters.table_included(schema, name)
+    }
+}
+
+/// A scope change this sync found: the scope the catalog was last written with, and the
+/// scope of this scan.
+struct ScopeShift<'a> {
+    before: Scope<'a>,
+    after: Scope<'a>,
+}
+
+impl ScopeShift<'_> {
+    /// Whether a change of this kind can be the depth's doing rather than the source's:
+    /// going below depth 3 drops every column, constraint, index, type and sequence; coming
+    /// back to it brings them all.
+    fn depth_explains(&self, kind: ChangeKind) -> bool {
+        use ChangeKind::*;
+        let (before, after) = (self.before.options.depth, self.after.options.depth);
+        let everything = Depth::Everything;
+        match kind {
+            ColumnAdded | ConstraintAdded | IndexAdded | TypeAdded | SequenceAdded => {
+                before < everything && after == everything
+            }
+            ColumnRemoved | ConstraintRemoved | IndexRemoved | TypeRemoved | SequenceRemoved => {
+                before == everything && after < everything
+            }
+            _ => false,
+        }
+    }
+}
 
 /// A stored schema as the first statement returns it: a JSON array in this field order.
 #[derive(Deserialize)]
@@ -27,6 +91,19 @@ struct StoredSchema {
     comment: Option<String>,
     types: Vec<TypeInfo>,
     sequences: Vec<SequenceInfo>,
+}
+
+/// What the first statement reads: the stored catalog of the resource.
+#[derive(sqlx::FromRow)]
+struct StoredCatalog {
+    schemas: Json<Vec<StoredSchema>>,
+    tables: Json<Vec<StoredTable>>,
+    /// Whether the resource has retired table ids (none: no need to look new names up).
+    any_retired: bool,
+    /// The options the catalog was last written with (`resources.catalog_scope`): a JSON
+    /// value, parsed only when it differs from this scan's (stored options need not parse
+    /// for the write to go on).
+    scope: Option<Json<serde_json::Value>>,
 }
 
 /// A stored table's identity and fingerprint as the first statement returns it: a JSON array
@@ -192,6 +269,7 @@ pub async fn write_snapshot(
     resource_id: ResourceId,
     job_id: JobId,
     snapshot: &Snapshot,
+    scope: Scope<'_>,
 ) -> Result<SyncStats, sqlx::Error> {
     let owner = Owner {
         tenant,
@@ -211,25 +289,86 @@ pub async fn write_snapshot(
     // Catalog rows inserted, updated or deleted: 0 for an unchanged resync.
     let mut rows_written = 0;
     // What is stored now, schemas and tables, in one round trip.
-    let (stored_schemas, stored_tables, any_retired): (
-        Json<Vec<StoredSchema>>,
-        Json<Vec<StoredTable>>,
-        bool,
-    ) = sqlx::query_as(
+    let StoredCatalog {
+        schemas: stored_schemas,
+        tables: stored_tables,
+        any_retired,
+        scope: stored_scope,
+    } = sqlx::query_as(
         "select (select coalesce(json_agg(json_build_array(database, name, owner, comment,
                                                                types, sequences)), '[]')
-                     from catalog_schemas where resource_id = $1),
+                     from catalog_schemas where resource_id = $1) as schemas,
                     (select coalesce(json_agg(json_build_array(id, database, schema_name, name,
                                                                fingerprint, kind, row_estimate,
                                                                estimated_bytes, source_oid)), '[]')
-                     from catalog_tables where resource_id = $1),
-                    exists (select from catalog_retired_tables where resource_id = $1)",
+                     from catalog_tables where resource_id = $1) as tables,
+                    exists (select from catalog_retired_tables where resource_id = $1)
+                        as any_retired,
+                    (select catalog_scope from resources where id = $1) as scope",
     )
     .bind(resource_id)
     .fetch_one(&mut *tx)
     .await?;
-    let (schema_rows, mut changes) = write_schemas(tx, owner, snapshot, stored_schemas.0).await?;
+    // The scope the catalog was last written with, if it differs from this scan's. The
+    // first sync (no stored scope) records none.
+    let scope_json = serde_json::Value::from(scope.options.clone());
+    let stored_scope = stored_scope.map(|json| json.0);
+    let mut changes = Vec::new();
+    let before_options = match &stored_scope {
+        Some(before) if *before != scope_json => {
+            changes.push(ChangeRow {
+                database: String::new(),
+                schema: String::new(),
+                table: None,
+                change: TableChange::new(
+                    ChangeKind::ScopeChanged,
+                    None,
+                    Some(before.clone()),
+                    Some(scope_json.clone()),
+                ),
+            });
+            // Written by this function from parsed options; one that no longer parses or
+            // compiles only costs the distinction (its removals are reported as such).
+            ScanOptions::try_from(before.clone()).ok()
+        }
+        _ => None,
+    };
+    let before_filters = before_options.as_ref().and_then(|o| o.compile().ok());
+    let shift = match (&before_options, &before_filters) {
+        (Some(options), Some(filters)) => Some(ScopeShift {
+            before: Scope {
+                options,
+                filters,
+                ..scope
+            },
+            after: scope,
+        }),
+        _ => None,
+    };
+    if stored_scope.as_ref() != Some(&scope_json) {
+        rows_written += sqlx::query("update resources set catalog_scope = $2 where id = $1")
+            .bind(resource_id)
+            .bind(Json(scope.options))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+    }
+    let entered_table = |database: &str, table: &TableInfo| {
+        shift
+            .as_ref()
+            .is_some_and(|s| !s.before.covers_table(database, &table.schema, &table.name))
+    };
+    let left_table = |gone: &StoredTable| {
+        shift.as_ref().is_some_and(|s| {
+            !s.after
+                .covers_table(&gone.database, &gone.schema, &gone.name)
+        })
+    };
+
+    let (schema_rows, schema_changes) =
+        write_schemas(tx, owner, snapshot, stored_schemas.0, shift.as_ref()).await?;
     rows_written += schema_rows;
+    changes.extend(schema_changes);
 
     let stored_tables = stored_tables.0;
     let mut stored: HashMap<TableKey, &StoredTable> =
@@ -343,9 +482,11 @@ pub async fn write_snapshot(
             }
             Match::New => {
                 stats.tables_added += 1;
-                let after = json!({ "kind": table.kind });
-                let change = TableChange::new(ChangeKind::TableAdded, None, None, Some(after));
-                changes.push(ChangeRow::of_table(database, table, change));
+                if !entered_table(database, table) {
+                    let after = json!({ "kind": table.kind });
+                    let change = TableChange::new(ChangeKind::TableAdded, None, None, Some(after));
+                    changes.push(ChangeRow::of_table(database, table, change));
+                }
                 let key = (
                     database.to_owned(),
                     table.schema.clone(),
@@ -385,7 +526,7 @@ pub async fn write_snapshot(
 
     let removed: Vec<Uuid> = stored.values().map(|t| t.id.uuid()).collect();
     stats.tables_removed = removed.len() as u64;
-    for gone in stored.into_values() {
+    for gone in stored.into_values().filter(|gone| !left_table(gone)) {
         let before = json!({ "kind": gone.kind });
         changes.push(ChangeRow {
             database: gone.database.clone(),
@@ -418,6 +559,9 @@ pub async fn write_snapshot(
     rows_written += copy_tables(tx, &mut pending, owner, &added).await?;
     rows_written += insert_columns(tx, &mut pending, owner.tenant, &updated).await?;
     rows_written += insert_columns(tx, &mut pending, owner.tenant, &added).await?;
+    if let Some(shift) = &shift {
+        changes.retain(|c| !shift.depth_explains(c.change.kind));
+    }
     let changes = insert_changes(tx, &mut pending, owner, &changes).await?;
     pending.execute(tx).await?;
     tracing::debug!(
@@ -717,6 +861,7 @@ async fn write_schemas(
     owner: Owner<'_>,
     snapshot: &Snapshot,
     stored: Vec<StoredSchema>,
+    shift: Option<&ScopeShift<'_>>,
 ) -> Result<(u64, Vec<ChangeRow>), sqlx::Error> {
     let stored: HashMap<(String, String), SchemaInfo> = stored
         .into_iter()
@@ -747,6 +892,8 @@ async fn write_schemas(
             let key = (database.name.clone(), schema.name.clone());
             let old = stored.get(&key);
             match old {
+                None if shift
+                    .is_some_and(|s| !s.before.covers_schema(&database.name, &schema.name)) => {}
                 None => changes.push(change(
                     &database.name,
                     &schema.name,
@@ -793,6 +940,9 @@ async fn write_schemas(
     let mut written = 0;
     if !gone.is_empty() {
         for (db, name) in &gone {
+            if shift.is_some_and(|s| !s.after.covers_schema(db, name)) {
+                continue;
+            }
             let before = serde_json::json!(stored[&(db.to_string(), name.to_string())]);
             changes.push(change(
                 db,
