@@ -58,17 +58,53 @@ impl Scope<'_> {
 /// A scope change this sync found: the scope the catalog was last written with, and the
 /// scope of this scan.
 struct ScopeShift<'a> {
-    before: Scope<'a>,
+    before_options: ScanOptions,
+    before_filters: Filters,
     after: Scope<'a>,
 }
 
-impl ScopeShift<'_> {
+impl<'a> ScopeShift<'a> {
+    /// The change from the `stored` options to `after`'s. `None` when a stored value no longer
+    /// parses or compiles (it was written from parsed options): that costs only the
+    /// distinction, and what vanished is then reported as removed.
+    fn from_stored(stored: &serde_json::Value, after: Scope<'a>) -> Option<Self> {
+        let before_options = ScanOptions::try_from(stored.clone()).ok()?;
+        let before_filters = before_options.compile().ok()?;
+        Some(Self {
+            before_options,
+            before_filters,
+            after,
+        })
+    }
+
+    fn before(&self) -> Scope<'_> {
+        Scope {
+            options: &self.before_options,
+            filters: &self.before_filters,
+            ..self.after
+        }
+    }
+
+    /// A new table the old scope did not select: it entered the scope, it was not created.
+    fn entered(&self, database: &str, table: &TableInfo) -> bool {
+        !self
+            .before()
+            .covers_table(database, &table.schema, &table.name)
+    }
+
+    /// A vanished table the new scope does not select: it left the scope, it was not dropped.
+    fn left(&self, gone: &StoredTable) -> bool {
+        !self
+            .after
+            .covers_table(&gone.database, &gone.schema, &gone.name)
+    }
+
     /// Whether a change of this kind can be the depth's doing rather than the source's:
     /// going below depth 3 drops every column, constraint, index, type and sequence; coming
     /// back to it brings them all.
     fn depth_explains(&self, kind: ChangeKind) -> bool {
         use ChangeKind::*;
-        let (before, after) = (self.before.options.depth, self.after.options.depth);
+        let (before, after) = (self.before_options.depth, self.after.options.depth);
         let everything = Depth::Everything;
         match kind {
             ColumnAdded | ConstraintAdded | IndexAdded | TypeAdded | SequenceAdded => {
@@ -177,6 +213,102 @@ enum Match<'s> {
     New,
 }
 
+/// Pairs each scanned table with the stored one it is, taking those out of `stored` (what is
+/// left there vanished). Matched by name, unless the stored table's oid is scanned under a
+/// free name (renamed away, and a new table took the name); then a new name takes a vanished
+/// name's table if they share the source oid and kind (a rename in place, PostgreSQL only). A
+/// rename onto a name that was stored (a swap, a chain of renames) is matched by name: the
+/// rename statement must never move a table onto a name another row still holds.
+fn match_tables<'a>(
+    scanned: &[(&'a str, &'a TableInfo)],
+    stored: &mut HashMap<TableKey<'a>, &'a StoredTable>,
+) -> Vec<Match<'a>> {
+    fn key_of<'a>(&(database, table): &(&'a str, &'a TableInfo)) -> TableKey<'a> {
+        TableKey {
+            database,
+            schema: &table.schema,
+            name: &table.name,
+        }
+    }
+    let occupied: HashSet<TableKey> = stored.keys().copied().collect();
+    let scanned_at: HashMap<(&str, i64), TableKey> = scanned
+        .iter()
+        .filter_map(|t| Some(((t.0, t.1.source_oid?), key_of(t))))
+        .collect();
+    let renamed_away =
+        |old: &StoredTable, table: &TableInfo| match (old.source_oid, table.source_oid) {
+            (Some(was), Some(now)) if was != now => scanned_at
+                .get(&(old.database.as_str(), was))
+                .is_some_and(|key| !occupied.contains(key)),
+            _ => false,
+        };
+    let mut matches: Vec<Match> = scanned
+        .iter()
+        .map(|t| {
+            let key = key_of(t);
+            match stored.get(&key).copied() {
+                Some(old) if !renamed_away(old, t.1) => {
+                    stored.remove(&key);
+                    Match::Key(old)
+                }
+                _ => Match::New,
+            }
+        })
+        .collect();
+    let mut vanished_by_oid: HashMap<(&str, i64), &StoredTable> = stored
+        .values()
+        .filter_map(|t| Some(((t.database.as_str(), t.source_oid?), *t)))
+        .collect();
+    for (m, t) in matches.iter_mut().zip(scanned) {
+        let Some(oid) = t.1.source_oid else {
+            continue;
+        };
+        if matches!(m, Match::New)
+            && !occupied.contains(&key_of(t))
+            && let Some(old) = vanished_by_oid.remove(&(t.0, oid))
+            && old.kind == t.1.kind
+        {
+            stored.remove(&old.key());
+            *m = Match::Renamed(old);
+        }
+    }
+    matches
+}
+
+/// Compares this scan's scope with the one the catalog was last written with (`stored`):
+/// where they differ, one `scope_changed` entry and the shift that tells what left or entered
+/// the scope; the first sync (nothing stored) records none. Stores the scope when it moved
+/// (one statement). Returns the rows written, the shift and the change entry, if any.
+async fn record_scope<'a>(
+    tx: &mut PgConnection,
+    resource_id: ResourceId,
+    stored: Option<serde_json::Value>,
+    scope: Scope<'a>,
+) -> Result<(u64, Option<ScopeShift<'a>>, Vec<ChangeRow>), sqlx::Error> {
+    let now = serde_json::Value::from(scope.options.clone());
+    if stored.as_ref() == Some(&now) {
+        return Ok((0, None, Vec::new()));
+    }
+    let written = sqlx::query("update resources set catalog_scope = $2 where id = $1")
+        .bind(resource_id)
+        .bind(Json(scope.options))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let Some(before) = stored else {
+        return Ok((written, None, Vec::new()));
+    };
+    let shift = ScopeShift::from_stored(&before, scope);
+    let change = ChangeRow {
+        // The resource's own change: no database, no schema.
+        database: String::new(),
+        schema: String::new(),
+        table: None,
+        change: TableChange::new(ChangeKind::ScopeChanged, None, Some(before), Some(now)),
+    };
+    Ok((written, shift, vec![change]))
+}
+
 /// The ids of retired tables (`catalog_retired_tables`) by the name they had, for the new
 /// tables of a sync: one statement, only when there are new tables and retired ids.
 async fn retired_ids(
@@ -259,8 +391,10 @@ impl ChangeRow {
 }
 
 /// Writes a snapshot of one resource: only tables whose fingerprint moved are rewritten, and
-/// what disappeared from the source is removed. A fixed number of statements, whatever the
-/// table count (arrays through `unnest`). Run inside the fenced job transaction. Returns the
+/// what disappeared from the source is removed. Tables keep their ids across renames
+/// (PostgreSQL) and take their old ids back when they reappear; a change of `scope` since
+/// the last write is recorded once. A fixed number of statements, whatever the table count
+/// (arrays through `unnest`). Run inside the fenced job transaction. Returns the
 /// job's stats.
 #[tracing::instrument(skip_all, fields(%resource_id))]
 pub async fn write_snapshot(
@@ -288,7 +422,8 @@ pub async fn write_snapshot(
     };
     // Catalog rows inserted, updated or deleted: 0 for an unchanged resync.
     let mut rows_written = 0;
-    // What is stored now, schemas and tables, in one round trip.
+    // What is stored now (schemas, tables, whether ids are retired, the scope), in one round
+    // trip.
     let StoredCatalog {
         schemas: stored_schemas,
         tables: stored_tables,
@@ -309,62 +444,9 @@ pub async fn write_snapshot(
     .bind(resource_id)
     .fetch_one(&mut *tx)
     .await?;
-    // The scope the catalog was last written with, if it differs from this scan's. The
-    // first sync (no stored scope) records none.
-    let scope_json = serde_json::Value::from(scope.options.clone());
-    let stored_scope = stored_scope.map(|json| json.0);
-    let mut changes = Vec::new();
-    let before_options = match &stored_scope {
-        Some(before) if *before != scope_json => {
-            changes.push(ChangeRow {
-                database: String::new(),
-                schema: String::new(),
-                table: None,
-                change: TableChange::new(
-                    ChangeKind::ScopeChanged,
-                    None,
-                    Some(before.clone()),
-                    Some(scope_json.clone()),
-                ),
-            });
-            // Written by this function from parsed options; one that no longer parses or
-            // compiles only costs the distinction (its removals are reported as such).
-            ScanOptions::try_from(before.clone()).ok()
-        }
-        _ => None,
-    };
-    let before_filters = before_options.as_ref().and_then(|o| o.compile().ok());
-    let shift = match (&before_options, &before_filters) {
-        (Some(options), Some(filters)) => Some(ScopeShift {
-            before: Scope {
-                options,
-                filters,
-                ..scope
-            },
-            after: scope,
-        }),
-        _ => None,
-    };
-    if stored_scope.as_ref() != Some(&scope_json) {
-        rows_written += sqlx::query("update resources set catalog_scope = $2 where id = $1")
-            .bind(resource_id)
-            .bind(Json(scope.options))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    }
-    let entered_table = |database: &str, table: &TableInfo| {
-        shift
-            .as_ref()
-            .is_some_and(|s| !s.before.covers_table(database, &table.schema, &table.name))
-    };
-    let left_table = |gone: &StoredTable| {
-        shift.as_ref().is_some_and(|s| {
-            !s.after
-                .covers_table(&gone.database, &gone.schema, &gone.name)
-        })
-    };
-
+    let (scope_rows, shift, mut changes) =
+        record_scope(tx, resource_id, stored_scope.map(|json| json.0), scope).await?;
+    rows_written += scope_rows;
     let (schema_rows, schema_changes) =
         write_schemas(tx, owner, snapshot, stored_schemas.0, shift.as_ref()).await?;
     rows_written += schema_rows;
@@ -373,65 +455,12 @@ pub async fn write_snapshot(
     let stored_tables = stored_tables.0;
     let mut stored: HashMap<TableKey, &StoredTable> =
         stored_tables.iter().map(|t| (t.key(), t)).collect();
-    // Matched by name, unless the stored table's oid is scanned under a free name (renamed
-    // away, and a new table took the name); then a new name takes a vanished name's table if
-    // they share the source oid (a rename in place, PostgreSQL only). A rename onto a name
-    // that was stored (a swap, a chain of renames) is matched by name: the rename statement
-    // must never move a table onto a name another row still holds.
     let scanned: Vec<(&str, &TableInfo)> = snapshot
         .databases
         .iter()
         .flat_map(|d| d.tables.iter().map(move |t| (d.name.as_str(), t)))
         .collect();
-    fn key_of<'a>(&(database, table): &(&'a str, &'a TableInfo)) -> TableKey<'a> {
-        TableKey {
-            database,
-            schema: &table.schema,
-            name: &table.name,
-        }
-    }
-    let occupied: HashSet<TableKey> = stored.keys().copied().collect();
-    let scanned_at: HashMap<(&str, i64), TableKey> = scanned
-        .iter()
-        .filter_map(|t| Some(((t.0, t.1.source_oid?), key_of(t))))
-        .collect();
-    let renamed_away =
-        |old: &StoredTable, table: &TableInfo| match (old.source_oid, table.source_oid) {
-            (Some(was), Some(now)) if was != now => scanned_at
-                .get(&(old.database.as_str(), was))
-                .is_some_and(|key| !occupied.contains(key)),
-            _ => false,
-        };
-    let mut matches: Vec<Match> = scanned
-        .iter()
-        .map(|t| {
-            let key = key_of(t);
-            match stored.get(&key).copied() {
-                Some(old) if !renamed_away(old, t.1) => {
-                    stored.remove(&key);
-                    Match::Key(old)
-                }
-                _ => Match::New,
-            }
-        })
-        .collect();
-    let mut vanished_by_oid: HashMap<(&str, i64), &StoredTable> = stored
-        .values()
-        .filter_map(|t| Some(((t.database.as_str(), t.source_oid?), *t)))
-        .collect();
-    for (m, t) in matches.iter_mut().zip(&scanned) {
-        let Some(oid) = t.1.source_oid else {
-            continue;
-        };
-        if matches!(m, Match::New)
-            && !occupied.contains(&key_of(t))
-            && let Some(old) = vanished_by_oid.remove(&(t.0, oid))
-            && old.kind == t.1.kind
-        {
-            stored.remove(&old.key());
-            *m = Match::Renamed(old);
-        }
-    }
+    let matches = match_tables(&scanned, &mut stored);
     // A new table takes back the id its name had when it left, if no live table holds it.
     let new: Vec<(&str, &TableInfo)> = matches
         .iter()
@@ -444,7 +473,8 @@ pub async fn write_snapshot(
     } else {
         HashMap::new()
     };
-    let live: HashSet<TableId> = stored_tables.iter().map(|t| t.id).collect();
+    // Ids held by a table: stored ones, and retired ones as they are taken back.
+    let mut taken: HashSet<TableId> = stored_tables.iter().map(|t| t.id).collect();
 
     let mut rewrite: Vec<TableWrite> = Vec::new();
     let mut changed_ids: Vec<Uuid> = Vec::new();
@@ -482,7 +512,7 @@ pub async fn write_snapshot(
             }
             Match::New => {
                 stats.tables_added += 1;
-                if !entered_table(database, table) {
+                if !shift.as_ref().is_some_and(|s| s.entered(database, table)) {
                     let after = json!({ "kind": table.kind });
                     let change = TableChange::new(ChangeKind::TableAdded, None, None, Some(after));
                     changes.push(ChangeRow::of_table(database, table, change));
@@ -493,7 +523,7 @@ pub async fn write_snapshot(
                     table.name.clone(),
                 );
                 match retired.get(&key) {
-                    Some(id) if !live.contains(id) => {
+                    Some(id) if taken.insert(*id) => {
                         reused_ids.push(id.uuid());
                         *id
                     }
@@ -526,7 +556,10 @@ pub async fn write_snapshot(
 
     let removed: Vec<Uuid> = stored.values().map(|t| t.id.uuid()).collect();
     stats.tables_removed = removed.len() as u64;
-    for gone in stored.into_values().filter(|gone| !left_table(gone)) {
+    for gone in stored
+        .into_values()
+        .filter(|gone| !shift.as_ref().is_some_and(|s| s.left(gone)))
+    {
         let before = json!({ "kind": gone.kind });
         changes.push(ChangeRow {
             database: gone.database.clone(),
@@ -893,7 +926,7 @@ async fn write_schemas(
             let old = stored.get(&key);
             match old {
                 None if shift
-                    .is_some_and(|s| !s.before.covers_schema(&database.name, &schema.name)) => {}
+                    .is_some_and(|s| !s.before().covers_schema(&database.name, &schema.name)) => {}
                 None => changes.push(change(
                     &database.name,
                     &schema.name,
