@@ -8,7 +8,8 @@ alter table catalog_tables add column source_oid bigint;
 -- The ids of tables that left the catalog (dropped on the source, or out of the scan scope),
 -- by the name they had: a table that comes back under that name gets its id again, so an old
 -- /v1/tables/{id} answers again. Written and reused by the writer's delete statement; the
--- latest table to leave under a name wins. Gone with the resource.
+-- latest table to leave under a name wins. Gone with the resource, or once older than the
+-- job retention (the prune duty, by retired_at).
 create table catalog_retired_tables (
     resource_id uuid not null references resources (id) on delete cascade,
     tenant_id text not null,
@@ -19,3 +20,5 @@ create table catalog_retired_tables (
     retired_at timestamptz not null default now(),
     primary key (resource_id, database, schema_name, name)
 );
+
+create index catalog_retired_tables_by_age on catalog_retired_tables (retired_at);

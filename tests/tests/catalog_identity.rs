@@ -3,7 +3,7 @@
 //! a live table's id; on MariaDB, with no stable id, a rename stays a drop and an add.
 
 use metasync_shared::catalog::ChangeKind;
-use metasync_shared::db::catalog::TableDetail;
+use metasync_shared::db::catalog::{TableDetail, prune_retired_tables};
 use metasync_shared::ids::{ResourceId, TableId};
 use metasync_tests::assert::stats;
 use metasync_tests::create_source;
@@ -245,4 +245,43 @@ async fn mariadb_renames_are_a_removal_and_an_addition() {
     s.sync(rid).await;
     assert_eq!(id_of(&s, rid, &db.name, "t").await, t);
     db.drop().await;
+}
+
+#[tokio::test]
+async fn a_table_gone_longer_than_the_retention_comes_back_with_a_new_id() {
+    let s = scanner().await;
+    let source = create_source("create table t (id int); create table u (id int);")
+        .await
+        .unwrap();
+    let rid = s.register("postgres", &source, 5432, Value::Null).await;
+    s.sync(rid).await;
+    let (t, u) = (
+        id_of(&s, rid, "public", "t").await,
+        id_of(&s, rid, "public", "u").await,
+    );
+    s.change_pg(&source, rid, "drop table t; drop table u")
+        .await;
+
+    // `t` left 31 days ago, past the 30-day retention; `u` just now.
+    sqlx::query(
+        "update catalog_retired_tables set retired_at = now() - interval '31 days'
+         where name = 't'",
+    )
+    .execute(&s.app.db)
+    .await
+    .unwrap();
+    let retention = std::time::Duration::from_secs(30 * 24 * 3600);
+    let forgotten = prune_retired_tables(&s.app.db, retention, 100)
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 1);
+
+    s.change_pg(
+        &source,
+        rid,
+        "create table t (id int); create table u (id int)",
+    )
+    .await;
+    assert_ne!(id_of(&s, rid, "public", "t").await, t);
+    assert_eq!(id_of(&s, rid, "public", "u").await, u);
 }

@@ -667,6 +667,26 @@ async fn retire_and_rename(
     Ok(written as u64)
 }
 
+/// Forgets at most `limit` retired table ids older than `retention` (the prune duty): a table
+/// gone longer than that gets a new id when it comes back. Returns the ids forgotten.
+pub async fn prune_retired_tables(
+    db: impl sqlx::PgExecutor<'_>,
+    retention: std::time::Duration,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "delete from catalog_retired_tables where ctid in (
+             select ctid from catalog_retired_tables
+             where retired_at < now() - $1 * interval '1 millisecond'
+             limit $2)",
+    )
+    .bind(retention.as_millis() as i64)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Refreshes the row estimates and sizes of tables whose definition did not change, in one
 /// statement (none when no statistic moved). Statistics are not part of the definition: the
 /// fingerprint, `last_job_id` and `last_changed_at` stay, and no change history is written.
