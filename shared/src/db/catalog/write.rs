@@ -1172,6 +1172,166 @@ async fn insert_columns(
 mod tests {
     use super::*;
 
+    fn options(json: serde_json::Value) -> ScanOptions {
+        ScanOptions::parse(&json).unwrap()
+    }
+
+    fn stored(name: &str, oid: i64) -> StoredTable {
+        StoredTable {
+            id: TableId::new_v7(),
+            database: "db".into(),
+            schema: "public".into(),
+            name: name.into(),
+            fingerprint: String::new(),
+            kind: "table".into(),
+            row_estimate: None,
+            estimated_bytes: None,
+            source_oid: Some(oid),
+        }
+    }
+
+    fn scanned(name: &str, oid: i64) -> TableInfo {
+        TableInfo {
+            schema: "public".into(),
+            name: name.into(),
+            kind: "table".into(),
+            owner: None,
+            comment: None,
+            row_estimate: None,
+            estimated_bytes: None,
+            view_definition: None,
+            details: json!({}),
+            columns: vec![],
+            constraints: vec![],
+            indexes: vec![],
+            source_oid: Some(oid),
+        }
+    }
+
+    /// How each scanned table matched: `key:<stored name>`, `renamed:<stored name>` or `new`;
+    /// then the stored names left over (vanished).
+    fn matched(stored_tables: &[StoredTable], tables: &[TableInfo]) -> (Vec<String>, Vec<String>) {
+        let mut stored: HashMap<TableKey, &StoredTable> =
+            stored_tables.iter().map(|t| (t.key(), t)).collect();
+        let scanned: Vec<(&str, &TableInfo)> = tables.iter().map(|t| ("db", t)).collect();
+        let matches = match_tables(&scanned, &mut stored)
+            .into_iter()
+            .map(|m| match m {
+                Match::Key(old) => format!("key:{}", old.name),
+                Match::Renamed(old) => format!("renamed:{}", old.name),
+                Match::New => "new".into(),
+            })
+            .collect();
+        let mut vanished: Vec<String> = stored.values().map(|t| t.name.clone()).collect();
+        vanished.sort();
+        (matches, vanished)
+    }
+
+    #[test]
+    fn tables_match_by_name_then_by_oid_onto_free_names() {
+        let old = [stored("a", 1), stored("b", 2)];
+        // A rename, and a table dropped and re-created under its name.
+        assert_eq!(
+            matched(&old, &[scanned("a2", 1), scanned("b", 3)]),
+            (vec!["renamed:a".into(), "key:b".into()], vec![])
+        );
+        // Renamed away, and a new table took the name: the oid follows the renamed one.
+        assert_eq!(
+            matched(&old, &[scanned("a", 5), scanned("c", 1), scanned("b", 2)]),
+            (
+                vec!["new".into(), "renamed:a".into(), "key:b".into()],
+                vec![]
+            )
+        );
+        // A swap stays matched by name: no rename onto a name a stored row holds.
+        assert_eq!(
+            matched(&old, &[scanned("a", 2), scanned("b", 1)]),
+            (vec!["key:a".into(), "key:b".into()], vec![])
+        );
+        // A chain (a -> b, b -> c): `b` keeps its name's row, `c` takes b's by oid.
+        assert_eq!(
+            matched(&old, &[scanned("b", 1), scanned("c", 2)]),
+            (vec!["new".into(), "renamed:b".into()], vec!["a".into()])
+        );
+        // No oid (MySQL/MariaDB): by name only.
+        let mut mysql = scanned("a2", 1);
+        mysql.source_oid = None;
+        assert_eq!(
+            matched(&old, &[mysql, scanned("b", 2)]),
+            (vec!["new".into(), "key:b".into()], vec!["a".into()])
+        );
+        // Another kind under the vanished oid is not a rename.
+        let mut view = scanned("a2", 1);
+        view.kind = "view".into();
+        assert_eq!(
+            matched(&old, &[view, scanned("b", 2)]),
+            (vec!["new".into(), "key:b".into()], vec!["a".into()])
+        );
+    }
+
+    #[test]
+    fn a_scope_covers_what_its_options_select() {
+        let pg = options(json!({"databases": ["a", "b"], "exclude_schemas": ["x"],
+                                "include_tables": ["t.*"]}));
+        let filters = pg.compile().unwrap();
+        let scope = Scope {
+            options: &pg,
+            filters: &filters,
+            resource_database: "a",
+            databases_are_schemas: false,
+        };
+        assert!(scope.covers_schema("b", "public"));
+        assert!(!scope.covers_schema("c", "public"));
+        assert!(!scope.covers_schema("a", "x"));
+        assert!(scope.covers_table("a", "public", "t1"));
+        assert!(!scope.covers_table("a", "public", "u1"));
+        // MySQL: `databases` names schemas, the snapshot's database is the resource's.
+        let my = options(json!({}));
+        let filters = my.compile().unwrap();
+        let scope = Scope {
+            options: &my,
+            filters: &filters,
+            resource_database: "shop",
+            databases_are_schemas: true,
+        };
+        assert!(scope.covers_schema("shop", "shop"));
+        assert!(!scope.covers_schema("shop", "other"));
+        // Depth 1 covers schemas, no tables.
+        let shallow = options(json!({"depth": 1}));
+        let filters = shallow.compile().unwrap();
+        let scope = Scope {
+            options: &shallow,
+            filters: &filters,
+            ..scope
+        };
+        assert!(!scope.covers_table("shop", "shop", "t"));
+    }
+
+    #[test]
+    fn only_a_depth_crossing_three_explains_detail_changes() {
+        fn shift<'a>(before: u8, after: &'a ScanOptions, filters: &'a Filters) -> ScopeShift<'a> {
+            let after = Scope {
+                options: after,
+                filters,
+                resource_database: "db",
+                databases_are_schemas: false,
+            };
+            ScopeShift::from_stored(&json!({ "depth": before }), after).unwrap()
+        }
+        let (two, three) = (options(json!({"depth": 2})), options(json!({})));
+        let (two_filters, three_filters) = (two.compile().unwrap(), three.compile().unwrap());
+        let down = shift(3, &two, &two_filters);
+        assert!(down.depth_explains(ChangeKind::ColumnRemoved));
+        assert!(down.depth_explains(ChangeKind::TypeRemoved));
+        assert!(!down.depth_explains(ChangeKind::ColumnAdded));
+        assert!(!down.depth_explains(ChangeKind::TableRemoved));
+        let up = shift(1, &three, &three_filters);
+        assert!(up.depth_explains(ChangeKind::IndexAdded));
+        assert!(!up.depth_explains(ChangeKind::IndexRemoved));
+        let same = shift(3, &three, &three_filters);
+        assert!(!same.depth_explains(ChangeKind::ColumnRemoved));
+    }
+
     #[test]
     fn batches_are_bounded_and_cover_every_item_once() {
         let items = [30_000, 5_000, 5_000, 1, 90_000, 10];
