@@ -167,6 +167,13 @@ pub struct TableInfo {
     /// Stored as JSON in `catalog_tables.indexes`.
     #[sqlx(json)]
     pub indexes: Vec<IndexInfo>,
+    /// The source's own id of the relation (PostgreSQL's `pg_class.oid`), which a rename keeps:
+    /// how the writer tells a renamed table from a dropped one and a new one. `None` on
+    /// MySQL/MariaDB, which have no stable id. Not part of the definition (a dump and restore
+    /// moves it) nor of the API; stored in `catalog_tables.source_oid`.
+    #[serde(skip)]
+    #[sqlx(default)]
+    pub source_oid: Option<i64>,
 }
 
 /// A column as a scan reads it and as `catalog_columns` stores it.
@@ -637,9 +644,60 @@ fn diff_named<T: Serialize>(
     }
 }
 
+/// The column changes of one relation scanned twice (same oid): columns are matched by
+/// position, PostgreSQL's `attnum`, which a rename keeps and which is never reused, so a
+/// column renamed in place is `column_renamed` (with `column_changed` too if more moved), not
+/// a removal and an addition.
+fn diff_columns_in_place(before: &[ColumnInfo], after: &[ColumnInfo], out: &mut Vec<TableChange>) {
+    for new in after {
+        let Some(old) = before.iter().find(|old| old.position == new.position) else {
+            out.push(TableChange::new(
+                ChangeKind::ColumnAdded,
+                Some(&new.name),
+                None,
+                Some(to_json(new)),
+            ));
+            continue;
+        };
+        if old.name != new.name {
+            out.push(TableChange::new(
+                ChangeKind::ColumnRenamed,
+                Some(&new.name),
+                Some(serde_json::json!({ "name": old.name })),
+                Some(serde_json::json!({ "name": new.name })),
+            ));
+        }
+        let renamed = ColumnInfo {
+            name: new.name.clone(),
+            ..old.clone()
+        };
+        if renamed != *new {
+            out.push(TableChange::new(
+                ChangeKind::ColumnChanged,
+                Some(&new.name),
+                Some(to_json(old)),
+                Some(to_json(new)),
+            ));
+        }
+    }
+    for old in before {
+        if !after.iter().any(|new| new.position == old.position) {
+            out.push(TableChange::new(
+                ChangeKind::ColumnRemoved,
+                Some(&old.name),
+                Some(to_json(old)),
+                None,
+            ));
+        }
+    }
+}
+
 /// Every difference between the stored definition of a table and the scanned one. Columns,
 /// constraints and indexes are matched by name; a column's position alone is not a change
-/// (MySQL renumbers the columns after a dropped one).
+/// (MySQL renumbers the columns after a dropped one). When both sides carry the same
+/// [`TableInfo::source_oid`] (the same PostgreSQL relation), columns are matched by position
+/// instead, so a renamed column is recognised. The table's own name is not compared: a
+/// rename is the writer's `table_renamed`.
 pub fn diff_table(before: &TableInfo, after: &TableInfo) -> Vec<TableChange> {
     let mut out = Vec::new();
     if before.comment != after.comment {
@@ -677,23 +735,27 @@ pub fn diff_table(before: &TableInfo, after: &TableInfo) -> Vec<TableChange> {
             Some(new_attrs.into()),
         ));
     }
-    diff_named(
-        &before.columns,
-        &after.columns,
-        |c| &c.name,
-        |a, b| {
-            ColumnInfo {
-                position: b.position,
-                ..a.clone()
-            } == *b
-        },
-        [
-            ChangeKind::ColumnAdded,
-            ChangeKind::ColumnRemoved,
-            ChangeKind::ColumnChanged,
-        ],
-        &mut out,
-    );
+    if before.source_oid.is_some() && before.source_oid == after.source_oid {
+        diff_columns_in_place(&before.columns, &after.columns, &mut out);
+    } else {
+        diff_named(
+            &before.columns,
+            &after.columns,
+            |c| &c.name,
+            |a, b| {
+                ColumnInfo {
+                    position: b.position,
+                    ..a.clone()
+                } == *b
+            },
+            [
+                ChangeKind::ColumnAdded,
+                ChangeKind::ColumnRemoved,
+                ChangeKind::ColumnChanged,
+            ],
+            &mut out,
+        );
+    }
     diff_named(
         &before.constraints,
         &after.constraints,
@@ -706,11 +768,22 @@ pub fn diff_table(before: &TableInfo, after: &TableInfo) -> Vec<TableChange> {
         ],
         &mut out,
     );
+    // An index's definition text names its table; a rename moves it and nothing else.
+    let renamed = (&before.schema, &before.name) != (&after.schema, &after.name);
     diff_named(
         &before.indexes,
         &after.indexes,
         |i| &i.name,
-        |a, b| a == b,
+        |a, b| {
+            if renamed {
+                IndexInfo {
+                    definition: b.definition.clone(),
+                    ..a.clone()
+                } == *b
+            } else {
+                a == b
+            }
+        },
         [
             ChangeKind::IndexAdded,
             ChangeKind::IndexRemoved,
@@ -753,6 +826,7 @@ mod tests {
             columns,
             constraints: vec![],
             indexes: vec![],
+            source_oid: None,
         }
     }
 
@@ -880,6 +954,51 @@ mod tests {
         assert!(kinds.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
     }
 
+    /// What `diff_table` found, as (kind, object) pairs.
+    fn kinds_and_objects(a: &TableInfo, b: &TableInfo) -> Vec<(ChangeKind, Option<String>)> {
+        diff_table(a, b)
+            .into_iter()
+            .map(|c| (c.kind, c.object_name))
+            .collect()
+    }
+
+    #[test]
+    fn columns_of_one_relation_are_matched_by_position() {
+        let mut a = table(vec![column(1, "id", "int"), column(2, "v", "text")]);
+        a.source_oid = Some(16384);
+        let mut b = a.clone();
+        b.columns = vec![column(1, "id", "int"), column(2, "w", "varchar(10)")];
+        b.columns.push(column(4, "v", "text"));
+        let kinds = kinds_and_objects(&a, &b);
+        assert_eq!(
+            kinds,
+            vec![
+                (ChangeKind::ColumnRenamed, Some("w".into())),
+                (ChangeKind::ColumnChanged, Some("w".into())),
+                (ChangeKind::ColumnAdded, Some("v".into())),
+            ]
+        );
+        // Another relation under the same name (dropped and re-created): by name, as before.
+        b.source_oid = Some(16400);
+        let kinds: Vec<ChangeKind> = diff_table(&a, &b).into_iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [ChangeKind::ColumnAdded]);
+        // The oid is not part of the definition.
+        assert_eq!(
+            a.fingerprint(),
+            TableInfo {
+                source_oid: None,
+                ..a.clone()
+            }
+            .fingerprint()
+        );
+        assert!(
+            serde_json::to_value(&a)
+                .unwrap()
+                .get("source_oid")
+                .is_none()
+        );
+    }
+
     #[test]
     fn columns_are_matched_by_name() {
         let a = table(vec![
@@ -893,10 +1012,7 @@ mod tests {
             column(3, "z", "text"),
         ]);
         b.comment = Some("new".into());
-        let kinds: Vec<(ChangeKind, Option<String>)> = diff_table(&a, &b)
-            .into_iter()
-            .map(|c| (c.kind, c.object_name))
-            .collect();
+        let kinds = kinds_and_objects(&a, &b);
         assert_eq!(
             kinds,
             vec![

@@ -311,6 +311,16 @@ impl ScanOptions {
         }
     }
 
+    /// Whether `databases` selects `name`, given the resource's own database (what
+    /// `"resource"` selects).
+    pub fn selects_database(&self, name: &str, resource_database: &str) -> bool {
+        match &self.databases {
+            DatabaseSelection::Resource => name == resource_database,
+            DatabaseSelection::All => true,
+            DatabaseSelection::List(names) => names.iter().any(|n| n == name),
+        }
+    }
+
     /// The four pattern lists, in a fixed order: what [`Filters`] are compiled from.
     pub fn pattern_lists(&self) -> [&[Pattern]; 4] {
         [

@@ -339,6 +339,23 @@ impl Scanner {
         change
     }
 
+    /// The one change of `kind` a job recorded, with its details.
+    pub async fn change_of_kind(
+        &self,
+        rid: ResourceId,
+        job: &Job,
+        kind: ChangeKind,
+    ) -> StoredChange {
+        let mut found: Vec<StoredChange> = self
+            .changes_by(rid, job)
+            .await
+            .into_iter()
+            .filter(|c| c.kind == kind)
+            .collect();
+        assert_eq!(found.len(), 1, "{found:?}");
+        found.remove(0)
+    }
+
     pub async fn change_count(&self, rid: ResourceId) -> usize {
         self.changes(rid).await.len()
     }

@@ -12,7 +12,7 @@ use metasync_shared::custody::OpeningKeys;
 use metasync_shared::db::catalog;
 use metasync_shared::db::jobs::{self, Claim, ClaimRefused, ClaimedJob, FailureOutcome, Fenced};
 use metasync_shared::db::resources::ResourceWithSecret;
-use metasync_shared::domain::{ErrorClass, Phase, Progress, SyncStats};
+use metasync_shared::domain::{ErrorClass, Phase, Progress, ResourceKind, SyncStats};
 use metasync_shared::maintenance::MaintenanceArgs;
 use metasync_shared::ops::Readiness;
 use metasync_shared::outbound::{HostPolicy, PolicyError};
@@ -461,6 +461,12 @@ async fn run_attempt(
         claim.resource_id,
         claim.job_id,
         &snapshot,
+        catalog::Scope {
+            options: &resource.resource.options.0,
+            filters: &filters,
+            resource_database: &resource.resource.database,
+            databases_are_schemas: resource.resource.kind == ResourceKind::Mysql,
+        },
     )
     .await
     .map_err(catalog_error)?;

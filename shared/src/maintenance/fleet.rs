@@ -1,7 +1,8 @@
 //! The fleet-wide duties, run by the maintenance leader alone: reap the deliveries of dead
 //! workers, end cancelled jobs whose worker was lost, promote due delayed deliveries, re-push
 //! jobs whose delivery was lost (Redis flushed, or a crash between insert and push), fire due
-//! schedules, prune old finished jobs (and audit events as old, and old webhook deliveries)
+//! schedules, prune old finished jobs (and audit events and retired table ids as old, and old
+//! webhook deliveries)
 //! and export the queue gauges.
 //! Each is still safe to run in several processes at once, so the moment of a leadership
 //! change needs no care.
@@ -12,7 +13,7 @@ use sqlx::PgPool;
 
 use super::Settings;
 use super::duty::{Duty, DutyError, DutySet};
-use crate::db::{audit, connection_tests, jobs, resources, webhooks};
+use crate::db::{audit, catalog, connection_tests, jobs, resources, webhooks};
 use crate::ids::JobId;
 use crate::queue::Queue;
 use crate::submit::Submitter;
@@ -164,7 +165,8 @@ async fn fleet_gauges(fleet: Fleet) -> Result<(), DutyError> {
 }
 
 /// Old finished jobs, and audit events as old: the audit log is kept as long as jobs are; old
-/// finished webhook deliveries; and test-connection requests their API process abandoned.
+/// finished webhook deliveries; retired table ids as old as jobs; and test-connection requests
+/// their API process abandoned.
 async fn prune(fleet: Fleet) -> Result<(), DutyError> {
     let n = jobs::prune_finished(&fleet.db, fleet.settings.retention, 1_000).await?;
     if n > 0 {
@@ -195,6 +197,10 @@ async fn prune(fleet: Fleet) -> Result<(), DutyError> {
     }
     if pruned > 0 {
         tracing::info!(deliveries = pruned, "pruned old webhook deliveries");
+    }
+    let n = catalog::prune_retired_tables(&fleet.db, fleet.settings.retention, 10_000).await?;
+    if n > 0 {
+        tracing::info!(ids = n, "forgot old retired table ids");
     }
     connection_tests::prune_expired(&fleet.db).await?;
     Ok(())

@@ -34,7 +34,8 @@ pub struct MaintenanceArgs {
     #[arg(long, env = "METASYNC_RECONCILE_EVERY", default_value = "10s", value_parser = parse_duration)]
     pub reconcile_every: Duration,
 
-    /// Finished jobs older than this are deleted from PostgreSQL, and audit events as old.
+    /// Finished jobs older than this are deleted from PostgreSQL, and audit events and retired
+    /// table ids as old.
     #[arg(long, env = "METASYNC_JOB_RETENTION", default_value = "720h", value_parser = parse_duration)]
     pub job_retention: Duration,
 

@@ -11,4 +11,4 @@ pub use read::{
     TableDetail, TableFilter, TableSummary, escape_like, get_table, list_changes, list_schemas,
     list_tables, search,
 };
-pub use write::write_snapshot;
+pub use write::{Scope, prune_retired_tables, write_snapshot};

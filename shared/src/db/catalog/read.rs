@@ -204,17 +204,20 @@ pub struct StoredChange {
     pub id: ChangeId,
     /// Null once the job is purged; the history outlives it.
     pub job_id: Option<JobId>,
-    /// Source database.
+    /// Source database; `""` for `scope_changed`, a change of the resource itself.
     pub database: String,
-    /// Schema name.
+    /// Schema name; `""` for `scope_changed`.
     pub schema: String,
-    /// Absent for a change to the schema itself.
+    /// Absent for a change to the schema (or, `scope_changed`, the resource) itself. For
+    /// `table_renamed` and the changes beside it, the table's new name.
     pub table: Option<String>,
     /// What changed.
     pub kind: ChangeKind,
     /// The column, constraint or index; `None` for the table or schema itself.
     pub object_name: Option<String>,
-    /// `{"before": …, "after": …}`, one side absent for additions and removals.
+    /// `{"before": …, "after": …}`, one side absent for additions and removals; for
+    /// `table_renamed` `{"schema", "name"}` each, for `column_renamed` `{"name"}`, for
+    /// `scope_changed` the resource's scan options.
     pub details: serde_json::Value,
     /// When the sync recorded it.
     pub created_at: DateTime<Utc>,

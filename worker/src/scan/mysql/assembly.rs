@@ -108,6 +108,8 @@ impl Assembly {
                 columns: Vec::new(),
                 constraints: Vec::new(),
                 indexes: Vec::new(),
+                // No stable id on MySQL/MariaDB: a rename is a drop and an add.
+                source_oid: None,
             });
         }
         add_partitions(&mut tables, &by_name, std::mem::take(&mut rows.partitions));

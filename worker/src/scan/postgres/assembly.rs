@@ -111,6 +111,7 @@ impl<'a> Assembly<'a> {
             columns: Vec::new(),
             constraints: Vec::new(),
             indexes: Vec::new(),
+            source_oid: Some(row.oid),
         });
     }
 
