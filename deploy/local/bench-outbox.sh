@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The webhook outbox trigger's cost on its own: pgbench ends 12,000 jobs (8 clients) of a
+# The webhook outbox trigger's cost on its own: 32,000 job endings by pgbench (8 clients) on a
 # catalog database built from migrations/, with and without a webhook subscribed to every
 # event, and prints the job endings per second of each. The difference is what the trigger
 # adds to the transaction that ends a job (docs/webhooks.md, "Throughput"). The same rounds
@@ -32,7 +32,7 @@ drop table if exists bench_jobs;
 insert into resources (id, tenant_id, name, kind, host, port, database, username,
                        password_sealed, password_key_id, password_format)
 select gen_random_uuid(), 'a', 'r' || i, 'postgres', 'h', 5432, 'd', 'u', '\x00', 'k', 2
-from generate_series(1, 40000) i;
+from generate_series(1, 100000) i;
 create table bench_jobs as
     select row_number() over () as n, gen_random_uuid() as id, id as resource_id from resources;
 alter table bench_jobs add primary key (n);
@@ -43,9 +43,10 @@ insert into catalog_changes (id, tenant_id, resource_id, job_id, database, schem
     select gen_random_uuid(), 'a', j.resource_id, j.id, 'db', 'public', k
     from jobs j, unnest(array['schema_added', 'table_added']) k;
 vacuum analyze;
+checkpoint;
 SQL
 cat > "$work/end-job.sql" <<'SQL'
-\set n random(1, 40000)
+\set n random(1, 100000)
 update jobs set state = 'succeeded', finished_at = now()
 where id = (select id from bench_jobs where n = :n) and state = 'running';
 SQL
@@ -57,7 +58,7 @@ run() { # $1: the database; $2: with a hook (1) or not (0)
         "${psql[@]}" -d "$db" -c "insert into webhooks (id, tenant_id, url, events, secret_sealed, secret_key_id)
             values (gen_random_uuid(), 'a', 'http://127.0.0.1:9/', array['job.succeeded', 'job.failed', 'catalog.changed'], '\x00', 'k')"
     fi
-    pgbench -h 127.0.0.1 -U postgres -n -c 8 -j 2 -t 1500 --random-seed=7 -f "$work/end-job.sql" "$db" 2>&1 \
+    pgbench -h 127.0.0.1 -U postgres -n -c 8 -j 2 -t 4000 --random-seed=7 -f "$work/end-job.sql" "$db" 2>&1 \
         | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
 }
 for round in $(seq "$rounds"); do
