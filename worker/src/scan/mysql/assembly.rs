@@ -17,9 +17,10 @@ use super::sql::{
     TableRow,
 };
 
-/// What the catalog statements returned, one vector per object family, except the columns:
-/// those, by far the most rows (15 per table in the benchmark's schema), are assembled as
-/// they stream ([`Assembly::add_column`]) instead of being held as rows first.
+/// What the catalog statements returned, one vector per object family, except the columns and
+/// the key and index columns: those, by far the most rows (15, 1.6 and 3 per table in the
+/// benchmark's schema), are assembled as they stream ([`Assembly::add_column`],
+/// [`Assembly::add_key_column`], [`Assembly::add_index_column`]) instead of being held first.
 #[derive(Default)]
 pub(super) struct Rows {
     pub schemas: Vec<SchemaRow>,
@@ -27,9 +28,7 @@ pub(super) struct Rows {
     pub partitions: Vec<PartitionRow>,
     /// The sequences' `(schema, name)`s, and their settings by index in that list.
     pub sequences: (Vec<(String, String)>, Vec<SequenceRow>),
-    pub key_columns: Vec<KeyColumnRow>,
     pub constraints: Vec<ConstraintRow>,
-    pub index_columns: Vec<IndexColumnRow>,
 }
 
 /// One database's tables being assembled: made from the rows read before the columns (the
@@ -167,6 +166,86 @@ impl Assembly {
         });
     }
 
+    /// Adds one column of a primary, unique or foreign key to its constraint (made on its first column).
+    pub(super) fn add_key_column(&mut self, row: KeyColumnRow) {
+        let Some(&i) = self.by_name.get(&(row.table_schema, row.table_name)) else {
+            return;
+        };
+        let kind = match row.constraint_type.as_str() {
+            "PRIMARY KEY" => ConstraintKind::PrimaryKey,
+            "FOREIGN KEY" => ConstraintKind::ForeignKey,
+            _ => ConstraintKind::Unique,
+        };
+        let name = row.constraint_name;
+        let table_constraints = &mut self.tables[i].constraints;
+        let existing = table_constraints
+            .iter()
+            .position(|c| c.name == name && c.kind == kind);
+        let index = match existing {
+            Some(index) => index,
+            None => {
+                table_constraints.push(ConstraintInfo::new(name, kind, Vec::new()));
+                table_constraints.len() - 1
+            }
+        };
+        let constraint = &mut table_constraints[index];
+        if let Some(column) = row.column_name {
+            constraint.columns.push(column);
+        }
+        if let (Some(schema), Some(table)) =
+            (row.referenced_table_schema, row.referenced_table_name)
+        {
+            let target = constraint.references.get_or_insert(ForeignKeyTarget {
+                schema,
+                table,
+                columns: Vec::new(),
+            });
+            target.columns.extend(row.referenced_column_name);
+        }
+    }
+
+    /// Adds one key of an index to its index (made on its first key).
+    pub(super) fn add_index_column(&mut self, row: IndexColumnRow) {
+        let Some(&i) = self.by_name.get(&(row.table_schema, row.table_name)) else {
+            return;
+        };
+        let name = row.index_name;
+        let indexes = &mut self.tables[i].indexes;
+        let index = match indexes.iter().position(|x| x.name == name) {
+            Some(index) => index,
+            None => {
+                indexes.push(IndexInfo {
+                    primary: name == "PRIMARY",
+                    name,
+                    columns: Vec::new(),
+                    expression: row.expression.clone(),
+                    unique: row.non_unique == 0,
+                    method: row.index_type.to_lowercase(),
+                    keys: Vec::new(),
+                    include: Vec::new(),
+                    predicate: None,
+                    definition: None,
+                });
+                indexes.len() - 1
+            }
+        };
+        let index = &mut indexes[index];
+        index.columns.extend(row.column_name.clone());
+        index.keys.push(IndexKey {
+            column: row.column_name,
+            expression: row.expression,
+            order: match row.collation.as_deref() {
+                Some("A") => Some(SortOrder::Asc),
+                Some("D") => Some(SortOrder::Desc),
+                _ => None,
+            },
+            nulls: None,
+            opclass: None,
+            collation: None,
+            prefix_length: row.sub_part,
+        });
+    }
+
     /// The views that got no column (`schema.name`): the server could not resolve them.
     pub(super) fn views_without_columns(&self) -> Vec<String> {
         self.tables
@@ -181,9 +260,7 @@ impl Assembly {
         let Rows {
             schemas,
             sequences,
-            key_columns,
             constraints,
-            index_columns,
             ..
         } = rows;
         let Self {
@@ -191,42 +268,6 @@ impl Assembly {
             by_name,
             ..
         } = self;
-        for row in key_columns {
-            let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
-                continue;
-            };
-            let kind = match row.constraint_type.as_str() {
-                "PRIMARY KEY" => ConstraintKind::PrimaryKey,
-                "FOREIGN KEY" => ConstraintKind::ForeignKey,
-                _ => ConstraintKind::Unique,
-            };
-            let name = row.constraint_name;
-            let table_constraints = &mut out[i].constraints;
-            let existing = table_constraints
-                .iter()
-                .position(|c| c.name == name && c.kind == kind);
-            let index = match existing {
-                Some(index) => index,
-                None => {
-                    table_constraints.push(ConstraintInfo::new(name, kind, Vec::new()));
-                    table_constraints.len() - 1
-                }
-            };
-            let constraint = &mut table_constraints[index];
-            if let Some(column) = row.column_name {
-                constraint.columns.push(column);
-            }
-            if let (Some(schema), Some(table)) =
-                (row.referenced_table_schema, row.referenced_table_name)
-            {
-                let target = constraint.references.get_or_insert(ForeignKeyTarget {
-                    schema,
-                    table,
-                    columns: Vec::new(),
-                });
-                target.columns.extend(row.referenced_column_name);
-            }
-        }
         for row in constraints {
             let json_check = is_json_check(&row);
             let Some(&i) = by_name.get(&(row.constraint_schema, row.table_name)) else {
@@ -274,46 +315,6 @@ impl Assembly {
             table
                 .constraints
                 .sort_by(|a, b| (&a.name, a.kind).cmp(&(&b.name, b.kind)));
-        }
-        for row in index_columns {
-            let Some(&i) = by_name.get(&(row.table_schema, row.table_name)) else {
-                continue;
-            };
-            let name = row.index_name;
-            let indexes = &mut out[i].indexes;
-            let index = match indexes.iter().position(|x| x.name == name) {
-                Some(index) => index,
-                None => {
-                    indexes.push(IndexInfo {
-                        primary: name == "PRIMARY",
-                        name,
-                        columns: Vec::new(),
-                        expression: row.expression.clone(),
-                        unique: row.non_unique == 0,
-                        method: row.index_type.to_lowercase(),
-                        keys: Vec::new(),
-                        include: Vec::new(),
-                        predicate: None,
-                        definition: None,
-                    });
-                    indexes.len() - 1
-                }
-            };
-            let index = &mut indexes[index];
-            index.columns.extend(row.column_name.clone());
-            index.keys.push(IndexKey {
-                column: row.column_name,
-                expression: row.expression,
-                order: match row.collation.as_deref() {
-                    Some("A") => Some(SortOrder::Asc),
-                    Some("D") => Some(SortOrder::Desc),
-                    _ => None,
-                },
-                nulls: None,
-                opclass: None,
-                collation: None,
-                prefix_length: row.sub_part,
-            });
         }
         for index in out.iter_mut().flat_map(|t| t.indexes.iter_mut()) {
             index.definition = Some(index_definition(index));

@@ -319,9 +319,6 @@ async fn read_server(
                 .await?;
             rows.sequences = (names, found);
         }
-        rows.key_columns = read
-            .fetch(&mut tx, "reading constraints", sql::key_columns(names))
-            .await?;
         rows.constraints = read
             .fetch_binding(
                 &mut tx,
@@ -330,13 +327,28 @@ async fn read_server(
                 2,
             )
             .await?;
-        rows.index_columns = read
-            .fetch(&mut tx, "reading indexes", sql::index_columns(names))
-            .await?;
     }
     let mut assembly = Assembly::new(filters, &mut rows);
     if options.depth == Depth::Everything {
-        // Last, and streamed: the columns join the tables already assembled.
+        // Last, and streamed: the most numerous rows join the tables already assembled.
+        read.for_each(
+            &mut tx,
+            "reading constraints",
+            sql::key_columns(names),
+            |row| {
+                assembly.add_key_column(row);
+            },
+        )
+        .await?;
+        read.for_each(
+            &mut tx,
+            "reading indexes",
+            sql::index_columns(names),
+            |row| {
+                assembly.add_index_column(row);
+            },
+        )
+        .await?;
         read.for_each(&mut tx, "reading columns", sql::columns(names), |row| {
             assembly.add_column(row);
         })
